@@ -1,0 +1,155 @@
+/**
+ * From formatted examples to model batches: tokenization with an answer-only loss mask, seeded per-epoch
+ * shuffling, right padding, and optional packing of several examples into one row (segment ids keep their
+ * attention apart and restart positions).
+ *
+ * Mask choice: the prompt part (text before `answerStart`) is tokenized with BOS, the answer part
+ * (`answerStart..answerEnd`) on its own without BOS, and EOS is appended. The labels are exactly the answer
+ * tokens plus EOS. Tokenizing the parts separately means no token straddles the boundary (a joint
+ * tokenization could merge the last prompt character with the first answer character), and it matches
+ * inference, where the prompt is tokenized alone and the model continues it. This is TRL's completion-only
+ * loss on prompt/completion data.
+ */
+
+/** A small, fast, seedable PRNG (mulberry32) whose whole state is one 32-bit integer, so it checkpoints exactly. */
+export class SeededRng {
+  state: number
+  constructor(state: number) {
+    this.state = state >>> 0
+  }
+  /** uniform in [0, 1) */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0
+    let t = this.state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  /** standard normal (Box-Muller) */
+  normal(): number {
+    const u = 1 - this.next()
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next())
+  }
+}
+
+/** Deterministic permutation of 0..n-1 for an epoch: the same seed and epoch always give the same order. */
+export const epochPermutation = (n: number, seed: number, epoch: number): Array<number> => {
+  const rng = new SeededRng(Math.imul(seed >>> 0, 31) + Math.imul(epoch + 1, 0x85ebca6b))
+  const order = Array.from({ length: n }, (_, i) => i)
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1))
+    const t = order[i]!
+    order[i] = order[j]!
+    order[j] = t
+  }
+  return order
+}
+
+/** One tokenized example: `labels[i]` is true where token i is an answer token (a loss target). */
+export interface TokenizedExample {
+  readonly ids: ReadonlyArray<number>
+  readonly labels: ReadonlyArray<boolean>
+}
+
+export interface TokenizerLike {
+  readonly bosId: number | undefined
+  readonly eosId: number
+  encode(text: string): ReadonlyArray<number>
+}
+
+export interface FormattedExample {
+  readonly text: string
+  readonly answerStart: number
+  readonly answerEnd: number
+}
+
+/** Tokenizes a formatted example, truncating to `maxLength` tokens (from the end of the answer). */
+export const tokenizeExample = (tok: TokenizerLike, ex: FormattedExample, maxLength: number): TokenizedExample => {
+  const prompt = [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))]
+  const answer = [...tok.encode(ex.text.slice(ex.answerStart, ex.answerEnd)), tok.eosId]
+  const ids = [...prompt, ...answer].slice(0, maxLength)
+  const labels = ids.map((_, i) => i >= prompt.length)
+  return { ids, labels }
+}
+
+/** A batch as plain arrays, row-major [rows, length]. */
+export interface Batch {
+  readonly rows: number
+  readonly length: number
+  readonly inputIds: Int32Array
+  /** 1 for real tokens, 0 for padding */
+  readonly attentionMask: Int32Array
+  /** segment of each token within its row (packing), 0 for padding; undefined when not packed */
+  readonly segmentIds: Int32Array | undefined
+  /** 1 where the NEXT-token target of position i (token i+1) is an answer token */
+  readonly lossMask: Float32Array
+  /** the target token of position i (token i+1, or 0) */
+  readonly targets: Int32Array
+  /** number of answer tokens that carry loss */
+  readonly lossTokens: number
+  /** non-padding tokens */
+  readonly tokens: number
+}
+
+const buildBatch = (rowsOfSegments: ReadonlyArray<ReadonlyArray<TokenizedExample>>, padId: number, packed: boolean): Batch => {
+  const lengths = rowsOfSegments.map((segs) => segs.reduce((n, s) => n + s.ids.length, 0))
+  const length = Math.max(1, ...lengths)
+  const rows = rowsOfSegments.length
+  const size = rows * length
+  const inputIds = new Int32Array(size).fill(padId)
+  const attentionMask = new Int32Array(size)
+  const segmentIds = packed ? new Int32Array(size) : undefined
+  const lossMask = new Float32Array(size)
+  const targets = new Int32Array(size)
+  let lossTokens = 0
+  let tokens = 0
+  rowsOfSegments.forEach((segs, r) => {
+    let pos = r * length
+    segs.forEach((seg, s) => {
+      for (let i = 0; i < seg.ids.length; i++) {
+        inputIds[pos + i] = seg.ids[i]!
+        attentionMask[pos + i] = 1
+        if (segmentIds) segmentIds[pos + i] = s + 1
+        // the target of position i is token i+1 of the same segment: never across segments or into padding
+        if (i + 1 < seg.ids.length) {
+          targets[pos + i] = seg.ids[i + 1]!
+          if (seg.labels[i + 1]) {
+            lossMask[pos + i] = 1
+            lossTokens += 1
+          }
+        }
+      }
+      tokens += seg.ids.length
+      pos += seg.ids.length
+    })
+  })
+  return { rows, length, inputIds, attentionMask, segmentIds, lossMask, targets, lossTokens, tokens }
+}
+
+/** Right-padded batch, one example per row. */
+export const padBatch = (examples: ReadonlyArray<TokenizedExample>, padId: number): Batch =>
+  buildBatch(examples.map((e) => [e]), padId, false)
+
+/** Greedy first-fit packing of examples (in order) into `rows` rows of at most `maxLength` tokens each. */
+export const packBatch = (examples: ReadonlyArray<TokenizedExample>, padId: number, maxLength: number): Batch => {
+  const rows: Array<Array<TokenizedExample>> = []
+  const used: Array<number> = []
+  for (const ex of examples) {
+    const r = used.findIndex((u) => u + ex.ids.length <= maxLength)
+    if (r >= 0) {
+      rows[r]!.push(ex)
+      used[r]! += ex.ids.length
+    } else {
+      rows.push([ex])
+      used.push(ex.ids.length)
+    }
+  }
+  return buildBatch(rows, padId, true)
+}
+
+/** Splits an epoch's example order into batches of `batchSize` (the last one may be smaller). */
+export const batchIndices = (order: ReadonlyArray<number>, batchSize: number): Array<Array<number>> => {
+  const out: Array<Array<number>> = []
+  for (let i = 0; i < order.length; i += batchSize) out.push(order.slice(i, i + batchSize))
+  return out
+}
