@@ -1,0 +1,265 @@
+/**
+ * BLEU exactly as sacrebleu computes it (mjpost/sacrebleu 2.x `metrics/bleu.py`, `tokenizers/tokenizer_13a.py`),
+ * checked to 1e-6 against sacrebleu's own output (test/fixtures/eval/reference.json) and its published test cases.
+ *
+ * - `corpusBleu`: sufficient statistics summed over segments, then one score (sacrebleu `corpus_score`);
+ *   defaults: 13a tokenizer, `exp` smoothing, max order 4, no effective order, case-sensitive.
+ * - `sentenceBleu`: one segment; defaults like sacrebleu's `sentence_bleu` (effective order on).
+ * - References: sacrebleu's layout, a list of reference *streams* (`references[k][i]` is the k-th reference of
+ *   segment i). Empty references are skipped per segment; a segment with none is an error (as in sacrebleu).
+ * - Scores are on sacrebleu's 0–100 scale.
+ */
+import { Schema } from "effect"
+
+export class MetricInputError extends Schema.TaggedError<MetricInputError>()("MetricInputError", {
+  metric: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.metric}: ${this.detail}`
+  }
+}
+
+export type SmoothMethod = "exp" | "floor" | "add-k" | "none"
+
+export interface BleuOptions {
+  readonly smoothMethod?: SmoothMethod
+  /** for `floor` (default 0.1) and `add-k` (default 1) */
+  readonly smoothValue?: number
+  readonly lowercase?: boolean
+  readonly tokenize?: "13a" | "none"
+  readonly maxNgramOrder?: number
+  readonly effectiveOrder?: boolean
+}
+
+export interface BleuScore {
+  /** 0–100 */
+  readonly score: number
+  readonly counts: ReadonlyArray<number>
+  readonly totals: ReadonlyArray<number>
+  /** per-order precisions, 0–100 */
+  readonly precisions: ReadonlyArray<number>
+  readonly bp: number
+  readonly sysLen: number
+  readonly refLen: number
+}
+
+const smoothDefaults: Record<SmoothMethod, number | undefined> = { none: undefined, floor: 0.1, "add-k": 1, exp: undefined }
+
+/** Python's `str.isspace()` set, which `str.split()`/`strip()` use; JS `\s` differs (it has U+FEFF, lacks U+001C–1F, U+0085). */
+const PY_WS = "\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+const pyWhitespaceRun = new RegExp(`[${PY_WS}]+`, "g")
+const pyTrailingWhitespace = new RegExp(`[${PY_WS}]+$`)
+
+/** Python's `" ".join(s.split())`: collapse and trim Python whitespace. */
+export const pySplit = (s: string): Array<string> => {
+  const parts = s.split(pyWhitespaceRun)
+  let start = 0
+  let end = parts.length
+  if (end > 0 && parts[0] === "") start = 1
+  if (end > start && parts[end - 1] === "") end--
+  return start === 0 && end === parts.length ? parts : parts.slice(start, end)
+}
+export const pyRstrip = (s: string): string => s.replace(pyTrailingWhitespace, "")
+
+// sacrebleu tokenizer_re.py, same regexes (no `u` flag: the escapes are Python-style; all classes are ASCII, and
+// a surrogate pair never straddles a match boundary in a way that changes the output)
+const reSymbols = /([\{-\~\[-\` -\&\(-\+\:-\@\/])/g
+const rePeriodCommaAfterNonDigit = /([^0-9])([\.,])/g
+const rePeriodCommaBeforeNonDigit = /([\.,])([^0-9])/g
+const reDashAfterDigit = /([0-9])(-)/g
+
+/** mteval-v13a tokenization as sacrebleu's `Tokenizer13a`; returns the tokenized line (tokens joined by a space). */
+export const tokenize13a = (input: string): string => {
+  let line = input.replaceAll("<skipped>", "").replaceAll("-\n", "").replaceAll("\n", " ")
+  if (line.includes("&")) {
+    line = line.replaceAll("&quot;", "\"").replaceAll("&amp;", "&").replaceAll("&lt;", "<").replaceAll("&gt;", ">")
+  }
+  line = ` ${line} `
+  line = line.replace(reSymbols, " $1 ")
+  line = line.replace(rePeriodCommaAfterNonDigit, "$1 $2 ")
+  line = line.replace(rePeriodCommaBeforeNonDigit, " $1 $2")
+  line = line.replace(reDashAfterDigit, "$1 $2 ")
+  return pySplit(line).join(" ")
+}
+
+interface RefInfo {
+  readonly ngrams: Map<string, number>
+  readonly lens: ReadonlyArray<number>
+}
+
+/** n-gram counts keyed by the tokens joined with a space (tokens never contain whitespace, so keys are unique). */
+const countNgrams = (tokens: ReadonlyArray<string>, maxOrder: number, into: Map<string, number>, merge: "add" | "max") => {
+  const local = merge === "max" ? new Map<string, number>() : into
+  for (let n = 1; n <= maxOrder; n++) {
+    for (let i = 0; i + n <= tokens.length; i++) {
+      let key = tokens[i]!
+      for (let k = 1; k < n; k++) key += " " + tokens[i + k]!
+      local.set(key, (local.get(key) ?? 0) + 1)
+    }
+  }
+  if (merge === "max") for (const [key, count] of local) into.set(key, Math.max(into.get(key) ?? 0, count))
+}
+
+const resolve = (options: BleuOptions, sentence: boolean) => ({
+  smoothMethod: options.smoothMethod ?? "exp",
+  smoothValue: options.smoothValue,
+  lowercase: options.lowercase ?? false,
+  tokenize: options.tokenize ?? "13a",
+  maxNgramOrder: options.maxNgramOrder ?? 4,
+  effectiveOrder: options.effectiveOrder ?? sentence
+})
+type Resolved = ReturnType<typeof resolve>
+
+const preprocess = (sentence: string, o: Resolved): Array<string> => {
+  const s = o.lowercase ? sentence.toLowerCase() : sentence
+  const stripped = pyRstrip(s)
+  return pySplit(o.tokenize === "13a" ? tokenize13a(stripped) : stripped)
+}
+
+const referenceInfo = (refs: ReadonlyArray<string>, o: Resolved, segment: number): RefInfo => {
+  const lines = refs.filter((r) => r !== "")
+  if (lines.length === 0) {
+    throw new MetricInputError({ metric: "BLEU", detail: `segment ${segment}: empty reference (sacrebleu rejects it too)` })
+  }
+  const ngrams = new Map<string, number>()
+  const lens: Array<number> = []
+  for (const line of lines) {
+    const tokens = preprocess(line, o)
+    lens.push(tokens.length)
+    countNgrams(tokens, o.maxNgramOrder, ngrams, "max")
+  }
+  return { ngrams, lens }
+}
+
+/** Closest reference length; ties go to the shorter one. */
+const closestRefLen = (hypLen: number, refLens: ReadonlyArray<number>) => {
+  let closestDiff = -1
+  let closestLen = -1
+  for (const refLen of refLens) {
+    const diff = Math.abs(hypLen - refLen)
+    if (closestDiff === -1 || diff < closestDiff) {
+      closestDiff = diff
+      closestLen = refLen
+    } else if (diff === closestDiff && refLen < closestLen) closestLen = refLen
+  }
+  return closestLen
+}
+
+/** [hypLen, refLen, correct_1..N, total_1..N], sacrebleu's segment statistics. */
+const segmentStats = (hypothesis: string, info: RefInfo, o: Resolved): Array<number> => {
+  const tokens = preprocess(hypothesis, o)
+  const hypNgrams = new Map<string, number>()
+  countNgrams(tokens, o.maxNgramOrder, hypNgrams, "add")
+  const N = o.maxNgramOrder
+  const stats = new Array<number>(2 + 2 * N).fill(0)
+  stats[0] = tokens.length
+  stats[1] = closestRefLen(tokens.length, info.lens)
+  for (const [ngram, count] of hypNgrams) {
+    let n = 0
+    for (let i = 0; i < ngram.length; i++) if (ngram.charCodeAt(i) === 32) n++
+    stats[2 + N + n]! += count
+    const refCount = info.ngrams.get(ngram)
+    if (refCount !== undefined) stats[2 + n]! += Math.min(count, refCount)
+  }
+  return stats
+}
+
+const myLog = (x: number) => (x === 0 ? -9999999999 : Math.log(x))
+
+/** sacrebleu `BLEU.compute_bleu`: the score from summed statistics, with smoothing. */
+export const computeBleu = (
+  correctIn: ReadonlyArray<number>,
+  totalIn: ReadonlyArray<number>,
+  sysLen: number,
+  refLen: number,
+  options: BleuOptions = {}
+): BleuScore => {
+  // sacrebleu's compute_bleu defaults to no smoothing (the BLEU class defaults to exp)
+  const o = resolve({ smoothMethod: "none", ...options }, false)
+  const smoothValue = o.smoothValue ?? smoothDefaults[o.smoothMethod] ?? 0
+  const correct = [...correctIn]
+  const total = [...totalIn]
+  const bp = sysLen < refLen ? (sysLen > 0 ? Math.exp(1 - refLen / sysLen) : 0) : 1
+  const precisions = new Array<number>(o.maxNgramOrder).fill(0)
+  if (!correct.some((c) => c !== 0)) {
+    return { score: 0, counts: correct, totals: total, precisions, bp, sysLen, refLen }
+  }
+  let smoothMteval = 1
+  let effOrder = o.maxNgramOrder
+  for (let n = 1; n <= precisions.length; n++) {
+    if (o.smoothMethod === "add-k" && n > 1) {
+      correct[n - 1]! += smoothValue
+      total[n - 1]! += smoothValue
+    }
+    if (total[n - 1] === 0) break
+    if (o.effectiveOrder) effOrder = n
+    if (correct[n - 1] === 0) {
+      if (o.smoothMethod === "exp") {
+        smoothMteval *= 2
+        precisions[n - 1] = 100 / (smoothMteval * total[n - 1]!)
+      } else if (o.smoothMethod === "floor") {
+        precisions[n - 1] = (100 * smoothValue) / total[n - 1]!
+      }
+    } else {
+      precisions[n - 1] = (100 * correct[n - 1]!) / total[n - 1]!
+    }
+  }
+  let logSum = 0
+  for (let i = 0; i < effOrder; i++) logSum += myLog(precisions[i]!)
+  return { score: bp * Math.exp(logSum / effOrder), counts: correct, totals: total, precisions, bp, sysLen, refLen }
+}
+
+const fromStats = (stats: ReadonlyArray<number>, o: Resolved): BleuScore => {
+  const N = o.maxNgramOrder
+  return computeBleu(stats.slice(2, 2 + N), stats.slice(2 + N), stats[0]!, stats[1]!, o)
+}
+
+/**
+ * Corpus BLEU. `references` is a list of reference streams, each as long as `hypotheses`
+ * (sacrebleu's `corpus_score(hyps, [refs1, refs2])`).
+ */
+export const corpusBleu = (
+  hypotheses: ReadonlyArray<string>,
+  references: ReadonlyArray<ReadonlyArray<string>>,
+  options: BleuOptions = {}
+): BleuScore => {
+  const o = resolve(options, false)
+  if (references.length === 0) throw new MetricInputError({ metric: "BLEU", detail: "no reference streams given" })
+  for (const [k, stream] of references.entries()) {
+    if (stream.length !== hypotheses.length) {
+      throw new MetricInputError({
+        metric: "BLEU",
+        detail: `reference stream ${k} has ${stream.length} segments, hypotheses have ${hypotheses.length}`
+      })
+    }
+  }
+  const sums = new Array<number>(2 + 2 * o.maxNgramOrder).fill(0)
+  for (let i = 0; i < hypotheses.length; i++) {
+    const info = referenceInfo(references.map((stream) => stream[i]!), o, i)
+    const stats = segmentStats(hypotheses[i]!, info, o)
+    for (let k = 0; k < sums.length; k++) sums[k]! += stats[k]!
+  }
+  return fromStats(sums, o)
+}
+
+/** Sentence BLEU against one or more references (effective order on by default, as sacrebleu's `sentence_bleu`). */
+export const sentenceBleu = (
+  hypothesis: string,
+  references: ReadonlyArray<string> | string,
+  options: BleuOptions = {}
+): BleuScore => {
+  const o = resolve(options, true)
+  const refs = typeof references === "string" ? [references] : references
+  return fromStats(segmentStats(hypothesis, referenceInfo(refs, o, 0), o), o)
+}
+
+/** Per-segment sufficient statistics, for callers that aggregate themselves (e.g. bootstrap or per-system sums). */
+export const bleuSegmentStatistics = (
+  hypothesis: string,
+  references: ReadonlyArray<string>,
+  options: BleuOptions = {}
+): ReadonlyArray<number> => {
+  const o = resolve(options, false)
+  return segmentStats(hypothesis, referenceInfo(references, o, 0), o)
+}

@@ -1,0 +1,240 @@
+/**
+ * BLEU, ROUGE and the Porter stemmer against values produced by the reference implementations themselves
+ * (sacrebleu, rouge-score, NLTK; see test/fixtures/eval/README.md) and against sacrebleu's published test cases.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import {
+  type BleuOptions,
+  computeBleu,
+  corpusBleu,
+  MetricInputError,
+  pyRstrip,
+  sentenceBleu,
+  tokenize13a
+} from "../src/Evaluation/Bleu.ts"
+import { PorterStemmer, type PorterMode } from "../src/Evaluation/Porter.ts"
+import { aggregateRouge, rougeL, rougeScores, rougeTypes, type RougeScores } from "../src/Evaluation/Rouge.ts"
+
+interface RefBleu {
+  score: number
+  counts: Array<number>
+  totals: Array<number>
+  bp: number
+  sysLen: number
+  refLen: number
+  precisions?: Array<number>
+}
+interface Sample {
+  id: number
+  hypothesis: string
+  reference: string
+  reference2: string
+  tok13a: { hypothesis: string; reference: string }
+  sentenceBleu: Record<string, RefBleu>
+  rouge: RougeScores
+  rougeStemmed: RougeScores
+}
+interface Fixture {
+  samples: Array<Sample>
+  corpusBleu: Record<string, RefBleu>
+  emptyReferenceError: string
+  porter: Record<PorterMode, Record<string, string>>
+}
+
+const fixture: Fixture = JSON.parse(
+  readFileSync(fileURLToPath(new URL("./fixtures/eval/reference.json", import.meta.url)), "utf8")
+)
+const TOL = 1e-6
+
+/** fixture config names -> our options (the `_eff` suffix = effective order) */
+const configOptions = (name: string): BleuOptions => {
+  const effectiveOrder = name.includes("_eff")
+  const base = name.replace("_eff", "").replace("_2refs", "")
+  switch (base) {
+    case "exp":
+      return { smoothMethod: "exp", effectiveOrder }
+    case "floor":
+      return { smoothMethod: "floor", effectiveOrder }
+    case "floor_0.5":
+      return { smoothMethod: "floor", smoothValue: 0.5, effectiveOrder }
+    case "add-k":
+      return { smoothMethod: "add-k", effectiveOrder }
+    case "add-k_2":
+      return { smoothMethod: "add-k", smoothValue: 2, effectiveOrder }
+    case "none":
+      return { smoothMethod: "none", effectiveOrder }
+    case "exp_lowercase":
+      return { smoothMethod: "exp", lowercase: true, effectiveOrder }
+    default:
+      throw new Error(`unknown config ${name}`)
+  }
+}
+
+const assertBleu = (actual: ReturnType<typeof corpusBleu>, expected: RefBleu, label: string) => {
+  assert.deepStrictEqual(
+    [actual.sysLen, actual.refLen, ...actual.counts, ...actual.totals],
+    [expected.sysLen, expected.refLen, ...expected.counts, ...expected.totals],
+    `${label}: statistics`
+  )
+  assert.approximately(actual.bp, expected.bp, TOL, `${label}: bp`)
+  assert.approximately(actual.score, expected.score, TOL, `${label}: score`)
+  if (expected.precisions) {
+    expected.precisions.forEach((p, i) => assert.approximately(actual.precisions[i]!, p, TOL, `${label}: p${i + 1}`))
+  }
+}
+
+describe("fixture corpus", () => {
+  it("is large and varied enough", () => {
+    const s = fixture.samples
+    assert.isAtLeast(s.length, 200)
+    assert.isTrue(s.some((x) => x.hypothesis === ""), "empty hypothesis")
+    assert.isTrue(s.some((x) => x.reference.includes("\n")), "multi-line")
+    assert.isTrue(s.some((x) => /<[A-Z_0-9]+>/.test(x.hypothesis)), "placeholders")
+    assert.isTrue(s.some((x) => /\d,\d{3}/.test(x.hypothesis)), "numbers with separators")
+    assert.isTrue(s.some((x) => /[^\x00-\x7f]/.test(x.hypothesis)), "unicode")
+  })
+})
+
+describe("sacrebleu 13a tokenizer", () => {
+  it("tokenizes every fixture string as sacrebleu does", () => {
+    for (const s of fixture.samples) {
+      assert.strictEqual(tokenize13a(pyRstrip(s.hypothesis)), s.tok13a.hypothesis, `sample ${s.id} hyp`)
+      assert.strictEqual(tokenize13a(pyRstrip(s.reference)), s.tok13a.reference, `sample ${s.id} ref`)
+    }
+  })
+  it("keeps decimal separators and splits dashes after digits", () => {
+    assert.strictEqual(tokenize13a("$1,234.50 rose 1.2% (Q3-2024)."), "$ 1,234.50 rose 1.2 % ( Q3 - 2024 ) .")
+    assert.strictEqual(tokenize13a("AT&amp;T <PRICE>"), "AT & T < PRICE >")
+  })
+})
+
+describe("sentence BLEU = sacrebleu", () => {
+  it("matches every sample under every smoothing method, with and without effective order and lowercase", () => {
+    let checked = 0
+    for (const s of fixture.samples) {
+      for (const [name, expected] of Object.entries(s.sentenceBleu)) {
+        assertBleu(sentenceBleu(s.hypothesis, [s.reference], configOptions(name)), expected, `sample ${s.id} ${name}`)
+        checked++
+      }
+    }
+    assert.isAtLeast(checked, 200 * 14)
+  })
+})
+
+describe("corpus BLEU = sacrebleu", () => {
+  it("matches the whole corpus with one and two reference streams under every configuration", () => {
+    const hyps = fixture.samples.map((s) => s.hypothesis)
+    const refs = fixture.samples.map((s) => s.reference)
+    const refs2 = fixture.samples.map((s) => s.reference2)
+    for (const [name, expected] of Object.entries(fixture.corpusBleu)) {
+      const streams = name.endsWith("_2refs") ? [refs, refs2] : [refs]
+      assertBleu(corpusBleu(hyps, streams, configOptions(name)), expected, `corpus ${name}`)
+    }
+  })
+
+  it("rejects an empty reference like sacrebleu", () => {
+    assert.strictEqual(fixture.emptyReferenceError, "Empty or `None` reference sentence found.")
+    assert.throws(() => corpusBleu(["a"], [[""]]), MetricInputError)
+    assert.throws(() => corpusBleu(["a", "b"], [["x"]]), /reference stream 0 has 1 segments/)
+  })
+})
+
+// mjpost/sacrebleu test/test_bleu.py (published expectations)
+describe("sacrebleu published test cases", () => {
+  const refs = [
+    ["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+    ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]
+  ]
+  const hyps = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+  const raw = { smoothMethod: "floor", smoothValue: 0.01, tokenize: "none", effectiveOrder: true } as const
+
+  it("corpus BLEU of the README example", () => {
+    assert.approximately(corpusBleu(hyps, refs).score, 48.530827, 1e-6)
+    assert.strictEqual(corpusBleu(["", "", ""], refs).score, 0)
+    assert.approximately(corpusBleu(hyps, refs, { tokenize: "none" }).score, 49.1919566, 1e-6)
+    assert.approximately(corpusBleu(hyps, refs, { smoothMethod: "none" }).score, 48.530827, 1e-6)
+  })
+  it("raw corpus BLEU and effective order", () => {
+    // sacrebleu < 2 printed 0.0038 here; 2.x stops early when nothing matches (sacrebleu #141), and so do we
+    assert.strictEqual(corpusBleu(["this is a test", "another test"], [["ref1", "ref2"]], raw).score, 0)
+    assert.approximately(corpusBleu(["this is a test"], [["this is a test"]], raw).score / 100, 1, 1e-8)
+    assert.approximately(corpusBleu(["this is a fest"], [["this is a test"]], raw).score / 100, 0.223606797749979, 1e-8)
+    assert.approximately(corpusBleu(["test"], [["a test"]], raw).score / 100, 0.3678794411714425, 1e-8)
+    assert.approximately(corpusBleu(["a test"], [["a test"]], raw).score / 100, 1, 1e-8)
+    assert.approximately(corpusBleu(["a little test"], [["a test"]], raw).score / 100, 0.03218297948685433, 1e-8)
+  })
+  it("statistics, offsets and scoring from statistics", () => {
+    const r = corpusBleu(["am I am a character sequence"], [["I am a symbol string sequence a a"]], raw)
+    assert.deepStrictEqual([r.counts, r.totals], [[4, 2, 1, 0], [6, 5, 4, 3]])
+    const noOffset = { ...raw, smoothValue: 0 }
+    assert.approximately(corpusBleu(["am I am a character sequence"], [["I am a symbol string sequence a a"]], noOffset).score, 0, 1e-8)
+    const withDefault = { smoothMethod: "floor", tokenize: "none", effectiveOrder: true } as const
+    assert.approximately(corpusBleu(["am I am a character sequence"], [["I am a symbol string sequence a a"]], withDefault).score / 100, 0.1555722182, 1e-8)
+    assert.approximately(computeBleu([9, 7, 5, 3], [10, 8, 6, 4], 11, 11).score / 100, 0.8375922397, 1e-8)
+  })
+  it("degenerate statistics give 0", () => {
+    const cases: Array<[Array<number>, Array<number>, number, number, number]> = [
+      [[0, 0, 0, 0], [4, 4, 2, 1], 0, 1, 0],
+      [[0, 0, 0, 0], [10, 11, 12, 0], 14, 10, 0],
+      [[0, 0, 0, 0], [0, 0, 0, 0], 0, 0, 0],
+      [[6, 5, 4, 0], [6, 5, 4, 3], 6, 6, 0],
+      [[0, 0, 0, 0], [0, 0, 0, 0], 0, 0, 0.1],
+      [[0, 0, 0, 0], [0, 0, 0, 0], 1, 5, 0.01]
+    ]
+    for (const [c, t, sys, ref, offset] of cases) {
+      assert.strictEqual(computeBleu(c, t, sys, ref, { smoothMethod: "floor", smoothValue: offset }).score, 0)
+    }
+  })
+})
+
+describe("Porter stemmer = NLTK", () => {
+  for (const mode of ["NLTK_EXTENSIONS", "MARTIN_EXTENSIONS", "ORIGINAL_ALGORITHM"] as const) {
+    it(`${mode}: every vocabulary word`, () => {
+      const stemmer = new PorterStemmer(mode)
+      const cases = Object.entries(fixture.porter[mode])
+      assert.isAtLeast(cases.length, 300)
+      for (const [word, stem] of cases) assert.strictEqual(stemmer.stem(word), stem, `${mode} ${word}`)
+    })
+  }
+  it("the paper's examples (default mode)", () => {
+    const p = new PorterStemmer()
+    assert.deepStrictEqual(
+      ["caresses", "ponies", "relational", "hopping", "generalizations", "dying", "flies"].map((w) => p.stem(w)),
+      ["caress", "poni", "relat", "hop", "gener", "die", "fli"]
+    )
+  })
+})
+
+describe("ROUGE = rouge-score", () => {
+  const check = (stemmed: boolean) => {
+    let checked = 0
+    for (const s of fixture.samples) {
+      const expected = stemmed ? s.rougeStemmed : s.rouge
+      const actual = rougeScores(s.hypothesis, s.reference, { useStemmer: stemmed })
+      for (const type of rougeTypes) {
+        for (const k of ["precision", "recall", "fmeasure"] as const) {
+          assert.approximately(actual[type][k], expected[type][k], TOL, `sample ${s.id} ${type} ${k} stem=${stemmed}`)
+          checked++
+        }
+      }
+    }
+    assert.isAtLeast(checked, 200 * 12)
+  }
+  it("matches every sample without stemming", () => check(false))
+  it("matches every sample with the Porter stemmer", () => check(true))
+  it("stemming changes scores where word forms differ", () => {
+    const plain = rougeL("The investors were investing in investments.", "An investor invests in an investment.")
+    const stemmed = rougeL("The investors were investing in investments.", "An investor invests in an investment.", { useStemmer: true })
+    assert.isAbove(stemmed.fmeasure, plain.fmeasure)
+  })
+  it("aggregates as the arithmetic mean", () => {
+    const a = rougeScores("a b c", "a b c")
+    const b = rougeScores("x", "a b c")
+    const mean = aggregateRouge([a, b])
+    assert.strictEqual(mean.rouge1.fmeasure, (a.rouge1.fmeasure + b.rouge1.fmeasure) / 2)
+    assert.strictEqual(mean.rouge1.fmeasure, 0.5)
+    assert.strictEqual(aggregateRouge([]).rougeL.fmeasure, 0)
+  })
+})
