@@ -25,7 +25,7 @@ export type SmoothMethod = "exp" | "floor" | "add-k" | "none"
 export interface BleuOptions {
   readonly smoothMethod?: SmoothMethod
   /** for `floor` (default 0.1) and `add-k` (default 1) */
-  readonly smoothValue?: number
+  readonly smoothValue?: number | undefined
   readonly lowercase?: boolean
   readonly tokenize?: "13a" | "none"
   readonly maxNgramOrder?: number

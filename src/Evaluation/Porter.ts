@@ -60,8 +60,11 @@ type Rule = readonly [suffix: string, replacement: string, condition: ((stem: st
 
 export class PorterStemmer {
   private readonly cache = new Map<string, string>()
+  readonly mode: PorterMode
 
-  constructor(readonly mode: PorterMode = "NLTK_EXTENSIONS") {}
+  constructor(mode: PorterMode = "NLTK_EXTENSIONS") {
+    this.mode = mode
+  }
 
   private endsCvc(word: string): boolean {
     const n = word.length
