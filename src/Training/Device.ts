@@ -396,7 +396,14 @@ const pick = (
 
 /**
  * Kernels that `backend` lacks among `kernelNames` (e.g. the names `tf.profile` reports for a forward + backward pass
- * on the cpu backend, which has them all).
+ * on the cpu backend, which has them all). Names the reference backend has no kernel for (tf.customGrad scopes) are
+ * not kernels and are skipped.
  */
-export const missingKernels = (backend: string, kernelNames: Iterable<string>): ReadonlyArray<string> =>
-  [...new Set(kernelNames)].filter((name) => tf.getKernel(name, backend) === undefined).sort()
+export const missingKernels = (
+  backend: string,
+  kernelNames: Iterable<string>,
+  reference = "cpu"
+): ReadonlyArray<string> =>
+  [...new Set(kernelNames)]
+    .filter((name) => tf.getKernel(name, reference) !== undefined && tf.getKernel(name, backend) === undefined)
+    .sort()

@@ -1,0 +1,67 @@
+/**
+ * Next-token choice from a logits row: greedy, or seeded sampling with temperature, top-k and top-p applied in
+ * transformers' order (temperature, then top-k, then top-p over the renormalized distribution).
+ */
+
+export interface SamplingOptions {
+  /** 0 or absent: greedy (argmax, first index on ties) */
+  readonly temperature?: number
+  /** keep the k most likely tokens (absent or 0: all) */
+  readonly topK?: number
+  /** keep the smallest set of most likely tokens whose probability reaches p (absent or 1: all) */
+  readonly topP?: number
+}
+
+/** A seeded PRNG (SplitMix32 state update with a murmur3-style finalizer) returning floats in [0, 1). */
+export const seededRandom = (seed: number): (() => number) => {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x9e3779b9) >>> 0
+    let z = state
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b)
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35)
+    return ((z ^ (z >>> 16)) >>> 0) / 4294967296
+  }
+}
+
+export const argmax = (values: ArrayLike<number>): number => {
+  let best = 0
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i
+  return best
+}
+
+/** The tokens sampling may pick and their renormalized probabilities, most likely first. */
+export const candidates = (
+  logits: ArrayLike<number>,
+  options: SamplingOptions
+): { readonly ids: Array<number>; readonly probs: Array<number> } => {
+  const temperature = options.temperature ?? 0
+  let ids = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b)
+  if (options.topK !== undefined && options.topK > 0) ids = ids.slice(0, options.topK)
+  const max = logits[ids[0]!]!
+  let probs = ids.map((i) => Math.exp((logits[i]! - max) / temperature))
+  let sum = probs.reduce((a, b) => a + b, 0)
+  probs = probs.map((p) => p / sum)
+  if (options.topP !== undefined && options.topP < 1) {
+    let cumulative = 0
+    let keep = 0
+    while (keep < probs.length && cumulative < options.topP) cumulative += probs[keep++]!
+    ids = ids.slice(0, Math.max(1, keep))
+    probs = probs.slice(0, ids.length)
+    sum = probs.reduce((a, b) => a + b, 0)
+    probs = probs.map((p) => p / sum)
+  }
+  return { ids, probs }
+}
+
+/** Picks the next token; `random` is only drawn from when sampling (temperature > 0). */
+export const sampleToken = (logits: ArrayLike<number>, options: SamplingOptions, random: () => number): number => {
+  if (options.temperature === undefined || options.temperature <= 0) return argmax(logits)
+  const { ids, probs } = candidates(logits, options)
+  let r = random()
+  for (let i = 0; i < ids.length; i++) {
+    r -= probs[i]!
+    if (r < 0) return ids[i]!
+  }
+  return ids[ids.length - 1]!
+}
