@@ -1,0 +1,319 @@
+/**
+ * The wire protocols of the providers the Router calls: our server's `/infer` (the app's contract),
+ * OpenAI-compatible chat completions (Groq, our server's `/v1`, vLLM, ...), Gemini `generateContent` /
+ * `streamGenerateContent`, and Ollama `/api/generate`. Each call maps every way it can go wrong to a
+ * `ProviderFailure` with a `kind`; timeouts, retries and breakers are the Router's business, not this file's.
+ */
+import { Effect, Redacted, Result, Schema, Stream } from "effect"
+import { Ndjson, Sse } from "effect/encoding"
+import { HttpClient, HttpClientRequest, type HttpClientError, type HttpClientResponse } from "effect/http"
+import { type FailureKind, ProviderFailure } from "./Errors.ts"
+import type { ProviderConfig } from "./RouterConfig.ts"
+
+/** What the Router asks a provider for. */
+export interface ProviderPrompt {
+  readonly system: string
+  readonly question: string
+  /** the context rendered as text (formatRAGContext layout for structured contexts) */
+  readonly context: string
+  readonly jsonSchema: unknown
+  readonly maxTokens: number
+  readonly temperature: number
+  readonly topK: number | undefined
+  readonly topP: number | undefined
+}
+
+export interface Completion {
+  readonly text: string
+  readonly confidence?: number
+  readonly modelVersion?: string
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// response shapes (only the fields we read; providers add many more)
+
+const InferReply = Schema.Struct({
+  answer: Schema.String,
+  confidence: Schema.optionalKey(Schema.Finite),
+  model_version: Schema.optionalKey(Schema.String)
+})
+const OpenAiReply = Schema.Struct({
+  model: Schema.optionalKey(Schema.String),
+  choices: Schema.NonEmptyArray(Schema.Struct({ message: Schema.Struct({ content: Schema.NullOr(Schema.String) }) }))
+})
+const OpenAiChunk = Schema.Struct({
+  choices: Schema.Array(Schema.Struct({
+    delta: Schema.optionalKey(Schema.Struct({ content: Schema.optionalKey(Schema.NullOr(Schema.String)) }))
+  }))
+})
+const GeminiReply = Schema.Struct({
+  modelVersion: Schema.optionalKey(Schema.String),
+  candidates: Schema.NonEmptyArray(Schema.Struct({
+    content: Schema.Struct({ parts: Schema.Array(Schema.Struct({ text: Schema.optionalKey(Schema.String) })) })
+  }))
+})
+const OllamaReply = Schema.Struct({ model: Schema.optionalKey(Schema.String), response: Schema.String, done: Schema.optionalKey(Schema.Boolean) })
+
+const decoder = <S extends Schema.Decoder<unknown>>(schema: S) => {
+  const decode = Schema.decodeUnknownResult(Schema.fromJsonString(schema))
+  return (provider: string, text: string): Result.Result<S["Type"], ProviderFailure> =>
+    Result.mapError(decode(text), (e) =>
+      new ProviderFailure({ provider, kind: "malformed", detail: `unexpected response body: ${truncate(e.message, 300)}` }))
+}
+const decodeInfer = decoder(InferReply)
+const decodeOpenAi = decoder(OpenAiReply)
+const decodeOpenAiChunk = decoder(OpenAiChunk)
+const decodeGemini = decoder(GeminiReply)
+const decodeOllama = decoder(OllamaReply)
+
+// ---------------------------------------------------------------------------------------------------------------
+// errors
+
+const truncate = (s: string, n: number) => (s.length > n ? `${s.slice(0, n)}…` : s)
+
+/** Retry-After is either delta-seconds or an HTTP date. */
+export const parseRetryAfter = (value: string | undefined, nowMs: number): number | undefined => {
+  if (value === undefined || value.trim() === "") return undefined
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const at = Date.parse(value)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs)
+}
+
+export const kindOfStatus = (status: number): FailureKind =>
+  status === 429
+    ? "rate_limited"
+    : status === 401 || status === 403
+    ? "auth"
+    : status >= 500 || status === 408
+    ? "server"
+    : "bad_request"
+
+const transportFailure = (provider: string) => (e: HttpClientError.HttpClientError) =>
+  new ProviderFailure({
+    provider,
+    kind: e.reason._tag === "TransportError" ? "connection" : "malformed",
+    detail: truncate(e.reason.message || e.message, 300)
+  })
+
+/** Turns a non-2xx response into a ProviderFailure (reading a bounded part of its body for the detail). */
+const statusFailure = (provider: string, response: HttpClientResponse.HttpClientResponse) =>
+  response.text.pipe(
+    Effect.orElseSucceed(() => ""),
+    Effect.map((body) => {
+      const retryAfterMs = parseRetryAfter(response.headers["retry-after"], Date.now())
+      return new ProviderFailure({
+        provider,
+        kind: kindOfStatus(response.status),
+        status: response.status,
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+        detail: truncate(body.trim() || `HTTP ${response.status}`, 300)
+      })
+    })
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// requests
+
+const userContent = (prompt: ProviderPrompt) =>
+  prompt.context.trim() === "" ? prompt.question : `Context:\n${prompt.context}\n\nQuestion: ${prompt.question}`
+
+const openAiBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) => ({
+  model: p.model,
+  messages: [
+    { role: "system", content: prompt.system },
+    { role: "user", content: userContent(prompt) }
+  ],
+  temperature: prompt.temperature,
+  max_tokens: prompt.maxTokens,
+  ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {}),
+  ...(prompt.jsonSchema !== undefined
+    ? { response_format: { type: "json_schema", json_schema: { name: "answer", schema: prompt.jsonSchema } } }
+    : {}),
+  ...(stream ? { stream: true } : {})
+})
+
+const geminiBody = (prompt: ProviderPrompt) => ({
+  systemInstruction: { parts: [{ text: prompt.system }] },
+  contents: [{ role: "user", parts: [{ text: userContent(prompt) }] }],
+  generationConfig: {
+    temperature: prompt.temperature,
+    maxOutputTokens: prompt.maxTokens,
+    ...(prompt.topK !== undefined ? { topK: prompt.topK } : {}),
+    ...(prompt.topP !== undefined ? { topP: prompt.topP } : {}),
+    ...(prompt.jsonSchema !== undefined ? { responseMimeType: "application/json", responseSchema: prompt.jsonSchema } : {})
+  }
+})
+
+const ollamaBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) => ({
+  model: p.model,
+  system: prompt.system,
+  prompt: userContent(prompt),
+  stream,
+  ...(prompt.jsonSchema !== undefined ? { format: prompt.jsonSchema } : {}),
+  options: {
+    temperature: prompt.temperature,
+    num_predict: prompt.maxTokens,
+    ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
+    ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
+  }
+})
+
+/** The HTTP request for one call (`key` is the API key for this attempt, if the provider uses keys). */
+export const buildRequest = (
+  p: ProviderConfig,
+  key: Redacted.Redacted<string> | undefined,
+  prompt: ProviderPrompt,
+  stream: boolean
+): HttpClientRequest.HttpClientRequest => {
+  switch (p.kind) {
+    case "local-infer":
+      return HttpClientRequest.post(`${p.baseUrl}/infer`).pipe(
+        HttpClientRequest.bodyJsonUnsafe({
+          question: prompt.question,
+          context: prompt.context,
+          max_length: prompt.maxTokens,
+          temperature: prompt.temperature,
+          ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
+          ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
+        })
+      )
+    case "openai": {
+      const request = HttpClientRequest.post(`${p.baseUrl}/chat/completions`).pipe(
+        HttpClientRequest.bodyJsonUnsafe(openAiBody(p, prompt, stream))
+      )
+      return key === undefined ? request : HttpClientRequest.bearerToken(request, key)
+    }
+    case "gemini": {
+      const method = stream ? "streamGenerateContent" : "generateContent"
+      const request = HttpClientRequest.post(`${p.baseUrl}/models/${encodeURIComponent(p.model)}:${method}`).pipe(
+        HttpClientRequest.bodyJsonUnsafe(geminiBody(prompt)),
+        stream ? HttpClientRequest.setUrlParam("alt", "sse") : (r) => r
+      )
+      return key === undefined ? request : HttpClientRequest.setHeader(request, "x-goog-api-key", Redacted.value(key))
+    }
+    case "ollama":
+      return HttpClientRequest.post(`${p.baseUrl}/api/generate`).pipe(
+        HttpClientRequest.bodyJsonUnsafe(ollamaBody(p, prompt, stream))
+      )
+  }
+}
+
+const geminiText = (reply: typeof GeminiReply.Type) =>
+  reply.candidates[0].content.parts.map((part) => part.text ?? "").join("")
+
+/** One non-streaming call. */
+export const complete = (
+  client: HttpClient.HttpClient,
+  p: ProviderConfig,
+  key: Redacted.Redacted<string> | undefined,
+  prompt: ProviderPrompt
+): Effect.Effect<Completion, ProviderFailure> =>
+  client.execute(buildRequest(p, key, prompt, false)).pipe(
+    Effect.mapError(transportFailure(p.name)),
+    Effect.flatMap((response) =>
+      response.status >= 300
+        ? Effect.flatMap(statusFailure(p.name, response), Effect.fail)
+        : Effect.mapError(response.text, transportFailure(p.name))
+    ),
+    Effect.flatMap((body): Effect.Effect<Completion, ProviderFailure> => {
+      switch (p.kind) {
+        case "local-infer":
+          return Effect.fromResult(Result.map(decodeInfer(p.name, body), (r) => ({
+            text: r.answer,
+            ...(r.confidence !== undefined ? { confidence: r.confidence } : {}),
+            ...(r.model_version !== undefined ? { modelVersion: r.model_version } : {})
+          })))
+        case "openai":
+          return Effect.fromResult(Result.map(decodeOpenAi(p.name, body), (r) => ({
+            text: r.choices[0].message.content ?? "",
+            ...(r.model !== undefined ? { modelVersion: r.model } : {})
+          })))
+        case "gemini":
+          return Effect.fromResult(Result.map(decodeGemini(p.name, body), (r) => ({
+            text: geminiText(r),
+            ...(r.modelVersion !== undefined ? { modelVersion: r.modelVersion } : {})
+          })))
+        case "ollama":
+          return Effect.fromResult(Result.map(decodeOllama(p.name, body), (r) => ({
+            text: r.response,
+            ...(r.model !== undefined ? { modelVersion: r.model } : {})
+          })))
+      }
+    })
+  )
+
+const sseData = (provider: string) => (self: Stream.Stream<Uint8Array, ProviderFailure>) =>
+  self.pipe(
+    Stream.decodeText(),
+    Stream.pipeThroughChannel(Sse.decode()),
+    Stream.mapError((e) =>
+      e instanceof ProviderFailure ? e : new ProviderFailure({ provider, kind: "malformed", detail: `bad event stream: ${e._tag === "Retry" ? "unexpected retry directive" : e.message}` })
+    ),
+    Stream.map((event) => event.data)
+  )
+
+/**
+ * One streaming call: text deltas as they arrive. The HTTP status is checked before the first element,
+ * so a 429/500 fails the stream before any token (the Router can still fall back then).
+ */
+export const stream = (
+  client: HttpClient.HttpClient,
+  p: ProviderConfig,
+  key: Redacted.Redacted<string> | undefined,
+  prompt: ProviderPrompt
+): Stream.Stream<string, ProviderFailure> => {
+  if (!p.supportsStreaming || p.kind === "local-infer") {
+    return Stream.fail(new ProviderFailure({ provider: p.name, kind: "unsupported", detail: "provider does not stream" }))
+  }
+  return Stream.unwrap(
+    client.execute(buildRequest(p, key, prompt, true)).pipe(
+      Effect.mapError(transportFailure(p.name)),
+      Effect.flatMap((response) =>
+        response.status >= 300 ? Effect.flatMap(statusFailure(p.name, response), Effect.fail) : Effect.succeed(response)
+      ),
+      Effect.map((response): Stream.Stream<string, ProviderFailure> => {
+        // a body that breaks off mid-stream is a lost connection, whatever the client calls it
+        const body = response.stream.pipe(Stream.mapError((e) =>
+          new ProviderFailure({ provider: p.name, kind: "connection", detail: `response body broke off: ${truncate(e.message, 200)}` })
+        ))
+        switch (p.kind) {
+          case "openai":
+            return body.pipe(
+              sseData(p.name),
+              Stream.takeWhile((data) => data.trim() !== "[DONE]"),
+              Stream.mapEffect((data) => Effect.fromResult(decodeOpenAiChunk(p.name, data))),
+              Stream.map((chunk) => chunk.choices.map((c) => c.delta?.content ?? "").join(""))
+            )
+          case "gemini":
+            return body.pipe(
+              sseData(p.name),
+              Stream.mapEffect((data) => Effect.fromResult(decodeGemini(p.name, data))),
+              Stream.map(geminiText)
+            )
+          default:
+            return body.pipe(
+              Stream.pipeThroughChannel(Ndjson.decode({ ignoreEmptyLines: true })),
+              Stream.mapError((e) =>
+                e instanceof ProviderFailure ? e : new ProviderFailure({ provider: p.name, kind: "malformed", detail: `bad NDJSON: ${e.message}` })
+              ),
+              Stream.mapEffect((line) => Effect.fromResult(decodeOllama(p.name, JSON.stringify(line)))),
+              Stream.takeUntil((r) => r.done === true),
+              Stream.map((r) => r.response)
+            )
+        }
+      })
+    )
+  ).pipe(Stream.filter((text) => text !== ""))
+}
+
+/** `GET {baseUrl without /v1}{healthPath}`: any 2xx is healthy. */
+export const health = (client: HttpClient.HttpClient, p: ProviderConfig): Effect.Effect<void, ProviderFailure> => {
+  const root = p.kind === "openai" ? p.baseUrl.replace(/\/v1$/, "") : p.baseUrl
+  return client.execute(HttpClientRequest.get(`${root}${p.healthPath ?? "/health"}`)).pipe(
+    Effect.mapError(transportFailure(p.name)),
+    Effect.flatMap((response) =>
+      response.status >= 300 ? Effect.flatMap(statusFailure(p.name, response), Effect.fail) : Effect.void
+    )
+  )
+}
