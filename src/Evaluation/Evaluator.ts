@@ -1,0 +1,323 @@
+/**
+ * Batch evaluation: generate answers for a held-out split with bounded concurrency, score them, and write the
+ * run folder (see RunFiles.ts for its files).
+ *
+ * - Deterministic for a seed: records keep split order, `limit` picks a seeded sample, every request carries the
+ *   seed, and all outputs are written in split order whatever order generations finish in.
+ * - Interruptible: each generation is appended to `generations.jsonl` the moment it finishes, so an interrupted
+ *   run keeps its completed samples; `resume` skips them (failed generations are retried). Resuming against a
+ *   changed split file is refused.
+ * - A failed generation is recorded with its error and left out of the metrics (counted in `failed`).
+ */
+import { Context, Effect, FileSystem, Layer, Path, Ref, Result, Schema, SchemaIssue, Semaphore } from "effect"
+import { createHash } from "node:crypto"
+import packageJson from "../../package.json" with { type: "json" }
+import { TrainingRecord } from "../Dataset/Record.ts"
+import type { Generator } from "./Generator.ts"
+import { type LossPoint, renderReport } from "./Report.ts"
+import {
+  Aggregate,
+  aggregate,
+  compareAggregates,
+  type EvalRecord,
+  GenerationLine,
+  type MetricDelta,
+  SampleResult,
+  scoreSample
+} from "./RunFiles.ts"
+
+export class EvalError extends Schema.TaggedError<EvalError>()("EvalError", {
+  /** the file or folder concerned */
+  path: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.path}: ${this.detail}`
+  }
+}
+
+export interface RunOptions {
+  readonly generator: Generator["Service"]
+  /** held-out split, canonical TrainingRecord JSONL */
+  readonly split: string
+  readonly outDir: string
+  /** name shown in reports; defaults to the generator's description */
+  readonly system?: string | undefined
+  readonly concurrency?: number | undefined
+  readonly seed?: number | undefined
+  readonly maxTokens?: number | undefined
+  readonly temperature?: number | undefined
+  /** evaluate a seeded sample of this many records */
+  readonly limit?: number | undefined
+  readonly resume?: boolean | undefined
+  /** training metrics JSONL (`{step, loss}` lines) for the loss chart */
+  readonly trainingLog?: string | undefined
+}
+
+export interface RunResult {
+  readonly aggregate: Aggregate
+  readonly outDir: string
+  readonly files: { readonly samples: string; readonly aggregate: string; readonly report: string; readonly summary: string }
+}
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+const decodeRecordLine = Schema.decodeUnknownResult(Schema.fromJsonString(TrainingRecord))
+const decodeGenerationLine = Schema.decodeUnknownResult(Schema.fromJsonString(GenerationLine))
+const decodeSampleLine = Schema.decodeUnknownResult(Schema.fromJsonString(SampleResult))
+const decodeAggregate = Schema.decodeUnknownResult(Schema.fromJsonString(Aggregate))
+const encodeJson = (x: unknown) => JSON.stringify(x)
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex")
+
+/** mulberry32: a small seeded PRNG, so `limit` picks the same records for the same seed everywhere */
+const prng = (seed: number) => () => {
+  let t = (seed = (seed + 0x6d2b79f5) | 0)
+  t = Math.imul(t ^ (t >>> 15), t | 1)
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+
+/** Fisher–Yates with the seeded PRNG; returns the first `n`, back in their original order. */
+export const seededSample = <A extends { readonly index: number }>(items: ReadonlyArray<A>, n: number, seed: number) => {
+  if (n >= items.length) return [...items]
+  const rand = prng(seed)
+  const copy = [...items]
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1))
+    ;[copy[i], copy[j]] = [copy[j]!, copy[i]!]
+  }
+  return copy.slice(0, n).sort((a, b) => a.index - b.index)
+}
+
+const issuePath = (path: ReadonlyArray<unknown> | undefined) =>
+  (path ?? []).map((p) => (typeof p === "object" && p !== null && "key" in p ? String(p.key) : String(p))).join(".") || "<root>"
+
+/** Parses a JSONL file with a line decoder; errors name file, line and field. */
+const parseLines = <A>(
+  file: string,
+  text: string,
+  decode: (line: string) => Result.Result<A, Schema.SchemaError>
+): Result.Result<Array<{ line: number; value: A }>, EvalError> => {
+  const out: Array<{ line: number; value: A }> = []
+  const errors: Array<string> = []
+  text.split("\n").forEach((raw, i) => {
+    if (raw.trim() === "") return
+    const r = decode(raw)
+    if (Result.isSuccess(r)) out.push({ line: i + 1, value: r.success })
+    else if (errors.length < 10) {
+      const first = formatter(r.failure.issue).issues[0]
+      errors.push(`line ${i + 1}: ${issuePath(first?.path)}: ${first?.message ?? r.failure.message}`)
+    }
+  })
+  return errors.length === 0 ? Result.succeed(out) : Result.fail(new EvalError({ path: file, detail: errors.join("; ") }))
+}
+
+export class Evaluator extends Context.Service<Evaluator, {
+  run(options: RunOptions): Effect.Effect<RunResult, EvalError>
+  /** Reads `aggregate.json` of a run folder. */
+  loadAggregate(runDir: string): Effect.Effect<Aggregate, EvalError>
+  /** Side-by-side comparison of two run folders; writes compare.html/compare.md into `outDir` when given. */
+  compare(runA: string, runB: string, outDir?: string): Effect.Effect<{ deltas: ReadonlyArray<MetricDelta>; markdown: string }, EvalError>
+}>()("app/Evaluation/Evaluator") {
+  static readonly layer = Layer.effect(
+    Evaluator,
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      const io = (p: string) => (e: { message: string }) => new EvalError({ path: p, detail: e.message })
+
+      const readText = (p: string) => fs.readFileString(p).pipe(Effect.mapError(io(p)))
+      const writeText = (p: string, s: string) => fs.writeFileString(p, s).pipe(Effect.mapError(io(p)))
+
+      const readSplit = Effect.fn("Evaluator.readSplit")(function*(split: string) {
+        const text = yield* readText(split)
+        const lines = yield* Effect.fromResult(parseLines(split, text, (l) => decodeRecordLine(l, { errors: "first" })))
+        if (lines.length === 0) return yield* new EvalError({ path: split, detail: "the split has no records" })
+        const seen = new Map<string, number>()
+        const records: Array<EvalRecord> = lines.map(({ line, value }, index) => {
+          const base = sha256(`${value.question}\n${JSON.stringify(value.context ?? "")}\n${value.answer}`).slice(0, 12)
+          const dup = seen.get(base) ?? 0
+          seen.set(base, dup + 1)
+          const id = dup === 0 ? base : `${base}-${dup}`
+          return { ...value, id, index, line } as EvalRecord
+        })
+        return { records, sha: sha256(text) }
+      })
+
+      const readTrainingLog = Effect.fn("Evaluator.readTrainingLog")(function*(file: string) {
+        const text = yield* readText(file)
+        const points: Array<LossPoint> = []
+        for (const raw of text.split("\n")) {
+          if (raw.trim() === "") continue
+          try {
+            const o = JSON.parse(raw) as Record<string, unknown>
+            const loss = typeof o.loss === "number" ? o.loss : typeof o.train_loss === "number" ? o.train_loss : undefined
+            const evalLoss = typeof o.eval_loss === "number" ? o.eval_loss : undefined
+            if (typeof o.step === "number" && loss !== undefined) points.push({ step: o.step, loss, split: "train" })
+            if (typeof o.step === "number" && evalLoss !== undefined) points.push({ step: o.step, loss: evalLoss, split: "eval" })
+          } catch {
+            // a training log may hold non-JSON lines (e.g. a header); they carry no points
+          }
+        }
+        return points
+      })
+
+      const run = Effect.fn("Evaluator.run")(function*(options: RunOptions) {
+        const seed = options.seed ?? 42
+        const concurrency = Math.max(1, options.concurrency ?? 4)
+        const system = options.system ?? options.generator.describe
+        const { records: all, sha } = yield* readSplit(options.split)
+        const records = options.limit !== undefined ? seededSample(all, options.limit, seed) : all
+        const byId = new Map(records.map((r) => [r.id, r]))
+
+        yield* fs.makeDirectory(options.outDir, { recursive: true }).pipe(Effect.mapError(io(options.outDir)))
+        const genPath = path.join(options.outDir, "generations.jsonl")
+        const runPath = path.join(options.outDir, "run.json")
+        const completed = new Map<string, GenerationLine>()
+        if (yield* fs.exists(genPath).pipe(Effect.mapError(io(genPath)))) {
+          if (!options.resume) {
+            return yield* new EvalError({ path: options.outDir, detail: "already holds a run; pass --resume to continue it or choose another --out" })
+          }
+          const previous = yield* Effect.fromResult(Schema.decodeUnknownResult(Schema.fromJsonString(Schema.Struct({ splitSha256: Schema.String })))(
+            yield* readText(runPath)
+          ).pipe(Result.mapError((e) => new EvalError({ path: runPath, detail: e.message }))))
+          if (previous.splitSha256 !== sha) {
+            return yield* new EvalError({ path: options.split, detail: "the split changed since the interrupted run; start a new run folder" })
+          }
+          // a torn last line (the process died mid-write) is dropped, not fatal
+          const text = yield* readText(genPath)
+          for (const raw of text.split("\n")) {
+            const r = decodeGenerationLine(raw)
+            if (Result.isSuccess(r) && r.success.error === undefined && byId.has(r.success.id)) completed.set(r.success.id, r.success)
+          }
+          // rewrite without failed/torn lines so the file stays a clean record of successes
+          yield* writeText(genPath, [...completed.values()].map((g) => encodeJson(g) + "\n").join(""))
+        }
+        const startedAt = new Date().toISOString()
+        yield* writeText(runPath, JSON.stringify({
+          system,
+          generator: options.generator.describe,
+          split: options.split,
+          splitSha256: sha,
+          seed,
+          concurrency,
+          maxTokens: options.maxTokens ?? 256,
+          temperature: options.temperature ?? 0,
+          limit: options.limit ?? null,
+          startedAt,
+          versions: { package: packageJson.version, node: process.version }
+        }, null, 2))
+
+        const todo = records.filter((r) => !completed.has(r.id))
+        const lock = yield* Semaphore.make(1)
+        const done = yield* Ref.make(completed.size)
+        const failures = new Map<string, GenerationLine>()
+        yield* Effect.logInfo(`evaluating ${records.length} samples (${completed.size} already done) with ${system}`)
+        yield* Effect.forEach(todo, (record) =>
+          options.generator.generate({
+            question: record.question,
+            context: record.context,
+            maxTokens: options.maxTokens ?? 256,
+            temperature: options.temperature ?? 0,
+            seed
+          }).pipe(
+            Effect.map((g): GenerationLine => ({
+              id: record.id,
+              index: record.index,
+              prediction: g.answer,
+              ...(g.rawAnswer !== undefined ? { rawAnswer: g.rawAnswer } : {}),
+              ...(g.modelVersion !== undefined ? { modelVersion: g.modelVersion } : {}),
+              latencyMs: g.latencyMs
+            })),
+            Effect.catchTag("GenerationError", (e) =>
+              Effect.succeed<GenerationLine>({ id: record.id, index: record.index, prediction: "", latencyMs: 0, error: e.message })),
+            Effect.flatMap((line) =>
+              lock.withPermits(1)(
+                fs.writeFileString(genPath, encodeJson(line) + "\n", { flag: "a" }).pipe(Effect.mapError(io(genPath)))
+              ).pipe(Effect.as(line))),
+            Effect.flatMap((line) =>
+              Effect.gen(function*() {
+                if (line.error === undefined) completed.set(line.id, line)
+                else failures.set(line.id, line)
+                const n = yield* Ref.updateAndGet(done, (x) => x + 1)
+                if (n % 10 === 0 || n === records.length) yield* Effect.logInfo(`generated ${n}/${records.length}`)
+              }))
+          ), { concurrency, discard: true })
+
+        if (completed.size === 0) {
+          const firstError = [...failures.values()][0]?.error ?? "no generations"
+          return yield* new EvalError({ path: options.outDir, detail: `every generation failed (first error: ${firstError})` })
+        }
+
+        const results = records.filter((r) => completed.has(r.id)).map((r) => scoreSample(r, completed.get(r.id)!))
+        const agg = aggregate(
+          { system, generator: options.generator.describe, split: options.split, splitSha256: sha, seed, samples: records.length, failed: failures.size },
+          results,
+          byId
+        )
+        const files = {
+          samples: path.join(options.outDir, "samples.jsonl"),
+          aggregate: path.join(options.outDir, "aggregate.json"),
+          report: path.join(options.outDir, "report.html"),
+          summary: path.join(options.outDir, "summary.md")
+        }
+        yield* writeText(files.samples, results.map((r) => encodeJson(r) + "\n").join(""))
+        yield* writeText(files.aggregate, JSON.stringify(agg, null, 2) + "\n")
+        const trainingLog = options.trainingLog !== undefined ? yield* readTrainingLog(options.trainingLog) : undefined
+        const report = yield* renderReport({
+          title: `Evaluation: ${system}`,
+          aggregates: [agg],
+          samples: new Map([[system, results]]),
+          trainingLog
+        }).pipe(Effect.mapError((e) => new EvalError({ path: files.report, detail: e.message })))
+        yield* writeText(files.report, report.html)
+        yield* writeText(files.summary, report.markdown)
+        yield* Effect.logInfo(`wrote ${files.report}`)
+        return { aggregate: agg, outDir: options.outDir, files }
+      })
+
+      const loadAggregate = Effect.fn("Evaluator.loadAggregate")(function*(runDir: string) {
+        const file = path.join(runDir, "aggregate.json")
+        const text = yield* readText(file)
+        return yield* Effect.fromResult(decodeAggregate(text).pipe(Result.mapError((e) => new EvalError({ path: file, detail: e.message }))))
+      })
+
+      const loadSamples = Effect.fn("Evaluator.loadSamples")(function*(runDir: string) {
+        const file = path.join(runDir, "samples.jsonl")
+        const text = yield* readText(file)
+        return (yield* Effect.fromResult(parseLines(file, text, (l) => decodeSampleLine(l)))).map((x) => x.value)
+      })
+
+      const compare = Effect.fn("Evaluator.compare")(function*(runA: string, runB: string, outDir?: string) {
+        const a = yield* loadAggregate(runA)
+        const b0 = yield* loadAggregate(runB)
+        // two runs of the same system still need distinct labels in the charts
+        const b = b0.system === a.system ? { ...b0, system: `${b0.system} (B)` } : b0
+        const deltas = compareAggregates(a, b)
+        const markdown = [
+          `# ${a.system} vs ${b.system}`,
+          "",
+          `| metric | A: ${a.system} | B: ${b.system} | B − A |`,
+          "| --- | ---: | ---: | ---: |",
+          ...deltas.map((d) => `| ${d.metric} | ${d.a.toFixed(4)} | ${d.b.toFixed(4)} | ${d.delta >= 0 ? "+" : ""}${d.delta.toFixed(4)}${d.delta === 0 ? "" : d.improved ? " ▲" : " ▼"} |`),
+          ""
+        ].join("\n")
+        if (outDir !== undefined) {
+          const samplesA = yield* loadSamples(runA)
+          const samplesB = yield* loadSamples(runB)
+          const report = yield* renderReport({
+            title: `Comparison: ${a.system} vs ${b.system}`,
+            aggregates: [a, b],
+            samples: new Map([[a.system, samplesA], [b.system, samplesB]])
+          }).pipe(Effect.mapError((e) => new EvalError({ path: outDir, detail: e.message })))
+          yield* fs.makeDirectory(outDir, { recursive: true }).pipe(Effect.mapError(io(outDir)))
+          yield* writeText(path.join(outDir, "compare.html"), report.html)
+          yield* writeText(path.join(outDir, "compare.md"), markdown)
+        }
+        return { deltas, markdown }
+      })
+
+      return Evaluator.of({ run, loadAggregate, compare })
+    })
+  )
+}
