@@ -67,6 +67,8 @@ export interface LoraLayer extends LinearLayer {
 
 export const isLoraLayer = (layer: LinearLayer): layer is LoraLayer => "loraA" in layer && "loraB" in layer
 
+let nextSerial = 0
+
 export const loraLinear = (
   name: string,
   base: LinearLayer,
@@ -78,8 +80,10 @@ export const loraLinear = (
   const bound = 1 / Math.sqrt(base.inFeatures)
   const a = new Float32Array(r * base.inFeatures)
   for (let i = 0; i < a.length; i++) a[i] = (rng.next() * 2 - 1) * bound
-  const loraA = tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true, `${name}.lora_A.weight`)
-  const loraB = tf.variable(tf.zeros([base.outFeatures, r]), true, `${name}.lora_B.weight`)
+  // tfjs variable names are process-global: a serial suffix lets several adapted models coexist
+  const serial = nextSerial++
+  const loraA = tf.tidy(() => tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true, `${name}.lora_A.weight#${serial}`))
+  const loraB = tf.tidy(() => tf.variable(tf.zeros([base.outFeatures, r]), true, `${name}.lora_B.weight#${serial}`))
   const scaling = loraScaling(settings)
   return {
     name,

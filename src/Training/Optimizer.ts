@@ -27,8 +27,8 @@ export class AdamW {
   constructor(params: ReadonlyArray<tf.Variable>, options: AdamWOptions = defaultAdamW) {
     this.params = params
     this.options = options
-    this.m = params.map((p) => tf.variable(tf.zerosLike(p), false))
-    this.v = params.map((p) => tf.variable(tf.zerosLike(p), false))
+    this.m = tf.tidy(() => params.map((p) => tf.variable(tf.zerosLike(p), false)))
+    this.v = tf.tidy(() => params.map((p) => tf.variable(tf.zerosLike(p), false)))
   }
 
   /** One update with learning rate `lr`; `grads[i]` belongs to `params[i]`. Does not dispose the grads. */

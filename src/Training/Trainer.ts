@@ -1,0 +1,693 @@
+/**
+ * Supervised fine-tuning: LoRA, QLoRA (NF4 base) or full-parameter, with the HF Trainer's loop semantics.
+ *
+ * One optimizer step = `gradientAccumulationSteps` micro-batches; the loss is the token cross-entropy over the
+ * answer tokens of the whole accumulation window divided by their count (transformers ≥ 4.46's fixed gradient
+ * accumulation), then global-norm clipping, AdamW, the LR schedule. The loop is a Stream of steps: interruption
+ * (Ctrl-C) is honoured between steps and saves a checkpoint. Everything random (data order, dropout masks, LoRA init)
+ * is a function of the seed and the step, so a resumed run repeats an uninterrupted one bit for bit.
+ */
+import * as tf from "@tensorflow/tfjs-core"
+import { Context, Effect, FileSystem, Layer, Path, Schema, Stream } from "effect"
+import { rougeL } from "../Evaluation/Rouge.ts"
+import {
+  adapterTensors,
+  ADAPTER_CONFIG,
+  ADAPTER_WEIGHTS,
+  loadAdapterInto,
+  readPeftAdapter,
+  writePeftAdapter
+} from "./PeftAdapter.ts"
+import {
+  checkpointName,
+  listCheckpoints,
+  loadCheckpoint,
+  MODEL_FILE,
+  pruneCheckpoints,
+  saveCheckpoint,
+  type TrainerState
+} from "./Checkpoint.ts"
+import {
+  type Batch,
+  batchIndices,
+  epochPermutation,
+  packBatch,
+  padBatch,
+  type TokenizedExample
+} from "./Collate.ts"
+import { Device } from "./Device.ts"
+import { generate } from "./Generation.ts"
+import { DenseLinear, LlamaModel, outputLinearName } from "./LlamaModel.ts"
+import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform } from "./Lora.ts"
+import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
+import type { LinearLayer, LlamaConfig, NamedTensor } from "./ModelContracts.ts"
+import { nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
+import { AdamW, clipGradNorm } from "./Optimizer.ts"
+import { SeededRng } from "./Collate.ts"
+import type { TrainConfig } from "./TrainConfig.ts"
+import { toFileError } from "./ModelFileError.ts"
+import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
+
+export class TrainError extends Schema.TaggedError<TrainError>()("TrainError", {
+  stage: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.stage}: ${this.detail}`
+  }
+}
+
+const toTrainError = (stage: string) => (e: unknown) =>
+  new TrainError({ stage, detail: e instanceof Error ? e.message : typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e) })
+
+/** A tokenizer as the trainer needs it. */
+export interface TrainTokenizer {
+  readonly bosId: number | undefined
+  readonly eosId: number
+  encode(text: string): ReadonlyArray<number>
+  decode(ids: ReadonlyArray<number>): string
+}
+
+/** One example: the text to train on with its answer span, the prompt alone, and the reference answer. */
+export interface TrainExample {
+  readonly text: string
+  readonly answerStart: number
+  readonly answerEnd: number
+}
+
+/** What a run trains on: the base model's weights (streamed), its tokenizer, the data. */
+export interface TrainingInput {
+  readonly modelConfig: LlamaConfig
+  readonly weights: () => Iterable<NamedTensor> | AsyncIterable<NamedTensor>
+  readonly tokenizer: TrainTokenizer
+  /** recorded as `base_model_name_or_path` in the adapter */
+  readonly baseModelName: string
+  readonly train: ReadonlyArray<TrainExample>
+  readonly validation: ReadonlyArray<TrainExample>
+}
+
+export interface TrainLog {
+  readonly type: "train"
+  readonly step: number
+  readonly epoch: number
+  readonly loss: number
+  readonly learningRate: number
+  readonly gradNorm: number
+  readonly tokensPerSecond: number
+  readonly etaSeconds: number
+}
+export interface EvalLog {
+  readonly type: "eval"
+  readonly step: number
+  readonly evalLoss: number
+  readonly rougeL: number | null
+}
+
+export interface TrainResult {
+  readonly runDir: string
+  /** the best checkpoint's weights: a PEFT adapter folder (lora/qlora) or model.safetensors + config (full) */
+  readonly finalDir: string
+  readonly bestStep: number
+  readonly bestMetric: number | null
+  readonly globalStep: number
+  readonly totalSteps: number
+  readonly trainLogs: ReadonlyArray<TrainLog>
+  readonly evaluations: ReadonlyArray<EvalLog>
+  readonly tokensPerSecond: number
+  /** bytes of the frozen base weights as held in memory (NF4 codes + scales for QLoRA) */
+  readonly baseMemoryBytes: number
+  readonly trainableParameters: number
+  readonly stoppedEarly: boolean
+}
+
+export interface TrainOptions {
+  readonly resume?: boolean
+  /** called after each step (progress displays); the default writes a bar on a TTY, log lines otherwise */
+  readonly onLog?: (log: TrainLog | EvalLog) => void
+  /** stop (and checkpoint) after this many steps of this invocation, as if interrupted (tests of resume) */
+  readonly stopAfterSteps?: number
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// the model under training
+
+interface Trainee {
+  readonly model: LlamaModel
+  readonly base: LlamaModel | undefined
+  readonly loraLayers: ReadonlyArray<LoraLayer>
+  readonly variables: ReadonlyArray<tf.Variable>
+  /** checkpoint names of the variables (optimizer state keys) */
+  readonly variableNames: ReadonlyArray<string>
+  readonly baseMemoryBytes: number
+  readonly dropout: DropoutContext
+  dispose(): void
+}
+
+export const loraSettingsOf = (c: TrainConfig): LoraSettings => ({
+  r: c.r,
+  alpha: c.loraAlpha,
+  dropout: c.loraDropout,
+  useRslora: c.useRslora,
+  targetModules: c.targetModules
+})
+
+/** Builds the model for a mode: LoRA over a dense base, LoRA over an NF4 base, or all weights trainable. */
+export const buildTrainee = async (input: TrainingInput, config: TrainConfig): Promise<Trainee> => {
+  const dropout = new DropoutContext()
+  if (config.mode === "full") {
+    const model = await LlamaModel.fromWeights(input.modelConfig, input.weights(), { trainable: true })
+    const variables = model.trainableVariables
+    return {
+      model,
+      base: undefined,
+      loraLayers: [],
+      variables,
+      variableNames: variables.map((v) => v.name),
+      baseMemoryBytes: variables.reduce((n, v) => n + v.size * 4, 0),
+      dropout,
+      dispose: () => model.dispose()
+    }
+  }
+  const base = await LlamaModel.fromWeights(input.modelConfig, input.weights())
+  let baseMemoryBytes = 0
+  const counted = new Set<tf.Tensor>()
+  const rng = new SeededRng(config.seed)
+  const lora = loraTransform(loraSettingsOf(config), rng, dropout)
+  const model = base.withLinears((name, layer) => {
+    let frozen: LinearLayer = layer
+    if (config.mode === "qlora" && name !== outputLinearName && layer instanceof DenseLinear) {
+      // bitsandbytes quantizes every decoder linear and keeps lm_head (and embeddings, norms) in full precision
+      const q = quantizeNf4(layer.weight.dataSync() as Float32Array, [layer.outFeatures, layer.inFeatures])
+      layer.dispose() // the dense copy goes; only codes and scales stay
+      baseMemoryBytes += nf4Bytes(q)
+      frozen = nf4Linear(name, q)
+    } else if (layer instanceof DenseLinear && !counted.has(layer.weight)) {
+      counted.add(layer.weight)
+      baseMemoryBytes += layer.weight.size * 4
+    }
+    return lora(name, frozen)
+  })
+  const loraLayers = [...model.linears.values()].filter(isLoraLayer)
+  if (loraLayers.length === 0) throw new Error("no module of the model matches targetModules")
+  // embedding and norms (the tied lm_head shares the embedding tensor)
+  const c = input.modelConfig
+  const embeddingCounted = [...counted].some((t) => t.shape[0] === c.vocabSize && c.tieWordEmbeddings)
+  baseMemoryBytes += (embeddingCounted ? 0 : c.vocabSize * c.hiddenSize * 4) + (2 * c.numLayers + 1) * c.hiddenSize * 4
+  return {
+    model,
+    base,
+    loraLayers,
+    variables: loraLayers.flatMap((l) => [l.loraA, l.loraB]),
+    variableNames: loraLayers.flatMap((l) => [`${l.name}.lora_A.weight`, `${l.name}.lora_B.weight`]),
+    baseMemoryBytes,
+    dropout,
+    dispose: () => {
+      model.dispose()
+      base.dispose()
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// loss
+
+const hasKernel = (name: string) => tf.getKernel(name, tf.getBackend()) !== undefined
+
+/**
+ * Sum of the answer tokens' cross-entropy divided by `denominator`. Only rows of the logits at loss positions go
+ * through the log-softmax, so padding and prompt positions cost nothing beyond the forward pass.
+ */
+export const batchLoss = (model: LlamaModel, batch: Batch, denominator: number): tf.Scalar => {
+  const ids = tf.tensor2d(batch.inputIds, [batch.rows, batch.length], "int32")
+  const mask = tf.tensor2d(batch.attentionMask, [batch.rows, batch.length], "int32")
+  const segments = batch.segmentIds === undefined ? undefined : tf.tensor2d(batch.segmentIds, [batch.rows, batch.length], "int32")
+  const logits = model.logits(ids, segments === undefined ? { attentionMask: mask } : { attentionMask: mask, segmentIds: segments })
+  const positions: Array<number> = []
+  const targets: Array<number> = []
+  batch.lossMask.forEach((m, i) => {
+    if (m === 1) {
+      positions.push(i)
+      targets.push(batch.targets[i]!)
+    }
+  })
+  const vocab = logits.shape[2]
+  if (positions.length === 0) return tf.mul(tf.sum(logits), 0) as tf.Scalar
+  const flat = tf.reshape(logits, [batch.rows * batch.length, vocab])
+  if (hasKernel("UnsortedSegmentSum")) {
+    // gather's gradient scatters with UnsortedSegmentSum: only the answer rows go through the log-softmax
+    const logp = tf.logSoftmax(tf.gather(flat, tf.tensor1d(positions, "int32")))
+    const picked = tf.sum(tf.mul(logp, tf.oneHot(tf.tensor1d(targets, "int32"), vocab)))
+    return tf.div(tf.neg(picked), denominator) as tf.Scalar
+  }
+  // backends without that kernel (wasm): every row, with the loss mask folded into the one-hot targets
+  const weights = tf.mul(
+    tf.oneHot(tf.tensor1d(batch.targets, "int32"), vocab),
+    tf.reshape(tf.tensor1d(batch.lossMask), [-1, 1])
+  )
+  return tf.div(tf.neg(tf.sum(tf.mul(tf.logSoftmax(flat), weights))), denominator) as tf.Scalar
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// the step plan
+
+export interface StepPlan {
+  readonly epoch: number
+  /** fractional epoch reached after this step */
+  readonly epochProgress: number
+  /** micro-batches of example indices */
+  readonly micro: ReadonlyArray<ReadonlyArray<number>>
+}
+
+/** The whole run's steps: per epoch a seeded permutation, cut into batches, grouped by gradient accumulation. */
+export const planSteps = (n: number, c: Pick<TrainConfig, "epochs" | "batchSize" | "gradientAccumulationSteps" | "seed" | "maxSteps">): Array<StepPlan> => {
+  const steps: Array<StepPlan> = []
+  for (let e = 0; e < c.epochs; e++) {
+    const batches = batchIndices(epochPermutation(n, c.seed, e), c.batchSize)
+    const windows = Math.ceil(batches.length / c.gradientAccumulationSteps)
+    for (let w = 0; w < windows; w++) {
+      steps.push({
+        epoch: e,
+        epochProgress: e + (w + 1) / windows,
+        micro: batches.slice(w * c.gradientAccumulationSteps, (w + 1) * c.gradientAccumulationSteps)
+      })
+    }
+  }
+  return c.maxSteps === undefined ? steps : steps.slice(0, c.maxSteps)
+}
+
+const mixSeed = (seed: number, step: number, micro: number) =>
+  (Math.imul(seed + 1, 0x27d4eb2f) ^ Math.imul(step + 1, 0x165667b1) ^ Math.imul(micro + 1, 0x9e3779b1)) >>> 0
+
+// ---------------------------------------------------------------------------------------------------------------------
+// the run
+
+interface RunState {
+  trainer: TrainerState
+  lastSaved: number
+  logs: Array<TrainLog>
+  evals: Array<EvalLog>
+  stop: boolean
+  stoppedEarly: boolean
+  windowLoss: number
+  windowSteps: number
+  windowTokens: number
+  windowStart: number
+  runStart: number
+  runTokens: number
+  stepsThisRun: number
+}
+
+const isBetter = (metric: TrainConfig["metricForBest"], value: number, best: number | null) =>
+  best === null || (metric === "rouge" ? value > best : value < best)
+
+const defaultProgress = (totalSteps: number) => {
+  const tty = process.stderr.isTTY === true
+  return (log: TrainLog | EvalLog) => {
+    if (log.type === "eval") {
+      const line = `eval step ${log.step}: loss ${log.evalLoss.toFixed(4)}${log.rougeL === null ? "" : ` rougeL ${log.rougeL.toFixed(4)}`}`
+      process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`)
+      return
+    }
+    const width = 24
+    const done = Math.round((log.step / totalSteps) * width)
+    const text = `step ${log.step}/${totalSteps} epoch ${log.epoch.toFixed(2)} loss ${log.loss.toFixed(4)} lr ${
+      log.learningRate.toExponential(2)
+    } grad ${log.gradNorm.toFixed(3)} ${log.tokensPerSecond.toFixed(0)} tok/s ETA ${formatEta(log.etaSeconds)}`
+    process.stderr.write(tty ? `\r\x1b[K[${"#".repeat(done)}${".".repeat(width - done)}] ${text}` : `${text}\n`)
+  }
+}
+
+const formatEta = (s: number) => {
+  if (!Number.isFinite(s)) return "?"
+  const m = Math.floor(s / 60)
+  return m > 0 ? `${m}m${Math.round(s % 60)}s` : `${Math.round(s)}s`
+}
+
+export const runTraining = Effect.fn("Trainer.run")(function*(
+  input: TrainingInput,
+  config: TrainConfig,
+  options: TrainOptions = {}
+) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  const runDir = config.outputDir
+  const metricsFile = path.join(runDir, "metrics.jsonl")
+  if (config.metricForBest === "rouge" && config.evalGenerationSamples === 0) {
+    return yield* new TrainError({ stage: "config", detail: "metricForBest: rouge needs evalGenerationSamples > 0" })
+  }
+  if (input.train.length === 0) return yield* new TrainError({ stage: "data", detail: "no training examples" })
+  yield* fs.makeDirectory(runDir, { recursive: true }).pipe(Effect.mapError(toTrainError(runDir)))
+  yield* fs.writeFileString(path.join(runDir, "train_config.json"), JSON.stringify(config, null, 2) + "\n").pipe(
+    Effect.mapError(toTrainError(runDir))
+  )
+
+  // data
+  const tok = input.tokenizer
+  const tokenize = (ex: TrainExample): TokenizedExample => {
+    const prompt = [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))]
+    const answer = [...tok.encode(ex.text.slice(ex.answerStart, ex.answerEnd)), tok.eosId]
+    const ids = [...prompt, ...answer].slice(0, config.maxSeqLength)
+    return { ids, labels: ids.map((_, i) => i >= prompt.length) }
+  }
+  const train = input.train.map(tokenize)
+  const validation = input.validation.map(tokenize)
+  const genSample = input.validation.slice(0, config.evalGenerationSamples).map((ex) => ({
+    prompt: [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))],
+    reference: ex.text.slice(ex.answerStart, ex.answerEnd)
+  }))
+  const collate = (idx: ReadonlyArray<number>, from: ReadonlyArray<TokenizedExample>) => {
+    const examples = idx.map((i) => from[i]!)
+    return config.packing ? packBatch(examples, tok.eosId, config.maxSeqLength) : padBatch(examples, tok.eosId)
+  }
+  const plan = planSteps(train.length, config)
+  const totalSteps = plan.length
+  const schedule: LrScheduleSpec = {
+    type: config.lrScheduler,
+    peak: config.learningRate,
+    warmupSteps: config.warmupSteps,
+    totalSteps
+  }
+
+  // model
+  const trainee = yield* Effect.acquireRelease(
+    Effect.tryPromise({ try: () => buildTrainee(input, config), catch: toTrainError("model") }),
+    (t) => Effect.sync(() => t.dispose())
+  )
+  const optimizer = yield* Effect.acquireRelease(
+    Effect.sync(() =>
+      new AdamW(trainee.variables, {
+        beta1: config.adamBeta1,
+        beta2: config.adamBeta2,
+        eps: config.adamEpsilon,
+        weightDecay: config.weightDecay
+      })
+    ),
+    (o) => Effect.sync(() => o.dispose())
+  )
+  const loraSettings = loraSettingsOf(config)
+  const trainableParameters = trainee.variables.reduce((n, v) => n + v.size, 0)
+
+  const writeWeights = (dir: string) =>
+    config.mode === "full"
+      ? writeSafetensors(
+        path.join(dir, MODEL_FILE),
+        trainee.variables.map((v) => ({ name: v.name, shape: v.shape, data: () => v.dataSync() as Float32Array })),
+        { metadata: { format: "pt" } }
+      ).pipe(Effect.andThen(
+        fs.writeFileString(path.join(dir, "config.json"), JSON.stringify(input.modelConfig, null, 2) + "\n").pipe(
+          Effect.mapError(toFileError(dir))
+        )
+      ))
+      : writePeftAdapter(dir, trainee.loraLayers, loraSettings, input.baseModelName)
+
+  const state: RunState = {
+    trainer: {
+      globalStep: 0,
+      epoch: 0,
+      totalSteps,
+      metricForBest: config.metricForBest,
+      bestMetric: null,
+      bestStep: null,
+      evaluationsWithoutImprovement: 0,
+      evaluations: [],
+      tokensSeen: 0
+    },
+    lastSaved: -1,
+    logs: [],
+    evals: [],
+    stop: false,
+    stoppedEarly: false,
+    windowLoss: 0,
+    windowSteps: 0,
+    windowTokens: 0,
+    windowStart: performance.now(),
+    runStart: performance.now(),
+    runTokens: 0,
+    stepsThisRun: 0
+  }
+
+  // resume
+  if (options.resume === true) {
+    const steps = yield* listCheckpoints(runDir).pipe(Effect.mapError(toTrainError("resume")))
+    const newest = steps.at(-1)
+    if (newest !== undefined) {
+      const dir = path.join(runDir, checkpointName(newest))
+      const loaded = yield* loadCheckpoint(dir).pipe(Effect.mapError(toTrainError("resume")))
+      if (loaded.scheduler.totalSteps !== totalSteps) {
+        return yield* new TrainError({
+          stage: "resume",
+          detail: `${dir} was made for ${loaded.scheduler.totalSteps} steps but this config gives ${totalSteps}`
+        })
+      }
+      if (config.mode === "full") {
+        const tensors = yield* Effect.scoped(Effect.gen(function*() {
+          const file = yield* openSafetensors(path.join(dir, MODEL_FILE))
+          return yield* Effect.forEach(file.tensors, (t) => file.readTensor(t.name))
+        })).pipe(Effect.mapError(toTrainError("resume")))
+        const byName = new Map(tensors.map((t) => [t.name, t]))
+        for (const v of trainee.variables) {
+          const t = byName.get(v.name)
+          if (t === undefined) return yield* new TrainError({ stage: "resume", detail: `${dir}: ${v.name} is missing` })
+          tf.tidy(() => v.assign(tf.tensor(t.data, v.shape)))
+        }
+      } else {
+        const adapter = yield* readPeftAdapter(dir).pipe(Effect.mapError(toTrainError("resume")))
+        yield* loadAdapterInto(adapter, trainee.loraLayers, dir).pipe(Effect.mapError(toTrainError("resume")))
+      }
+      yield* Effect.try({
+        try: () => optimizer.loadState(trainee.variableNames, loaded.optimizer, loaded.optimizerStep),
+        catch: toTrainError("resume")
+      })
+      state.trainer = { ...loaded.trainer }
+      state.lastSaved = newest
+      state.evals = loaded.trainer.evaluations.map((e) => ({ type: "eval", ...e }))
+      // metrics written after this checkpoint by the interrupted run are replayed by this one
+      const old = yield* fs.readFileString(metricsFile).pipe(Effect.orElseSucceed(() => ""))
+      const kept = old.split("\n").filter((l) => l.trim() !== "" && (JSON.parse(l) as { step: number }).step <= newest)
+      yield* fs.writeFileString(metricsFile, kept.map((l) => l + "\n").join("")).pipe(Effect.mapError(toTrainError(metricsFile)))
+      yield* Effect.logInfo(`resuming from ${dir} (step ${newest} of ${totalSteps})`)
+    } else {
+      yield* Effect.logInfo(`no checkpoint in ${runDir}: starting from step 0`)
+    }
+  } else {
+    yield* fs.writeFileString(metricsFile, "").pipe(Effect.mapError(toTrainError(metricsFile)))
+  }
+
+  const report = options.onLog ?? defaultProgress(totalSteps)
+  const appendMetrics = (log: TrainLog | EvalLog) =>
+    fs.writeFileString(metricsFile, JSON.stringify(log) + "\n", { flag: "a" }).pipe(Effect.mapError(toTrainError(metricsFile)))
+
+  const save = Effect.fnUntraced(function*() {
+    const step = state.trainer.globalStep
+    if (state.lastSaved === step) return
+    yield* saveCheckpoint(runDir, {
+      writeWeights,
+      optimizer: optimizer.state(trainee.variableNames),
+      optimizerStep: optimizer.step,
+      scheduler: { ...schedule, lastStep: step },
+      rng: { seed: config.seed, globalStep: step },
+      trainer: state.trainer
+    }).pipe(Effect.mapError(toTrainError("checkpoint")))
+    state.lastSaved = step
+    yield* pruneCheckpoints(runDir, config.saveTotalLimit, state.trainer.bestStep).pipe(Effect.mapError(toTrainError("checkpoint")))
+  })
+
+  const evaluate = Effect.fnUntraced(function*() {
+    trainee.dropout.begin(0, false)
+    const { sum, count } = (() => {
+      let sum = 0
+      let count = 0
+      for (const idx of batchIndices(validation.map((_, i) => i), config.batchSize)) {
+        const batch = collate(idx, validation)
+        if (batch.lossTokens === 0) continue
+        sum += tf.tidy(() => batchLoss(trainee.model, batch, 1).dataSync()[0]!)
+        count += batch.lossTokens
+      }
+      return { sum, count }
+    })()
+    let rouge: number | null = null
+    if (genSample.length > 0) {
+      let total = 0
+      for (const idx of batchIndices(genSample.map((_, i) => i), config.batchSize)) {
+        const outs = generate(trainee.model, idx.map((i) => genSample[i]!.prompt), {
+          maxNewTokens: config.maxNewTokens,
+          stopTokenIds: [tok.eosId],
+          padTokenId: tok.eosId
+        })
+        outs.forEach((o, j) => {
+          total += rougeL(tok.decode(o.tokens), genSample[idx[j]!]!.reference).fmeasure
+        })
+      }
+      rouge = total / genSample.length
+    }
+    const log: EvalLog = { type: "eval", step: state.trainer.globalStep, evalLoss: count === 0 ? 0 : sum / count, rougeL: rouge }
+    const value = config.metricForBest === "rouge" ? rouge ?? 0 : log.evalLoss
+    const improved = isBetter(config.metricForBest, value, state.trainer.bestMetric)
+    state.trainer = {
+      ...state.trainer,
+      evaluations: [...state.trainer.evaluations, { step: log.step, evalLoss: log.evalLoss, rougeL: log.rougeL }],
+      bestMetric: improved ? value : state.trainer.bestMetric,
+      bestStep: improved ? log.step : state.trainer.bestStep,
+      evaluationsWithoutImprovement: improved ? 0 : state.trainer.evaluationsWithoutImprovement + 1
+    }
+    state.evals.push(log)
+    report(log)
+    yield* appendMetrics(log)
+    // the best weights must exist on disk to become the final adapter
+    if (improved) yield* save()
+    if (config.earlyStoppingPatience !== undefined && state.trainer.evaluationsWithoutImprovement >= config.earlyStoppingPatience) {
+      state.stop = true
+      state.stoppedEarly = true
+    }
+  })
+
+  const trainStep = Effect.fnUntraced(function*(k: number) {
+    const step = plan[k]!
+    const batches = step.micro.map((idx) => collate(idx, train))
+    const lossTokens = batches.reduce((n, b) => n + b.lossTokens, 0)
+    const tokens = batches.reduce((n, b) => n + b.tokens, 0)
+    const { loss, gradNorm, lr } = yield* Effect.try({
+      try: () => {
+        let loss = 0
+        let acc: Array<tf.Tensor> | undefined
+        batches.forEach((batch, m) => {
+          trainee.dropout.begin(mixSeed(config.seed, k, m), true)
+          const { value, grads } = tf.variableGrads(() => batchLoss(trainee.model, batch, Math.max(1, lossTokens)), [
+            ...trainee.variables
+          ])
+          loss += value.dataSync()[0]!
+          value.dispose()
+          const ordered = trainee.variables.map((v) => grads[v.name]!)
+          if (acc === undefined) acc = ordered
+          else {
+            const next = acc.map((g, i) => tf.add(g, ordered[i]!))
+            tf.dispose([...acc, ...ordered])
+            acc = next
+          }
+        })
+        const clipped = clipGradNorm(acc!, config.maxGradNorm)
+        const lr = lrAt(schedule, k)
+        optimizer.apply(clipped.grads, lr)
+        tf.dispose([...acc!, ...clipped.grads])
+        return { loss, gradNorm: clipped.norm, lr }
+      },
+      catch: toTrainError(`step ${k + 1}`)
+    })
+    if (!Number.isFinite(loss)) return yield* new TrainError({ stage: `step ${k + 1}`, detail: `the loss is ${loss}` })
+    state.trainer = {
+      ...state.trainer,
+      globalStep: k + 1,
+      epoch: step.epochProgress,
+      tokensSeen: state.trainer.tokensSeen + tokens
+    }
+    state.windowLoss += loss
+    state.windowSteps += 1
+    state.windowTokens += tokens
+    state.runTokens += tokens
+    state.stepsThisRun += 1
+    const done = k + 1
+    if (done % config.logEvery === 0 || done === totalSteps) {
+      const now = performance.now()
+      const tokensPerSecond = state.windowTokens / Math.max(1e-9, (now - state.windowStart) / 1000)
+      const perStep = (now - state.runStart) / 1000 / state.stepsThisRun
+      const log: TrainLog = {
+        type: "train",
+        step: done,
+        epoch: step.epochProgress,
+        loss: state.windowLoss / state.windowSteps,
+        learningRate: lr,
+        gradNorm,
+        tokensPerSecond,
+        etaSeconds: perStep * (totalSteps - done)
+      }
+      state.logs.push(log)
+      report(log)
+      yield* appendMetrics(log)
+      state.windowLoss = 0
+      state.windowSteps = 0
+      state.windowTokens = 0
+      state.windowStart = now
+    }
+    if (done % config.evalEvery === 0 || done === totalSteps) yield* evaluate()
+    if (done % config.saveEvery === 0 || done === totalSteps) yield* save()
+    if (options.stopAfterSteps !== undefined && state.stepsThisRun >= options.stopAfterSteps) state.stop = true
+  })
+
+  const startStep = state.trainer.globalStep
+  const device = yield* Effect.serviceOption(Device)
+  yield* Effect.logInfo(
+    `training ${config.mode} on ${device._tag === "Some" ? device.value.info.kind : tf.getBackend()}: ` +
+      `${train.length} examples, ${totalSteps} steps, ${trainableParameters} trainable parameters, ` +
+      `base ${(trainee.baseMemoryBytes / 2 ** 20).toFixed(2)} MiB`
+  )
+
+  yield* Stream.range(startStep, totalSteps - 1).pipe(
+    Stream.takeWhile(() => !state.stop),
+    // a macrotask between steps lets Node deliver SIGINT, which interrupts this fiber between two steps
+    Stream.mapEffect((k) => Effect.andThen(Effect.promise(() => new Promise<void>((r) => setImmediate(r))), trainStep(k))),
+    Stream.runDrain,
+    Effect.onInterrupt(() =>
+      Effect.gen(function*() {
+        if (process.stderr.isTTY === true) process.stderr.write("\n")
+        yield* Effect.logInfo(`interrupted at step ${state.trainer.globalStep}: saving a checkpoint`)
+        yield* save().pipe(Effect.orDie)
+      })
+    )
+  )
+  if (process.stderr.isTTY === true && options.onLog === undefined) process.stderr.write("\n")
+
+  const finished = state.trainer.globalStep >= totalSteps || state.stoppedEarly
+  if (!finished) yield* save()
+  const bestStep = state.trainer.bestStep ?? state.trainer.globalStep
+  const finalDir = path.join(runDir, config.mode === "full" ? "final-model" : "final-adapter")
+  if (finished) {
+    const from = path.join(runDir, checkpointName(bestStep))
+    yield* fs.remove(finalDir, { recursive: true, force: true }).pipe(Effect.mapError(toTrainError(finalDir)))
+    yield* fs.makeDirectory(finalDir, { recursive: true }).pipe(Effect.mapError(toTrainError(finalDir)))
+    for (const f of config.mode === "full" ? [MODEL_FILE, "config.json"] : [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
+      yield* fs.copyFile(path.join(from, f), path.join(finalDir, f)).pipe(Effect.mapError(toTrainError(finalDir)))
+    }
+    yield* fs.writeFileString(
+      path.join(runDir, "final.json"),
+      JSON.stringify(
+        {
+          bestStep,
+          checkpoint: checkpointName(bestStep),
+          metricForBest: config.metricForBest,
+          bestMetric: state.trainer.bestMetric,
+          globalStep: state.trainer.globalStep,
+          stoppedEarly: state.stoppedEarly,
+          finalDir
+        },
+        null,
+        2
+      ) + "\n"
+    ).pipe(Effect.mapError(toTrainError(runDir)))
+  }
+  const elapsed = (performance.now() - state.runStart) / 1000
+  return {
+    runDir,
+    finalDir,
+    bestStep,
+    bestMetric: state.trainer.bestMetric,
+    globalStep: state.trainer.globalStep,
+    totalSteps,
+    trainLogs: state.logs,
+    evaluations: state.evals,
+    tokensPerSecond: state.runTokens / Math.max(1e-9, elapsed),
+    baseMemoryBytes: trainee.baseMemoryBytes,
+    trainableParameters,
+    stoppedEarly: state.stoppedEarly
+  } satisfies TrainResult
+}, Effect.scoped)
+
+
+/** Reads a LoRA model's adapter tensors (for tests and exporters). */
+export const currentAdapterTensors = (layers: ReadonlyArray<LoraLayer>) => adapterTensors(layers)
+
+export class Trainer extends Context.Service<Trainer, {
+  /** trains on already-loaded inputs (the pipeline and tests) */
+  run(input: TrainingInput, config: TrainConfig, options?: TrainOptions): Effect.Effect<TrainResult, TrainError, FileSystem.FileSystem | Path.Path>
+}>()("app/Training/Trainer") {
+  static readonly layer = Layer.succeed(Trainer, Trainer.of({ run: (input, config, options) => runTraining(input, config, options) }))
+}
