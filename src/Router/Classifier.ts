@@ -2,7 +2,8 @@
  * Domain classification of a query: is it a finance question the local fine-tuned model should answer?
  *
  * The decision is a weighted sum of rules, each of which records why it fired:
- * - `ticker`: a symbol, cashtag or company alias from the project's ticker table (src/Dataset/Tickers.ts);
+ * - `ticker`: a symbol or cashtag from the project's ticker table (src/Dataset/Tickers.ts), `company`: one of
+ *   its company names/aliases (weaker: "apple pie" names Apple too);
  * - `intent:<name>`: a finance intent (price, valuation, screening, rationale, explain, technicals, earnings,
  *   portfolio, should_i_buy) matched by a regular expression;
  * - `finance_terms`: general finance vocabulary (stock, dividend, ETF, ...);
@@ -29,10 +30,12 @@ export interface IntentRule {
   readonly intent: Intent
   readonly pattern: RegExp
   readonly weight: number
+  /** rules sharing a group add only their strongest weight (weak cues must not add up on their own) */
+  readonly group?: string
 }
 
 export interface RuleHit {
-  /** `ticker`, `intent:<name>`, `finance_terms`, `market_data` or `custom` */
+  /** `ticker`, `company`, `intent:<name>`, `finance_terms`, `market_data` or `custom` */
   readonly rule: string
   readonly weight: number
   /** the text that made it fire */
@@ -61,7 +64,10 @@ export interface ClassificationSettings {
   readonly intentRules: ReadonlyArray<IntentRule>
   readonly financeTerms: RegExp | undefined
   readonly financeTermsWeight: number
+  /** a ticker symbol or cashtag in the query */
   readonly tickerWeight: number
+  /** a company name/alias from the ticker table (without its symbol) */
+  readonly companyWeight: number
   readonly marketDataWeight: number
   readonly threshold: number
   /** the ticker finder; defaults to the project's ticker table */
@@ -79,9 +85,9 @@ export const defaultIntentRules: ReadonlyArray<IntentRule> = [
   { intent: "technicals", weight: 0.6, pattern: /\b(?:RSI|MACD|moving averages?|\d+-day (?:MA|SMA|EMA|moving average)|bollinger|overbought|oversold|support (?:and|&) resistance|resistance level|support level|technical (?:analysis|indicators?)|chart pattern|golden cross|death cross)\b/i },
   { intent: "earnings", weight: 0.6, pattern: /\b(?:earnings|EPS|revenue|guidance|quarterly (?:results|report)|Q[1-4] (?:results|earnings|report)|beat (?:the )?estimates|missed (?:the )?estimates|profit margins?)\b/i },
   { intent: "portfolio", weight: 0.6, pattern: /\b(?:my portfolio|portfolio|my holdings|holdings|diversif(?:y|ied|ication)|asset allocation|rebalanc(?:e|ing)|my positions?)\b/i },
-  { intent: "rationale", weight: 0.3, pattern: /\b(?:why (?:did|is|are|has|have|was|were)|rationale|reasons? (?:for|behind)|what drove|what's driving|drivers? of)\b/i },
-  { intent: "price", weight: 0.3, pattern: /\b(?:price|prices|quote|trading at|how much is|closing at|closed at|share price|stock price)\b/i },
-  { intent: "explain", weight: 0.2, pattern: /\b(?:explain|what is|what are|what does|meaning of|define|how does)\b/i }
+  { intent: "rationale", weight: 0.3, group: "weak", pattern: /\b(?:why (?:did|is|are|has|have|was|were)|rationale|reasons? (?:for|behind)|what drove|what's driving|drivers? of)\b/i },
+  { intent: "price", weight: 0.3, group: "weak", pattern: /\b(?:price|prices|quote|trading at|how much is|closing at|closed at|share price|stock price)\b/i },
+  { intent: "explain", weight: 0.2, group: "weak", pattern: /\b(?:explain|what is|what are|what does|meaning of|define|how does)\b/i }
 ]
 
 export const defaultFinanceTerms =
@@ -92,13 +98,14 @@ export const defaultClassificationSettings: ClassificationSettings = {
   financeTerms: defaultFinanceTerms,
   financeTermsWeight: 0.3,
   tickerWeight: 0.5,
+  companyWeight: 0.3,
   marketDataWeight: 0.3,
   threshold: 0.5,
   findTickers: findTickersInText,
   custom: undefined
 }
 
-const marketDataKeys = ["symbol", "prices", "fundamentals", "news", "holdings", "quote", "quotes", "technicals"]
+const marketDataKeys = ["symbol", "prices", "fundamentals", "news", "holdings", "marketData", "quote", "quotes", "technicals"]
 
 const nonEmpty = (value: unknown): boolean => {
   if (value === undefined || value === null || value === "") return false
@@ -127,13 +134,22 @@ const round = (x: number) => Math.round(x * 1000) / 1000
 export const classify = (input: ClassifierInput, settings: ClassificationSettings): Classification => {
   const hits: Array<RuleHit> = []
   const tickers = settings.findTickers(input.query)
-  if (tickers.length > 0) hits.push({ rule: "ticker", weight: settings.tickerWeight, match: tickers.join(",") })
+  // a symbol written out ("AAPL", "$AAPL") is unmistakable; a company alias alone ("apple") is weaker evidence
+  const bySymbol = tickers.filter((t) => new RegExp(`(?<![A-Za-z0-9])\\$?${t.replace(/[.^$*+?()[\]{}|\\]/g, "\\$&")}(?![A-Za-z0-9])`).test(input.query))
+  const byAlias = tickers.filter((t) => !bySymbol.includes(t))
+  if (bySymbol.length > 0) hits.push({ rule: "ticker", weight: settings.tickerWeight, match: bySymbol.join(",") })
+  if (byAlias.length > 0) hits.push({ rule: "company", weight: settings.companyWeight, match: byAlias.join(",") })
   const found: Array<Intent> = []
+  const groupBest = new Map<string, number>()
   for (const rule of settings.intentRules) {
     const m = rule.pattern.exec(input.query)
     if (m !== null && !found.includes(rule.intent)) {
       found.push(rule.intent)
-      hits.push({ rule: `intent:${rule.intent}`, weight: rule.weight, match: m[0] })
+      // within a group only the strongest rule counts; the others are listed with the weight they add (0)
+      const best = rule.group === undefined ? 0 : groupBest.get(rule.group) ?? 0
+      const weight = Math.max(0, rule.weight - best)
+      if (rule.group !== undefined) groupBest.set(rule.group, Math.max(best, rule.weight))
+      hits.push({ rule: `intent:${rule.intent}`, weight, match: m[0] })
     }
   }
   const terms = settings.financeTerms?.exec(input.query)
