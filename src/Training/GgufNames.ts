@@ -124,19 +124,27 @@ export const llama3ScalingFromFactors = (factors: Float32Array, ropeTheta: numbe
   const wavelens = Array.from(factors, (_, i) => 2 * Math.PI * Math.fround(ropeTheta ** Math.fround((2 * i) / headDim)))
   const smooth = Array.from(factors.keys()).filter((i) => factors[i] !== 1 && Math.abs(factors[i]! - factor) > 1e-6 * factor)
   let lowWavelen: number, highWavelen: number
+  const relative = (i: number) => (1 / factors[i]! - 1 / factor) / (1 - 1 / factor) // the smoothing s of factor i
   if (smooth.length >= 2) {
-    // s = (L/w - lf)/(hf - lf) is linear in 1/w: s = a/w + b, with s = (1/f - 1/factor)/(1 - 1/factor)
-    const points = smooth.map((i) => [1 / wavelens[i]!, (1 / factors[i]! - 1 / factor) / (1 - 1 / factor)] as const)
-    const [x0, y0] = points[0]!, [x1, y1] = points[points.length - 1]!
-    const a = (y1 - y0) / (x1 - x0)
-    const b = y0 - a * x0
+    // s = (L/w - lf)/(hf - lf) is linear in 1/w: s = a/w + b
+    const [i0, i1] = [smooth[0]!, smooth[smooth.length - 1]!]
+    const a = (relative(i1) - relative(i0)) / (1 / wavelens[i1]! - 1 / wavelens[i0]!)
+    const b = relative(i0) - a / wavelens[i0]!
     lowWavelen = -a / b // s = 0
     highWavelen = a / (1 - b) // s = 1
+  } else if (smooth.length === 1) {
+    // one point fixes L for the usual high_freq_factor = 4 x low_freq_factor
+    const original = wavelens[smooth[0]!]! * (3 * relative(smooth[0]!) + 1)
+    lowWavelen = original
+    highWavelen = original / 4
   } else {
+    // any boundaries between the last factor-1 and the first full-factor wavelength give the same factors
     const highs = wavelens.filter((_, i) => factors[i] === 1)
     const lows = wavelens.filter((_, i) => factors[i] === factor)
-    highWavelen = (highs.length === 0 ? 0 : Math.max(...highs)) * 1.0001
-    lowWavelen = lows.length === 0 ? highWavelen * 4 : Math.min(...lows) / 1.0001
+    const maxHigh = highs.length === 0 ? 0 : Math.max(...highs)
+    const minLow = lows.length === 0 ? Infinity : Math.min(...lows)
+    lowWavelen = Number.isFinite(minLow) ? minLow / 1.0001 : Math.max(maxHigh, 1) * 8
+    highWavelen = Math.max(maxHigh * 1.0001, Math.min(lowWavelen / 4, minLow))
     if (lowWavelen <= highWavelen) return undefined
   }
   const original = lowWavelen // with low_freq_factor = 1

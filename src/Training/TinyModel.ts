@@ -41,7 +41,7 @@ export const presetConfig = (preset: TinyPreset): LlamaConfig => {
       return {
         vocabSize: financeVocabSize, hiddenSize: 128, intermediateSize: 384, numLayers: 2, numHeads: 4, numKvHeads: 2,
         headDim: 32, rmsNormEps: 1e-5, ropeTheta: 500000, maxPositionEmbeddings: 8192, tieWordEmbeddings: false,
-        ropeScaling: { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 }
+        ropeScaling: { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 256 }
       }
     case "mistral-tiny":
       return {

@@ -1,0 +1,335 @@
+/**
+ * Loads a Llama-family model's configuration and weights, in the project's canonical (HF) names and layout, from
+ * (a) a GGUF file or (b) a Hugging Face folder (config.json + *.safetensors, sharded or not). Weights come as a
+ * Stream, one tensor at a time: the loader holds at most one tensor's file bytes and its float32 copy, so the
+ * consumer decides what stays in memory (one float32 copy of the model when it keeps them all).
+ */
+import { Effect, Result, Schema, SchemaIssue, Stream } from "effect"
+import * as fs from "node:fs"
+import { join } from "node:path"
+import { dequantizableTypes } from "./GgmlQuants.ts"
+import { type GgufHeader, metaArray, metaNumber, metaString, openGguf, readGgufHeader, requireNumber } from "./Gguf.ts"
+import { hfNameOf, llama3ScalingFromFactors, qkHeadsFor } from "./GgufNames.ts"
+import { type LlamaConfig, type NamedTensor, type RopeScaling, weightNames } from "./ModelContracts.ts"
+import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
+import { openSafetensors, readSafetensorsHeader } from "./Safetensors.ts"
+
+/** A model on disk, ready to stream. */
+export interface ModelSource {
+  readonly format: "gguf" | "hf"
+  readonly path: string
+  readonly config: LlamaConfig
+  /**
+   * llama3 RoPE frequency factors exactly as a GGUF stores them (`rope_freqs.weight`); `config.ropeScaling` is
+   * derived from them and reproduces them to ~1e-7 relative
+   */
+  readonly ropeFreqFactors?: Float32Array
+  /** canonical names of the weights the stream yields, in stream order */
+  readonly tensorNames: ReadonlyArray<string>
+  /** every weight, float32, canonical name and HF layout, one at a time; re-runnable */
+  readonly weights: Stream.Stream<NamedTensor, ModelFileError>
+}
+
+/** The canonical weight names a config needs. */
+export const expectedWeightNames = (config: LlamaConfig): Array<string> => {
+  const names: Array<string> = [weightNames.embedding]
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    names.push(weightNames.inputNorm(layer), weightNames.postAttentionNorm(layer))
+    for (const m of ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const) {
+      names.push(`${weightNames.linear(layer, m)}.weight`)
+    }
+  }
+  names.push(weightNames.finalNorm)
+  if (!config.tieWordEmbeddings) names.push(weightNames.output)
+  return names
+}
+
+/** The numpy-order shape each canonical weight must have. */
+export const expectedShape = (config: LlamaConfig, name: string): ReadonlyArray<number> | undefined => {
+  const d = config.hiddenSize, q = config.numHeads * config.headDim, kv = config.numKvHeads * config.headDim
+  if (name === weightNames.embedding || name === weightNames.output) return [config.vocabSize, d]
+  if (name.endsWith("norm.weight")) return [d]
+  const module = /\.(\w+_proj)\.weight$/.exec(name)?.[1]
+  switch (module) {
+    case "q_proj": return [q, d]
+    case "k_proj": case "v_proj": return [kv, d]
+    case "o_proj": return [d, q]
+    case "gate_proj": case "up_proj": return [config.intermediateSize, d]
+    case "down_proj": return [d, config.intermediateSize]
+  }
+  return undefined
+}
+
+/** GGUF -> HF row order of a Q/K weight, in place (one row of scratch), undoing llama.cpp's permutation. */
+const unpermuteInPlace = (data: Float32Array, rows: number, nHead: number): void => {
+  const cols = data.length / rows
+  const headDim = rows / nHead, half = headDim / 2
+  // destination HF row of each GGUF row: GGUF 2i+two -> HF two*half+i (within a head)
+  const target = new Int32Array(rows)
+  for (let h = 0; h < nHead; h++) {
+    for (let i = 0; i < half; i++) for (let two = 0; two < 2; two++) target[h * headDim + 2 * i + two] = h * headDim + two * half + i
+  }
+  const done = new Uint8Array(rows)
+  const carry = new Float32Array(cols), swap = new Float32Array(cols)
+  for (let start = 0; start < rows; start++) {
+    if (done[start] || target[start] === start) continue
+    carry.set(data.subarray(start * cols, (start + 1) * cols))
+    let row = start
+    do {
+      const to = target[row]!
+      swap.set(data.subarray(to * cols, (to + 1) * cols))
+      data.set(carry, to * cols)
+      carry.set(swap)
+      done[row] = 1
+      row = to
+    } while (row !== start)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GGUF
+
+/** The Llama config a GGUF describes (llama.* keys; tied output when `output.weight` is absent). */
+export const configFromGguf = (header: GgufHeader): LlamaConfig => {
+  const path = header.path
+  const kind = metaString(header, "general.type")
+  if (kind === "adapter") throw fileError(path, "this GGUF is a LoRA adapter, not a model", "general.type")
+  const arch = metaString(header, "general.architecture")
+  if (arch !== "llama") {
+    throw fileError(path, `unsupported architecture ${JSON.stringify(arch ?? null)} (supported: llama, which covers Llama and Mistral)`, "general.architecture")
+  }
+  const hiddenSize = requireNumber(header, "llama.embedding_length")
+  const numHeads = requireNumber(header, "llama.attention.head_count")
+  const headDim = metaNumber(header, "llama.attention.key_length") ?? hiddenSize / numHeads
+  const rotary = metaNumber(header, "llama.rope.dimension_count") ?? headDim
+  if (rotary !== headDim) throw fileError(path, `partial rotary embeddings (${rotary} of ${headDim}) are not supported`, "llama.rope.dimension_count")
+  const embedding = header.tensors.find((t) => t.name === "token_embd.weight")
+  if (embedding === undefined) throw fileError(path, "the model has no token embedding", "token_embd.weight")
+  const vocabSize = metaNumber(header, "llama.vocab_size") ?? metaArray(header, "tokenizer.ggml.tokens")?.values.length ?? embedding.shape[0]!
+  const ropeTheta = metaNumber(header, "llama.rope.freq_base") ?? 10000
+  const scalingType = metaString(header, "llama.rope.scaling.type")
+  const scalingFactor = metaNumber(header, "llama.rope.scaling.factor")
+  if ((scalingType !== undefined && scalingType !== "none") || (scalingFactor !== undefined && scalingFactor !== 1 && scalingFactor !== 0)) {
+    throw fileError(path, `unsupported RoPE scaling ${scalingType ?? "linear"} x${scalingFactor ?? 1} (supported: none, llama3)`, "llama.rope.scaling.type")
+  }
+  const slidingWindow = metaNumber(header, "llama.attention.sliding_window")
+  const config: LlamaConfig = {
+    vocabSize,
+    hiddenSize,
+    intermediateSize: requireNumber(header, "llama.feed_forward_length"),
+    numLayers: requireNumber(header, "llama.block_count"),
+    numHeads,
+    numKvHeads: metaNumber(header, "llama.attention.head_count_kv") ?? numHeads,
+    headDim,
+    rmsNormEps: metaNumber(header, "llama.attention.layer_norm_rms_epsilon") ?? 1e-5,
+    ropeTheta,
+    maxPositionEmbeddings: requireNumber(header, "llama.context_length"),
+    tieWordEmbeddings: !header.tensors.some((t) => t.name === "output.weight"),
+    ...(slidingWindow !== undefined && slidingWindow > 0 ? { slidingWindow } : {})
+  }
+  return config
+}
+
+const ropeScalingFromGguf = (path: string, config: LlamaConfig) =>
+  Effect.scoped(Effect.gen(function*() {
+    const file = yield* openGguf(path)
+    if (file.info("rope_freqs.weight") === undefined) return undefined
+    const factors = (yield* file.readTensor("rope_freqs.weight")).data
+    if (factors.length !== config.headDim / 2) {
+      return yield* Effect.fail(fileError(path, `has ${factors.length} factors, expected head_dim/2 = ${config.headDim / 2}`, "rope_freqs.weight"))
+    }
+    const scaling = llama3ScalingFromFactors(factors, config.ropeTheta, config.headDim)
+    if (scaling === undefined && !factors.every((f) => f === 1)) {
+      return yield* Effect.fail(fileError(path, "rope frequency factors are not of the llama3 form", "rope_freqs.weight"))
+    }
+    return { scaling, factors }
+  }))
+
+const validateGgufTensors = (header: GgufHeader, config: LlamaConfig): Array<string> => {
+  const present = new Map<string, string>()
+  for (const t of header.tensors) {
+    if (t.name === "rope_freqs.weight") continue
+    const name = hfNameOf(t.name)
+    if (name === undefined) throw fileError(header.path, "unexpected tensor for a llama model", t.name)
+    if (!dequantizableTypes.has(t.type)) {
+      throw fileError(header.path, `unsupported tensor type ${t.typeName} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`, t.name)
+    }
+    const shape = expectedShape(config, name)
+    if (shape !== undefined && shape.join(",") !== t.shape.join(",")) {
+      throw fileError(header.path, `shape [${t.shape.join(", ")}] does not match the config's [${shape.join(", ")}]`, t.name)
+    }
+    present.set(name, t.name)
+  }
+  for (const name of expectedWeightNames(config)) {
+    if (!present.has(name)) throw fileError(header.path, "required tensor is missing", name)
+  }
+  return header.tensors.filter((t) => t.name !== "rope_freqs.weight").map((t) => hfNameOf(t.name)!)
+}
+
+/** Opens a GGUF model: reads its header, validates it, and prepares the weight stream. */
+export const loadGguf = (path: string): Effect.Effect<ModelSource, ModelFileError> =>
+  Effect.gen(function*() {
+    const header = yield* readGgufHeader(path)
+    const base = yield* Effect.try({ try: () => configFromGguf(header), catch: toFileError(path) })
+    const rope = yield* ropeScalingFromGguf(path, base)
+    const config: LlamaConfig = rope?.scaling === undefined ? base : { ...base, ropeScaling: rope.scaling }
+    const tensorNames = yield* Effect.try({ try: () => validateGgufTensors(header, config), catch: toFileError(path) })
+    const weights = Stream.unwrap(Effect.map(openGguf(path), (file) =>
+      Stream.fromIterable(file.tensors.filter((t) => t.name !== "rope_freqs.weight")).pipe(
+        Stream.mapEffect((info) =>
+          Effect.map(file.readTensor(info.name), (tensor): NamedTensor => {
+            const heads = qkHeadsFor(info.name, config)
+            if (heads !== undefined) unpermuteInPlace(tensor.data, tensor.shape[0]!, heads)
+            return { name: hfNameOf(info.name)!, shape: tensor.shape, data: tensor.data }
+          }))
+      )))
+    return {
+      format: "gguf",
+      path,
+      config,
+      tensorNames,
+      weights,
+      ...(rope === undefined ? {} : { ropeFreqFactors: rope.factors })
+    } satisfies ModelSource
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hugging Face folder
+
+const nullable = <S extends Schema.Top>(s: S) => Schema.optionalKey(Schema.NullOr(s))
+
+/** The fields of a Llama / Mistral config.json we read (others are ignored). */
+export const HfConfig = Schema.Struct({
+  model_type: Schema.Literals(["llama", "mistral"]),
+  vocab_size: Schema.Int,
+  hidden_size: Schema.Int,
+  intermediate_size: Schema.Int,
+  num_hidden_layers: Schema.Int,
+  num_attention_heads: Schema.Int,
+  num_key_value_heads: nullable(Schema.Int),
+  head_dim: nullable(Schema.Int),
+  rms_norm_eps: Schema.Finite,
+  rope_theta: nullable(Schema.Finite),
+  rope_scaling: nullable(Schema.Struct({
+    rope_type: Schema.optionalKey(Schema.String),
+    type: Schema.optionalKey(Schema.String),
+    factor: Schema.optionalKey(Schema.Finite),
+    low_freq_factor: Schema.optionalKey(Schema.Finite),
+    high_freq_factor: Schema.optionalKey(Schema.Finite),
+    original_max_position_embeddings: Schema.optionalKey(Schema.Int)
+  })),
+  max_position_embeddings: Schema.Int,
+  sliding_window: nullable(Schema.Int),
+  tie_word_embeddings: Schema.optionalKey(Schema.Boolean)
+})
+export type HfConfig = typeof HfConfig.Type
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+const decodeHfConfig = Schema.decodeUnknownResult(Schema.fromJsonString(HfConfig))
+
+/** Reads and validates config.json; errors name the field. */
+export const configFromHf = (configPath: string, text: string): LlamaConfig => {
+  const hf = Result.getOrThrowWith(decodeHfConfig(text, { errors: "all" }), (error) => {
+    const issue = formatter(error.issue).issues[0]
+    const field = (issue?.path ?? []).map((p) => typeof p === "object" && p !== null && "key" in p ? String(p.key) : String(p)).join(".")
+    return fileError(configPath, issue?.message ?? error.message, field === "" ? undefined : field)
+  })
+  let ropeScaling: RopeScaling | undefined
+  const rs = hf.rope_scaling
+  if (rs !== undefined && rs !== null) {
+    const kind = rs.rope_type ?? rs.type
+    if (kind === "llama3") {
+      ropeScaling = {
+        type: "llama3",
+        factor: rs.factor ?? 8,
+        lowFreqFactor: rs.low_freq_factor ?? 1,
+        highFreqFactor: rs.high_freq_factor ?? 4,
+        originalMaxPositionEmbeddings: rs.original_max_position_embeddings ?? 8192
+      }
+    } else if (kind !== "default") {
+      throw fileError(configPath, `unsupported rope_scaling type ${JSON.stringify(kind)} (supported: llama3)`, "rope_scaling")
+    }
+  }
+  const sliding = hf.sliding_window
+  return {
+    vocabSize: hf.vocab_size,
+    hiddenSize: hf.hidden_size,
+    intermediateSize: hf.intermediate_size,
+    numLayers: hf.num_hidden_layers,
+    numHeads: hf.num_attention_heads,
+    numKvHeads: hf.num_key_value_heads ?? hf.num_attention_heads,
+    headDim: hf.head_dim ?? hf.hidden_size / hf.num_attention_heads,
+    rmsNormEps: hf.rms_norm_eps,
+    ropeTheta: hf.rope_theta ?? 10000,
+    maxPositionEmbeddings: hf.max_position_embeddings,
+    tieWordEmbeddings: hf.tie_word_embeddings ?? false,
+    ...(ropeScaling === undefined ? {} : { ropeScaling }),
+    ...(sliding !== undefined && sliding !== null && hf.model_type === "mistral" ? { slidingWindow: sliding } : {})
+  }
+}
+
+const WeightIndex = Schema.fromJsonString(Schema.Struct({ weight_map: Schema.Record(Schema.String, Schema.String) }))
+const decodeIndex = Schema.decodeUnknownResult(WeightIndex)
+
+/** The safetensors files of a folder: the sharded index's files, or every *.safetensors there. */
+const shardFiles = (folder: string): Array<string> => {
+  const indexPath = join(folder, "model.safetensors.index.json")
+  if (fs.existsSync(indexPath)) {
+    const index = Result.getOrThrowWith(decodeIndex(fs.readFileSync(indexPath, "utf8")), (e) => fileError(indexPath, `invalid index: ${e.message}`))
+    return Array.from(new Set(Object.values(index.weight_map))).sort().map((f) => join(folder, f))
+  }
+  const files = fs.readdirSync(folder).filter((f) => f.endsWith(".safetensors") && !f.startsWith("adapter_")).sort()
+  if (files.length === 0) throw fileError(folder, "no *.safetensors weights in the folder")
+  return files.map((f) => join(folder, f))
+}
+
+/** Opens a Hugging Face model folder: config.json, then the safetensors headers (validated), then the weight stream. */
+export const loadHfFolder = (folder: string): Effect.Effect<ModelSource, ModelFileError> =>
+  Effect.gen(function*() {
+    const configPath = join(folder, "config.json")
+    const config = yield* Effect.try({
+      try: () => configFromHf(configPath, fs.readFileSync(configPath, "utf8")),
+      catch: toFileError(configPath)
+    })
+    const shards = yield* Effect.try({ try: () => shardFiles(folder), catch: toFileError(folder) })
+    const expected = new Set(expectedWeightNames(config))
+    const plan: Array<{ file: string; names: Array<string> }> = []
+    const found = new Set<string>()
+    for (const file of shards) {
+      const { tensors } = yield* readSafetensorsHeader(file)
+      const names: Array<string> = []
+      for (const t of tensors) {
+        if (!expected.has(t.name)) continue // e.g. rotary_emb.inv_freq, or lm_head of a tied model
+        const shape = expectedShape(config, t.name)
+        if (shape !== undefined && shape.join(",") !== t.shape.join(",")) {
+          return yield* Effect.fail(fileError(file, `shape [${t.shape.join(", ")}] does not match config.json's [${shape.join(", ")}]`, t.name))
+        }
+        if (!["F32", "F16", "BF16"].includes(t.dtype)) {
+          return yield* Effect.fail(fileError(file, `unsupported weight dtype ${t.dtype} (supported: F32, F16, BF16)`, t.name))
+        }
+        names.push(t.name)
+        found.add(t.name)
+      }
+      plan.push({ file, names })
+    }
+    for (const name of expected) {
+      if (!found.has(name)) return yield* Effect.fail(fileError(folder, "required tensor is missing from the safetensors files", name))
+    }
+    const weights = Stream.fromIterable(plan).pipe(
+      Stream.flatMap(({ file, names }) =>
+        Stream.unwrap(Effect.map(openSafetensors(file), (handle) =>
+          Stream.fromIterable(names).pipe(Stream.mapEffect((name) => handle.readTensor(name)))))))
+    return { format: "hf", path: folder, config, tensorNames: plan.flatMap((p) => p.names), weights } satisfies ModelSource
+  })
+
+/** A GGUF file or a Hugging Face folder. */
+export const loadModelSource = (path: string): Effect.Effect<ModelSource, ModelFileError> =>
+  Effect.suspend(() => {
+    let stat: fs.Stats
+    try {
+      stat = fs.statSync(path)
+    } catch (cause) {
+      return Effect.fail(toFileError(path)(cause))
+    }
+    return stat.isDirectory() ? loadHfFolder(path) : loadGguf(path)
+  })
