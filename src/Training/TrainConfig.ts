@@ -190,7 +190,7 @@ export const readConfigFile = Effect.fn("TrainConfig.readConfigFile")(function*(
   const text = yield* fs.readFileString(path).pipe(
     Effect.mapError((e) => new TrainConfigError({ source: path, field: "", issue: `cannot read the file (${e.message})` }))
   )
-  const doc = Yaml.parseDocument(text, { prettyErrors: false })
+  const doc = Yaml.parseDocument(text, { prettyErrors: true })
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!
     const line = e.linePos?.[0]

@@ -8,7 +8,10 @@
  * is a function of the seed and the step, so a resumed run repeats an uninterrupted one bit for bit.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { Context, Effect, FileSystem, Layer, Path, Schema, Stream } from "effect"
+import { Context, Effect, FileSystem, Layer, Path, Result, Schema, Stream } from "effect"
+import { decodeInput } from "../Dataset/Input.ts"
+import { formatExample, PromptLayout } from "../Dataset/PromptFormat.ts"
+import type { TrainingRecord } from "../Dataset/Record.ts"
 import { rougeL } from "../Evaluation/Rouge.ts"
 import {
   adapterTensors,
@@ -684,6 +687,58 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
 
 /** Reads a LoRA model's adapter tensors (for tests and exporters). */
 export const currentAdapterTensors = (layers: ReadonlyArray<LoraLayer>) => adapterTensors(layers)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// data files
+
+/** Reads a JSONL file of records (seed, chat or prompt/completion lines); a bad line fails naming file:line:field. */
+export const readRecordsFile = Effect.fn("Trainer.readRecords")(function*(file: string) {
+  const fs = yield* FileSystem.FileSystem
+  const text = yield* fs.readFileString(file).pipe(
+    Effect.mapError((e) => new TrainError({ stage: "data", detail: `${file}: cannot read (${e.message})` }))
+  )
+  const records: Array<TrainingRecord> = []
+  const lines = text.split("\n")
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim()
+    if (line === "") continue
+    let json: unknown
+    try {
+      json = JSON.parse(line)
+    } catch (e) {
+      return yield* new TrainError({ stage: "data", detail: `${file}:${i + 1}: not JSON (${(e as Error).message})` })
+    }
+    const decoded = decodeInput(json, false)
+    if (Result.isFailure(decoded)) {
+      return yield* new TrainError({ stage: "data", detail: `${file}:${i + 1}: ${decoded.failure.field}: ${decoded.failure.reason}` })
+    }
+    records.push(decoded.success.record)
+  }
+  if (records.length === 0) return yield* new TrainError({ stage: "data", detail: `${file}: no records` })
+  return records
+})
+
+/**
+ * The train and validation examples of a config: the validation file when given, else a seeded hold-out of
+ * `validationFraction` of the training file (at least one record when the fraction is above 0).
+ */
+export const loadExamples = Effect.fn("Trainer.loadExamples")(function*(config: TrainConfig) {
+  const layout = yield* Schema.decodeUnknownEffect(PromptLayout)(config.promptLayout).pipe(
+    Effect.mapError(() => new TrainError({ stage: "config", detail: `promptLayout: expected one of ${PromptLayout.literals.join(", ")}, got "${config.promptLayout}"` }))
+  )
+  const all = yield* readRecordsFile(config.trainFile)
+  let train = all
+  let validation: Array<TrainingRecord> = []
+  if (config.validationFile !== undefined) validation = yield* readRecordsFile(config.validationFile)
+  else if (config.validationFraction > 0 && all.length > 1) {
+    const order = epochPermutation(all.length, config.seed, -1)
+    const held = new Set(order.slice(0, Math.max(1, Math.round(all.length * config.validationFraction))))
+    train = all.filter((_, i) => !held.has(i))
+    validation = all.filter((_, i) => held.has(i))
+  }
+  const format = (r: TrainingRecord): TrainExample => formatExample(r, layout)
+  return { train: train.map(format), validation: validation.map(format) }
+})
 
 export class Trainer extends Context.Service<Trainer, {
   /** trains on already-loaded inputs (the pipeline and tests) */
