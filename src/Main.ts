@@ -8,6 +8,8 @@ import { Effect } from "effect"
 import { Command } from "effect/cli"
 import packageJson from "../package.json" with { type: "json" }
 // stage commands (each stage adds exactly one import and one entry below)
+import { exportCommand, serveCommand } from "./Serving/Cli.ts"
+import { routeCommand } from "./Router/Cli.ts"
 
 const root = Command.make("finetune-finance").pipe(
   Command.withDescription(
@@ -16,6 +18,8 @@ const root = Command.make("finetune-finance").pipe(
 )
 
 const stageCommands = [
+  exportCommand, serveCommand,
+  routeCommand,
 ] as const
 
 root.pipe(
