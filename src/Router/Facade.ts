@@ -3,7 +3,7 @@
  * reject for provider failures (a failure is a value with `ok: false`), backed by a private
  * `ManagedRuntime` (so every router has its own breakers, metrics and health-check fiber).
  */
-import { Cause, Effect, Exit, Layer, ManagedRuntime, Stream } from "effect"
+import { Cause, Effect, Exit, Layer, ManagedRuntime, References, Stream } from "effect"
 import type { BreakerSnapshot } from "./CircuitBreaker.ts"
 import type { Attempt } from "./Errors.ts"
 import {
@@ -63,10 +63,14 @@ const toFailure = (cause: Cause.Cause<unknown>): RouteFailure => {
  * different configs can live in one process.
  */
 export const createRouter = (config: RouterConfigInput | "env"): Router => {
-  const layer: Layer.Layer<ModelRouter> = config === "env"
+  const routerLayer: Layer.Layer<ModelRouter> = config === "env"
     ? ModelRouter.layer.pipe(Layer.orDie)
     : ModelRouter.layerConfig(config)
-  const runtime = ManagedRuntime.make(layer)
+  const logLevel = config === "env" ? "Info" : config.logLevel ?? "Info"
+  const runtime = ManagedRuntime.make(
+    // provideMerge: the level reaches the health-check fiber built with the router and every request run here
+    routerLayer.pipe(Layer.provideMerge(Layer.succeed(References.MinimumLogLevel, logLevel)))
+  )
   const run = <A, E>(f: (router: ModelRouter["Service"]) => Effect.Effect<A, E>) => runtime.runPromise(ModelRouter.use(f))
   return {
     route: (query, context, options) =>

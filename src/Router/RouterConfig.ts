@@ -99,6 +99,11 @@ export interface RouterConfigInput {
   readonly hedgeDelayMs?: number
   readonly systemPrompt?: string
   readonly defaultRiskNote?: string | false
+  /**
+   * Only for `createRouter` (the Promise facade), whose logs go to the console: the minimum level printed
+   * (default "Info"). An Effect app controls the Router's logs with its own logger and log level.
+   */
+  readonly logLevel?: "All" | "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
 }
 
 export const defaultModels: Record<ProviderKind, string> = {
