@@ -10,6 +10,7 @@ import packageJson from "../package.json" with { type: "json" }
 // stage commands (each stage adds exactly one import and one entry below)
 import { exportCommand, serveCommand } from "./Serving/Cli.ts"
 import { routeCommand } from "./Router/Cli.ts"
+import { evalCommand } from "./Evaluation/Cli.ts"
 
 const root = Command.make("finetune-finance").pipe(
   Command.withDescription(
@@ -20,6 +21,7 @@ const root = Command.make("finetune-finance").pipe(
 const stageCommands = [
   exportCommand, serveCommand,
   routeCommand,
+  evalCommand,
 ] as const
 
 root.pipe(

@@ -6,92 +6,13 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, FileSystem, Layer } from "effect"
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs"
-import { createServer, type IncomingMessage, type Server } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { sentenceBleu } from "../src/Evaluation/Bleu.ts"
 import { Evaluator } from "../src/Evaluation/Evaluator.ts"
 import { Generator } from "../src/Evaluation/Generator.ts"
 import { rougeScores } from "../src/Evaluation/Rouge.ts"
-
-const context = "Current Symbol: AAPL\n\nCurrent Prices:\n  AAPL: $189.50 (+0.45%)\n\nRecent News:\n  1. Apple unveils chips (Reuters)"
-const records = [
-  { question: "What is AAPL trading at?", answer: "AAPL is trading at <PRICE>, up <CHANGE> today.", rationale: "r", tickers: ["AAPL"], citations: [{ source: "Reuters", timestamp: "<TIMESTAMP>" }], context_required: true, context },
-  { question: "Should I buy AAPL?", answer: "It trades at <PRICE>. Consider your risk tolerance; this is not financial advice.", rationale: "r", tickers: ["AAPL"], citations: [], context_required: true, risk_note: "Not financial advice.", context },
-  { question: "What moved AAPL?", answer: "According to Reuters, Apple unveiled new chips.", rationale: "r", tickers: ["AAPL"], citations: [{ source: "Reuters", timestamp: "<TIMESTAMP>" }], context_required: true, context },
-  { question: "What is a P/E ratio?", answer: "The price-to-earnings ratio divides the share price by earnings per share.", rationale: "r", tickers: [], citations: [], context_required: false },
-  { question: "Is diversification useful?", answer: "Diversification spreads risk across assets.", rationale: "r", tickers: [], citations: [], context_required: false },
-  { question: "How did AAPL do today?", answer: "AAPL rose <CHANGE> to <PRICE>.", rationale: "r", tickers: ["AAPL"], citations: [], context_required: true, context }
-]
-
-/** What the fake model answers: for some questions the filled reference, for others something wrong. */
-const answerFor = (question: string): { answer: string; raw: string } => {
-  switch (question) {
-    case "What is AAPL trading at?":
-      return { answer: "AAPL is trading at $189.50, up 0.45% today.", raw: "AAPL is trading at <PRICE>, up <CHANGE> today." }
-    case "How did AAPL do today?":
-      return { answer: "AAPL fell 0.45% to $191.00.", raw: "AAPL fell <CHANGE> to <PRICE>." }
-    case "Should I buy AAPL?":
-      return { answer: "Yes, buy it at $189.50.", raw: "Yes, buy it at <PRICE>." }
-    default: {
-      const r = records.find((x) => x.question === question)!
-      return { answer: r.answer, raw: r.answer }
-    }
-  }
-}
-
-const readBody = (req: IncomingMessage) =>
-  new Promise<string>((resolve) => {
-    let s = ""
-    req.on("data", (c) => (s += c))
-    req.on("end", () => resolve(s))
-  })
-
-interface FakeServer {
-  readonly url: string
-  readonly requests: Array<{ path: string; body: any }>
-  /** questions that get a 500 until they have been asked this many times */
-  failFirst: Map<string, number>
-  readonly close: () => Promise<void>
-}
-
-const startServer = () =>
-  new Promise<FakeServer>((resolve) => {
-    const requests: Array<{ path: string; body: any }> = []
-    const state = { failFirst: new Map<string, number>() }
-    const server: Server = createServer(async (req, res) => {
-      const body = JSON.parse(await readBody(req))
-      requests.push({ path: req.url!, body })
-      const question: string = req.url === "/infer" ? body.question : String(body.messages.at(-1).content).split("\nQuestion: ")[1]
-      const remaining = state.failFirst.get(question) ?? 0
-      if (remaining > 0) {
-        state.failFirst.set(question, remaining - 1)
-        res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ detail: "boom" }))
-        return
-      }
-      const a = answerFor(question)
-      res.writeHead(200, { "content-type": "application/json" })
-      if (req.url === "/infer") {
-        res.end(JSON.stringify({ answer: a.answer, confidence: 0.9, model_version: "fake-1", latency_ms: 1, metadata: { raw_answer: a.raw } }))
-      } else {
-        res.end(JSON.stringify({ id: "x", object: "chat.completion", model: "fake-chat", choices: [{ index: 0, message: { role: "assistant", content: a.answer }, finish_reason: "stop" }] }))
-      }
-    })
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        requests,
-        get failFirst() {
-          return state.failFirst
-        },
-        set failFirst(m) {
-          state.failFirst = m
-        },
-        close: () => new Promise((r) => server.close(() => r()))
-      })
-    })
-  })
+import { answerFor, records, startServer } from "./fixtures/eval/fakeModelServer.ts"
 
 const TestLayer = Evaluator.layer.pipe(Layer.provideMerge(NodeServices.layer))
 

@@ -36,6 +36,16 @@ export class EvalError extends Schema.TaggedError<EvalError>()("EvalError", {
   }
 }
 
+/** The input is wrong (split file contents, run folder state): the user must change something. */
+export class EvalInputError extends Schema.TaggedError<EvalInputError>()("EvalInputError", {
+  path: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.path}: ${this.detail}`
+  }
+}
+
 export interface RunOptions {
   readonly generator: Generator["Service"]
   /** held-out split, canonical TrainingRecord JSONL */
@@ -97,7 +107,7 @@ const parseLines = <A>(
   file: string,
   text: string,
   decode: (line: string) => Result.Result<A, Schema.SchemaError>
-): Result.Result<Array<{ line: number; value: A }>, EvalError> => {
+): Result.Result<Array<{ line: number; value: A }>, EvalInputError> => {
   const out: Array<{ line: number; value: A }> = []
   const errors: Array<string> = []
   text.split("\n").forEach((raw, i) => {
@@ -109,15 +119,15 @@ const parseLines = <A>(
       errors.push(`line ${i + 1}: ${issuePath(first?.path)}: ${first?.message ?? r.failure.message}`)
     }
   })
-  return errors.length === 0 ? Result.succeed(out) : Result.fail(new EvalError({ path: file, detail: errors.join("; ") }))
+  return errors.length === 0 ? Result.succeed(out) : Result.fail(new EvalInputError({ path: file, detail: errors.join("; ") }))
 }
 
 export class Evaluator extends Context.Service<Evaluator, {
-  run(options: RunOptions): Effect.Effect<RunResult, EvalError>
+  run(options: RunOptions): Effect.Effect<RunResult, EvalError | EvalInputError>
   /** Reads `aggregate.json` of a run folder. */
   loadAggregate(runDir: string): Effect.Effect<Aggregate, EvalError>
   /** Side-by-side comparison of two run folders; writes compare.html/compare.md into `outDir` when given. */
-  compare(runA: string, runB: string, outDir?: string): Effect.Effect<{ deltas: ReadonlyArray<MetricDelta>; markdown: string }, EvalError>
+  compare(runA: string, runB: string, outDir?: string): Effect.Effect<{ deltas: ReadonlyArray<MetricDelta>; markdown: string }, EvalError | EvalInputError>
 }>()("app/Evaluation/Evaluator") {
   static readonly layer = Layer.effect(
     Evaluator,
@@ -132,7 +142,7 @@ export class Evaluator extends Context.Service<Evaluator, {
       const readSplit = Effect.fn("Evaluator.readSplit")(function*(split: string) {
         const text = yield* readText(split)
         const lines = yield* Effect.fromResult(parseLines(split, text, (l) => decodeRecordLine(l, { errors: "first" })))
-        if (lines.length === 0) return yield* new EvalError({ path: split, detail: "the split has no records" })
+        if (lines.length === 0) return yield* new EvalInputError({ path: split, detail: "the split has no records" })
         const seen = new Map<string, number>()
         const records: Array<EvalRecord> = lines.map(({ line, value }, index) => {
           const base = sha256(`${value.question}\n${JSON.stringify(value.context ?? "")}\n${value.answer}`).slice(0, 12)
@@ -176,13 +186,13 @@ export class Evaluator extends Context.Service<Evaluator, {
         const completed = new Map<string, GenerationLine>()
         if (yield* fs.exists(genPath).pipe(Effect.mapError(io(genPath)))) {
           if (!options.resume) {
-            return yield* new EvalError({ path: options.outDir, detail: "already holds a run; pass --resume to continue it or choose another --out" })
+            return yield* new EvalInputError({ path: options.outDir, detail: "already holds a run; pass --resume to continue it or choose another --out" })
           }
           const previous = yield* Effect.fromResult(Schema.decodeUnknownResult(Schema.fromJsonString(Schema.Struct({ splitSha256: Schema.String })))(
             yield* readText(runPath)
           ).pipe(Result.mapError((e) => new EvalError({ path: runPath, detail: e.message }))))
           if (previous.splitSha256 !== sha) {
-            return yield* new EvalError({ path: options.split, detail: "the split changed since the interrupted run; start a new run folder" })
+            return yield* new EvalInputError({ path: options.split, detail: "the split changed since the interrupted run; start a new run folder" })
           }
           // a torn last line (the process died mid-write) is dropped, not fatal
           const text = yield* readText(genPath)

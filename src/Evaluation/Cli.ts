@@ -1,0 +1,305 @@
+/**
+ * `eval`: batch evaluation, comparison, human rubrics and scheduled runs.
+ *
+ *     eval run      --split test.jsonl (--endpoint URL [--api infer|openai] | --model base.gguf [--adapter lora.gguf]) --out DIR
+ *     eval compare  RUN_A RUN_B [--out DIR]
+ *     eval rubric export --run A --run B --out DIR [--items 50]
+ *     eval rubric import --sheet ann.csv --sheet bob.csv --key DIR/rubric-key.json [--out DIR]
+ *     eval schedule (--cron "0 * * * *" | --every 1h) --db history.sqlite + the run flags
+ *     eval history  --db history.sqlite [--pin ID]
+ *     eval check    --db history.sqlite [--margin 0.02] [--against previous|baseline]
+ *
+ * Exit codes: 0 success; 1 the run failed (every generation failed, files unwritable); 2 bad input (flags, split
+ * or sheet contents, cron expression); 3 `eval check` found a regression (or nothing to check).
+ */
+import { Console, Cron, Duration, Effect, FileSystem, Layer, Option, Path, Result, Runtime, Schedule, Schema } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { type Aggregate } from "./RunFiles.ts"
+import { EvalScheduler, type RegressionReference } from "./EvalScheduler.ts"
+import { Evaluator } from "./Evaluator.ts"
+import { Generator } from "./Generator.ts"
+import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
+import { Rubric, rubricMarkdown } from "./Rubric.ts"
+import { RunHistory, type RunRow } from "./RunHistory.ts"
+
+/** A failure already printed for the user; carries the process exit code. */
+export class EvalCommandFailed extends Schema.TaggedError<EvalCommandFailed>()("EvalCommandFailed", {
+  message: Schema.String,
+  exitCode: Schema.Int
+}) {
+  override readonly [Runtime.errorExitCode] = this.exitCode
+  override readonly [Runtime.errorReported] = false
+}
+
+const fail = (message: string, exitCode: number) =>
+  Effect.andThen(Console.error(`eval: ${message}`), Effect.fail(new EvalCommandFailed({ message, exitCode })))
+
+/** Maps a stage error to a printed message and an exit code (2 for input errors, 1 otherwise). */
+const report = <A, E extends { readonly _tag: string; readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
+  self.pipe(Effect.catch((e) =>
+    e instanceof EvalCommandFailed
+      ? Effect.fail(e) // already printed
+      : fail(e.message, inputErrors.has(e._tag) ? 2 : e._tag === "RegressionDetected" || e._tag === "NothingToCheck" ? 3 : 1)
+  ))
+const inputErrors = new Set(["RubricError", "MetricInputError", "EvalInputError"])
+
+/** `90s`, `30m`, `1h`, `2 hours`, `1d` -> Duration */
+export const parseEvery = (text: string): Option.Option<Duration.Duration> => {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?)\s*$/i.exec(text)
+  if (m === null) return Option.none()
+  const n = Number(m[1])
+  const unit = m[2]!.toLowerCase()
+  const ms = unit.startsWith("s") ? n * 1e3 : unit.startsWith("m") ? n * 60e3 : unit.startsWith("h") ? n * 3600e3 : n * 86400e3
+  return ms > 0 ? Option.some(Duration.millis(ms)) : Option.none()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// shared run flags
+
+const runFlags = {
+  split: Flag.String("split").pipe(Flag.withDescription("held-out split (canonical TrainingRecord JSONL, e.g. data/test.jsonl)")),
+  endpoint: Flag.String("endpoint").pipe(Flag.optional, Flag.withDescription("a served model's base URL, e.g. http://127.0.0.1:8000")),
+  api: Flag.Literals("api", ["infer", "openai"]).pipe(
+    Flag.withDefault("infer" as const),
+    Flag.withDescription("with --endpoint: the app's POST /infer, or OpenAI-compatible POST /v1/chat/completions")
+  ),
+  modelName: Flag.String("model-name").pipe(Flag.optional, Flag.withDescription("with --endpoint: the model/adapter name to request")),
+  model: Flag.String("model").pipe(Flag.optional, Flag.withDescription("in-process: a base model GGUF run with llama.cpp")),
+  adapter: Flag.String("adapter").pipe(Flag.optional, Flag.withDescription("with --model: a llama.cpp LoRA adapter GGUF (eval of the fine-tuned model)")),
+  system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
+  concurrency: Flag.Int("concurrency").pipe(Flag.withDefault(4), Flag.withDescription("generations in flight at once")),
+  seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sent with every request; also picks the --limit sample")),
+  maxTokens: Flag.Int("max-tokens").pipe(Flag.withDefault(256), Flag.withDescription("answer length limit in tokens")),
+  temperature: Flag.Finite("temperature").pipe(Flag.withDefault(0), Flag.withDescription("sampling temperature (0 = greedy)")),
+  limit: Flag.Int("limit").pipe(Flag.optional, Flag.withDescription("evaluate a seeded sample of this many records")),
+  timeout: Flag.Int("timeout-s").pipe(Flag.withDefault(120), Flag.withDescription("per-request timeout for --endpoint")),
+  trainingLog: Flag.String("training-log").pipe(Flag.optional, Flag.withDescription("training metrics JSONL ({step, loss} lines) for the loss chart"))
+} as const
+
+type RunFlags = {
+  readonly [K in keyof typeof runFlags]: (typeof runFlags)[K] extends Flag.Flag<infer A> ? A : never
+}
+
+/** The Generator the flags ask for; exactly one of --endpoint / --model. */
+const generatorLayer = (f: RunFlags) => {
+  if (Option.isSome(f.endpoint) === Option.isSome(f.model)) {
+    return fail("give exactly one of --endpoint URL (a served model) or --model FILE.gguf (in-process)", 2)
+  }
+  if (Option.isSome(f.endpoint)) {
+    if (!/^https?:\/\//.test(f.endpoint.value)) return fail(`--endpoint: expected an http(s) URL, got "${f.endpoint.value}"`, 2)
+    return Effect.succeed(Generator.layerHttp({
+      url: f.endpoint.value,
+      api: f.api,
+      model: Option.getOrUndefined(f.modelName),
+      timeout: Duration.seconds(f.timeout)
+    }))
+  }
+  return Effect.succeed(layerLlamaCpp({
+    model: Option.getOrThrow(f.model),
+    adapter: Option.getOrUndefined(f.adapter),
+    concurrency: f.concurrency
+  }) as Layer.Layer<Generator, unknown>)
+}
+
+const checkRunFlags = (f: RunFlags) =>
+  Effect.gen(function*() {
+    if (f.concurrency < 1) return yield* fail("--concurrency: must be at least 1", 2)
+    if (f.maxTokens < 1) return yield* fail("--max-tokens: must be at least 1", 2)
+    if (Option.isSome(f.limit) && f.limit.value < 1) return yield* fail("--limit: must be at least 1", 2)
+    if (Option.isSome(f.adapter) && Option.isNone(f.model)) return yield* fail("--adapter needs --model (the base GGUF it adapts)", 2)
+  })
+
+/** One evaluation into `outDir`, with the generator built (and released) around it. */
+const evaluateOnce = (f: RunFlags, outDir: string, resume: boolean) =>
+  Effect.gen(function*() {
+    const layer = yield* generatorLayer(f)
+    const evaluator = yield* Evaluator
+    return yield* Effect.gen(function*() {
+      const generator = yield* Generator
+      return yield* evaluator.run({
+        generator,
+        split: f.split,
+        outDir,
+        system: Option.getOrUndefined(f.system),
+        concurrency: f.concurrency,
+        seed: f.seed,
+        maxTokens: f.maxTokens,
+        temperature: f.temperature,
+        limit: Option.getOrUndefined(f.limit),
+        resume,
+        trainingLog: Option.getOrUndefined(f.trainingLog)
+      })
+    }).pipe(Effect.provide(layer), Effect.mapError((e) => e as { readonly _tag: string; readonly message: string }))
+  })
+
+const summaryLine = (a: Aggregate) =>
+  `${a.system}: ${a.scored}/${a.samples} scored (${a.failed} failed) | BLEU ${a.metrics.bleu!.toFixed(2)} | ROUGE-L ${a.metrics.rougeL!.toFixed(4)} | factuality ${a.metrics.factuality!.toFixed(4)} | citation ${a.metrics.citation_rate!.toFixed(3)} | risk flags ${a.metrics.risk_flag_rate!.toFixed(3)}`
+
+// ---------------------------------------------------------------------------------------------------------
+
+const runCommand = Command.make("run", {
+  ...runFlags,
+  out: Flag.String("out").pipe(Flag.withDescription("run folder to write (samples.jsonl, aggregate.json, report.html, summary.md)")),
+  resume: Flag.Boolean("resume").pipe(Flag.withDefault(false), Flag.withDescription("continue an interrupted run in --out, skipping finished samples"))
+}, (f) =>
+  Effect.gen(function*() {
+    yield* checkRunFlags(f)
+    const result = yield* report(evaluateOnce(f, f.out, f.resume))
+    yield* Console.log(summaryLine(result.aggregate))
+    yield* Console.log(`report: ${result.files.report}`)
+  }).pipe(Effect.provide(Evaluator.layer))).pipe(
+  Command.withDescription("Generate answers for a held-out split (served endpoint or in-process GGUF) and score them: BLEU, ROUGE, factuality, citations, risk flags")
+)
+
+const compareCommand = Command.make("compare", {
+  a: Argument.String("run-a").pipe(Argument.withDescription("first run folder (the reference)")),
+  b: Argument.String("run-b").pipe(Argument.withDescription("second run folder")),
+  out: Flag.String("out").pipe(Flag.optional, Flag.withDescription("also write compare.html and compare.md here"))
+}, ({ a, b, out }) =>
+  Effect.gen(function*() {
+    const evaluator = yield* Evaluator
+    const result = yield* report(evaluator.compare(a, b, Option.getOrUndefined(out)))
+    yield* Console.log(result.markdown)
+  }).pipe(Effect.provide(Evaluator.layer))).pipe(Command.withDescription("Put two evaluation runs side by side with per-metric deltas (B − A)"))
+
+const rubricExport = Command.make("export", {
+  runs: Flag.atLeast(Flag.String("run"), 1).pipe(Flag.withDescription("run folders to rate (repeat --run for each system)")),
+  out: Flag.String("out").pipe(Flag.withDescription("folder for rubric.csv, rubric.jsonl and rubric-key.json (keep the key from raters)")),
+  items: Flag.Int("items").pipe(Flag.withDefault(50), Flag.withDescription("how many items to sample")),
+  seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sampling and blinding seed"))
+}, ({ runs, out, items, seed }) =>
+  Effect.gen(function*() {
+    if (items < 1) return yield* fail("--items: must be at least 1", 2)
+    const rubric = yield* Rubric
+    const r = yield* report(rubric.exportSheet({ runs, outDir: out, items, seed }))
+    yield* Console.log(`wrote ${r.rows} rows: ${r.files.join(", ")}`)
+  }).pipe(Effect.provide(Rubric.layer))).pipe(
+  Command.withDescription("Write a blinded rating sheet (CSV + JSONL): clarity 1–5, correctness 1–5, risk flag yes/no, number accuracy 1–5, comment")
+)
+
+const rubricImport = Command.make("import", {
+  sheets: Flag.atLeast(Flag.String("sheet"), 1).pipe(Flag.withDescription("filled sheets, CSV or JSONL (one rater per file unless the rater column is set)")),
+  key: Flag.String("key").pipe(Flag.withDescription("the rubric-key.json written by export")),
+  out: Flag.String("out").pipe(Flag.optional, Flag.withDescription("write human-eval.json and human-eval.md here"))
+}, ({ sheets, key, out }) =>
+  Effect.gen(function*() {
+    const rubric = yield* Rubric
+    const result = yield* report(rubric.importSheets({ sheets, key }))
+    const md = rubricMarkdown(result)
+    if (Option.isSome(out)) {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      yield* report(fs.makeDirectory(out.value, { recursive: true }).pipe(
+        Effect.andThen(fs.writeFileString(path.join(out.value, "human-eval.json"), JSON.stringify(result, null, 2) + "\n")),
+        Effect.andThen(fs.writeFileString(path.join(out.value, "human-eval.md"), md))
+      ))
+    }
+    yield* Console.log(md)
+  }).pipe(Effect.provide(Rubric.layer))).pipe(
+  Command.withDescription("Validate filled rating sheets, unblind them, and report per-system means with confidence intervals and inter-rater agreement")
+)
+
+const rubricCommand = Command.make("rubric").pipe(
+  Command.withDescription("Human evaluation with the seed's rubric"),
+  Command.withSubcommands([rubricExport, rubricImport])
+)
+
+const dbFlag = Flag.String("db").pipe(Flag.withDefault("eval-history.sqlite"), Flag.withDescription("SQLite file with the run history"))
+const regressionFlags = {
+  margin: Flag.Finite("margin").pipe(Flag.withDefault(0.02), Flag.withDescription("largest tolerated drop on 0–1 scales (BLEU /100)")),
+  against: Flag.Literals("against", ["previous", "baseline"]).pipe(
+    Flag.withDefault("previous" as RegressionReference),
+    Flag.withDescription("compare with the previous succeeded run or the pinned baseline")
+  )
+} as const
+
+const historyLayer = (db: string) => EvalScheduler.layer.pipe(Layer.provideMerge(RunHistory.layer(db)))
+
+const scheduleCommand = Command.make("schedule", {
+  ...runFlags,
+  ...regressionFlags,
+  db: dbFlag,
+  cron: Flag.String("cron").pipe(Flag.optional, Flag.withDescription("cron expression, e.g. \"0 3 * * *\" (UTC)")),
+  every: Flag.String("every").pipe(Flag.optional, Flag.withDescription("fixed interval, e.g. 30m, 1h, 1d")),
+  out: Flag.String("out").pipe(Flag.withDescription("parent folder; each run writes <out>/run-<time>")),
+  maxRuns: Flag.Int("max-runs").pipe(Flag.optional, Flag.withDescription("stop after this many runs (default: run until stopped)"))
+}, (f) =>
+  Effect.gen(function*() {
+    yield* checkRunFlags(f)
+    if (Option.isSome(f.cron) === Option.isSome(f.every)) return yield* fail("give exactly one of --cron EXPR or --every INTERVAL", 2)
+    let schedule: Schedule.Schedule<unknown, unknown, Cron.CronParseError>
+    if (Option.isSome(f.cron)) {
+      const parsed = Cron.parse(f.cron.value, "UTC")
+      if (Result.isFailure(parsed)) return yield* fail(`--cron: ${parsed.failure.message}`, 2)
+      schedule = Schedule.cron(parsed.success)
+    } else {
+      const every = parseEvery(Option.getOrThrow(f.every))
+      if (Option.isNone(every)) return yield* fail(`--every: expected a duration like 30m, 1h or 1d, got "${Option.getOrThrow(f.every)}"`, 2)
+      schedule = Schedule.fixed(every.value)
+    }
+    if (Option.isSome(f.maxRuns)) schedule = schedule.pipe(Schedule.upTo({ times: Math.max(0, f.maxRuns.value - 1) }))
+    const path = yield* Path.Path
+    const scheduler = yield* EvalScheduler
+    const job = Effect.gen(function*() {
+      const stamp = new Date().toISOString().replace(/[:.]/g, "-")
+      return yield* evaluateOnce(f, path.join(f.out, `run-${stamp}`), false)
+    }).pipe(Effect.provide(Evaluator.layer))
+    const config = {
+      split: f.split,
+      endpoint: Option.getOrNull(f.endpoint),
+      api: f.api,
+      model: Option.getOrNull(f.model),
+      adapter: Option.getOrNull(f.adapter),
+      seed: f.seed,
+      maxTokens: f.maxTokens,
+      temperature: f.temperature,
+      limit: Option.getOrNull(f.limit),
+      schedule: Option.getOrNull(f.cron) ?? `every ${Option.getOrNull(f.every)}`
+    }
+    yield* scheduler.runScheduled(job, schedule, config, { margin: f.margin, against: f.against })
+  }).pipe(Effect.provide(historyLayer(f.db)), Effect.catchTag("HistoryError", (e) => fail(e.message, 1)))).pipe(
+  Command.withDescription("Run batch evaluations on a schedule, record each run in SQLite and flag regressions (never overlapping)")
+)
+
+const rowLine = (r: RunRow) =>
+  [
+    `#${r.id}${r.baseline ? " (baseline)" : ""}`,
+    new Date(r.startedAt).toISOString(),
+    r.status,
+    r.metrics ? `BLEU ${(r.metrics.bleu ?? 0).toFixed(2)} ROUGE-L ${(r.metrics.rougeL ?? 0).toFixed(4)} factuality ${(r.metrics.factuality ?? 0).toFixed(4)}` : "",
+    r.regressions.length > 0 ? `REGRESSION vs #${r.comparedTo}: ${r.regressions.map((x) => x.metric).join(", ")}` : "",
+    r.error ?? "",
+    r.outDir ?? ""
+  ].filter((s) => s !== "").join(" | ")
+
+const historyCommand = Command.make("history", {
+  db: dbFlag,
+  limit: Flag.Int("limit").pipe(Flag.withDefault(20), Flag.withDescription("how many recent runs to list")),
+  pin: Flag.Int("pin").pipe(Flag.optional, Flag.withDescription("pin this succeeded run as the regression baseline")),
+  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print the rows as JSON"))
+}, ({ db, limit, pin, json }) =>
+  Effect.gen(function*() {
+    const history = yield* RunHistory
+    if (Option.isSome(pin)) {
+      yield* history.pinBaseline(pin.value).pipe(Effect.catchTag("HistoryError", (e) => fail(e.message, 2)))
+      yield* Console.log(`run ${pin.value} is now the baseline`)
+    }
+    const rows = yield* history.list(limit)
+    yield* Console.log(json ? JSON.stringify(rows, null, 2) : rows.length === 0 ? `no runs in ${db}` : rows.map(rowLine).join("\n"))
+  }).pipe(Effect.provide(RunHistory.layer(db)), Effect.catchTag("HistoryError", (e) => fail(e.message, 1)))).pipe(
+  Command.withDescription("List recorded evaluation runs (status, metrics, regressions, files); --pin sets the baseline")
+)
+
+const checkCommand = Command.make("check", { db: dbFlag, ...regressionFlags }, ({ db, margin, against }) =>
+  Effect.gen(function*() {
+    const scheduler = yield* EvalScheduler
+    const r = yield* report(scheduler.check({ margin, against }))
+    yield* Console.log(`run ${r.run.id}: no regression against run ${r.reference.id} (margin ${margin})`)
+  }).pipe(Effect.provide(historyLayer(db)), Effect.catchTag("HistoryError", (e) => fail(e.message, 1)))).pipe(
+  Command.withDescription("Exit non-zero (3) when the latest recorded run regressed against the previous run or the baseline")
+)
+
+export const evalCommand = Command.make("eval").pipe(
+  Command.withDescription("Evaluate models: BLEU/ROUGE equal to sacrebleu/rouge-score, finance metrics, reports, human rubrics, schedules"),
+  Command.withSubcommands([runCommand, compareCommand, rubricCommand, scheduleCommand, historyCommand, checkCommand])
+)
