@@ -10,6 +10,7 @@ import packageJson from "../package.json" with { type: "json" }
 // stage commands (each stage adds exactly one import and one entry below)
 import { exportCommand, serveCommand } from "./Serving/Cli.ts"
 import { routeCommand } from "./Router/Cli.ts"
+import { trainCommand } from "./Training/TrainCli.ts"
 import { evalCommand } from "./Evaluation/Cli.ts"
 
 const root = Command.make("finetune-finance").pipe(
@@ -21,6 +22,7 @@ const root = Command.make("finetune-finance").pipe(
 const stageCommands = [
   exportCommand, serveCommand,
   routeCommand,
+  trainCommand,
   evalCommand,
 ] as const
 

@@ -48,7 +48,9 @@ import { nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
 import { SeededRng } from "./Collate.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
+import { loadModelSource } from "./ModelLoader.ts"
 import { toFileError } from "./ModelFileError.ts"
+import { type ModelTokenizer, Tokenizer } from "./Tokenizer.ts"
 import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
 
 export class TrainError extends Schema.TaggedError<TrainError>()("TrainError", {
@@ -67,6 +69,8 @@ const toTrainError = (stage: string) => (e: unknown) =>
 export interface TrainTokenizer {
   readonly bosId: number | undefined
   readonly eosId: number
+  /** generation stops at these (EOS, and EOT for chat models); default [eosId] */
+  readonly stopIds?: ReadonlyArray<number>
   encode(text: string): ReadonlyArray<number>
   decode(ids: ReadonlyArray<number>): string
 }
@@ -514,7 +518,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
       for (const idx of batchIndices(genSample.map((_, i) => i), config.batchSize)) {
         const outs = generate(trainee.model, idx.map((i) => genSample[i]!.prompt), {
           maxNewTokens: config.maxNewTokens,
-          stopTokenIds: [tok.eosId],
+          stopTokenIds: tok.stopIds ?? [tok.eosId],
           padTokenId: tok.eosId
         })
         outs.forEach((o, j) => {
@@ -740,9 +744,52 @@ export const loadExamples = Effect.fn("Trainer.loadExamples")(function*(config: 
   return { train: train.map(format), validation: validation.map(format) }
 })
 
+/** The trainer's view of a model tokenizer: BOS is prepended only for layouts whose text does not spell it. */
+export const trainTokenizerOf = (
+  tok: ModelTokenizer,
+  layout: PromptLayout
+): Effect.Effect<TrainTokenizer, TrainError> => {
+  if (tok.eos === undefined) return Effect.fail(new TrainError({ stage: "tokenizer", detail: `${tok.path}: the model has no EOS token` }))
+  const eos = tok.eos
+  // chat layouts write their control tokens (`<|begin_of_text|>`, `<s>`, `<|eot_id|>`) as text: parse them
+  const special = layout !== "seed"
+  return Effect.succeed({
+    bosId: layout === "seed" ? tok.bos : undefined,
+    eosId: eos,
+    stopIds: tok.eot === undefined ? [eos] : [eos, tok.eot],
+    encode: (text) => tok.tokenize(text, { addBos: false, special }),
+    decode: (ids) => tok.detokenize(ids)
+  })
+}
+
 export class Trainer extends Context.Service<Trainer, {
+  /** loads the base model, its tokenizer and the data files named by the config, then trains */
+  train(config: TrainConfig, options?: TrainOptions): Effect.Effect<TrainResult, TrainError, FileSystem.FileSystem | Path.Path>
   /** trains on already-loaded inputs (the pipeline and tests) */
   run(input: TrainingInput, config: TrainConfig, options?: TrainOptions): Effect.Effect<TrainResult, TrainError, FileSystem.FileSystem | Path.Path>
 }>()("app/Training/Trainer") {
-  static readonly layer = Layer.succeed(Trainer, Trainer.of({ run: (input, config, options) => runTraining(input, config, options) }))
+  static readonly layerNoDeps = Layer.effect(
+    Trainer,
+    Effect.gen(function*() {
+      const tokenizers = yield* Tokenizer
+      const run = (input: TrainingInput, config: TrainConfig, options?: TrainOptions) => runTraining(input, config, options)
+      const train = Effect.fn("Trainer.train")(function*(config: TrainConfig, options?: TrainOptions) {
+        const source = yield* loadModelSource(config.model).pipe(Effect.mapError(toTrainError("model")))
+        const layout = config.promptLayout as PromptLayout
+        const { train, validation } = yield* loadExamples(config)
+        const modelTokenizer = yield* tokenizers.load(config.model).pipe(Effect.mapError(toTrainError("tokenizer")))
+        const tokenizer = yield* trainTokenizerOf(modelTokenizer, layout)
+        return yield* runTraining({
+          modelConfig: source.config,
+          weights: () => Stream.toAsyncIterable(source.weights),
+          tokenizer,
+          baseModelName: config.model,
+          train,
+          validation
+        }, config, options)
+      }, Effect.scoped)
+      return Trainer.of({ train, run })
+    })
+  )
+  static readonly layer = Trainer.layerNoDeps.pipe(Layer.provide(Tokenizer.layer))
 }
