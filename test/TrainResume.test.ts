@@ -94,6 +94,25 @@ describe("train --resume", () => {
     expect([adapterConfig.peft_type, adapterConfig.r, adapterConfig.lora_alpha, adapterConfig.target_modules]).toEqual(["LORA", 16, 32, ["q_proj", "k_proj", "v_proj", "o_proj"]])
   })
 
+  it("saves a checkpoint on Ctrl-C (SIGINT) between steps and exits with 130", async () => {
+    const dir = await setup()
+    const out = path.join(dir, "interrupted")
+    const child = spawn(process.execPath, [main, "train", "--config", path.join(dir, "train.yaml"), "--output-dir", out, "--save-every", "1000", "--eval-every", "1000"], { stdio: "ignore" })
+    const metrics = path.join(out, "metrics.jsonl")
+    await waitFor(() => fs.existsSync(metrics) && fs.readFileSync(metrics, "utf8").includes('"step":4'), child)
+    child.kill("SIGINT")
+    const code = await new Promise((r) => child.once("exit", (c) => r(c)))
+    expect(code).toBe(130)
+    const checkpoints = fs.readdirSync(out).filter((n) => /^checkpoint-\d+$/.test(n))
+    expect(checkpoints.length).toBe(1)
+    const step = Number(checkpoints[0]!.slice("checkpoint-".length))
+    expect(step).toBeGreaterThanOrEqual(4)
+    expect(step).toBeLessThan(24)
+    const state = JSON.parse(fs.readFileSync(path.join(out, checkpoints[0]!, "trainer_state.json"), "utf8"))
+    expect(state.globalStep).toBe(step)
+    expect(fs.existsSync(path.join(out, checkpoints[0]!, "adapter_model.safetensors"))).toBe(true)
+  })
+
   it("fails with exit code 2 and the field name on a bad flag, without a stack trace", async () => {
     const dir = await setup()
     const error = await run(process.execPath, [main, "train", "--config", path.join(dir, "train.yaml"), "--output-dir", dir, "--lora-dropout", "2"])
