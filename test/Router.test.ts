@@ -4,7 +4,7 @@
  * health checks, metrics, config from env, and the Promise facade.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Fiber, Layer, Stream } from "effect"
+import { ConfigProvider, Context, Effect, Fiber, Layer, Logger, References, Stream } from "effect"
 import { createRouter } from "../src/Router/Facade.ts"
 import { ModelRouter, type RouteStreamEvent } from "../src/Router/ModelRouter.ts"
 import type { RouterConfigInput } from "../src/Router/RouterConfig.ts"
@@ -469,6 +469,32 @@ describe("Router health checks, metrics, config", () => {
       assert.strictEqual(config.deadlineMs, 5000)
       assert.strictEqual(general.model, "groq-llama")
       assert.deepStrictEqual(general.metadata.attempts.map((a) => a.key), ["key#1", "key#2", "key#3"])
+    }))
+})
+
+describe("Router logs", () => {
+  it.live("every log line of a request carries the router name and the request id", () =>
+    Effect.gen(function*() {
+      const groq = yield* loopback("groq")
+      const gemini = yield* loopback("gemini")
+      groq.always({ kind: "status", status: 500 })
+      const lines: Array<{ message: unknown; annotations: Record<string, unknown> }> = []
+      const capture = Logger.make((o) => {
+        lines.push({ message: o.message, annotations: { ...o.fiber.getRef(References.CurrentLogAnnotations) } })
+      })
+      const answer = yield* withRouter({
+        name: "app-router",
+        providers: [
+          { name: "groq-llama", kind: "openai", baseUrl: groq.url, apiKeys: ["k"] },
+          { name: "gemini", kind: "gemini", baseUrl: gemini.url, apiKeys: ["g"] }
+        ],
+        retry: { maxRetries: 0 },
+        healthCheck: false
+      }, (r) => r.route("hello", undefined, { requestId: "req-42" })).pipe(Effect.provide(Logger.layer([capture])))
+      assert.strictEqual(answer.metadata.requestId, "req-42")
+      const fallback = lines.find((l) => Array.isArray(l.message) && l.message[0] === "answered after fallback")
+      assert.isDefined(fallback)
+      assert.deepStrictEqual(fallback!.annotations, { router: "app-router", requestId: "req-42" })
     }))
 })
 

@@ -409,7 +409,7 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
       Effect.fail(new AllProvidersUnavailable({ requestId: st.requestId, reason, attempts: [...st.attempts] }))
     )
 
-  const route = Effect.fn("ModelRouter.route")(
+  const routeWithId = Effect.fn("ModelRouter.route")(
     function*(query: string, context: RouteContext = undefined, options: RouteOptions = {}) {
       const prepared = yield* prepare(query, context, options, false).pipe(
         Effect.tapError(() => metrics.request("invalid"))
@@ -444,14 +444,17 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
       const skippedOnly = st.attempts.every((a) => a.outcome === "circuit_open")
       return yield* unavailable(st, skippedOnly ? "every provider's circuit breaker is open" : "every provider failed")
     },
-    (effect, _query, _context, options) =>
-      Effect.annotateLogs(effect, { router: config.name, ...(options?.requestId !== undefined ? { requestId: options.requestId } : {}) })
+    (effect, _query, _context, options) => Effect.annotateLogs(effect, { router: config.name, requestId: options?.requestId })
   )
+  // every log line of a request carries its id, generated here when the caller gave none
+  const route = (query: string, context: RouteContext = undefined, options: RouteOptions = {}) =>
+    routeWithId(query, context, { ...options, requestId: options.requestId ?? crypto.randomUUID() })
 
   // -- streaming -----------------------------------------------------------------------------------------------------
 
-  const routeStream = (query: string, context: RouteContext = undefined, options: RouteOptions = {}) =>
-    Stream.unwrap(Effect.gen(function*() {
+  const routeStream = (query: string, context: RouteContext = undefined, rawOptions: RouteOptions = {}) => {
+    const options = { ...rawOptions, requestId: rawOptions.requestId ?? crypto.randomUUID() }
+    return Stream.unwrap(Effect.gen(function*() {
       const prepared = yield* prepare(query, context, options, true)
       const { plan, chain, prompt, st } = prepared
       const fromProvider = (i: number): Stream.Stream<RouteStreamEvent, StreamError> =>
@@ -522,7 +525,10 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
           )
         }))
       return fromProvider(0)
-    }))
+    }).pipe(Effect.annotateLogs({ router: config.name, requestId: options.requestId }))).pipe(
+      Stream.withSpan("ModelRouter.routeStream", { attributes: { requestId: options.requestId } })
+    )
+  }
 
   // -- introspection, health -----------------------------------------------------------------------------------------
 
