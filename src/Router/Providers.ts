@@ -119,7 +119,7 @@ const userContent = (prompt: ProviderPrompt) =>
   prompt.context.trim() === "" ? prompt.question : `Context:\n${prompt.context}\n\nQuestion: ${prompt.question}`
 
 const openAiBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) => ({
-  model: p.model,
+  ...(p.model !== "" ? { model: p.model } : {}),
   messages: [
     { role: "system", content: prompt.system },
     { role: "user", content: userContent(prompt) }

@@ -19,6 +19,7 @@ export interface ProviderConfig {
   readonly name: string
   readonly kind: ProviderKind
   readonly baseUrl: string
+  /** "" sends no model name (the server's default; local OpenAI-compatible servers) */
   readonly model: string
   /** rotated on 429/401/403; empty for keyless providers (local, Ollama) */
   readonly apiKeys: ReadonlyArray<Redacted.Redacted<string>>
@@ -125,7 +126,8 @@ export const resolveProvider = (p: ProviderInput): ProviderConfig => ({
   name: p.name,
   kind: p.kind,
   baseUrl: p.baseUrl.replace(/\/+$/, ""),
-  model: p.model ?? defaultModels[p.kind],
+  // a local OpenAI-compatible server answers with its default model when the request names none
+  model: p.model ?? ((p.local ?? false) && p.kind === "openai" ? "" : defaultModels[p.kind]),
   apiKeys: (p.apiKeys ?? []).filter((k) => (typeof k === "string" ? k !== "" : true)).map(redact),
   local: p.local ?? p.kind === "local-infer",
   ...(p.healthPath !== undefined ? { healthPath: p.healthPath } : (p.local ?? p.kind === "local-infer") ? { healthPath: "/health" } : {}),
@@ -175,7 +177,8 @@ const optionalKey = (name: string) => Config.Redacted(name).pipe(Config.option)
  * `Config` (so a `ConfigProvider` can replace `process.env`).
  *
  * - LOCAL_PYTORCH_ENABLED ("true" enables the local model), LOCAL_PYTORCH_URL (default http://localhost:8000),
- *   LOCAL_PYTORCH_API ("infer" default, or "openai" for our server's /v1/chat/completions)
+ *   LOCAL_PYTORCH_API ("infer" default, or "openai" for our server's /v1/chat/completions, which streams),
+ *   LOCAL_PYTORCH_MODEL (with "openai": the adapter name to ask for; default: the server's default model)
  * - GROQ_API_KEY, GROQ_API_KEY_SECONDARY, GROQ_API_KEY_THIRD, GROQ_API_KEY_FOURTH; GROQ_BASE_URL, GROQ_MODEL
  * - GEMINI_API_KEY; GEMINI_BASE_URL, GEMINI_MODEL
  * - OLLAMA_URL (enables Ollama), OLLAMA_MODEL
@@ -185,6 +188,7 @@ export const configFromEnv = Config.all({
   localEnabled: Config.Boolean("LOCAL_PYTORCH_ENABLED").pipe(Config.withDefault(false)),
   localUrl: Config.String("LOCAL_PYTORCH_URL").pipe(Config.withDefault("http://localhost:8000")),
   localApi: Config.Literals(["infer", "openai"], "LOCAL_PYTORCH_API").pipe(Config.withDefault("infer" as const)),
+  localModel: optionalString("LOCAL_PYTORCH_MODEL"),
   groqKeys: Config.all([
     optionalKey("GROQ_API_KEY"),
     optionalKey("GROQ_API_KEY_SECONDARY"),
@@ -210,7 +214,14 @@ export const configFromEnv = Config.all({
       providers.push(
         env.localApi === "infer"
           ? { name: "local-pytorch", kind: "local-infer", baseUrl: env.localUrl, local: true }
-          : { name: "local-pytorch", kind: "openai", baseUrl: `${env.localUrl.replace(/\/+$/, "")}/v1`, local: true, healthPath: "/health" }
+          : {
+            name: "local-pytorch",
+            kind: "openai",
+            baseUrl: `${env.localUrl.replace(/\/+$/, "")}/v1`,
+            local: true,
+            healthPath: "/health",
+            ...(Option.isSome(env.localModel) ? { model: env.localModel.value } : {})
+          }
       )
     }
     const groqKeys = env.groqKeys.flatMap((k) => (Option.isSome(k) ? [k.value] : []))
