@@ -12,6 +12,7 @@ import { exportCommand, serveCommand } from "./Serving/Cli.ts"
 import { routeCommand } from "./Router/Cli.ts"
 import { trainCommand } from "./Training/TrainCli.ts"
 import { evalCommand } from "./Evaluation/Cli.ts"
+import { datasetCommand } from "./Dataset/Cli.ts"
 
 const root = Command.make("finetune-finance").pipe(
   Command.withDescription(
@@ -24,6 +25,7 @@ const stageCommands = [
   routeCommand,
   trainCommand,
   evalCommand,
+  datasetCommand,
 ] as const
 
 root.pipe(

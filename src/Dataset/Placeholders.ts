@@ -100,7 +100,7 @@ const detector = new RegExp(
     String.raw`(?<kYIELD>\b(?:[Dd]ividend )?[Yy]ield(?:s|ing)?${SEP})(?<vYIELD>${NUM}\s?%)`,
     String.raw`(?<kVOLUME>\b[Vv]olume${SEP})(?<vVOLUME>${NUM}${SCALE}?(?:\s+shares\b)?)(?![\d<])`,
     String.raw`(?<kMARKET_CAP>\b[Mm]arket (?:cap|capitalization|value)${SEP})(?<vMARKET_CAP>${CUR}?${NUM}${SCALE}?)(?![\d<])`,
-    String.raw`(?<kPRICE>\b(?:trading at|trades at|traded at|closed at|opened at|priced at|[Pp]rice (?:of|is|at)|[Ss]upport (?:at|near|around)|[Rr]esistance (?:at|near|around))\s+(?:about\s+|~\s?)?)(?<vPRICE>${CUR}?${NUM})(?![\d<%]|\s?(?:%|percent\b|${SCALE}))`,
+    String.raw`(?<kPRICE>\b(?:trading at|trades at|traded at|closed at|opened at|priced at|[Pp]rice (?:of|is|at)|[Ss]upport (?:at|near|around)|[Rr]esistance (?:at|near|around))\s+(?:about\s+|~\s?)?)(?<vPRICE>${CUR}?${NUM})(?![\d<%]|x\b|\s?(?:%|percent\b|${SCALE}))`,
     String.raw`(?<money>(?<![\w>])${SIGN}?${CUR}${SIGN}?${NUM}${SCALE}?)(?![\d<])`,
     String.raw`(?<pct>(?<![\w.>])${SIGN}?${NUM}\s?(?:%|percent\b))`,
     String.raw`(?<signed>(?<![\w.,/>\-\u2212+])${SIGN}${NUM}(?![\d.,%<\w]|\s?(?:percent\b|${SCALE})))`,
@@ -163,12 +163,13 @@ const classify = (groups: Record<string, string | undefined>, text: string, star
 }
 
 const keyed = ["RATIO", "EPS", "YIELD", "VOLUME", "MARKET_CAP", "PRICE"] as const
-const hasDigit = /\d/
+// a digit outside any placeholder (`<PE_1>` holds one): the cheap gate before the detector runs
+const hasLiveDigit = /\d(?![A-Z0-9_]*>)/
 
 /** Every live value in `text`, in order. Existing placeholders are skipped, never split. */
 export const detectValues = (text: string): Array<DetectedValue> => {
   const out: Array<DetectedValue> = []
-  if (!hasDigit.test(text)) return out
+  if (!hasLiveDigit.test(text)) return out
   detector.lastIndex = 0
   let m: RegExpExecArray | null
   while ((m = detector.exec(text)) !== null) {
@@ -220,20 +221,34 @@ export interface NormalizedText {
  * `normalizeText(x).text`) and reversible (`rehydrateText(n.text, n.replacements)` is the input).
  */
 export const normalizeText = (text: string): NormalizedText => {
-  const found = detectValues(text)
-  if (found.length === 0) return { text, replacements: [] }
-  let out = ""
-  let last = 0
-  const replacements: Array<Replacement> = []
-  for (const v of found) {
-    out += text.slice(last, v.start)
-    const placeholder = `<${v.type}>`
-    replacements.push({ placeholder, value: v.text, at: out.length })
-    out += placeholder
-    last = v.end
+  let current = text
+  let replacements: Array<Replacement> = []
+  // A replacement can change what its neighbours look like ("0Nov 25" -> "<PRICE>Nov 25" gains a word
+  // boundary), so passes repeat until nothing more is found: idempotent by construction. Later passes
+  // only ever replace original text (placeholders are skipped whole), so the map stays exact.
+  for (let pass = 0; pass < 8; pass++) {
+    const found = detectValues(current)
+    if (found.length === 0) break
+    let out = ""
+    let last = 0
+    let shift = 0
+    let k = 0
+    const next: Array<Replacement> = []
+    for (const v of found) {
+      // carry earlier replacements that sit before this value, moved by what this pass changed so far
+      while (k < replacements.length && replacements[k]!.at < v.start) next.push({ ...replacements[k]!, at: replacements[k++]!.at + shift })
+      out += current.slice(last, v.start)
+      const placeholder = `<${v.type}>`
+      next.push({ placeholder, value: v.text, at: out.length })
+      out += placeholder
+      shift += placeholder.length - (v.end - v.start)
+      last = v.end
+    }
+    while (k < replacements.length) next.push({ ...replacements[k]!, at: replacements[k++]!.at + shift })
+    current = out + current.slice(last)
+    replacements = next
   }
-  out += text.slice(last)
-  return { text: out, replacements }
+  return { text: current, replacements }
 }
 
 /** Puts the replaced values back (the inverse of `normalizeText`). */

@@ -223,6 +223,12 @@ export const contextValues = (ctx: RagContext): Array<ContextValue> => {
     const type = fundamentalType(key)
     if (type !== undefined && typeof v === "number") {
       out.push({ type, value: v, path: `fundamentals.${key}`, ...(ctx.symbol ? { symbol: ctx.symbol } : {}) })
+    } else if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      // per-symbol fundamentals, as comparisons send them: `  MSFT: {"peRatio":31.2}`
+      for (const [inner, x] of Object.entries(v)) {
+        const t = fundamentalType(inner)
+        if (t !== undefined && typeof x === "number") out.push({ type: t, value: x, path: `fundamentals.${key}.${inner}`, symbol: key })
+      }
     }
   }
   ;(ctx.holdings ?? []).forEach((h, i) => {

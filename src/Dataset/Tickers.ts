@@ -143,24 +143,67 @@ export const tickerBySymbol: ReadonlyMap<string, Ticker> = new Map(tickers.map((
 /** true for a symbol in the table */
 export const isKnownTicker = (symbol: string): boolean => tickerBySymbol.has(symbol)
 
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
-
-// One precompiled alternation, longest first so "Bank of America" wins over a shorter overlap.
-// Group 1: cashtag / parenthesised / exchange-prefixed symbol (any symbol); group 2: plain token.
-const buildMatcher = () => {
-  const anySymbol = [...tickers].map((x) => x.symbol).sort((a, b) => b.length - a.length).map(escapeRegExp)
-  const plain = [
-    ...tickers.filter((x) => !x.strict).map((x) => x.symbol),
-    ...tickers.flatMap((x) => x.aliases)
-  ].sort((a, b) => b.length - a.length).map(escapeRegExp)
-  const unmistakable = `(?:\\$|\\((?=(?:${anySymbol.join("|")})\\))|\\b(?:NYSE|NASDAQ|TSX|Nasdaq):\\s?)(${anySymbol.join("|")})`
-  return new RegExp(`${unmistakable}(?![A-Za-z0-9])|(?<![A-Za-z0-9$&.])(${plain.join("|")})(?![A-Za-z0-9&]|\\.[A-Za-z])`, "g")
+// Matching scans the text's word tokens once, by hand, instead of running one large alternation at every
+// position: the content rules call this for every record, so it is on the ingest's hot path.
+const isWordChar = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
+const isJoiner = (c: number) => c === 46 || c === 38 || c === 45 // . & -
+/** end of the token starting at `i`: word characters, joined by . & - between word characters */
+const tokenEnd = (s: string, i: number) => {
+  let j = i
+  for (;;) {
+    while (j < s.length && isWordChar(s.charCodeAt(j))) j++
+    if (j + 1 < s.length && isJoiner(s.charCodeAt(j)) && isWordChar(s.charCodeAt(j + 1))) j++
+    else return j
+  }
 }
-const matcher = buildMatcher()
-const aliasToSymbol: ReadonlyMap<string, string> = new Map([
-  ...tickers.flatMap((x) => x.aliases.map((a) => [a, x.symbol] as const)),
-  ...tickers.map((x) => [x.symbol, x.symbol] as const)
-])
+/** FNV-1a of s[start, end): tokens are looked up by hash, so a word that names nothing costs no string */
+const hashRange = (s: string, start: number, end: number) => {
+  let h = 0x811c9dc5
+  for (let i = start; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  return h >>> 0
+}
+
+interface TokenEntry {
+  readonly token: string
+  /** the symbol when the token is a plain (non-strict) symbol */
+  readonly plain: string | undefined
+  /** the symbol when the token is any symbol (for cashtags, parentheses, exchange prefixes) */
+  readonly symbol: string | undefined
+  /** aliases starting with this token, longest first */
+  readonly aliases: ReadonlyArray<readonly [string, string]>
+}
+
+const tokenTable: ReadonlyMap<number, ReadonlyArray<TokenEntry>> = (() => {
+  const entries = new Map<string, { plain?: string; symbol?: string; aliases: Array<readonly [string, string]> }>()
+  const entry = (token: string) => {
+    let e = entries.get(token)
+    if (e === undefined) entries.set(token, (e = { aliases: [] }))
+    return e
+  }
+  for (const x of tickers) {
+    const e = entry(x.symbol)
+    e.symbol = x.symbol
+    if (!x.strict) e.plain = x.symbol
+    for (const a of x.aliases) entry(a.slice(0, tokenEnd(a, 0))).aliases.push([a, x.symbol])
+  }
+  const table = new Map<number, Array<TokenEntry>>()
+  for (const [token, e] of entries) {
+    e.aliases.sort((a, b) => b[0].length - a[0].length)
+    const h = hashRange(token, 0, token.length)
+    const list = table.get(h) ?? []
+    list.push({ token, plain: e.plain, symbol: e.symbol, aliases: e.aliases })
+    table.set(h, list)
+  }
+  return table
+})()
+const exchangePrefix = /\b(?:NYSE|NASDAQ|TSX|Nasdaq):\s?$/
+
+const lookup = (text: string, start: number, end: number): TokenEntry | undefined => {
+  const list = tokenTable.get(hashRange(text, start, end))
+  if (list === undefined) return undefined
+  for (const e of list) if (e.token.length === end - start && text.startsWith(e.token, start)) return e
+  return undefined
+}
 
 /**
  * The ticker symbols named in a text (by symbol, cashtag or alias), each once, in order of first mention.
@@ -168,13 +211,46 @@ const aliasToSymbol: ReadonlyMap<string, string> = new Map([
  */
 export const findTickersInText = (text: string): ReadonlyArray<string> => {
   const found: Array<string> = []
-  const seen = new Set<string>()
-  for (const m of text.matchAll(matcher)) {
-    const token = m[1] ?? m[2]
-    const symbol = token === undefined ? undefined : aliasToSymbol.get(token)
-    if (symbol !== undefined && !seen.has(symbol)) {
-      seen.add(symbol)
-      found.push(symbol)
+  const add = (symbol: string) => {
+    if (!found.includes(symbol)) found.push(symbol)
+  }
+  const n = text.length
+  let i = 0
+  while (i < n) {
+    const c = text.charCodeAt(i)
+    const cashtag = c === 36 && i + 1 < n && isWordChar(text.charCodeAt(i + 1))
+    if (!cashtag && !isWordChar(c)) {
+      i++
+      continue
+    }
+    const start = cashtag ? i + 1 : i
+    const end = tokenEnd(text, start)
+    const before = i > 0 ? text.charCodeAt(i - 1) : 32
+    i = end
+    // a token glued to "&" or "." on its left is part of something else ("S&P", "x.AAPL")
+    if (!cashtag && (before === 38 || before === 46)) continue
+    const e = lookup(text, start, end)
+    if (e === undefined) continue
+    if (cashtag) {
+      if (e.symbol !== undefined) add(e.symbol)
+      continue
+    }
+    let matched = false
+    for (const [alias, symbol] of e.aliases) {
+      if (!text.startsWith(alias, start)) continue
+      const after = start + alias.length
+      const next = after < n ? text.charCodeAt(after) : 32
+      if (isWordChar(next) || next === 38 || (next === 46 && isWordChar(text.charCodeAt(after + 1)))) continue
+      add(symbol)
+      i = after
+      matched = true
+      break
+    }
+    if (matched) continue
+    if (e.plain !== undefined) add(e.plain)
+    else if (e.symbol !== undefined) {
+      const inParens = before === 40 && text.charCodeAt(end) === 41
+      if (inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) add(e.symbol)
     }
   }
   return found

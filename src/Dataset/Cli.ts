@@ -1,0 +1,205 @@
+/**
+ * `dataset`: the Dataset stage's commands.
+ *
+ *     dataset synth     --count 100000 --seed 42 -o data/synth.jsonl
+ *     dataset validate  INPUT [--strict] [--max-reject-rate 0.05] [--rules name=warn,…] [--max-errors 20]
+ *     dataset normalize INPUT -o normalized.jsonl [--no-map]
+ *     dataset split     INPUT -o data/dataset [--seed 42] [--test-ratio 0.1] [--group-by-ticker] [--strict] …
+ *     dataset stats     INPUT [--json]
+ *
+ * INPUT is a JSONL file, a `.gz` JSONL file, or `-` for stdin. Exit codes: 0 success; 1 the input or an
+ * output cannot be read or written, or a flag is invalid; 2 `--strict` met a bad line (the message names
+ * file, line, field and reason); 3 the reject rate is over `--max-reject-rate` (outputs are still written).
+ */
+import { Console, Effect, Option, Runtime, Schema } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { DatasetPipeline, type PipelineOptions, type Summary } from "./DatasetPipeline.ts"
+import { normalizeFile, writeSynthetic } from "./FileOps.ts"
+import type { Reject } from "./Ingest.ts"
+import { defaultRuleConfig, parseRuleConfig, ruleNames, type RuleConfig } from "./Rules.ts"
+import { computeStats, renderStats } from "./Stats.ts"
+
+/** A failure already printed for the user; carries the process exit code. */
+export class DatasetCommandFailed extends Schema.TaggedError<DatasetCommandFailed>()("DatasetCommandFailed", {
+  message: Schema.String,
+  exitCode: Schema.Int
+}) {
+  override readonly [Runtime.errorExitCode] = this.exitCode
+  override readonly [Runtime.errorReported] = false
+}
+
+const fail = (message: string, exitCode: number) =>
+  Effect.andThen(Console.error(`dataset: ${message}`), Effect.fail(new DatasetCommandFailed({ message, exitCode })))
+
+const exitCodes: Record<string, number> = { StrictModeViolation: 2, RejectRateExceeded: 3 }
+
+/** Prints a stage error without a stack trace and exits with its code. */
+const report = <A, E extends { readonly _tag: string; readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
+  self.pipe(Effect.catch((e) => (e instanceof DatasetCommandFailed ? Effect.fail(e) : fail(e.message, exitCodes[e._tag] ?? 1))))
+
+/**
+ * Progress on stderr: a rewritten line with the rate on a terminal (at most 5 times a second), a plain log
+ * line every 5 seconds otherwise.
+ */
+export const progressReporter = (label: string, unit: string) => {
+  const tty = process.stderr.isTTY === true
+  const started = Date.now()
+  let last = started
+  const line = (done: number) => {
+    const secs = (Date.now() - started) / 1000
+    const rate = secs > 0 ? Math.round(done / secs) : 0
+    return `${label}: ${done.toLocaleString("en-US")} ${unit}, ${rate.toLocaleString("en-US")} ${unit}/s, ${secs.toFixed(1)} s`
+  }
+  return {
+    update: (done: number) =>
+      Effect.sync(() => {
+        const now = Date.now()
+        if (now - last < (tty ? 200 : 5000)) return
+        last = now
+        if (tty) process.stderr.write(`\r${line(done)}\x1b[K`)
+        else process.stderr.write(`${new Date(now).toISOString()} ${line(done)}\n`)
+      }),
+    done: (done: number) => Effect.sync(() => process.stderr.write(`${tty ? "\r" : ""}${line(done)}${tty ? "\x1b[K" : ""}\n`))
+  }
+}
+
+const inputArg = Argument.String("input").pipe(
+  Argument.withDescription("JSONL input: a file, a .gz file, or - for stdin (seed records, chat messages or prompt/completion)")
+)
+const rulesFlag = Flag.String("rules").pipe(
+  Flag.withDescription(`content rule severities, e.g. advice_needs_risk_note=warn,tickers_in_text=off (rules: ${ruleNames.join(", ")}; severities: reject, warn, off)`),
+  Flag.withDefault("")
+)
+const ingestFlags = {
+  strict: Flag.Boolean("strict").pipe(Flag.withDescription("stop at the first bad line with exit code 2"), Flag.withDefault(false)),
+  maxRejectRate: Flag.Finite("max-reject-rate").pipe(
+    Flag.withDescription("exit 3 (after writing everything) when rejected/records is above this, e.g. 0.05"),
+    Flag.optional
+  ),
+  rules: rulesFlag,
+  keepExtra: Flag.Boolean("keep-extra").pipe(
+    Flag.withDescription("keep unknown top-level fields (written after the canonical ones); default: drop and count them"),
+    Flag.withDefault(false)
+  ),
+  maxLineBytes: Flag.Int("max-line-bytes").pipe(Flag.withDescription("reject lines longer than this"), Flag.withDefault(1024 * 1024))
+}
+
+const parseRules = (spec: string) => {
+  if (spec === "") return Effect.succeed<RuleConfig>(defaultRuleConfig)
+  const parsed = parseRuleConfig(spec)
+  return typeof parsed === "string" ? fail(`--rules: ${parsed}`, 1) : Effect.succeed(parsed)
+}
+
+const printSummary = (s: Summary) =>
+  Console.error(
+    `${s.input}: ${s.linesRead} lines (${s.blankLines} blank) -> train ${s.train}, test ${s.test}, ` +
+      `duplicates ${s.duplicates.exact} exact + ${s.duplicates.normalized} normalized, rejected ${s.rejected}` +
+      (Object.keys(s.rejectReasons).length > 0 ? ` (${Object.entries(s.rejectReasons).map(([k, v]) => `${k} ${v}`).join(", ")})` : "") +
+      (Object.keys(s.warnings).length > 0 ? `; warnings: ${Object.entries(s.warnings).map(([k, v]) => `${k} ${v}`).join(", ")}` : "") +
+      (Object.keys(s.extraFields).length > 0 ? `; extra fields ${s.extraFieldsRule}: ${Object.keys(s.extraFields).join(", ")}` : "")
+  )
+
+const runIngest = (input: string, options: Omit<PipelineOptions, "input" | "onProgress">, label: string) =>
+  Effect.gen(function*() {
+    const pipeline = yield* DatasetPipeline
+    const progress = progressReporter(label, "lines")
+    const summary = yield* pipeline.run({ ...options, input, onProgress: (c) => progress.update(c.linesRead) }).pipe(
+      Effect.tapError(() => Effect.sync(() => process.stderr.isTTY && process.stderr.write("\n")))
+    )
+    yield* progress.done(summary.linesRead)
+    return summary
+  }).pipe(Effect.provide(DatasetPipeline.layer))
+
+const synth = Command.make("synth", {
+  count: Flag.Int("count").pipe(Flag.withDescription("how many records"), Flag.withDefault(100_000)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("random seed: same seed and count, same file"), Flag.withDefault(42)),
+  output: Flag.String("output").pipe(Flag.withAlias("o"), Flag.withDescription("output JSONL file, or - for stdout"), Flag.withDefault("-"))
+}, ({ count, seed, output }) =>
+  Effect.gen(function*() {
+    if (count < 0) return yield* fail("--count must be 0 or more", 1)
+    const progress = progressReporter("synth", "records")
+    yield* writeSynthetic({ count, seed, output, onProgress: (p) => progress.update(p.done) })
+    yield* progress.done(count)
+  }).pipe(report)).pipe(
+  Command.withDescription("Write realistic synthetic finance Q&A records (seed schema, placeholdered answers, app-layout context); deterministic for a seed")
+)
+
+const validate = Command.make("validate", {
+  input: inputArg,
+  ...ingestFlags,
+  maxErrors: Flag.Int("max-errors").pipe(Flag.withDescription("how many bad lines to print"), Flag.withDefault(20)),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the summary as JSON on stdout"), Flag.withDefault(false))
+}, (f) =>
+  Effect.gen(function*() {
+    const rules = yield* parseRules(f.rules)
+    let printed = 0
+    const name = f.input === "-" ? "<stdin>" : f.input
+    const onReject = (r: Reject) =>
+      printed++ < f.maxErrors ? Console.error(`${name}:${r.line}: ${r.field}: ${r.reason} [${r.code}]`) : Effect.void
+    const summary = yield* runIngest(f.input, {
+      strict: f.strict, rules, keepExtra: f.keepExtra, maxLineBytes: f.maxLineBytes, onReject,
+      ...(Option.isSome(f.maxRejectRate) ? { maxRejectRate: f.maxRejectRate.value } : {})
+    }, "validate")
+    yield* printSummary(summary)
+    if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+  }).pipe(report)).pipe(
+  Command.withDescription("Check a JSONL file (decode, normalize, content rules, duplicates) without writing outputs; lists bad lines with line, field and reason")
+)
+
+const normalize = Command.make("normalize", {
+  input: inputArg,
+  output: Flag.String("output").pipe(Flag.withAlias("o"), Flag.withDescription("output JSONL file, or - for stdout"), Flag.withDefault("-")),
+  noMap: Flag.Boolean("no-map").pipe(Flag.withDescription("leave out placeholder_map (the values each placeholder replaced)"), Flag.withDefault(false))
+}, ({ input, output, noMap }) =>
+  Effect.gen(function*() {
+    const progress = progressReporter("normalize", "records")
+    const name = input === "-" ? "<stdin>" : input
+    const r = yield* normalizeFile({
+      input, output, withMap: !noMap,
+      onProgress: (p) => progress.update(p.done),
+      onError: (line, field, reason) => Console.error(`${name}:${line}: ${field}: ${reason}`)
+    })
+    yield* progress.done(r.records)
+    yield* Console.error(`${name}: ${r.records} records normalized (${r.replaced} values replaced), ${r.failed} lines skipped`)
+  }).pipe(report)).pipe(
+  Command.withDescription("Replace live values (prices, changes, ratios, dates…) by typed placeholders, with a reversible per-record placeholder_map")
+)
+
+const split = Command.make("split", {
+  input: inputArg,
+  outDir: Flag.String("out-dir").pipe(Flag.withAlias("o"), Flag.withDescription("folder for train.jsonl, test.jsonl, rejects.jsonl, summary.json"), Flag.withDefault("data/dataset")),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("split seed"), Flag.withDefault(42)),
+  testRatio: Flag.Finite("test-ratio").pipe(Flag.withDescription("share of records in test.jsonl"), Flag.withDefault(0.1)),
+  groupByTicker: Flag.Boolean("group-by-ticker").pipe(Flag.withDescription("keep all records of a ticker set on one side of the split"), Flag.withDefault(false)),
+  ...ingestFlags
+}, (f) =>
+  Effect.gen(function*() {
+    if (!(f.testRatio >= 0 && f.testRatio <= 1)) return yield* fail("--test-ratio must be between 0 and 1", 1)
+    const rules = yield* parseRules(f.rules)
+    const summary = yield* runIngest(f.input, {
+      outDir: f.outDir, seed: f.seed, testRatio: f.testRatio, groupByTicker: f.groupByTicker,
+      strict: f.strict, rules, keepExtra: f.keepExtra, maxLineBytes: f.maxLineBytes,
+      ...(Option.isSome(f.maxRejectRate) ? { maxRejectRate: f.maxRejectRate.value } : {})
+    }, "split")
+    yield* printSummary(summary)
+  }).pipe(report)).pipe(
+  Command.withDescription("The full ingest: decode, normalize, content rules, dedupe, leak-free train/test split; writes train/test/rejects JSONL and summary.json")
+)
+
+const stats = Command.make("stats", {
+  input: inputArg,
+  rules: rulesFlag,
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON instead of tables"), Flag.withDefault(false))
+}, ({ input, rules, json }) =>
+  Effect.gen(function*() {
+    const config = yield* parseRules(rules)
+    const s = yield* computeStats(input, config)
+    yield* Console.log(json ? JSON.stringify(s, null, 2) : renderStats(s))
+  }).pipe(report)).pipe(
+  Command.withDescription("Counts by intent, ticker and placeholder type, length percentiles, and reject reasons")
+)
+
+export const datasetCommand = Command.make("dataset").pipe(
+  Command.withDescription("Finance Q&A datasets: synthesize, validate, normalize, split and describe JSONL"),
+  Command.withSubcommands([synth, validate, normalize, split, stats])
+)

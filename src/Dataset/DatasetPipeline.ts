@@ -1,0 +1,201 @@
+/**
+ * The Dataset stage as one service: JSONL in (file, `.gz` file, or stdin as "-"), train/test/rejects
+ * JSONL and a summary out. The input is an Effect Stream of byte chunks read with backpressure; each pull
+ * of chunks is split into lines, processed (Ingest.ts) and appended to the outputs with one write per
+ * file, so memory stays flat however large the input is. The `pipeline` command calls `run` directly.
+ *
+ * Outputs in `outDir`: `train.jsonl`, `test.jsonl`, `rejects.jsonl` (one JSON object per rejected line:
+ * line, code, field, reason, text cut to `rejectTextChars`), `summary.json` (the Summary below; it holds no
+ * timings, so the same input and seed give byte-identical files).
+ */
+import { NodeStream } from "@effect/platform-node"
+import { Context, Effect, FileSystem, Layer, Path, Schema, Stream } from "effect"
+import { createReadStream } from "node:fs"
+import { createGunzip } from "node:zlib"
+import { DatasetInputError, DatasetOutputError, RejectRateExceeded, StrictModeViolation } from "./Errors.ts"
+import { IngestProcessor, type IngestConfig, type Reject } from "./Ingest.ts"
+import { LineSplitter, type RawLine } from "./LineSplitter.ts"
+import { defaultRuleConfig, type RuleConfig } from "./Rules.ts"
+
+export interface PipelineOptions {
+  /** a JSONL file, a `.gz` JSONL file, or "-" for stdin */
+  readonly input: string
+  /** where train/test/rejects/summary go; without it nothing is written (`dataset validate`) */
+  readonly outDir?: string | undefined
+  readonly seed?: number
+  /** share of records in test.jsonl (default 0.1) */
+  readonly testRatio?: number
+  readonly groupByTicker?: boolean
+  readonly rules?: RuleConfig
+  readonly keepExtra?: boolean
+  /** stop at the first bad line with StrictModeViolation */
+  readonly strict?: boolean
+  /** fail with RejectRateExceeded (after writing everything) when rejected/records is above this */
+  readonly maxRejectRate?: number
+  /** lines longer than this many bytes are rejected without being held in memory (default 1 MiB) */
+  readonly maxLineBytes?: number
+  readonly rejectTextChars?: number
+  /** called for every rejected line, in order */
+  readonly onReject?: (reject: Reject) => Effect.Effect<void>
+  /** called once per processed batch (the CLI throttles it into a progress line) */
+  readonly onProgress?: (counts: { readonly linesRead: number; readonly bytesRead: number }) => Effect.Effect<void>
+}
+
+const Count = Schema.Int
+export const Summary = Schema.Struct({
+  input: Schema.String,
+  linesRead: Count,
+  blankLines: Count,
+  records: Count,
+  train: Count,
+  test: Count,
+  duplicates: Schema.Struct({ exact: Count, normalized: Count }),
+  rejected: Count,
+  rejectRate: Schema.Finite,
+  rejectReasons: Schema.Record(Schema.String, Count),
+  warnings: Schema.Record(Schema.String, Count),
+  formats: Schema.Record(Schema.String, Count),
+  extraFields: Schema.Record(Schema.String, Count),
+  extraFieldsRule: Schema.Literals(["dropped", "kept"]),
+  placeholdersReplaced: Count,
+  seed: Schema.Int,
+  testRatio: Schema.Finite,
+  groupByTicker: Schema.Boolean,
+  rules: Schema.Record(Schema.String, Schema.String),
+  outputs: Schema.optionalKey(Schema.Struct({ train: Schema.String, test: Schema.String, rejects: Schema.String, summary: Schema.String }))
+})
+export type Summary = typeof Summary.Type
+
+const sorted = (m: Record<string, number>) => Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+
+/** Byte chunks of the input: a file (gunzipped when it ends in `.gz`) or stdin. */
+export const inputBytes = (input: string): Stream.Stream<Uint8Array, DatasetInputError> =>
+  NodeStream.fromReadable<Uint8Array, DatasetInputError>({
+    evaluate: () => {
+      if (input === "-") return process.stdin
+      const file = createReadStream(input, { highWaterMark: 1 << 20 })
+      if (!input.endsWith(".gz")) return file
+      const gunzip = createGunzip({ chunkSize: 1 << 20 })
+      file.on("error", (e) => gunzip.destroy(e))
+      return file.pipe(gunzip)
+    },
+    onError: (e) => new DatasetInputError({ file: input, detail: e instanceof Error ? e.message : String(e) }),
+    closeOnDone: input !== "-"
+  })
+
+export class DatasetPipeline extends Context.Service<DatasetPipeline, {
+  readonly run: (options: PipelineOptions) => Effect.Effect<
+    Summary,
+    DatasetInputError | DatasetOutputError | StrictModeViolation | RejectRateExceeded
+  >
+}>()("app/Dataset/DatasetPipeline") {
+  static readonly layer = Layer.effect(
+    DatasetPipeline,
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+
+      const run = Effect.fn("DatasetPipeline.run")(function*(options: PipelineOptions) {
+        const { input, outDir } = options
+        const config: IngestConfig = {
+          seed: options.seed ?? 42,
+          testRatio: options.testRatio ?? 0.1,
+          groupByTicker: options.groupByTicker ?? false,
+          rules: options.rules ?? defaultRuleConfig,
+          keepExtra: options.keepExtra ?? false,
+          rejectTextChars: options.rejectTextChars ?? 500
+        }
+        if (input !== "-") {
+          const exists = yield* fs.exists(input).pipe(Effect.orElseSucceed(() => false))
+          if (!exists) return yield* new DatasetInputError({ file: input, detail: "no such file" })
+        }
+        const outError = (file: string) => (e: { readonly message: string }) => new DatasetOutputError({ file, detail: e.message })
+        const outputs = outDir === undefined ? undefined : {
+          train: path.join(outDir, "train.jsonl"),
+          test: path.join(outDir, "test.jsonl"),
+          rejects: path.join(outDir, "rejects.jsonl"),
+          summary: path.join(outDir, "summary.json")
+        }
+        const open = (file: string) => fs.open(file, { flag: "w" }).pipe(Effect.mapError(outError(file)))
+        let files: { readonly train: FileSystem.File; readonly test: FileSystem.File; readonly rejects: FileSystem.File } | undefined
+        if (outDir !== undefined && outputs !== undefined) {
+          yield* fs.makeDirectory(outDir, { recursive: true }).pipe(Effect.mapError(outError(outDir)))
+          files = { train: yield* open(outputs.train), test: yield* open(outputs.test), rejects: yield* open(outputs.rejects) }
+        }
+        const write = (file: FileSystem.File | undefined, name: string | undefined, text: string) =>
+          text === "" || file === undefined ? Effect.void : file.writeAll(Buffer.from(text)).pipe(Effect.mapError(outError(name ?? "")))
+
+        const splitter = new LineSplitter(options.maxLineBytes ?? 1024 * 1024)
+        const processor = new IngestProcessor(config, options.strict ?? false)
+        let bytesRead = 0
+        const handle = (lines: ReadonlyArray<RawLine>) =>
+          Effect.gen(function*() {
+            const out = processor.process(lines)
+            yield* write(files?.train, outputs?.train, out.train)
+            yield* write(files?.test, outputs?.test, out.test)
+            yield* write(files?.rejects, outputs?.rejects, out.rejects)
+            if (options.onReject) for (const r of out.rejectList) yield* options.onReject(r)
+            if (out.firstReject !== undefined) {
+              const r = out.firstReject
+              return yield* new StrictModeViolation({ file: input === "-" ? "<stdin>" : input, line: r.line, field: r.field, reason: r.reason })
+            }
+            if (options.onProgress) yield* options.onProgress({ linesRead: processor.counts.linesRead, bytesRead })
+          })
+
+        yield* inputBytes(input).pipe(
+          Stream.runForEachArray((chunks) => {
+            const lines: Array<RawLine> = []
+            for (const chunk of chunks) {
+              bytesRead += chunk.byteLength
+              splitter.push(chunk, lines)
+            }
+            return lines.length === 0 ? Effect.void : handle(lines)
+          })
+        )
+        const tail: Array<RawLine> = []
+        splitter.end(tail)
+        if (tail.length > 0) yield* handle(tail)
+
+        const c = processor.counts
+        const summary: Summary = {
+          input: input === "-" ? "<stdin>" : input,
+          linesRead: c.linesRead,
+          blankLines: c.blankLines,
+          records: c.records,
+          train: c.train,
+          test: c.test,
+          duplicates: { exact: c.duplicatesExact, normalized: c.duplicatesNormalized },
+          rejected: c.rejected,
+          rejectRate: c.records === 0 ? 0 : c.rejected / c.records,
+          rejectReasons: sorted(c.rejectReasons),
+          warnings: sorted(c.warnings),
+          formats: sorted(c.formats),
+          extraFields: sorted(c.extraFields),
+          extraFieldsRule: config.keepExtra ? "kept" : "dropped",
+          placeholdersReplaced: c.placeholdersReplaced,
+          seed: config.seed,
+          testRatio: config.testRatio,
+          groupByTicker: config.groupByTicker,
+          rules: { ...config.rules },
+          ...(outputs !== undefined ? { outputs } : {})
+        }
+        if (outputs !== undefined) {
+          yield* fs.writeFileString(outputs.summary, JSON.stringify(summary, null, 2) + "\n").pipe(
+            Effect.mapError(outError(outputs.summary))
+          )
+        }
+        if (options.maxRejectRate !== undefined && summary.rejectRate > options.maxRejectRate) {
+          return yield* new RejectRateExceeded({
+            file: summary.input,
+            rejected: c.rejected,
+            records: c.records,
+            maxRejectRate: options.maxRejectRate
+          })
+        }
+        return summary
+      }, Effect.scoped)
+
+      return DatasetPipeline.of({ run })
+    })
+  )
+}

@@ -1,0 +1,219 @@
+/**
+ * Input formats and their mapping to the canonical TrainingRecord. One JSON line is one of:
+ *
+ * 1. a seed record (`question`, `answer`, …; Record.ts). `rationale`, `tickers` and `citations` may be
+ *    missing (then "", the tickers named in the text, []); a missing `context_required` is derived (true
+ *    when the normalized answer holds a live placeholder).
+ * 2. a chat record `{"messages":[{role, content}…], "category"?}` (the original app's file, TRL's
+ *    conversational format): question = the last user turn before the last assistant turn, answer = that
+ *    assistant turn, intent = `category`, risk_note = the answer's closing disclaimer paragraph when it
+ *    has one ("not financial advice", "educational"…). System turns are dropped (the prompt layout adds
+ *    its own).
+ * 3. a prompt/completion pair `{"prompt", "completion"}`: strings, or TRL's conversational form (arrays of
+ *    messages). A prompt already in the seed layout (`Context: …\nQuestion: …\nAnswer:`) is split back
+ *    into context and question.
+ *
+ * Extra fields rule: keys outside the format's known fields are dropped by default and counted by name in
+ * the summary (`extraFields`); with `keepExtra` they are kept, written after the canonical keys in their
+ * input order. Known chat keys (`messages`, `category`) and pair keys (`prompt`, `completion`) are consumed
+ * by the mapping and are never "extra".
+ */
+import { Result, Schema, SchemaIssue } from "effect"
+import { NonBlankString, RecordContext, TrainingRecord, Citation } from "./Record.ts"
+import { findTickersInText } from "./Tickers.ts"
+
+/** The seed record as read: the lenient input form of TrainingRecord. */
+export const SeedInput = Schema.Struct({
+  question: NonBlankString,
+  answer: NonBlankString,
+  rationale: Schema.optionalKey(Schema.String),
+  tickers: Schema.optionalKey(Schema.Array(Schema.String)),
+  citations: Schema.optionalKey(Schema.Array(Citation)),
+  context_required: Schema.optionalKey(Schema.Boolean),
+  risk_note: Schema.optionalKey(Schema.String),
+  context: Schema.optionalKey(RecordContext),
+  intent: Schema.optionalKey(Schema.String)
+})
+
+export const ChatMessage = Schema.Struct({
+  role: Schema.Literals(["system", "user", "assistant"]),
+  content: Schema.String
+})
+export const ChatInput = Schema.Struct({
+  messages: Schema.Array(ChatMessage),
+  category: Schema.optionalKey(Schema.String)
+})
+export const PairInput = Schema.Struct({
+  prompt: Schema.Union([Schema.String, Schema.Array(ChatMessage)]),
+  completion: Schema.Union([Schema.String, Schema.Array(ChatMessage)])
+})
+
+export type InputFormat = "seed" | "chat" | "pair"
+
+/** A line that could not become a record: the field path (`tickers.0`, `<root>`) and why. */
+export interface InputIssue {
+  readonly field: string
+  readonly reason: string
+}
+
+export interface Decoded {
+  readonly format: InputFormat
+  readonly record: TrainingRecord
+  /** present only when true: `context_required` was absent and must be derived after normalization */
+  readonly deriveContextRequired: boolean
+  readonly extra: Readonly<Record<string, unknown>> | undefined
+  readonly extraKeys: ReadonlyArray<string>
+}
+
+const seedKeys = new Set(Object.keys(SeedInput.fields))
+const chatKeys = new Set(["messages", "category"])
+const pairKeys = new Set(["prompt", "completion"])
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+
+const typeName = (v: unknown): string =>
+  v === null ? "null" : Array.isArray(v) ? "array" : typeof v === "string" ? `string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v)}` : typeof v
+
+const valueAt = (root: unknown, path: ReadonlyArray<PropertyKey>): unknown => {
+  let cur: unknown = root
+  for (const k of path) {
+    if (cur === null || typeof cur !== "object") return undefined
+    cur = (cur as Record<PropertyKey, unknown>)[k]
+  }
+  return cur
+}
+
+const firstIssue = (error: Schema.SchemaError, input: unknown): InputIssue => {
+  const issue = formatter(error.issue).issues[0]
+  const path = (issue?.path ?? []).map((p) => (typeof p === "object" && p !== null && "key" in p ? p.key : p)) as Array<PropertyKey>
+  const message = issue?.message ?? error.message
+  const present = path.length === 0 || valueAt(input, path.slice(0, -1)) !== undefined && path[path.length - 1]! in (valueAt(input, path.slice(0, -1)) as object)
+  const got = message === "Missing key" || !present ? "" : `, got ${typeName(valueAt(input, path))}`
+  return { field: path.length === 0 ? "<root>" : path.map(String).join("."), reason: `${message}${got}` }
+}
+
+const decodeSeed = Schema.decodeUnknownResult(SeedInput)
+const decodeChat = Schema.decodeUnknownResult(ChatInput)
+const decodePair = Schema.decodeUnknownResult(PairInput)
+
+const disclaimer = /not (?:financial|investment) advice|for educational purposes|educational,? not|do your own research|consult (?:a|with a) (?:licensed |qualified )?financial/i
+
+/** The closing paragraph of a chat answer when it is a disclaimer, else undefined. */
+export const closingDisclaimer = (answer: string): string | undefined => {
+  const paragraphs = answer.trim().split(/\n\s*\n/)
+  const last = paragraphs[paragraphs.length - 1]?.trim()
+  return last !== undefined && paragraphs.length > 1 && disclaimer.test(last) ? last : undefined
+}
+
+const seedPrompt = /^Context:\s?([\s\S]*?)\nQuestion:\s?([\s\S]*?)(?:\nAnswer:\s*)?$/
+
+const splitExtra = (obj: Record<string, unknown>, known: ReadonlySet<string>, keepExtra: boolean) => {
+  let extraKeys: Array<string> | undefined
+  let extra: Record<string, unknown> | undefined
+  for (const k in obj) {
+    if (known.has(k)) continue
+    ;(extraKeys ??= []).push(k)
+    if (keepExtra) (extra ??= {})[k] = obj[k]
+  }
+  return { extra, extraKeys: extraKeys ?? [] }
+}
+
+const fromConversation = (messages: ReadonlyArray<typeof ChatMessage.Type>): { question?: string; answer?: string } => {
+  let a = -1
+  for (let i = messages.length - 1; i >= 0; i--) if (messages[i]!.role === "assistant") { a = i; break }
+  let q = -1
+  for (let i = (a < 0 ? messages.length : a) - 1; i >= 0; i--) if (messages[i]!.role === "user") { q = i; break }
+  return {
+    ...(q >= 0 ? { question: messages[q]!.content } : {}),
+    ...(a >= 0 ? { answer: messages[a]!.content } : {})
+  }
+}
+
+const blank = (s: string | undefined) => s === undefined || !/\S/.test(s)
+
+/**
+ * Maps one parsed JSON value to a canonical record, or says which field is wrong and why.
+ * The format is chosen by keys: `messages` -> chat, `prompt`+`completion` -> pair, otherwise seed.
+ */
+export const decodeInput = (json: unknown, keepExtra: boolean): Result.Result<Decoded, InputIssue> => {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    return Result.fail({ field: "<root>", reason: `Expected a JSON object, got ${typeName(json)}` })
+  }
+  const obj = json as Record<string, unknown>
+  if ("messages" in obj) {
+    const r = decodeChat(obj, { errors: "first" })
+    if (Result.isFailure(r)) return Result.fail(firstIssue(r.failure, obj))
+    const { question, answer } = fromConversation(r.success.messages)
+    if (blank(answer)) return Result.fail({ field: "messages", reason: "Expected an assistant message with non-blank content" })
+    if (blank(question)) return Result.fail({ field: "messages", reason: "Expected a user message with non-blank content before the assistant's" })
+    const risk = closingDisclaimer(answer!)
+    const { extra, extraKeys } = splitExtra(obj, chatKeys, keepExtra)
+    return Result.succeed({
+      format: "chat",
+      record: {
+        question: question!.trim(),
+        answer: answer!.trim(),
+        rationale: "",
+        tickers: findTickersInText(`${question} ${answer}`),
+        citations: [],
+        context_required: false,
+        ...(risk !== undefined ? { risk_note: risk } : {}),
+        ...(r.success.category !== undefined ? { intent: r.success.category } : {})
+      },
+      deriveContextRequired: true,
+      extra,
+      extraKeys
+    })
+  }
+  if ("prompt" in obj && "completion" in obj) {
+    const r = decodePair(obj, { errors: "first" })
+    if (Result.isFailure(r)) return Result.fail(firstIssue(r.failure, obj))
+    const promptText = typeof r.success.prompt === "string" ? r.success.prompt : fromConversation([...r.success.prompt, { role: "assistant", content: "" }]).question
+    const answer = typeof r.success.completion === "string" ? r.success.completion : fromConversation(r.success.completion).answer
+    if (blank(promptText)) return Result.fail({ field: "prompt", reason: "Expected a non-blank prompt" })
+    if (blank(answer)) return Result.fail({ field: "completion", reason: "Expected a non-blank completion" })
+    const m = seedPrompt.exec(promptText!.trim())
+    const question = (m ? m[2]! : promptText!).trim()
+    if (question === "") return Result.fail({ field: "prompt", reason: "Expected a non-blank question after \"Question:\"" })
+    const context = m && m[1]!.trim() !== "" ? m[1]! : undefined
+    const { extra, extraKeys } = splitExtra(obj, pairKeys, keepExtra)
+    return Result.succeed({
+      format: "pair",
+      record: {
+        question,
+        answer: answer!.trim(),
+        rationale: "",
+        tickers: findTickersInText(`${question} ${answer}`),
+        citations: [],
+        context_required: false,
+        ...(context !== undefined ? { context } : {})
+      },
+      deriveContextRequired: true,
+      extra,
+      extraKeys
+    })
+  }
+  const r = decodeSeed(obj, { errors: "first" })
+  if (Result.isFailure(r)) return Result.fail(firstIssue(r.failure, obj))
+  const s = r.success
+  const { extra, extraKeys } = splitExtra(obj, seedKeys, keepExtra)
+  return Result.succeed({
+    format: "seed",
+    record: {
+      question: s.question,
+      answer: s.answer,
+      rationale: s.rationale ?? "",
+      tickers: s.tickers ?? findTickersInText(`${s.question} ${s.answer}`),
+      citations: s.citations ?? [],
+      context_required: s.context_required ?? false,
+      ...(s.risk_note !== undefined ? { risk_note: s.risk_note } : {}),
+      ...(s.context !== undefined ? { context: s.context } : {}),
+      ...(s.intent !== undefined ? { intent: s.intent } : {})
+    },
+    deriveContextRequired: s.context_required === undefined,
+    extra,
+    extraKeys
+  })
+}
+
+/** The canonical schema, re-exported for callers that decode already-canonical files (the Trainer). */
+export { TrainingRecord }

@@ -1,0 +1,72 @@
+/**
+ * Record-level normalization: live values in the question, answer, rationale and risk note become typed
+ * placeholders (Placeholders.ts), and citation timestamps that are ISO-8601 become `<TIMESTAMP>`. The
+ * context is never normalized: it is where the live values live. The map of what each placeholder
+ * replaced makes the step reversible (`rehydrateRecord`).
+ */
+import { Schema } from "effect"
+import { normalizeText, rehydrateText, Replacement } from "./Placeholders.ts"
+import type { TrainingRecord } from "./Record.ts"
+
+/** field path (`answer`, `citations.0.timestamp`) -> the replacements made in it, in order */
+export const PlaceholderMap = Schema.Record(Schema.String, Schema.Array(Replacement))
+export type PlaceholderMap = typeof PlaceholderMap.Type
+
+const isoTimestamp = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/
+
+/** true for `<TIMESTAMP>` or an ISO-8601 date or date-time */
+export const isTimestampValue = (s: string): boolean => s === "<TIMESTAMP>" || isoTimestamp.test(s)
+
+const textFields = ["question", "answer", "rationale", "risk_note"] as const
+
+export interface NormalizedRecord {
+  readonly record: TrainingRecord
+  readonly map: PlaceholderMap
+  /** how many values were replaced, by placeholder */
+  readonly replaced: number
+}
+
+/** Normalizes one record; idempotent, and `rehydrateRecord` undoes it. */
+export const normalizeRecord = (r: TrainingRecord): NormalizedRecord => {
+  const map: Record<string, ReadonlyArray<Replacement>> = {}
+  let replaced = 0
+  let out: TrainingRecord = r
+  for (const field of textFields) {
+    const value = r[field]
+    if (value === undefined) continue
+    const n = normalizeText(value)
+    if (n.replacements.length > 0) {
+      map[field] = n.replacements
+      replaced += n.replacements.length
+      out = { ...out, [field]: n.text }
+    }
+  }
+  let citations: Array<TrainingRecord["citations"][number]> | undefined
+  r.citations.forEach((c, i) => {
+    if (c.timestamp !== "<TIMESTAMP>" && isoTimestamp.test(c.timestamp)) {
+      citations ??= [...r.citations]
+      citations[i] = { source: c.source, timestamp: "<TIMESTAMP>" }
+      map[`citations.${i}.timestamp`] = [{ placeholder: "<TIMESTAMP>", value: c.timestamp, at: 0 }]
+      replaced++
+    }
+  })
+  if (citations) out = { ...out, citations }
+  return { record: out, map, replaced }
+}
+
+/** Puts the values of a placeholder map back. */
+export const rehydrateRecord = (r: TrainingRecord, map: PlaceholderMap): TrainingRecord => {
+  let out: TrainingRecord = r
+  for (const field of textFields) {
+    const reps = map[field]
+    const value = r[field]
+    if (reps !== undefined && value !== undefined) out = { ...out, [field]: rehydrateText(value, reps) }
+  }
+  const citations = r.citations.map((c, i) => {
+    const reps = map[`citations.${i}.timestamp`]
+    return reps ? { source: c.source, timestamp: rehydrateText(c.timestamp, reps) } : c
+  })
+  return { ...out, citations }
+}
+
+export { canonicalText } from "./Split.ts"

@@ -1,0 +1,214 @@
+/**
+ * Stable hashing, duplicate detection and the train/test split.
+ *
+ * - The split hash is FNV-1a (32-bit) over UTF-16 code units: cheap, dependency-free and fixed forever,
+ *   so the same input and seed give the same split on every machine and release.
+ * - Duplicates are remembered as 64-bit fingerprints (two multiplicative hashes over 32-bit words: not
+ *   for security, but fast enough to run on every line) in an open-addressing table of two Uint32Arrays
+ *   (8 bytes a slot, grown at half load): 1M records cost about 16 MB, where a Set of strings would cost
+ *   hundreds. Two different records share a fingerprint with probability about n²/2⁶⁵ (3e-8 at 1M).
+ * - The split puts a record in `test` when the hash of (seed, key) falls below `testRatio` of the 32-bit
+ *   range; the key is the canonical normalized question, or with grouping the record's sorted tickers.
+ */
+
+import { Buffer } from "node:buffer"
+
+const FNV_PRIME = 0x01000193
+
+/** FNV-1a over UTF-16 code units, 32 bits */
+export const fnv1a = (s: string, seed = 0x811c9dc5): number => {
+  let h = seed >>> 0
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i)
+    h = Math.imul(h, FNV_PRIME)
+  }
+  return h >>> 0
+}
+
+const keep = (c: number) =>
+  (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 60 || c === 62 || c === 95 || c >= 0xc0
+
+/**
+ * The canonical form two near-copies share: ASCII letters lower-cased, every run of other characters
+ * (punctuation, spaces) collapsed to one space, trimmed. Letters beyond ASCII are kept as they are.
+ * `canonicalHash` hashes this form without building it.
+ */
+export const canonicalText = (s: string): string => {
+  let out = ""
+  let pending = false
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i)
+    if (c >= 65 && c <= 90) c |= 32
+    if (keep(c)) {
+      if (pending && out !== "") out += " "
+      pending = false
+      out += String.fromCharCode(c)
+    } else pending = true
+  }
+  return out
+}
+
+/** `fnv1a(canonicalText(s), basis)`, without the intermediate string */
+export const canonicalHash = (s: string, basis = 0x811c9dc5): number => {
+  let h = basis >>> 0
+  let pending = false
+  let started = false
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i)
+    if (c >= 65 && c <= 90) c |= 32
+    if (keep(c)) {
+      if (pending && started) h = Math.imul(h ^ 32, FNV_PRIME)
+      pending = false
+      started = true
+      h = Math.imul(h ^ c, FNV_PRIME)
+    } else pending = true
+  }
+  return h >>> 0
+}
+
+/**
+ * A 64-bit fingerprint of the canonical forms of a question and an answer (near-duplicate detection):
+ * two independent 32-bit hashes of `canonicalText(question) + "\u0000" + canonicalText(answer)`, in one pass.
+ */
+export const canonicalFingerprint = (question: string, answer: string): Fingerprint => {
+  let h1 = 0x811c9dc5
+  let h2 = 0x9747b28c
+  for (let part = 0; part < 2; part++) {
+    const s = part === 0 ? question : answer
+    if (part === 1) {
+      h1 = Math.imul(h1 ^ 0, FNV_PRIME)
+      h2 = Math.imul(h2 ^ 0, 0x5bd1e995)
+    }
+    let pending = false
+    let started = false
+    for (let i = 0; i < s.length; i++) {
+      let c = s.charCodeAt(i)
+      if (c >= 65 && c <= 90) c |= 32
+      if (keep(c)) {
+        if (pending && started) {
+          h1 = Math.imul(h1 ^ 32, FNV_PRIME)
+          h2 = Math.imul(h2 ^ 32, 0x5bd1e995)
+          h2 ^= h2 >>> 15
+        }
+        pending = false
+        started = true
+        h1 = Math.imul(h1 ^ c, FNV_PRIME)
+        h2 = Math.imul(h2 ^ c, 0x5bd1e995)
+        h2 ^= h2 >>> 15
+      } else pending = true
+    }
+  }
+  return { hi: (h1 | 1) >>> 0, lo: h2 >>> 0 }
+}
+
+export interface Fingerprint {
+  readonly hi: number
+  readonly lo: number
+}
+
+// an aligned scratch buffer, so bytes are hashed four at a time through a Uint32Array view
+let scratch = new Uint8Array(4096)
+let scratchWords = new Uint32Array(scratch.buffer)
+
+/**
+ * The 64-bit fingerprint of a byte string (exact-duplicate detection): two independent multiplicative
+ * hashes over 32-bit words, plus the length. `hi` is never 0 (0 marks an empty slot).
+ */
+export const fingerprintBytes = (bytes: Uint8Array): Fingerprint => {
+  const n = bytes.length
+  if (n + 4 > scratch.length) {
+    scratch = new Uint8Array((n + 4) * 2)
+    scratchWords = new Uint32Array(scratch.buffer)
+  }
+  scratch.set(bytes)
+  scratch[n] = scratch[n + 1] = scratch[n + 2] = scratch[n + 3] = 0
+  const words = (n + 3) >>> 2
+  let h1 = 0x811c9dc5 ^ n
+  let h2 = 0x9747b28c ^ Math.imul(n, 0x9e3779b1)
+  for (let i = 0; i < words; i++) {
+    const w = scratchWords[i]!
+    h1 = Math.imul(h1 ^ w, 0x01000193)
+    h1 ^= h1 >>> 13
+    h2 = Math.imul(h2 ^ w, 0x5bd1e995)
+    h2 ^= h2 >>> 15
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b)
+  h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35)
+  return { hi: ((h1 ^ (h1 >>> 16)) | 1) >>> 0, lo: (h2 ^ (h2 >>> 16)) >>> 0 }
+}
+
+/** The 64-bit fingerprint of a string (its UTF-8 bytes). */
+export const fingerprint = (s: string): Fingerprint => fingerprintBytes(Buffer.from(s))
+
+/** A set of 64-bit string fingerprints with flat, predictable memory. */
+export class FingerprintSet {
+  private hi: Uint32Array
+  private lo: Uint32Array
+  private mask: number
+  size = 0
+  constructor(initialCapacity = 1 << 16) {
+    let cap = 1
+    while (cap < initialCapacity) cap <<= 1
+    this.hi = new Uint32Array(cap)
+    this.lo = new Uint32Array(cap)
+    this.mask = cap - 1
+  }
+  /** adds a fingerprint; returns false when it was already there */
+  add(fp: Fingerprint): boolean {
+    return this.addHash(fp.hi, fp.lo)
+  }
+  /** true when the fingerprint is in the set */
+  has(fp: Fingerprint): boolean {
+    let i = (fp.lo ^ fp.hi) & this.mask
+    while (this.hi[i] !== 0) {
+      if (this.hi[i] === fp.hi && this.lo[i] === fp.lo) return true
+      i = (i + 1) & this.mask
+    }
+    return false
+  }
+  private addHash(hi: number, lo: number): boolean {
+    let i = (lo ^ hi) & this.mask
+    while (this.hi[i] !== 0) {
+      if (this.hi[i] === hi && this.lo[i] === lo) return false
+      i = (i + 1) & this.mask
+    }
+    this.hi[i] = hi
+    this.lo[i] = lo
+    if (++this.size * 2 > this.mask) this.grow()
+    return true
+  }
+  private grow() {
+    const { hi, lo } = this
+    this.hi = new Uint32Array(hi.length * 2)
+    this.lo = new Uint32Array(lo.length * 2)
+    this.mask = this.hi.length - 1
+    this.size = 0
+    for (let i = 0; i < hi.length; i++) if (hi[i] !== 0) this.addHash(hi[i]!, lo[i]!)
+  }
+}
+
+export type SplitName = "train" | "test"
+
+/** The hash basis of a split seed. */
+export const splitBasis = (seed: number): number => fnv1a(`split:${seed}`)
+
+/** Which side a 32-bit key hash falls on for a test ratio in [0, 1]. */
+export const sideOf = (keyHash: number, testRatio: number): SplitName =>
+  keyHash / 0x1_0000_0000 < testRatio ? "test" : "train"
+
+/**
+ * Which side a record falls on: by the canonical question, or (grouped) by its sorted tickers.
+ * Same question (up to case, punctuation and spacing), same seed -> same side.
+ */
+export const assignSplit = (
+  question: string,
+  tickers: ReadonlyArray<string> | undefined,
+  seed: number,
+  testRatio: number
+): SplitName => {
+  const basis = splitBasis(seed)
+  const h = tickers !== undefined && tickers.length > 0
+    ? fnv1a(`tickers:${[...tickers].sort().join(",")}`, basis)
+    : canonicalHash(question, basis)
+  return sideOf(h, testRatio)
+}
