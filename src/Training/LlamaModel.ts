@@ -10,7 +10,7 @@
  * -inf, without NaN on fully masked padding rows), float32 throughout.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { Schema } from "effect"
+import { Effect, Schema, Stream } from "effect"
 import {
   attentionModules,
   type LinearLayer,
@@ -21,6 +21,8 @@ import {
   type NamedTensor,
   weightNames
 } from "./ModelContracts.ts"
+import { loadModelSource } from "./ModelLoader.ts"
+import type { ModelFileError } from "./ModelFileError.ts"
 import { inverseFrequencies, rotaryTables } from "./Rope.ts"
 
 export class ModelWeightsError extends Schema.TaggedError<ModelWeightsError>()("ModelWeightsError", {
@@ -156,6 +158,54 @@ const rows = (t: tf.Tensor2D): Array<Int32Array> => {
   return Array.from({ length: b }, (_, i) => Int32Array.from(data.subarray(i * n, (i + 1) * n)))
 }
 
+/**
+ * Turns weights, as they arrive, into tf tensors (or trainable variables) after checking name and shape; the
+ * Float32Array of each is not kept, so at most one float32 copy of the model exists while loading.
+ */
+const weightCollector = (config: LlamaConfig, options: { readonly trainable?: boolean }) => {
+  validateConfig(config)
+  const modelId = nextModelId++
+  const trainable = options.trainable === true
+  const shapes = expectedShapes(config)
+  const tensors = new Map<string, tf.Tensor>()
+  const fail = (weight: string, issue: string): never => {
+    throw new ModelWeightsError({ weight, issue })
+  }
+  return {
+    add(w: NamedTensor): void {
+      if (config.tieWordEmbeddings && w.name === weightNames.output) return // some HF files store the tied copy
+      const shape = shapes.get(w.name)
+      if (shape === undefined) return fail(w.name, "is not a weight of this Llama configuration")
+      if (shape.length !== w.shape.length || shape.some((d, i) => d !== w.shape[i])) {
+        fail(w.name, `has shape [${w.shape.join(", ")}], expected [${shape.join(", ")}]`)
+      }
+      if (w.data.length !== shape.reduce((a, b) => a * b, 1)) {
+        fail(w.name, `has ${w.data.length} values for shape [${shape.join(", ")}]`)
+      }
+      if (tensors.has(w.name)) fail(w.name, "appears twice")
+      const t = tf.tensor(w.data, [...w.shape], "float32")
+      if (trainable) {
+        // variable names are global in tfjs: suffix them so two trainable models can coexist
+        tensors.set(w.name, tf.variable(t, true, `${w.name}#${modelId}`))
+        t.dispose()
+      } else {
+        tensors.set(w.name, t)
+      }
+    },
+    build(): LlamaModel {
+      const missing = [...shapes.keys()].filter((n) => !tensors.has(n))
+      if (missing.length > 0) {
+        fail(missing[0]!, `is missing${missing.length > 1 ? ` (and ${missing.length - 1} more weights)` : ""}`)
+      }
+      return LlamaModel.assemble(config, tensors, trainable)
+    },
+    abort(): void {
+      tf.dispose([...tensors.values()])
+      tensors.clear()
+    }
+  }
+}
+
 export class LlamaModel {
   readonly config: LlamaConfig
   readonly linears: ReadonlyMap<string, LinearLayer>
@@ -189,32 +239,46 @@ export class LlamaModel {
     weights: Iterable<NamedTensor> | AsyncIterable<NamedTensor>,
     options: { readonly trainable?: boolean } = {}
   ): Promise<LlamaModel> {
-    validateConfig(config)
-    const modelId = nextModelId++
-    const shapes = expectedShapes(config)
-    const tensors = new Map<string, tf.Tensor>()
-    const fail = (weight: string, issue: string): never => {
-      tf.dispose([...tensors.values()])
-      throw new ModelWeightsError({ weight, issue })
+    const collector = weightCollector(config, options)
+    try {
+      for await (const w of weights) collector.add(w)
+      return collector.build()
+    } catch (e) {
+      collector.abort()
+      throw e
     }
-    for await (const w of weights) {
-      if (config.tieWordEmbeddings && w.name === weightNames.output) continue // some HF files store the tied copy
-      const shape = shapes.get(w.name)
-      if (shape === undefined) fail(w.name, "is not a weight of this Llama configuration")
-      else if (shape.length !== w.shape.length || shape.some((d, i) => d !== w.shape[i])) {
-        fail(w.name, `has shape [${w.shape.join(", ")}], expected [${shape.join(", ")}]`)
-      } else if (w.data.length !== shape.reduce((a, b) => a * b, 1)) {
-        fail(w.name, `has ${w.data.length} values for shape [${shape.join(", ")}]`)
-      } else if (tensors.has(w.name)) fail(w.name, "appears twice")
-      const t = tf.tensor(w.data, [...w.shape], "float32")
-      // variable names are global in tfjs: suffix them so two trainable models can coexist
-      tensors.set(w.name, options.trainable === true ? tf.variable(t, true, `${w.name}#${modelId}`) : t)
-      if (options.trainable === true) t.dispose()
-    }
-    const missing = [...shapes.keys()].filter((n) => !tensors.has(n))
-    if (missing.length > 0) {
-      fail(missing[0]!, `is missing${missing.length > 1 ? ` (and ${missing.length - 1} more weights)` : ""}`)
-    }
+  }
+
+  /** `fromWeights` over a Stream of weights (e.g. `ModelSource.weights` of the model loader). */
+  static fromStream<E, R>(
+    config: LlamaConfig,
+    weights: Stream.Stream<NamedTensor, E, R>,
+    options: { readonly trainable?: boolean } = {}
+  ): Effect.Effect<LlamaModel, E | ModelWeightsError, R> {
+    return Effect.suspend(() => {
+      const collector = weightCollector(config, options)
+      const guard = <A>(f: () => A) =>
+        Effect.try({
+          try: f,
+          catch: (e) => e instanceof ModelWeightsError ? e : new ModelWeightsError({ weight: "?", issue: String(e) })
+        })
+      return Stream.runForEach(weights, (w) => guard(() => collector.add(w))).pipe(
+        Effect.flatMap(() => guard(() => collector.build())),
+        Effect.onError(() => Effect.sync(() => collector.abort()))
+      )
+    })
+  }
+
+  /** Loads a GGUF file or a Hugging Face folder: configuration from the file, weights one tensor at a time. */
+  static load(
+    path: string,
+    options: { readonly trainable?: boolean } = {}
+  ): Effect.Effect<LlamaModel, ModelFileError | ModelWeightsError> {
+    return Effect.flatMap(loadModelSource(path), (source) => LlamaModel.fromStream(source.config, source.weights, options))
+  }
+
+  /** @internal used by the weight collector */
+  static assemble(config: LlamaConfig, tensors: ReadonlyMap<string, tf.Tensor>, trainable: boolean): LlamaModel {
     const get = <T extends tf.Tensor>(name: string) => tensors.get(name) as T
     const embedding = get<tf.Tensor2D>(weightNames.embedding)
     const linears = new Map<string, LinearLayer>()
@@ -238,7 +302,7 @@ export class LlamaModel {
         postAttention: get<tf.Tensor1D>(weightNames.postAttentionNorm(l))
       })),
       invFreq: inverseFrequencies(config),
-      variables: options.trainable === true ? new Map(tensors as Map<string, tf.Variable>) : new Map()
+      variables: trainable ? new Map(tensors as ReadonlyMap<string, tf.Variable>) : new Map()
     }
     return new LlamaModel(config, shared, linears, [...linears.values()], true)
   }
