@@ -6,6 +6,8 @@ import { assert, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import { CircuitBreaker } from "../src/Router/CircuitBreaker.ts"
 import { type Classification, classify, defaultClassificationSettings } from "../src/Router/Classifier.ts"
+import { RouterConfigError } from "../src/Router/Errors.ts"
+import { createRouter } from "../src/Router/Facade.ts"
 import { resolveConfig } from "../src/Router/RouterConfig.ts"
 import { backoffDelay, extractAnnotations, planChain } from "../src/Router/Routing.ts"
 
@@ -198,6 +200,27 @@ describe("backoff and breaker properties", () => {
       }
       return true
     }))
+  })
+})
+
+describe("config validation", () => {
+  const fieldOf = (f: () => unknown) => {
+    try {
+      f()
+      return "accepted"
+    } catch (e) {
+      return e instanceof RouterConfigError ? e.message : `other error: ${String(e)}`
+    }
+  }
+
+  it("names the offending field", () => {
+    const ok = { name: "g", kind: "openai" as const, baseUrl: "http://127.0.0.1:1" }
+    assert.strictEqual(fieldOf(() => resolveConfig({ providers: [ok, { ...ok, name: "h", baseUrl: "localhost:8000" }] })), "router config: providers[1].baseUrl: not an http(s) URL: \"localhost:8000\"")
+    assert.strictEqual(fieldOf(() => resolveConfig({ providers: [ok, ok] })), "router config: providers: duplicate provider name(s): g")
+    assert.strictEqual(fieldOf(() => resolveConfig({ providers: [ok], domainChain: ["g", "local-pytorch"] })), "router config: domainChain: unknown provider(s): local-pytorch")
+    assert.strictEqual(fieldOf(() => resolveConfig({ providers: [ok], retry: { jitter: 2 } })), "router config: retry.jitter: must be between 0 and 1, got 2")
+    assert.strictEqual(fieldOf(() => createRouter({ providers: [ok], attemptTimeoutMs: -1 })), "router config: attemptTimeoutMs: must be a number > 0, got -1")
+    assert.strictEqual(fieldOf(() => resolveConfig({ providers: [ok] })), "accepted")
   })
 })
 

@@ -125,7 +125,7 @@ export const routeCommand = Command.make("route", {
 }, (effect) =>
   effect.pipe(
     Effect.provide(ModelRouter.layer),
-    Effect.catchTag("ConfigError", (e) => fail(`bad router configuration in the environment: ${e.message}`, 2))
+    Effect.catchTag(["ConfigError", "RouterConfigError"], (e) => fail(`bad router configuration in the environment: ${e.message}`, 2))
   ))).pipe(
   Command.withDescription(
     "Answer a question through the Router (local model for finance queries, cloud providers otherwise) and print the decision. " +

@@ -93,3 +93,13 @@ export class InvalidRouteRequest extends Schema.TaggedError<InvalidRouteRequest>
 
 export type RouteError = AllProvidersUnavailable | InvalidRouteRequest
 export type StreamError = RouteError | StreamInterrupted
+
+/** The router's configuration is unusable; `field` names the offending setting (e.g. `providers[1].baseUrl`). */
+export class RouterConfigError extends Schema.TaggedError<RouterConfigError>()("RouterConfigError", {
+  field: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `router config: ${this.field}: ${this.detail}`
+  }
+}

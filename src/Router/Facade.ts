@@ -4,6 +4,7 @@
  * `ManagedRuntime` (so every router has its own breakers, metrics and health-check fiber).
  */
 import { Cause, Effect, Exit, Layer, ManagedRuntime, References, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
 import type { BreakerSnapshot } from "./CircuitBreaker.ts"
 import type { Attempt } from "./Errors.ts"
 import {
@@ -14,7 +15,7 @@ import {
   type RouteOptions,
   type RouteStreamEvent
 } from "./ModelRouter.ts"
-import type { RouterConfigInput } from "./RouterConfig.ts"
+import { resolveConfig, type RouterConfigInput } from "./RouterConfig.ts"
 
 /** A failure as plain data: the error's tag, its message, and the attempts made (if any). */
 export interface RouteFailure {
@@ -60,12 +61,13 @@ const toFailure = (cause: Cause.Cause<unknown>): RouteFailure => {
 
 /**
  * Creates a router from explicit config (`"env"` reads the app's environment names). Two routers with
- * different configs can live in one process.
+ * different configs can live in one process. Throws `RouterConfigError` (naming the field) on a bad config.
  */
 export const createRouter = (config: RouterConfigInput | "env"): Router => {
+  // explicit config is validated now: a bad setting throws RouterConfigError naming the field, here
   const routerLayer: Layer.Layer<ModelRouter> = config === "env"
     ? ModelRouter.layer.pipe(Layer.orDie)
-    : ModelRouter.layerConfig(config)
+    : Layer.effect(ModelRouter, ModelRouter.make(resolveConfig(config))).pipe(Layer.provide(FetchHttpClient.layer))
   const logLevel = config === "env" ? "Info" : config.logLevel ?? "Info"
   const runtime = ManagedRuntime.make(
     // provideMerge: the level reaches the health-check fiber built with the router and every request run here

@@ -20,11 +20,18 @@ import {
   isRetryable,
   ProviderFailure,
   type RouteError,
+  type RouterConfigError,
   type StreamError,
   StreamInterrupted
 } from "./Errors.ts"
 import * as Providers from "./Providers.ts"
-import { loadConfigFromEnv, type ProviderConfig, type RouterConfig, type RouterConfigInput, resolveConfig } from "./RouterConfig.ts"
+import {
+  loadConfigFromEnv,
+  type ProviderConfig,
+  type RouterConfig,
+  type RouterConfigInput,
+  resolveConfigEffect
+} from "./RouterConfig.ts"
 import { RouterMetrics } from "./RouterMetrics.ts"
 import { backoffDelay, type Citation, extractAnnotations, type Plan, planChain, UnknownProvider } from "./Routing.ts"
 
@@ -620,8 +627,8 @@ export class ModelRouter extends Context.Service<ModelRouter, {
   static readonly make = (config: RouterConfig) => makeRouter(config)
 
   /** A router from explicit config, over `fetch`. */
-  static readonly layerConfig = (input: RouterConfigInput): Layer.Layer<ModelRouter> =>
-    Layer.effect(ModelRouter, Effect.suspend(() => makeRouter(resolveConfig(input)))).pipe(
+  static readonly layerConfig = (input: RouterConfigInput): Layer.Layer<ModelRouter, RouterConfigError> =>
+    Layer.effect(ModelRouter, Effect.flatMap(resolveConfigEffect(input), makeRouter)).pipe(
       Layer.provide(FetchHttpClient.layer)
     )
 

@@ -6,6 +6,7 @@
 import { Config, Effect, Option, Redacted } from "effect"
 import { type BreakerSettings, defaultBreakerSettings } from "./CircuitBreaker.ts"
 import { type ClassificationSettings, defaultClassificationSettings } from "./Classifier.ts"
+import { RouterConfigError } from "./Errors.ts"
 
 /** How a provider is spoken to. */
 export type ProviderKind =
@@ -138,17 +139,61 @@ export const resolveProvider = (p: ProviderInput): ProviderConfig => ({
   maxTokens: p.maxTokens ?? (p.kind === "local-infer" ? 512 : 750)
 })
 
-/** Fills defaults; chains default to local -> other providers in declaration order (domain) and non-local ones (general). */
+const check = (ok: boolean, field: string, detail: string) => {
+  if (!ok) throw new RouterConfigError({ field, detail })
+}
+const nonNegative = (value: number | undefined, field: string) =>
+  check(value === undefined || (Number.isFinite(value) && value >= 0), field, `must be a number >= 0, got ${value}`)
+const positive = (value: number | undefined, field: string) =>
+  check(value === undefined || (Number.isFinite(value) && value > 0), field, `must be a number > 0, got ${value}`)
+
+const kinds: ReadonlyArray<ProviderKind> = ["local-infer", "openai", "gemini", "ollama"]
+
+/**
+ * Fills defaults and validates; chains default to local -> other providers in declaration order (domain) and
+ * the non-local ones (general). Throws `RouterConfigError` naming the field.
+ */
 export const resolveConfig = (input: RouterConfigInput): RouterConfig => {
+  input.providers.forEach((p, i) => {
+    const at = `providers[${i}]`
+    check(typeof p.name === "string" && p.name !== "", `${at}.name`, "must be a non-empty string")
+    check(kinds.includes(p.kind), `${at}.kind`, `must be one of ${kinds.join(", ")}, got ${JSON.stringify(p.kind)}`)
+    let url: URL | undefined
+    try {
+      url = new URL(p.baseUrl)
+    } catch {
+      url = undefined
+    }
+    check(url !== undefined && (url.protocol === "http:" || url.protocol === "https:"), `${at}.baseUrl`, `not an http(s) URL: ${JSON.stringify(p.baseUrl)}`)
+    positive(p.attemptTimeoutMs, `${at}.attemptTimeoutMs`)
+    positive(p.maxTokens, `${at}.maxTokens`)
+    nonNegative(p.temperature, `${at}.temperature`)
+  })
+  positive(input.attemptTimeoutMs, "attemptTimeoutMs")
+  positive(input.deadlineMs, "deadlineMs")
+  nonNegative(input.hedgeDelayMs, "hedgeDelayMs")
+  nonNegative(input.retry?.maxRetries, "retry.maxRetries")
+  nonNegative(input.retry?.baseDelayMs, "retry.baseDelayMs")
+  nonNegative(input.retry?.maxDelayMs, "retry.maxDelayMs")
+  check(input.retry?.jitter === undefined || (input.retry.jitter >= 0 && input.retry.jitter <= 1), "retry.jitter", `must be between 0 and 1, got ${input.retry?.jitter}`)
+  positive(input.breaker?.consecutiveFailures, "breaker.consecutiveFailures")
+  positive(input.breaker?.failureRate, "breaker.failureRate")
+  positive(input.breaker?.windowMs, "breaker.windowMs")
+  positive(input.breaker?.minimumCalls, "breaker.minimumCalls")
+  nonNegative(input.breaker?.cooldownMs, "breaker.cooldownMs")
+  if (input.healthCheck !== false) {
+    positive(input.healthCheck?.intervalMs, "healthCheck.intervalMs")
+    positive(input.healthCheck?.timeoutMs, "healthCheck.timeoutMs")
+  }
   const providers = input.providers.map(resolveProvider)
   const names = providers.map((p) => p.name)
   const duplicates = names.filter((n, i) => names.indexOf(n) !== i)
-  if (duplicates.length > 0) throw new Error(`router config: duplicate provider name(s): ${duplicates.join(", ")}`)
+  check(duplicates.length === 0, "providers", `duplicate provider name(s): ${duplicates.join(", ")}`)
   const locals = providers.filter((p) => p.local).map((p) => p.name)
   const remotes = providers.filter((p) => !p.local).map((p) => p.name)
   const checkChain = (field: string, chain: ReadonlyArray<string>) => {
     const unknown = chain.filter((n) => !names.includes(n))
-    if (unknown.length > 0) throw new Error(`router config: ${field} names unknown provider(s): ${unknown.join(", ")}`)
+    check(unknown.length === 0, field, `unknown provider(s): ${unknown.join(", ")}`)
     return chain
   }
   const health = input.healthCheck
@@ -168,6 +213,13 @@ export const resolveConfig = (input: RouterConfigInput): RouterConfig => {
     defaultRiskNote: input.defaultRiskNote === false ? undefined : input.defaultRiskNote ?? defaultRiskNote
   }
 }
+
+/** `resolveConfig` as an Effect that fails with `RouterConfigError`. */
+export const resolveConfigEffect = (input: RouterConfigInput): Effect.Effect<RouterConfig, RouterConfigError> =>
+  Effect.try({
+    try: () => resolveConfig(input),
+    catch: (e) => (e instanceof RouterConfigError ? e : new RouterConfigError({ field: "<config>", detail: String(e) }))
+  })
 
 const optionalString = (name: string) => Config.String(name).pipe(Config.option)
 const optionalKey = (name: string) => Config.Redacted(name).pipe(Config.option)
@@ -243,5 +295,5 @@ export const configFromEnv = Config.all({
   })
 )
 
-/** Reads `configFromEnv` and resolves it; invalid chains become a die with a clear message. */
-export const loadConfigFromEnv = Effect.map(configFromEnv, resolveConfig)
+/** Reads `configFromEnv` and resolves it. */
+export const loadConfigFromEnv = Effect.flatMap(configFromEnv, resolveConfigEffect)
