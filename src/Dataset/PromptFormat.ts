@@ -36,7 +36,13 @@ export interface FormattedExample {
   readonly answerEnd: number
 }
 
-const isRagContext = Schema.is(RagContext)
+const isRagShape = Schema.is(RagContext)
+const ragKeys = new Set(Object.keys(RagContext.fields))
+/** an object shaped like the app's context: only its keys (at least one), each well-typed */
+const isRagContext = (o: Readonly<Record<string, unknown>>): o is RagContext => {
+  const keys = Object.keys(o)
+  return keys.length > 0 && keys.every((k) => ragKeys.has(k)) && isRagShape(o)
+}
 
 /** The context as prompt text: strings as they are, app-shaped objects in the app's layout, others as JSON. */
 export const contextText = (context: PromptInput["context"]): string => {

@@ -37,7 +37,7 @@ export const tickers: ReadonlyArray<Ticker> = [
   // US mega caps and technology
   t("AAPL", "Apple Inc.", "Technology", "NASDAQ", ["Apple", "apple", "iPhone", "iphone", "Apple Inc"]),
   t("MSFT", "Microsoft Corporation", "Technology", "NASDAQ", ["Microsoft", "microsoft", "Azure", "Windows"]),
-  t("AMZN", "Amazon.com, Inc.", "Consumer Discretionary", "NASDAQ", ["Amazon", "amazon", "Amazon.com", "AWS"]),
+  t("AMZN", "Amazon.com, Inc.", "Consumer Discretionary", "NASDAQ", ["Amazon", "amazon", "Amazon.com", "amazon.com", "AWS"]),
   t("NVDA", "NVIDIA Corporation", "Technology", "NASDAQ", ["Nvidia", "NVIDIA", "nvidia", "GeForce"]),
   t("GOOGL", "Alphabet Inc. Class A", "Communication Services", "NASDAQ", ["Alphabet", "Google", "google", "YouTube"]),
   t("META", "Meta Platforms, Inc.", "Communication Services", "NASDAQ", ["Meta Platforms", "Facebook", "facebook", "Instagram", "WhatsApp"]),
