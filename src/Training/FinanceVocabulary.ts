@@ -119,7 +119,7 @@ const corpusCharacters = (): Array<string> =>
 /**
  * Builds a vocabulary of exactly `size` tokens. Pieces are the most frequent substrings (up to 16 characters) of
  * the corpus words; every substring of a chosen piece is at least as frequent, so llama.cpp's SPM merges can always
- * build a chosen piece up from characters. Score = log relative frequency (frequent merges first). Any room left
+ * build a chosen piece up from characters. Score = minus the frequency rank (frequent merges first). Any room left
  * after the corpus pieces is filled with unused tokens.
  */
 export const buildFinanceVocabulary = (size: number): SpmVocabulary => {
@@ -137,17 +137,16 @@ export const buildFinanceVocabulary = (size: number): SpmVocabulary => {
       }
     }
   }
-  const characterCounts = new Map(characters.map((c) => [c, 0]))
-  for (const word of corpusWords()) for (const c of word) characterCounts.set(c, (characterCounts.get(c) ?? 0) + 1)
   const ranked = Array.from(counts.entries())
     .filter(([piece, count]) => count >= 2 || piece.startsWith(space))
     // frequent first; ties: shorter first (so substrings precede their superstrings), then code-point order
     .sort((a, b) => b[1] - a[1] || Array.from(a[0]).length - Array.from(b[0]).length || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
     .slice(0, size - minimum)
-  const total = Array.from(characterCounts.values()).reduce((a, b) => a + b, 0)
+  // scores are distinct and follow the frequency rank, so merge priority is a total order (which is also what makes
+  // the equivalent HF BPE tokenizer, with merges ranked the same way, tokenize identically)
   const pieces: Array<[string, number]> = [
-    ...characters.map((c): [string, number] => [c, Math.log(((characterCounts.get(c) ?? 0) + 1) / total)]),
-    ...ranked.map(([piece, count]): [string, number] => [piece, Math.log(count / total)])
+    ...characters.map((c): [string, number] => [c, 0]),
+    ...ranked.map(([piece], rank): [string, number] => [piece, -1 - rank])
   ]
   const tokens = [...base.map(([t]) => t), ...pieces.map(([t]) => t)]
   const types = [...base.map(([, type]) => type), ...pieces.map(() => TokenType.normal)]
@@ -166,4 +165,74 @@ export const buildFinanceVocabulary = (size: number): SpmVocabulary => {
     eosId: 2,
     eotId: tokens.indexOf("<|end|>")
   }
+}
+
+/**
+ * The same tokenizer as Hugging Face files (tokenizer.json + tokenizer_config.json): a byte-fallback BPE whose merges
+ * are every split of every piece into two pieces, ranked by the piece's SPM score, which reproduces llama.cpp's SPM
+ * merge order; no space prefix, as the GGUF says; `<s>` prepended by the post-processor.
+ */
+export const hfTokenizerFiles = (vocab: SpmVocabulary, template: string = chatTemplate) => {
+  const ids = new Map(vocab.tokens.map((t, i) => [t, i]))
+  const merges: Array<readonly [number, string, string]> = []
+  vocab.tokens.forEach((token, id) => {
+    if (vocab.types[id] !== TokenType.normal) return
+    const chars = Array.from(token)
+    for (let split = 1; split < chars.length; split++) {
+      const left = chars.slice(0, split).join(""), right = chars.slice(split).join("")
+      if (ids.has(left) && ids.has(right)) merges.push([-vocab.scores[id]!, left, right])
+    }
+  })
+  merges.sort((a, b) => a[0] - b[0])
+  const special = (id: number) => vocab.types[id] === TokenType.control || vocab.types[id] === TokenType.unknown
+  const addedTokens = vocab.tokens.flatMap((content, id) =>
+    special(id) || vocab.types[id] === TokenType.userDefined
+      ? [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: special(id) }]
+      : [])
+  const bos = vocab.tokens[vocab.bosId]!
+  const tokenizerJson = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: addedTokens,
+    normalizer: { type: "Replace", pattern: { String: " " }, content: space },
+    pre_tokenizer: null,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { [bos]: { id: bos, ids: [vocab.bosId], tokens: [bos] } }
+    },
+    decoder: {
+      type: "Sequence",
+      decoders: [{ type: "Replace", pattern: { String: space }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }]
+    },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: vocab.tokens[vocab.unkId]!,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab: Object.fromEntries(vocab.tokens.map((t, i) => [t, i])),
+      merges: merges.map(([, left, right]) => [left, right])
+    }
+  }
+  const tokenizerConfig = {
+    tokenizer_class: "LlamaTokenizerFast",
+    add_bos_token: true,
+    add_eos_token: false,
+    bos_token: bos,
+    eos_token: vocab.tokens[vocab.eosId]!,
+    unk_token: vocab.tokens[vocab.unkId]!,
+    pad_token: null,
+    legacy: false,
+    add_prefix_space: false,
+    clean_up_tokenization_spaces: false,
+    model_max_length: 1_000_000,
+    chat_template: template
+  }
+  return { tokenizerJson, tokenizerConfig }
 }
