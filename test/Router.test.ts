@@ -295,6 +295,21 @@ describe("Router hedging", () => {
       yield* waitUntil("the losing request to be aborted", () => groq.aborted === 1)
     }))
 
+  it.live("a caller that gives up (interrupts) aborts the provider request and records the attempt as interrupted", () =>
+    Effect.gen(function*() {
+      const groq = yield* loopback("groq")
+      groq.always({ kind: "hang" })
+      yield* withRouter({ providers: [{ name: "groq-llama", kind: "openai", baseUrl: groq.url }], attemptTimeoutMs: 60_000, healthCheck: false }, (r) =>
+        Effect.gen(function*() {
+          const fiber = yield* Effect.forkChild(r.route("hello"))
+          yield* waitUntil("the request to arrive", () => groq.calls.length === 1)
+          yield* Fiber.interrupt(fiber)
+          yield* waitUntil("the provider request to be aborted", () => groq.aborted === 1)
+          const text = yield* r.metrics
+          assert.include(text, "router_provider_requests_total{router=\"router\",provider=\"groq-llama\",outcome=\"interrupted\"} 1")
+        }))
+    }))
+
   it.live("a fast primary wins without starting the hedge", () =>
     Effect.gen(function*() {
       const groq = yield* loopback("groq")
