@@ -1,0 +1,222 @@
+/**
+ * The HTTP contract of the inference server: paths, request and response schemas. No server code lives here, so
+ * the Router, the tests and other clients import it without pulling in llama.cpp.
+ *
+ * Two families of endpoints:
+ * - the original app's contract (`POST /infer`, `GET /health`), kept byte-compatible with its client
+ *   (architecture.md §5);
+ * - an OpenAI-compatible subset (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) as llama-server and
+ *   vLLM offer it, where the `model` field names a loaded adapter (or the base).
+ */
+import { Schema } from "effect"
+
+export const paths = {
+  infer: "/infer",
+  health: "/health",
+  ready: "/ready",
+  live: "/live",
+  metrics: "/metrics",
+  chatCompletions: "/v1/chat/completions",
+  completions: "/v1/completions",
+  models: "/v1/models"
+} as const
+
+const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))
+const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+const NonNegativeInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+const Probability = Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 }))
+
+/**
+ * The context of a request: the app's `formatRAGContext` text, or the same data as a JSON object
+ * (`{symbol, prices, fundamentals, news, holdings, …}`). Both are used to fill placeholders in the answer.
+ */
+export const RequestContext = Schema.Union([Schema.String, Schema.Record(Schema.String, Schema.Unknown)])
+export type RequestContext = typeof RequestContext.Type
+
+// ---------------------------------------------------------------------------------------------------------------
+// The app's contract
+
+/**
+ * `POST /infer`. `max_length` bounds the whole sequence (prompt + answer tokens), as the original Python server's
+ * `generate(max_length=…)` did: the answer gets `max_length - promptTokens` tokens at most.
+ */
+export const InferRequest = Schema.Struct({
+  question: Schema.NonEmptyString,
+  context: Schema.optionalKey(RequestContext),
+  max_length: Schema.optionalKey(PositiveInt),
+  temperature: Schema.optionalKey(NonNegative),
+  top_k: Schema.optionalKey(NonNegativeInt),
+  top_p: Schema.optionalKey(Probability),
+  /** extensions (the app never sends them): a seed for reproducible sampling, an adapter name */
+  seed: Schema.optionalKey(Schema.Int),
+  model: Schema.optionalKey(Schema.String)
+})
+export type InferRequest = typeof InferRequest.Type
+
+/** The defaults of the app's client and of the original server. */
+export const inferDefaults = { context: "", max_length: 512, temperature: 0.2, top_k: 50, top_p: 0.9 } as const
+
+export const FinishReason = Schema.Literals(["stop", "length"])
+export type FinishReason = typeof FinishReason.Type
+
+/** What rehydration did with the placeholders in an answer. */
+export const PlaceholderReport = Schema.Struct({
+  filled: Schema.Record(Schema.String, Schema.String),
+  unfilled: Schema.Array(Schema.String),
+  policy: Schema.Literals(["leave", "remove", "refuse"])
+})
+export type PlaceholderReport = typeof PlaceholderReport.Type
+
+export const InferResponse = Schema.Struct({
+  answer: Schema.String,
+  /** mean probability the model gave to the tokens it chose (0..1) */
+  confidence: Schema.Finite,
+  model_version: Schema.String,
+  latency_ms: Schema.Finite,
+  metadata: Schema.Struct({
+    model: Schema.String,
+    prompt_tokens: Schema.Int,
+    completion_tokens: Schema.Int,
+    finish_reason: FinishReason,
+    raw_answer: Schema.String,
+    placeholders: PlaceholderReport
+  })
+})
+export type InferResponse = typeof InferResponse.Type
+
+export const HealthResponse = Schema.Struct({
+  status: Schema.Literals(["healthy", "loading", "draining", "failed"]),
+  model_loaded: Schema.Boolean,
+  detail: Schema.optionalKey(Schema.String)
+})
+export type HealthResponse = typeof HealthResponse.Type
+
+/** Every error the server answers with, in OpenAI's shape (which also carries a plain `detail` like FastAPI). */
+export const ErrorBody = Schema.Struct({
+  error: Schema.Struct({
+    message: Schema.String,
+    type: Schema.String,
+    param: Schema.NullOr(Schema.String),
+    code: Schema.NullOr(Schema.String)
+  }),
+  detail: Schema.String
+})
+export type ErrorBody = typeof ErrorBody.Type
+
+// ---------------------------------------------------------------------------------------------------------------
+// OpenAI-compatible
+
+const TextPart = Schema.Struct({ type: Schema.Literal("text"), text: Schema.String })
+export const ChatMessage = Schema.Struct({
+  role: Schema.Literals(["system", "developer", "user", "assistant"]),
+  content: Schema.Union([Schema.String, Schema.Array(TextPart)])
+})
+export type ChatMessage = typeof ChatMessage.Type
+
+const Stop = Schema.NullOr(Schema.Union([Schema.String, Schema.Array(Schema.String).check(Schema.isMaxLength(8))]))
+
+const samplingFields = {
+  model: Schema.optionalKey(Schema.String),
+  max_tokens: Schema.optionalKey(Schema.NullOr(PositiveInt)),
+  temperature: Schema.optionalKey(Schema.NullOr(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 2 })))),
+  top_p: Schema.optionalKey(Schema.NullOr(Probability)),
+  top_k: Schema.optionalKey(Schema.NullOr(NonNegativeInt)),
+  seed: Schema.optionalKey(Schema.NullOr(Schema.Int)),
+  stop: Schema.optionalKey(Stop),
+  stream: Schema.optionalKey(Schema.NullOr(Schema.Boolean)),
+  stream_options: Schema.optionalKey(Schema.NullOr(Schema.Struct({ include_usage: Schema.optionalKey(Schema.Boolean) }))),
+  /** only one choice per request is generated */
+  n: Schema.optionalKey(Schema.NullOr(Schema.Literal(1))),
+  user: Schema.optionalKey(Schema.String),
+  /** extension: live data to fill placeholders in the answer with (formatRAGContext text or JSON) */
+  context: Schema.optionalKey(RequestContext)
+}
+
+export const ChatCompletionRequest = Schema.Struct({
+  ...samplingFields,
+  messages: Schema.NonEmptyArray(ChatMessage),
+  max_completion_tokens: Schema.optionalKey(Schema.NullOr(PositiveInt))
+})
+export type ChatCompletionRequest = typeof ChatCompletionRequest.Type
+
+export const CompletionRequest = Schema.Struct({
+  ...samplingFields,
+  prompt: Schema.Union([Schema.String, Schema.Tuple([Schema.String])])
+})
+export type CompletionRequest = typeof CompletionRequest.Type
+
+/** OpenAI's defaults where the request leaves a field out. */
+export const openAiDefaults = { temperature: 1, top_p: 1, top_k: 0, chatMaxTokens: 512, completionMaxTokens: 16 } as const
+
+export const Usage = Schema.Struct({
+  prompt_tokens: Schema.Int,
+  completion_tokens: Schema.Int,
+  total_tokens: Schema.Int
+})
+export type Usage = typeof Usage.Type
+
+/** Our additions to OpenAI's objects: what rehydration did and the mean token probability. */
+export const ReplyExtras = Schema.Struct({
+  placeholders: PlaceholderReport,
+  confidence: Schema.Finite
+})
+
+export const ChatCompletion = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("chat.completion"),
+  created: Schema.Int,
+  model: Schema.String,
+  choices: Schema.Array(Schema.Struct({
+    index: Schema.Int,
+    message: Schema.Struct({ role: Schema.Literal("assistant"), content: Schema.String }),
+    finish_reason: FinishReason
+  })),
+  usage: Usage,
+  metadata: ReplyExtras
+})
+export type ChatCompletion = typeof ChatCompletion.Type
+
+export const ChatCompletionChunk = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("chat.completion.chunk"),
+  created: Schema.Int,
+  model: Schema.String,
+  choices: Schema.Array(Schema.Struct({
+    index: Schema.Int,
+    delta: Schema.Struct({ role: Schema.optionalKey(Schema.Literal("assistant")), content: Schema.optionalKey(Schema.String) }),
+    finish_reason: Schema.NullOr(FinishReason)
+  })),
+  usage: Schema.optionalKey(Schema.NullOr(Usage)),
+  metadata: Schema.optionalKey(ReplyExtras)
+})
+export type ChatCompletionChunk = typeof ChatCompletionChunk.Type
+
+export const Completion = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("text_completion"),
+  created: Schema.Int,
+  model: Schema.String,
+  choices: Schema.Array(Schema.Struct({
+    index: Schema.Int,
+    text: Schema.String,
+    finish_reason: Schema.NullOr(FinishReason),
+    logprobs: Schema.Null
+  })),
+  usage: Schema.optionalKey(Schema.NullOr(Usage)),
+  metadata: Schema.optionalKey(ReplyExtras)
+})
+export type Completion = typeof Completion.Type
+
+export const ModelCard = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("model"),
+  created: Schema.Int,
+  owned_by: Schema.String,
+  /** the adapter's base, or null for the base itself */
+  parent: Schema.NullOr(Schema.String)
+})
+export const ModelList = Schema.Struct({ object: Schema.Literal("list"), data: Schema.Array(ModelCard) })
+export type ModelList = typeof ModelList.Type
+
+/** The terminator of every OpenAI stream. */
+export const sseDone = "[DONE]"

@@ -1,0 +1,147 @@
+/**
+ * The Serving stage's commands: `export adapter`, `export merged` and `serve`.
+ *
+ * Exit codes: 0 done; 1 a file could not be read or written (the message names it); 3 preflight: the adapter does
+ * not fit the base (every mismatch is listed, with the likely cause); 4 the server could not load its models or
+ * bind its port. Messages go to stderr without stack traces.
+ */
+import { Config, Console, Effect, FileSystem, Option, Path } from "effect"
+import { Command, Flag } from "effect/cli"
+import * as os from "node:os"
+import { exportAdapter, exportMerged, MergedType } from "./Export.ts"
+import type { AdapterSpec } from "./InferenceEngine.ts"
+import { PlaceholderPolicy } from "./Rehydrate.ts"
+import * as Server from "./Server.ts"
+
+/** Prints a failure the way a user should read it, and sets the documented exit code. */
+const reportFailure = (error: { readonly _tag?: string; readonly message: string }) =>
+  Console.error(`error: ${error.message}`).pipe(
+    Effect.andThen(Effect.sync(() => {
+      process.exitCode = error._tag === "PreflightError" ? 3 : error._tag === "ModelLoadFailed" || error._tag === "ServeError" ? 4 : 1
+    }))
+  )
+
+const progressLine = (index: number, total: number, name: string) => {
+  if (index === total - 1 || index % 16 === 0) process.stderr.write(`  tensor ${index + 1}/${total} ${name}\n`)
+}
+
+const adapterCommand = Command.make("adapter", {
+  adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. RUN/final")),
+  base: Flag.String("base").pipe(Flag.withDescription("the base model it was trained on: a GGUF file or a Hugging Face folder")),
+  out: Flag.String("out").pipe(Flag.withDescription("the llama.cpp LoRA adapter GGUF to write")),
+  type: Flag.Literals("type", ["f32", "f16"]).pipe(Flag.withDefault("f32" as const), Flag.withDescription("tensor type of lora_a/lora_b")),
+  name: Flag.String("name").pipe(Flag.optional, Flag.withDescription("general.name (default: the adapter folder's name)"))
+}, (flags) =>
+  exportAdapter({
+    adapter: flags.adapter,
+    base: flags.base,
+    out: flags.out,
+    type: flags.type === "f16" ? "F16" : "F32",
+    ...(Option.isSome(flags.name) ? { name: flags.name.value } : {})
+  }).pipe(
+    Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.modules} adapted modules, ${r.tensors} tensors, adapter.lora.alpha = ${r.alpha}, ${r.bytes} bytes`)),
+    Effect.catch(reportFailure)
+  )).pipe(Command.withDescription(
+    "Convert a PEFT LoRA adapter (ours or Python PEFT's) to a llama.cpp LoRA GGUF, after checking it against the base"
+  ))
+
+const mergedCommand = Command.make("merged", {
+  base: Flag.String("base").pipe(Flag.withDescription("the base model GGUF (its tokenizer and chat template are kept)")),
+  adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder")),
+  out: Flag.String("out").pipe(Flag.withDescription("the merged model GGUF to write")),
+  type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDefault("f16" as const), Flag.withDescription("tensor type of the 2-D weights"))
+}, (flags) =>
+  Console.error(`merging ${flags.adapter} into ${flags.base} (${flags.type})`).pipe(
+    Effect.andThen(exportMerged({ ...flags, onTensor: progressLine })),
+    Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.tensors} tensors, ${r.modules} modules merged, ${r.bytes} bytes`)),
+    Effect.catch(reportFailure)
+  )).pipe(Command.withDescription("Merge a PEFT LoRA adapter into its base and write a standalone GGUF (f32, f16 or q8_0)"))
+
+export const exportCommand = Command.make("export").pipe(
+  Command.withDescription("Export trained adapters as GGUF for llama.cpp / node-llama-cpp"),
+  Command.withSubcommands([adapterCommand, mergedCommand])
+)
+
+/**
+ * `--adapter name=path` or `--adapter path` (name = file name). A PEFT folder is converted to a GGUF adapter in
+ * the temp folder first, so a training run's output can be served directly.
+ */
+const resolveAdapters = Effect.fn("Cli.resolveAdapters")(function*(specs: ReadonlyArray<string>, base: string) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  const out: Array<AdapterSpec> = []
+  for (const spec of specs) {
+    const eq = spec.indexOf("=")
+    const file = eq > 0 ? spec.slice(eq + 1) : spec
+    const name = eq > 0 ? spec.slice(0, eq) : path.basename(file).replace(/\.gguf$/i, "")
+    const info = yield* fs.stat(file)
+    if (info.type === "Directory") {
+      const converted = path.join(os.tmpdir(), `finetune-finance-${process.pid}-${name}.gguf`)
+      yield* Console.error(`converting PEFT adapter ${file} -> ${converted}`)
+      yield* exportAdapter({ adapter: file, base, out: converted })
+      out.push({ name, path: converted })
+    } else {
+      out.push({ name, path: file })
+    }
+  }
+  return out
+})
+
+export const serveCommand = Command.make("serve", {
+  base: Flag.String("base").pipe(Flag.withDescription("the base model GGUF (or a merged model)")),
+  adapters: Flag.atLeast(Flag.String("adapter"), 0).pipe(Flag.withDescription(
+    "a LoRA adapter to serve over the base, as name=path or path (a GGUF adapter or a PEFT folder); repeatable. The OpenAI `model` field picks one"
+  )),
+  host: Flag.String("host").pipe(Flag.withDefault("127.0.0.1"), Flag.withDescription("address to listen on")),
+  port: Flag.Int("port").pipe(Flag.withDefault(8000), Flag.withDescription("port (0 = any free port)")),
+  parallel: Flag.Int("parallel").pipe(Flag.withDefault(4), Flag.withDescription("generations that run at once (sequences per context)")),
+  queue: Flag.Int("queue").pipe(Flag.withDefault(32), Flag.withDescription("requests that may wait for a slot; beyond it: 429 with Retry-After")),
+  contextSize: Flag.Int("context-size").pipe(Flag.withDefault(2048), Flag.withDescription("tokens per request, prompt and answer together")),
+  threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("CPU threads per evaluation (default: node-llama-cpp's choice)")),
+  gpu: Flag.Literals("gpu", ["auto", "off"]).pipe(Flag.withDefault("auto" as const), Flag.withDescription("auto: CUDA/Vulkan/Metal where present; off: CPU")),
+  defaultModel: Flag.String("default-model").pipe(Flag.optional, Flag.withDescription("model for requests that name none (default: the first adapter)")),
+  modelVersion: Flag.String("model-version").pipe(Flag.optional, Flag.withDescription("model_version reported by /infer")),
+  apiKey: Flag.Redacted("api-key").pipe(
+    Flag.withFallbackConfig(Config.Redacted("SERVE_API_KEY")),
+    Flag.optional,
+    Flag.withDescription("require `Authorization: Bearer <key>` (also from SERVE_API_KEY); probes stay open")
+  ),
+  maxBodyBytes: Flag.Int("max-body-bytes").pipe(Flag.withDefault(1024 * 1024), Flag.withDescription("larger bodies get 413")),
+  requestTimeout: Flag.Int("request-timeout-ms").pipe(Flag.withDefault(60_000), Flag.withDescription("per-request generation timeout (504)")),
+  placeholders: Flag.Literals("placeholders", PlaceholderPolicy.literals).pipe(
+    Flag.withDefault("leave" as const),
+    Flag.withDescription("placeholders the context cannot fill: leave them, remove them, or refuse the answer (422)")
+  )
+}, (flags) =>
+  Effect.gen(function*() {
+    const adapters = yield* resolveAdapters(flags.adapters, flags.base)
+    const options: Server.ServeOptions = {
+      host: flags.host,
+      port: flags.port,
+      apiKey: Option.getOrUndefined(flags.apiKey),
+      maxBodyBytes: flags.maxBodyBytes,
+      requestTimeoutMs: flags.requestTimeout,
+      placeholderPolicy: flags.placeholders,
+      ...(Option.isSome(flags.modelVersion) ? { modelVersion: flags.modelVersion.value } : {}),
+      engine: {
+        base: flags.base,
+        adapters,
+        parallel: flags.parallel,
+        queueSize: flags.queue,
+        contextSize: flags.contextSize,
+        gpu: flags.gpu,
+        ...(Option.isSome(flags.threads) ? { threads: flags.threads.value } : {}),
+        ...(Option.isSome(flags.defaultModel) ? { defaultModel: flags.defaultModel.value } : {})
+      }
+    }
+    yield* Console.error(`loading ${flags.base}${adapters.length > 0 ? ` with ${adapters.map((a) => a.name).join(", ")}` : ""} …`)
+    // the listener is up while the models load (/health answers 503 until then)
+    const running = yield* Server.startServer(options)
+    yield* Console.error(`serving ${running.models.map((m) => m.id).join(", ")} on ${running.url} (${options.apiKey === undefined ? "no auth" : "bearer auth"}); POST /infer, /v1/chat/completions, /v1/completions`)
+    return yield* Effect.never
+  }).pipe(
+    Effect.scoped,
+    Effect.catch((e) => reportFailure(e._tag === "ServeError" ? { _tag: "ServeError", message: `could not listen: ${e.message}` } : e))
+  )).pipe(Command.withDescription(
+    "Serve a GGUF base (+ LoRA adapters) over HTTP: the app's POST /infer and GET /health, OpenAI-compatible /v1/*, /metrics"
+  ))

@@ -1,0 +1,275 @@
+/**
+ * GGUF export: a PEFT LoRA adapter (ours or one made by Python PEFT) as a llama.cpp LoRA adapter, or merged into
+ * its base as a standalone model.
+ *
+ * Adapter GGUF (architecture.md §3, read off llama.cpp's `llama-adapter.cpp` and `convert_lora_to_gguf.py`):
+ * - metadata `general.architecture` (the base's), `general.type = "adapter"`, `adapter.type = "lora"`,
+ *   `adapter.lora.alpha` (f32); nothing else a loader could mistake for model data;
+ * - per adapted weight `W`: `W.lora_a` from PEFT's A [r, in] (ggml ne [in, r]) and `W.lora_b` from B [out, r]
+ *   (ne [r, out]), stored as they are;
+ * - llama.cpp computes `scale = user_scale · alpha / r`; PEFT's rsLoRA scale `alpha / √r` is therefore written as
+ *   `alpha · √r`; per-module alpha or rank (`alpha_pattern` / `rank_pattern`) cannot be one alpha, so each module's
+ *   scale is baked into its B and alpha is written as 0 (llama.cpp then uses the user scale alone);
+ * - the trap: a GGUF base has the rows of its Q and K weights permuted for llama.cpp's RoPE layout, while PEFT's B
+ *   rows are in Hugging Face order, so `lora_b` of q_proj / k_proj gets the same row permutation (K with the KV
+ *   head count).
+ *
+ * Merged GGUF: every base tensor is copied; each adapted weight is brought to HF layout, `W + scale · B · A` is
+ * added in float32, and the result is permuted back and written in the requested type. Metadata (tokenizer, chat
+ * template, hyper-parameters) is the base's, so the merged file is a drop-in for the base.
+ */
+import { Effect, FileSystem, Path, Schema } from "effect"
+import { gguf, type GgufValue, openGguf } from "../Training/Gguf.ts"
+import { ggufNameOf, hfNameOf, permuteQkForGguf, qkHeadsFor, unpermuteQkFromGguf } from "../Training/GgufNames.ts"
+import { GgmlType } from "../Training/GgmlQuants.ts"
+import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Training/GgufWriter.ts"
+import { fileError, toFileError } from "../Training/ModelFileError.ts"
+import { ADAPTER_CONFIG, readPeftAdapter } from "../Training/PeftAdapter.ts"
+import { type AdapterDescription, type BaseDescription, checkAdapter, describeBase } from "./Preflight.ts"
+
+/** The fields of adapter_config.json that decide the scale of each module (others are read by PeftAdapter). */
+const ScaleConfig = Schema.Struct({
+  r: Schema.Int,
+  lora_alpha: Schema.Finite,
+  use_rslora: Schema.optionalKey(Schema.Boolean),
+  rank_pattern: Schema.optionalKey(Schema.NullOr(Schema.Record(Schema.String, Schema.Int))),
+  alpha_pattern: Schema.optionalKey(Schema.NullOr(Schema.Record(Schema.String, Schema.Finite)))
+})
+type ScaleConfig = typeof ScaleConfig.Type
+
+/** PEFT's pattern lookup: a key matches a module whose name is the key or ends with `.key`. */
+const patternValue = (pattern: Readonly<Record<string, number>> | null | undefined, module: string): number | undefined => {
+  for (const [key, value] of Object.entries(pattern ?? {})) {
+    if (module === key || module.endsWith(`.${key}`) || new RegExp(`^(?:.*\\.)?${key}$`).test(module)) return value
+  }
+  return undefined
+}
+
+/** One module of an adapter, ready to write: A [r, in], B [out, r] in HF row order, and PEFT's scale. */
+export interface AdapterPair {
+  readonly module: string
+  readonly rank: number
+  readonly a: { readonly shape: ReadonlyArray<number>; readonly data: Float32Array }
+  readonly b: { readonly shape: ReadonlyArray<number>; readonly data: Float32Array }
+  /** the factor PEFT applies to B·A (alpha/r, alpha/√r with rsLoRA, per-module patterns applied) */
+  readonly scale: number
+  readonly alpha: number
+}
+
+export interface LoadedAdapter {
+  readonly source: string
+  readonly config: ScaleConfig & { readonly base_model_name_or_path?: string | null | undefined }
+  readonly pairs: ReadonlyArray<AdapterPair>
+}
+
+const moduleOrder = (module: string) => {
+  const layer = Number(/\.layers\.(\d+)\./.exec(module)?.[1] ?? 0)
+  const order = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].indexOf(module.slice(module.lastIndexOf(".") + 1))
+  return layer * 16 + order
+}
+
+/** Reads a PEFT adapter folder with each module's scale resolved. */
+export const loadPeftAdapter = Effect.fn("Export.loadPeftAdapter")(function*(dir: string) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  const configPath = path.join(dir, ADAPTER_CONFIG)
+  if (!(yield* fs.exists(configPath).pipe(Effect.orElseSucceed(() => false)))) {
+    return yield* fileError(dir, `not a PEFT adapter folder: ${ADAPTER_CONFIG} is missing (pass the folder that holds it, e.g. RUN/final)`)
+  }
+  const text = yield* fs.readFileString(configPath).pipe(Effect.mapError(toFileError(configPath)))
+  const raw = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: toFileError(configPath) })
+  const config = yield* Schema.decodeUnknownEffect(ScaleConfig)(raw).pipe(Effect.mapError((e) => fileError(configPath, e.message)))
+  const peft = yield* readPeftAdapter(dir)
+  const pairs: Array<AdapterPair> = [...peft.modules].map(([module, { a, b }]) => {
+    const rank = a.shape[0]!
+    const alpha = patternValue(config.alpha_pattern, module) ?? config.lora_alpha
+    const scale = config.use_rslora === true ? alpha / Math.sqrt(rank) : alpha / rank
+    return { module, rank, a, b, scale, alpha }
+  }).sort((x, y) => moduleOrder(x.module) - moduleOrder(y.module))
+  return {
+    source: dir,
+    config: { ...config, base_model_name_or_path: peft.config.base_model_name_or_path },
+    pairs
+  } satisfies LoadedAdapter
+})
+
+const describePeft = (adapter: LoadedAdapter): AdapterDescription => ({
+  source: adapter.source,
+  format: "peft",
+  baseModelName: adapter.config.base_model_name_or_path,
+  modules: adapter.pairs.map((p) => ({
+    module: p.module,
+    aShape: p.a.shape,
+    bShape: p.b.shape,
+    declaredRank: patternValue(adapter.config.rank_pattern, p.module) ?? adapter.config.r
+  }))
+})
+
+/**
+ * The alpha to write and each module's B factor: one alpha when every module shares PEFT's scale form, else
+ * alpha 0 with each scale baked into B.
+ */
+export const llamaCppScaling = (adapter: LoadedAdapter): { readonly alpha: number; readonly bFactor: (p: AdapterPair) => number } => {
+  const uniform = adapter.pairs.every((p) => p.alpha === adapter.config.lora_alpha && p.rank === adapter.config.r)
+  if (!uniform) return { alpha: 0, bFactor: (p) => p.scale }
+  // llama.cpp: scale = alpha' / r; PEFT: alpha / r, or alpha / √r with rsLoRA -> alpha' = alpha · √r
+  const alpha = adapter.config.use_rslora === true ? adapter.config.lora_alpha * Math.sqrt(adapter.config.r) : adapter.config.lora_alpha
+  return { alpha, bFactor: () => 1 }
+}
+
+const scaled = (data: Float32Array, factor: number) => factor === 1 ? data : data.map((v) => v * factor)
+
+export interface ExportAdapterOptions {
+  /** PEFT adapter folder (adapter_config.json + adapter_model.safetensors) */
+  readonly adapter: string
+  /** the base it was trained on: GGUF file or HF folder */
+  readonly base: string
+  readonly out: string
+  /** tensor type of A and B (default F32) */
+  readonly type?: "F32" | "F16"
+  readonly name?: string
+}
+
+export interface ExportReport {
+  readonly out: string
+  readonly tensors: number
+  readonly modules: number
+  readonly alpha: number
+  readonly bytes: number
+}
+
+/** The adapter's tensors for llama.cpp: names, shapes, scales and the Q/K permutation applied. */
+export const adapterGgufTensors = (
+  adapter: LoadedAdapter,
+  base: Pick<BaseDescription, "numHeads" | "numKvHeads">,
+  type: GgufWriteType = "F32"
+): { readonly alpha: number; readonly tensors: ReadonlyArray<GgufTensorToWrite> } => {
+  const { alpha, bFactor } = llamaCppScaling(adapter)
+  const tensors = adapter.pairs.flatMap((p): Array<GgufTensorToWrite> => {
+    const weight = ggufNameOf(`${p.module}.weight`)!
+    const heads = qkHeadsFor(weight, base)
+    const out = p.b.shape[0]!
+    return [
+      { name: `${weight}.lora_a`, shape: p.a.shape, type, data: p.a.data },
+      {
+        name: `${weight}.lora_b`,
+        shape: p.b.shape,
+        type,
+        data: () => {
+          const b = scaled(p.b.data, bFactor(p))
+          return heads === undefined ? b : permuteQkForGguf(b, out, heads)
+        }
+      }
+    ]
+  })
+  return { alpha, tensors }
+}
+
+export const adapterMetadata = (architecture: string, alpha: number, name: string): ReadonlyArray<readonly [string, GgufValue]> => [
+  ["general.architecture", gguf.string(architecture)],
+  ["general.type", gguf.string("adapter")],
+  ["general.name", gguf.string(name)],
+  ["adapter.type", gguf.string("lora")],
+  ["adapter.lora.alpha", gguf.f32(alpha)]
+]
+
+/** `export adapter`: PEFT folder -> llama.cpp LoRA GGUF, after preflight against the base. */
+export const exportAdapter = Effect.fn("Export.adapter")(function*(options: ExportAdapterOptions) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  const [adapter, base] = yield* Effect.all([loadPeftAdapter(options.adapter), describeBase(options.base)])
+  yield* checkAdapter(describePeft(adapter), base)
+  const { alpha, tensors } = adapterGgufTensors(adapter, base, options.type ?? "F32")
+  const name = options.name ?? path.basename(path.resolve(options.adapter))
+  yield* writeGguf(options.out, { metadata: adapterMetadata(base.architecture, alpha, name), tensors })
+  const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
+  return { out: options.out, tensors: tensors.length, modules: adapter.pairs.length, alpha, bytes: Number(stat.size) } satisfies ExportReport
+})
+
+export const MergedType = Schema.Literals(["f32", "f16", "q8_0"])
+export type MergedType = typeof MergedType.Type
+
+export interface ExportMergedOptions {
+  /** the base model GGUF */
+  readonly base: string
+  /** PEFT adapter folder */
+  readonly adapter: string
+  readonly out: string
+  readonly type: MergedType
+  /** called after each tensor (progress) */
+  readonly onTensor?: (index: number, total: number, name: string) => void
+}
+
+const fileTypes: Record<MergedType, number> = { f32: 0, f16: 1, q8_0: 7 }
+const writeTypes: Record<MergedType, GgufWriteType> = { f32: "F32", f16: "F16", q8_0: "Q8_0" }
+
+/** W[out, in] += scale · B[out, r] · A[r, in], in place. */
+export const addLowRank = (w: Float32Array, b: Float32Array, a: Float32Array, out: number, rank: number, cols: number, scale: number) => {
+  const row = new Float32Array(cols)
+  for (let o = 0; o < out; o++) {
+    row.fill(0)
+    for (let k = 0; k < rank; k++) {
+      const coef = b[o * rank + k]! * scale
+      if (coef === 0) continue
+      const aRow = k * cols
+      for (let i = 0; i < cols; i++) row[i]! += coef * a[aRow + i]!
+    }
+    const wRow = o * cols
+    for (let i = 0; i < cols; i++) w[wRow + i]! += row[i]!
+  }
+}
+
+/** `export merged`: base GGUF + PEFT adapter -> one standalone GGUF with the base's tokenizer and chat template. */
+export const exportMerged = Effect.fn("Export.merged")(function*(options: ExportMergedOptions) {
+  const fs = yield* FileSystem.FileSystem
+  const [adapter, base] = yield* Effect.all([loadPeftAdapter(options.adapter), describeBase(options.base)])
+  if (base.format !== "gguf") {
+    return yield* fileError(options.base, "merging needs a GGUF base (its tokenizer and chat template are copied from it)")
+  }
+  yield* checkAdapter(describePeft(adapter), base)
+  const byWeight = new Map(adapter.pairs.map((p) => [ggufNameOf(`${p.module}.weight`)!, p]))
+  const target = writeTypes[options.type]
+  const written = yield* Effect.scoped(Effect.gen(function*() {
+    const file = yield* openGguf(options.base)
+    const metadata = [...file.metadata].map(([k, v]): readonly [string, GgufValue] =>
+      k === "general.file_type" ? [k, gguf.u32(fileTypes[options.type])] : [k, v])
+    if (!file.metadata.has("general.file_type")) metadata.push(["general.file_type", gguf.u32(fileTypes[options.type])])
+    const read = (name: string) => Effect.runSync(file.readTensor(name)).data
+    const tensors = file.tensors.map((info): GgufTensorToWrite => {
+      const pair = byWeight.get(info.name)
+      // norms and other vectors stay F32, as llama.cpp's converter keeps them
+      const type: GgufWriteType = info.shape.length < 2
+        ? "F32"
+        : target === "Q8_0" && info.shape[info.shape.length - 1]! % 32 !== 0
+        ? "F16"
+        : target
+      if (pair === undefined) {
+        const sameType = (type === "F32" && info.type === GgmlType.F32) || (type === "F16" && info.type === GgmlType.F16) ||
+          (type === "Q8_0" && info.type === GgmlType.Q8_0)
+        return sameType
+          ? { name: info.name, shape: info.shape, rawType: info.type, raw: () => Effect.runSync(file.readRaw(info.name)) }
+          : { name: info.name, shape: info.shape, type, data: () => read(info.name) }
+      }
+      return {
+        name: info.name,
+        shape: info.shape,
+        type,
+        data: () => {
+          const [out, cols] = info.shape as [number, number]
+          const heads = qkHeadsFor(info.name, base)
+          // merge in HF layout, as PEFT does, then back to llama.cpp's row order
+          const w = heads === undefined ? read(info.name) : unpermuteQkFromGguf(read(info.name), out, heads)
+          addLowRank(w, pair.b.data, pair.a.data, out, pair.rank, cols, pair.scale)
+          return heads === undefined ? w : permuteQkForGguf(w, out, heads)
+        }
+      }
+    })
+    yield* writeGguf(options.out, { metadata, tensors, ...(options.onTensor === undefined ? {} : { onTensor: options.onTensor }) })
+    return tensors.length
+  }))
+  const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
+  return { out: options.out, tensors: written, modules: adapter.pairs.length, alpha: 0, bytes: Number(stat.size) } satisfies ExportReport
+})
+
+/** For tests and tools: the HF weight name an adapter GGUF tensor belongs to. */
+export const adapterTensorBase = (name: string): string | undefined => hfNameOf(name.replace(/\.lora_[ab]$/, ""))

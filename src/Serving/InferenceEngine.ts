@@ -1,0 +1,470 @@
+/**
+ * The inference engine: one base GGUF loaded once through node-llama-cpp, any number of llama.cpp LoRA adapters
+ * over it, and a bounded pool of generation slots.
+ *
+ * llama.cpp applies LoRA adapters per context, so each served model (the base, and each adapter) gets its own
+ * context over the one loaded base; each context holds `parallel` sequences, which node-llama-cpp evaluates in
+ * shared batches. Admission control is global: at most `parallel` generations run at once, at most `queueSize`
+ * wait, and anything beyond that is refused at once (`EngineOverloaded`, the server's 429) rather than piling up.
+ *
+ * A generation is an interruptible Effect: interrupting it (client gone, timeout, shutdown) stops the llama.cpp
+ * generator after the token in flight and puts the sequence back in the pool.
+ */
+import { Context, Deferred, Effect, Layer, Queue, Ref, Schema, Semaphore } from "effect"
+import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp"
+import { LlamaCpp } from "../Training/LlamaCpp.ts"
+import { NodeServices } from "@effect/platform-node"
+import * as Path from "node:path"
+import type { FinishReason } from "./Api.ts"
+import { preflightGgufAdapter } from "./Preflight.ts"
+import { type PromptInput, renderPrompt } from "./Prompt.ts"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Errors
+
+export class EngineNotReady extends Schema.TaggedError<EngineNotReady>()("EngineNotReady", {
+  state: Schema.Literals(["loading", "failed", "stopped"]),
+  detail: Schema.String
+}) {
+  override get message() {
+    return this.state === "loading" ? "the model is still loading" : `the model is not available: ${this.detail}`
+  }
+}
+
+export class EngineOverloaded extends Schema.TaggedError<EngineOverloaded>()("EngineOverloaded", {
+  active: Schema.Int,
+  queued: Schema.Int,
+  retryAfterSeconds: Schema.Int
+}) {
+  override get message() {
+    return `server busy: ${this.active} generations running and ${this.queued} queued; retry after ${this.retryAfterSeconds} s`
+  }
+}
+
+export class UnknownModel extends Schema.TaggedError<UnknownModel>()("UnknownModel", {
+  model: Schema.String,
+  available: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `model "${this.model}" is not loaded; available: ${this.available.join(", ")}`
+  }
+}
+
+export class PromptTooLong extends Schema.TaggedError<PromptTooLong>()("PromptTooLong", {
+  /** the request field that sets the limit */
+  field: Schema.String,
+  promptTokens: Schema.Int,
+  limit: Schema.Int
+}) {
+  override get message() {
+    return `${this.field}: the prompt is ${this.promptTokens} tokens, which leaves no room to answer within ${this.limit} tokens`
+  }
+}
+
+export class GenerationFailed extends Schema.TaggedError<GenerationFailed>()("GenerationFailed", {
+  detail: Schema.String
+}) {
+  override get message() {
+    return `generation failed: ${this.detail}`
+  }
+}
+
+export class ModelLoadFailed extends Schema.TaggedError<ModelLoadFailed>()("ModelLoadFailed", {
+  path: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `could not load ${this.path}: ${this.detail}`
+  }
+}
+
+export type GenerateError = EngineNotReady | EngineOverloaded | UnknownModel | PromptTooLong | GenerationFailed
+
+// ---------------------------------------------------------------------------------------------------------------
+// Options and values
+
+export interface AdapterSpec {
+  /** the name clients use in the OpenAI `model` field */
+  readonly name: string
+  /** a llama.cpp LoRA adapter GGUF (see Export.ts) */
+  readonly path: string
+  /** llama.cpp's user scale (default 1) */
+  readonly scale?: number
+}
+
+export interface EngineOptions {
+  /** the base model GGUF */
+  readonly base: string
+  readonly adapters?: ReadonlyArray<AdapterSpec>
+  /** the base's model id (default: its file name without `.gguf`) */
+  readonly baseName?: string
+  /** the model answering requests that name none (default: the first adapter, else the base) */
+  readonly defaultModel?: string
+  /** generations that run at once; also the sequences per context (default 4) */
+  readonly parallel?: number
+  /** requests that may wait for a slot; more are refused (default 32) */
+  readonly queueSize?: number
+  /** tokens per sequence, prompt and answer together (default: 2048, at most the model's training context) */
+  readonly contextSize?: number
+  /** CPU threads for evaluation (default: node-llama-cpp's choice) */
+  readonly threads?: number
+  /** "auto": node-llama-cpp's CUDA/Vulkan/Metal build where a GPU is present; "off": CPU only */
+  readonly gpu?: "auto" | "off"
+  /** runs before loading starts, while the server already answers (e.g. fetching weights; tests hold it) */
+  readonly beforeLoad?: Effect.Effect<void>
+}
+
+export interface ModelInfo {
+  readonly id: string
+  /** the adapter file, or undefined for the base */
+  readonly adapterPath: string | undefined
+  readonly parent: string | undefined
+}
+
+export interface GenerateRequest {
+  readonly model?: string | undefined
+  readonly prompt: PromptInput
+  /** most answer tokens */
+  readonly maxTokens: number
+  /** most prompt + answer tokens, with the request field that set it (for `/infer`'s `max_length`) */
+  readonly maxTotalTokens?: { readonly tokens: number; readonly field: string } | undefined
+  /** 0 = greedy */
+  readonly temperature: number
+  /** 0 = off */
+  readonly topK: number
+  /** 1 = off */
+  readonly topP: number
+  readonly seed?: number | undefined
+  readonly stop?: ReadonlyArray<string> | undefined
+}
+
+export interface GenerationResult {
+  readonly model: string
+  readonly text: string
+  readonly finishReason: FinishReason
+  readonly promptTokens: number
+  readonly completionTokens: number
+  /** mean probability of the chosen tokens, after sampling filters (0..1) */
+  readonly confidence: number
+  readonly durationMs: number
+}
+
+export interface GenerateHooks {
+  /** the request passed validation and admission (it may still wait for a slot) */
+  readonly onAdmitted?: Effect.Effect<void>
+  /** answer text as it becomes final (never text that a stop string may still swallow) */
+  readonly onText?: (text: string) => Effect.Effect<void>
+}
+
+export type EngineState =
+  | { readonly _tag: "Loading" }
+  | { readonly _tag: "Ready"; readonly models: ReadonlyArray<ModelInfo>; readonly defaultModel: string }
+  | { readonly _tag: "Failed"; readonly error: ModelLoadFailed }
+
+export interface EngineStats {
+  readonly active: number
+  readonly queued: number
+  readonly parallel: number
+  readonly queueSize: number
+  readonly completionTokens: number
+  readonly generationSeconds: number
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decoding helpers (pure)
+
+/** Length of the longest suffix of `text` that is a prefix of some stop string: text that may not be sent yet. */
+export const heldBackLength = (text: string, stops: ReadonlyArray<string>): number => {
+  let held = 0
+  for (const stop of stops) {
+    for (let n = Math.min(stop.length - 1, text.length); n > held; n--) {
+      if (text.endsWith(stop.slice(0, n))) {
+        held = n
+        break
+      }
+    }
+  }
+  return held
+}
+
+/** The earliest occurrence of any stop string, or -1. */
+export const firstStopIndex = (text: string, stops: ReadonlyArray<string>): number => {
+  let first = -1
+  for (const stop of stops) {
+    const at = stop === "" ? -1 : text.indexOf(stop)
+    if (at >= 0 && (first < 0 || at < first)) first = at
+  }
+  return first
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The service
+
+interface Served {
+  readonly info: ModelInfo
+  readonly context: LlamaContext
+  readonly pool: Queue.Queue<LlamaContextSequence>
+}
+
+interface Loaded {
+  readonly model: LlamaModel
+  readonly served: ReadonlyMap<string, Served>
+  readonly defaultModel: string
+  readonly chatTemplate: string | undefined
+}
+
+export class InferenceEngine extends Context.Service<InferenceEngine, {
+  readonly state: Effect.Effect<EngineState>
+  /** waits until the models are loaded (or failed to) */
+  readonly awaitReady: Effect.Effect<ReadonlyArray<ModelInfo>, ModelLoadFailed>
+  readonly stats: Effect.Effect<EngineStats>
+  /** Generates one answer; the result carries the whole answer, `hooks` see it as it grows. */
+  generate(request: GenerateRequest, hooks?: GenerateHooks): Effect.Effect<GenerationResult, GenerateError>
+  /** tokens of a text, for clients that need prompt accounting */
+  countTokens(text: string): Effect.Effect<number, EngineNotReady>
+}>()("app/Serving/InferenceEngine") {
+  /** Loads in the background: the layer is ready at once, the models when `awaitReady` says so. */
+  /** needs the process's LlamaCpp runtime (share one between several engines) */
+  static readonly layerNoDeps = (options: EngineOptions) =>
+    Layer.effect(InferenceEngine, make(options)).pipe(Layer.provide(NodeServices.layer))
+  /** with a LlamaCpp runtime of its own, on the GPU unless `gpu: "off"` */
+  static readonly layer = (options: EngineOptions) =>
+    InferenceEngine.layerNoDeps(options).pipe(
+      Layer.provide(Layer.effect(LlamaCpp, LlamaCpp.make(options.gpu === "off" ? "cpu" : "auto")))
+    )
+}
+
+const modelIdOf = (path: string) => Path.basename(path).replace(/\.gguf$/i, "")
+
+const make = Effect.fnUntraced(function*(options: EngineOptions) {
+  const llamaCpp = yield* LlamaCpp
+  const parallel = Math.max(1, options.parallel ?? 4)
+  const queueSize = Math.max(0, options.queueSize ?? 32)
+  const state = yield* Ref.make<EngineState>({ _tag: "Loading" })
+  const loaded = yield* Deferred.make<Loaded, ModelLoadFailed>()
+  const slots = yield* Semaphore.make(parallel)
+  // plain counters: admission is decided synchronously so that a burst cannot overshoot the queue bound
+  const counters = { active: 0, queued: 0, completionTokens: 0, generationMs: 0 }
+
+  const load = Effect.gen(function*() {
+    if (options.beforeLoad !== undefined) yield* options.beforeLoad
+    // llama.cpp's own checks come late and say little: compare every adapter with the base first
+    for (const adapter of options.adapters ?? []) {
+      yield* preflightGgufAdapter(adapter.path, options.base).pipe(
+        Effect.mapError((e) => new ModelLoadFailed({ path: adapter.path, detail: e.message }))
+      )
+    }
+    const model = yield* llamaCpp.loadModel({ modelPath: options.base, ...(options.gpu === "off" ? { gpuLayers: 0 } : {}) }).pipe(
+      Effect.mapError((e) => new ModelLoadFailed({ path: options.base, detail: e.detail }))
+    )
+    const contextSize = Math.min(options.contextSize ?? 2048, model.trainContextSize)
+    const baseId = options.baseName ?? modelIdOf(options.base)
+    const specs: Array<ModelInfo & { readonly scale: number }> = [
+      { id: baseId, adapterPath: undefined, parent: undefined, scale: 1 },
+      ...(options.adapters ?? []).map((a) => ({ id: a.name, adapterPath: a.path, parent: baseId, scale: a.scale ?? 1 }))
+    ]
+    const served = new Map<string, Served>()
+    for (const spec of specs) {
+      if (served.has(spec.id)) {
+        return yield* new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: `duplicate model name "${spec.id}"` })
+      }
+      const context = yield* Effect.tryPromise({
+        try: () =>
+          model.createContext({
+            sequences: parallel,
+            contextSize: contextSize * parallel,
+            ...(options.threads === undefined ? {} : { threads: options.threads }),
+            ...(spec.adapterPath === undefined ? {} : { lora: { adapters: [{ filePath: spec.adapterPath, scale: spec.scale }] } })
+          }),
+        catch: (e) => new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: String((e as Error)?.message ?? e) })
+      })
+      yield* Effect.addFinalizer(() => Effect.promise(() => context.dispose()))
+      const pool = yield* Queue.bounded<LlamaContextSequence>(parallel)
+      for (let i = 0; i < parallel; i++) Queue.offerUnsafe(pool, context.getSequence())
+      served.set(spec.id, { info: { id: spec.id, adapterPath: spec.adapterPath, parent: spec.parent }, context, pool })
+    }
+    const defaultModel = options.defaultModel ?? specs[specs.length > 1 ? 1 : 0]!.id
+    if (!served.has(defaultModel)) {
+      return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}` })
+    }
+    const template = model.fileInfo.metadata?.tokenizer?.chat_template
+    return { model, served, defaultModel, chatTemplate: typeof template === "string" && template !== "" ? template : undefined }
+  })
+
+  yield* load.pipe(
+    Effect.tap((l) =>
+      Ref.set(state, { _tag: "Ready", models: [...l.served.values()].map((s) => s.info), defaultModel: l.defaultModel })
+    ),
+    Effect.tapError((error) => Ref.set(state, { _tag: "Failed", error })),
+    Effect.exit,
+    Effect.flatMap((exit) => Deferred.done(loaded, exit)),
+    Effect.forkScoped
+  )
+
+  const readyNow = Effect.gen(function*() {
+    const s = yield* Ref.get(state)
+    if (s._tag === "Loading") return yield* new EngineNotReady({ state: "loading", detail: "loading" })
+    if (s._tag === "Failed") return yield* new EngineNotReady({ state: "failed", detail: s.error.message })
+    return yield* Deferred.await(loaded).pipe(Effect.orDie)
+  })
+
+  const admit = Effect.suspend(() => {
+    if (counters.active + counters.queued >= parallel + queueSize) {
+      // a rough wait: the queue ahead at the mean generation time seen so far
+      const meanMs = counters.generationMs / Math.max(1, counters.completionTokens) * 64
+      return Effect.fail(new EngineOverloaded({
+        active: counters.active,
+        queued: counters.queued,
+        retryAfterSeconds: Math.max(1, Math.ceil(((counters.queued + 1) / parallel) * meanMs / 1000))
+      }))
+    }
+    counters.queued++
+    return Effect.void
+  })
+
+  const withSlot = <A, E>(served: Served, onAdmitted: Effect.Effect<void>, use: (sequence: LlamaContextSequence) => Effect.Effect<A, E>) =>
+    admit.pipe(
+      Effect.andThen(onAdmitted),
+      Effect.andThen(
+        Effect.acquireUseRelease(
+          // the queued count drops once a permit is held or the wait is abandoned
+          slots.take(1).pipe(Effect.onExit(() => Effect.sync(() => counters.queued--)), Effect.tap(() => Effect.sync(() => counters.active++))),
+          () => Effect.acquireUseRelease(Queue.take(served.pool), use, (sequence) => Queue.offer(served.pool, sequence)),
+          () => Effect.sync(() => counters.active--).pipe(Effect.andThen(slots.release(1)))
+        )
+      )
+    )
+
+  const generate = Effect.fn("InferenceEngine.generate")(function*(
+    request: GenerateRequest,
+    hooks: GenerateHooks = {}
+  ) {
+    const l = yield* readyNow
+    const id = request.model ?? l.defaultModel
+    const served = l.served.get(id)
+    if (served === undefined) return yield* new UnknownModel({ model: id, available: [...l.served.keys()] })
+    const model = l.model
+    const rendered = renderPrompt(request.prompt, l.chatTemplate, {
+      bos: model.tokens.bosString ?? "",
+      eos: model.tokens.eosString ?? ""
+    })
+    let promptTokens = model.tokenize(rendered.text, rendered.parseSpecialTokens)
+    const bos = model.tokens.bos
+    if (model.tokens.shouldPrependBosToken && bos !== null && promptTokens[0] !== bos) promptTokens = [bos, ...promptTokens]
+    const contextLimit = served.context.contextSize / parallel
+    const totalLimit = Math.min(request.maxTotalTokens?.tokens ?? Infinity, contextLimit)
+    const room = totalLimit - promptTokens.length
+    if (room <= 0) {
+      return yield* new PromptTooLong({
+        field: request.maxTotalTokens !== undefined && request.maxTotalTokens.tokens <= contextLimit ? request.maxTotalTokens.field : "prompt",
+        promptTokens: promptTokens.length,
+        limit: totalLimit
+      })
+    }
+    const maxTokens = Math.min(request.maxTokens, room)
+    const stops = (request.stop ?? []).filter((s) => s !== "")
+    const started = Date.now()
+    const result = yield* withSlot(served, hooks.onAdmitted ?? Effect.void, (sequence) =>
+      Effect.scoped(decode(model, sequence, promptTokens, {
+        maxTokens,
+        stops,
+        temperature: request.temperature,
+        topK: request.topK,
+        topP: request.topP,
+        seed: request.seed ?? Math.floor(Math.random() * 2 ** 31)
+      }, hooks.onText ?? (() => Effect.void))))
+    const durationMs = Date.now() - started
+    counters.completionTokens += result.completionTokens
+    counters.generationMs += durationMs
+    return { model: id, promptTokens: promptTokens.length, durationMs, ...result }
+  })
+
+  return InferenceEngine.of({
+    state: Ref.get(state),
+    awaitReady: Deferred.await(loaded).pipe(Effect.map((l) => [...l.served.values()].map((s) => s.info))),
+    stats: Effect.sync(() => ({
+      active: counters.active,
+      queued: counters.queued,
+      parallel,
+      queueSize,
+      completionTokens: counters.completionTokens,
+      generationSeconds: counters.generationMs / 1000
+    })),
+    generate,
+    countTokens: (text) => readyNow.pipe(Effect.map((l) => l.model.tokenize(text, false).length))
+  })
+})
+
+interface DecodeOptions {
+  readonly maxTokens: number
+  readonly stops: ReadonlyArray<string>
+  readonly temperature: number
+  readonly topK: number
+  readonly topP: number
+  readonly seed: number
+}
+
+/**
+ * Runs one generation on a sequence that this fiber owns. Text is detokenized from all answer tokens at each step
+ * (byte-fallback tokens only form valid UTF-8 together); what cannot change any more is passed to `onText`.
+ */
+const decode = Effect.fnUntraced(function*(
+  model: LlamaModel,
+  sequence: LlamaContextSequence,
+  promptTokens: ReadonlyArray<Token>,
+  options: DecodeOptions,
+  onText: (text: string) => Effect.Effect<void>
+) {
+  yield* Effect.promise(() => sequence.clearHistory())
+  const iterator = sequence.evaluateWithMetadata([...promptTokens], { confidence: true }, {
+    temperature: options.temperature,
+    topK: options.topK,
+    topP: options.topP,
+    seed: options.seed
+  })
+  // return() waits for the token in flight, so the sequence is idle before it goes back to the pool
+  yield* Effect.addFinalizer(() => Effect.promise(() => iterator.return()))
+  const tokens: Array<Token> = []
+  let confidenceSum = 0
+  let sent = 0
+  let text = ""
+  let finishReason: FinishReason = "length"
+  while (tokens.length < options.maxTokens) {
+    const step = yield* Effect.tryPromise({
+      try: () => iterator.next(),
+      catch: (e) => new GenerationFailed({ detail: String((e as Error)?.message ?? e) })
+    })
+    if (step.done === true) {
+      finishReason = "stop"
+      break
+    }
+    const { token, confidence } = step.value
+    if (model.isEogToken(token)) {
+      finishReason = "stop"
+      if (tokens.length === 0) confidenceSum = confidence
+      break
+    }
+    tokens.push(token)
+    confidenceSum += confidence
+    text = model.detokenize(tokens, false)
+    const stopAt = firstStopIndex(text, options.stops)
+    if (stopAt >= 0) {
+      text = text.slice(0, stopAt)
+      finishReason = "stop"
+      break
+    }
+    // an incomplete UTF-8 sequence detokenizes to U+FFFD until its last byte arrives
+    const settled = text.endsWith("\uFFFD") ? text.length - 1 : text.length - heldBackLength(text, options.stops)
+    if (settled > sent) {
+      yield* onText(text.slice(sent, settled))
+      sent = settled
+    }
+  }
+  if (text.length > sent) yield* onText(text.slice(sent))
+  return {
+    text,
+    finishReason,
+    completionTokens: tokens.length,
+    confidence: confidenceSum / Math.max(1, tokens.length)
+  }
+})
