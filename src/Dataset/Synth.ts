@@ -15,7 +15,7 @@
 import { renderRagContext, type RagContext } from "./RagContext.ts"
 import type { TrainingRecord } from "./Record.ts"
 import { fnv1a } from "./Split.ts"
-import { type Ticker, tickers } from "./Tickers.ts"
+import { findTickersInText, type Ticker, tickers } from "./Tickers.ts"
 
 /** mulberry32: tiny, fast, good enough for sampling */
 export const makeRng = (seed: number) => {
@@ -49,11 +49,15 @@ const anchor = (t: Ticker) => {
   }
 }
 
+/** the company name without its legal suffix: "Apple", "American Express" */
+const shortName = (t: Ticker) => t.name.replace(/,? (?:Inc\.|Corporation|Incorporated|Company|Limited|plc|p\.l\.c\.|& Co\.)$/, "").replace(/^The /, "")
+
 /** how a question names a company: its symbol, its name, or one of its aliases */
 const nameOf = (rng: Rng, t: Ticker): string => {
   const r = rng()
-  if (r < 0.55 || t.aliases.length === 0) return t.symbol
-  if (r < 0.8) return t.name.replace(/,? (?:Inc\.|Corporation|Incorporated|Company|Limited|plc|p\.l\.c\.)$/, "")
+  // "IT", "ON", "F" alone read as words: such symbols appear as cashtags ("$F") instead
+  if (r < 0.55 || t.aliases.length === 0) return t.strict ? `$${t.symbol}` : t.symbol
+  if (r < 0.8) return shortName(t)
   return pick(rng, t.aliases)
 }
 
@@ -79,10 +83,14 @@ const riskNotes = [
 const openers = ["", "", "", "Quick question: ", "Hey, ", "Can you tell me ", "I'd like to know "]
 const when = ["", " today", " right now", " at the moment", " this session"]
 
+/** lower-cases a leading capitalised word, never a symbol ("What" -> "what", "AAPL" stays) */
+const lowerFirst = (q: string) => (/^[A-Z][a-z]/.test(q) ? q.charAt(0).toLowerCase() + q.slice(1) : q)
+
 const ask = (rng: Rng, q: string) => {
   const opener = pick(rng, openers)
+  if (opener === "Hey, ") return opener + lowerFirst(q)
   if (opener === "Can you tell me " || opener === "I'd like to know ") {
-    return `${opener}${q.charAt(0).toLowerCase()}${q.slice(1).replace(/\?$/, "")}.`
+    return `${opener}${lowerFirst(q).replace(/\?$/, "")}.`
   }
   return opener + q
 }
@@ -133,7 +141,7 @@ const price = (rng: Rng): Draft => {
   ]))
   const answer = pick(rng, [
     `As of <TIMESTAMP>, ${t.symbol} is trading at <PRICE> per share, a <CHANGE> change from the previous close.`,
-    `${t.name} (${t.symbol}) last traded at <PRICE>, ${mover(rng)} <CHANGE> on the day as of <TIMESTAMP>.`,
+    `${shortName(t)} (${t.symbol}) last traded at <PRICE>, ${mover(rng)} <CHANGE> on the day as of <TIMESTAMP>.`,
     `${t.symbol} is at <PRICE> (<CHANGE> today) as of <TIMESTAMP>.${rng() < 0.5 ? ` It is listed on the ${t.exchange} and sits in the ${t.sector} sector.` : ""}`,
     `The latest quote for ${t.symbol} is <PRICE>, which is <CHANGE> versus yesterday's close (as of <TIMESTAMP>).${rng() < 0.5 ? " Intraday quotes can move quickly, so check the timestamp." : ""}`
   ])
@@ -148,7 +156,7 @@ const dailyMove = (rng: Rng): Draft => {
   const t = pick(rng, stocks)
   const n = nameOf(rng, t)
   const q = quote(rng, t)
-  const news = [0, 1].map(() => ({ headline: pick(rng, headlines)(t.name.replace(/,? (?:Inc\.|Corporation|Company)$/, "")), source: pick(rng, sources) }))
+  const news = [0, 1].map(() => ({ headline: pick(rng, headlines)(shortName(t)), source: pick(rng, sources) }))
   const dir = q.changePercent >= 0 ? pick(rng, ["up", "higher", "rising"]) : pick(rng, ["down", "lower", "falling"])
   const question = ask(rng, pick(rng, [
     `Why is ${n} ${dir}${pick(rng, when)}?`,
@@ -183,7 +191,7 @@ const valuation = (rng: Rng): Draft => {
   ]))
   const answer = pick(rng, [
     `${t.symbol} trades at a P/E of <PE> and a price-to-book of <PB>, with trailing EPS of <EPS> and a market cap of <MARKET_CAP>.`,
-    `At <PRICE>, ${t.name} is valued at <MARKET_CAP>. Its P/E ratio is <PE> and its P/B is <PB>.`,
+    `At <PRICE>, ${shortName(t)} is valued at <MARKET_CAP>. Its P/E ratio is <PE> and its P/B is <PB>.`,
     `${t.symbol}: P/E <PE>, P/B <PB>, EPS <EPS>, market cap <MARKET_CAP>. Compare these with ${t.sector} peers rather than the whole market.`
   ]) + pick(rng, ["", " A high multiple means the market expects growth; it is not a verdict on its own.", " Valuation alone does not time the market."])
   return {
@@ -212,7 +220,7 @@ const comparison = (rng: Rng): Draft => {
   const answer = pick(rng, [
     `${a.symbol} trades at <PRICE_1> with a P/E of <PE_1>, while ${b.symbol} trades at <PRICE_2> with a P/E of <PE_2>. On price-to-book, ${a.symbol} is at <PB_1> versus <PB_2> for ${b.symbol}.`,
     `On valuation, ${a.symbol} (P/E <PE_1>, P/B <PB_1>) and ${b.symbol} (P/E <PE_2>, P/B <PB_2>) differ; today ${a.symbol} is <CHANGE_1> and ${b.symbol} is <CHANGE_2>.`,
-    `${a.name} is valued at <MARKET_CAP_1> and ${b.name} at <MARKET_CAP_2>. Their P/E ratios are <PE_1> and <PE_2>.`
+    `${shortName(a)} is valued at <MARKET_CAP_1> and ${shortName(b)} at <MARKET_CAP_2>. Their P/E ratios are <PE_1> and <PE_2>.`
   ]) + pick(rng, ["", " A lower multiple is not automatically better: growth, margins and balance sheets matter too."])
   return {
     intent: "comparison", question, answer, tickers: [a.symbol, b.symbol], sources: ["market_data_api", "fundamental_data"],
@@ -272,7 +280,7 @@ const earnings = (rng: Rng): Draft => {
   ]))
   const answer = pick(rng, [
     `${t.symbol} reports next on <EARNINGS_DATE>. Analysts expect EPS of <EPS_ESTIMATE> for the quarter, against trailing twelve-month EPS of <EPS>.`,
-    `${t.name}'s next report is scheduled for <EARNINGS_DATE>, with a consensus EPS estimate of <EPS_ESTIMATE>. The stock trades at <PRICE>, a P/E of <PE>.`
+    `${shortName(t)}'s next report is scheduled for <EARNINGS_DATE>, with a consensus EPS estimate of <EPS_ESTIMATE>. The stock trades at <PRICE>, a P/E of <PE>.`
   ]) + pick(rng, ["", " Guidance often moves the stock more than the headline number."])
   return {
     intent: "earnings", question, answer, tickers: [t.symbol], sources: ["earnings_calendar", "fundamental_data"],
@@ -295,7 +303,7 @@ const dividend = (rng: Rng): Draft => {
   ]))
   const answer = pick(rng, [
     `${t.symbol} yields <YIELD> at a price of <PRICE>, from an annual dividend of <DIVIDEND> per share. The payout ratio is <PAYOUT_RATIO>.`,
-    `Yes. ${t.name} pays <DIVIDEND> per share a year, a dividend yield of <YIELD> at today's price of <PRICE>.`
+    `Yes. ${shortName(t)} pays <DIVIDEND> per share a year, a dividend yield of <YIELD> at today's price of <PRICE>.`
   ]) + pick(rng, ["", " A very high yield can signal that the market doubts the dividend is sustainable."])
   return {
     intent: "dividend", question, answer, tickers: [t.symbol], sources: ["fundamental_data"],
@@ -414,7 +422,8 @@ const draftToRecord = (rng: Rng, d: Draft): TrainingRecord => ({
   question: d.question,
   answer: d.answer,
   rationale: d.rationale,
-  tickers: d.tickers,
+  // every ticker the text names is listed (education answers mention SPY and QQQ, for example)
+  tickers: [...new Set([...d.tickers, ...findTickersInText(`${d.question}\n${d.answer}`)])],
   citations: d.sources.map((source) => ({ source, timestamp: "<TIMESTAMP>" })),
   context_required: d.context !== undefined,
   ...(d.risk ? { risk_note: pick(rng, riskNotes) } : {}),
