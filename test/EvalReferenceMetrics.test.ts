@@ -3,6 +3,7 @@
  * (sacrebleu, rouge-score, NLTK; see test/fixtures/eval/README.md) and against sacrebleu's published test cases.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import {
@@ -236,5 +237,31 @@ describe("ROUGE = rouge-score", () => {
     assert.strictEqual(mean.rouge1.fmeasure, (a.rouge1.fmeasure + b.rouge1.fmeasure) / 2)
     assert.strictEqual(mean.rouge1.fmeasure, 0.5)
     assert.strictEqual(aggregateRouge([]).rougeL.fmeasure, 0)
+  })
+})
+
+// sacrebleu's tokenizer written literally (capture groups, the space inside the symbol class, no shortcuts), to
+// check that the shortcuts in Bleu.ts change nothing on arbitrary text
+const literal13a = (input: string) => {
+  let line = input.replace(/<skipped>/g, "").replace(/-\n/g, "").replace(/\n/g, " ")
+  if (line.includes("&")) line = line.replace(/&quot;/g, "\"").replace(/&amp;/g, "&").replace(/&lt;/g, "<").replace(/&gt;/g, ">")
+  line = ` ${line} `
+  line = line.replace(/([\{-\~\[-\` -\&\(-\+\:-\@\/])/g, " $1 ")
+  line = line.replace(/([^0-9])([\.,])/g, "$1 $2 ")
+  line = line.replace(/([\.,])([^0-9])/g, " $1 $2")
+  line = line.replace(/([0-9])(-)/g, "$1 $2 ")
+  return line.split(/[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/).filter((t) => t !== "").join(" ")
+}
+
+describe("13a tokenizer shortcuts", () => {
+  it("equal the literal regexes on random text", () => {
+    const alphabet = [..."ab1 9.,-\n&;<>\"$%()x", "&amp;", "&quot;", "<skipped>", "-\n", "\u00a0", "\x1c", "é", "😀"]
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...alphabet), { maxLength: 40 }), (parts) => {
+        const s = parts.join("")
+        assert.strictEqual(tokenize13a(s), literal13a(s))
+      }),
+      { numRuns: 3000, seed: 7 }
+    )
   })
 })

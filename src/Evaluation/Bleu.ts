@@ -62,43 +62,95 @@ export const pySplit = (s: string): Array<string> => {
 }
 export const pyRstrip = (s: string): string => s.replace(pyTrailingWhitespace, "")
 
-// sacrebleu tokenizer_re.py, same regexes (no `u` flag: the escapes are Python-style; all classes are ASCII, and
-// a surrogate pair never straddles a match boundary in a way that changes the output)
-const reSymbols = /([\{-\~\[-\` -\&\(-\+\:-\@\/])/g
+// sacrebleu tokenizer_re.py's regexes. Two exact shortcuts: the symbol class leaves out the space (padding a space
+// with spaces cannot change the final whitespace split, nor which [.,] and digit neighbours the later rules see),
+// and each later rule is skipped when its trigger character is absent. No `u` flag: the escapes are Python-style;
+// all classes are ASCII, so surrogate pairs pass through whole.
+const reSymbols = /[\{-\~\[-\`!-\&\(-\+\:-\@\/]/g
 const rePeriodCommaAfterNonDigit = /([^0-9])([\.,])/g
 const rePeriodCommaBeforeNonDigit = /([\.,])([^0-9])/g
 const reDashAfterDigit = /([0-9])(-)/g
 
 /** mteval-v13a tokenization as sacrebleu's `Tokenizer13a`; returns the tokenized line (tokens joined by a space). */
-export const tokenize13a = (input: string): string => {
-  let line = input.replaceAll("<skipped>", "").replaceAll("-\n", "").replaceAll("\n", " ")
+export const tokenize13a = (input: string): string => pySplit(tokenize13aRaw(input)).join(" ")
+
+const tokenize13aRaw = (input: string): string => {
+  let line = input
+  if (line.includes("<skipped>")) line = line.replaceAll("<skipped>", "")
+  if (line.includes("\n")) line = line.replaceAll("-\n", "").replaceAll("\n", " ")
   if (line.includes("&")) {
     line = line.replaceAll("&quot;", "\"").replaceAll("&amp;", "&").replaceAll("&lt;", "<").replaceAll("&gt;", ">")
   }
-  line = ` ${line} `
-  line = line.replace(reSymbols, " $1 ")
-  line = line.replace(rePeriodCommaAfterNonDigit, "$1 $2 ")
-  line = line.replace(rePeriodCommaBeforeNonDigit, " $1 $2")
-  line = line.replace(reDashAfterDigit, "$1 $2 ")
-  return pySplit(line).join(" ")
+  // `$&` rather than a capture group: same text, about 5x faster in V8
+  line = ` ${line} `.replace(reSymbols, " $& ")
+  if (line.includes(".") || line.includes(",")) {
+    line = line.replace(rePeriodCommaAfterNonDigit, "$1 $2 ").replace(rePeriodCommaBeforeNonDigit, " $1 $2")
+  }
+  if (line.includes("-")) line = line.replace(reDashAfterDigit, "$1 $2 ")
+  return line
 }
 
 interface RefInfo {
-  readonly ngrams: Map<string, number>
+  /** n-gram -> count (max over references), keys from `NgramKeys` */
+  readonly ngrams: Map<number | string, number>
   readonly lens: ReadonlyArray<number>
 }
 
-/** n-gram counts keyed by the tokens joined with a space (tokens never contain whitespace, so keys are unique). */
-const countNgrams = (tokens: ReadonlyArray<string>, maxOrder: number, into: Map<string, number>, merge: "add" | "max") => {
-  const local = merge === "max" ? new Map<string, number>() : into
-  for (let n = 1; n <= maxOrder; n++) {
-    for (let i = 0; i + n <= tokens.length; i++) {
-      let key = tokens[i]!
-      for (let k = 1; k < n; k++) key += " " + tokens[i + k]!
-      local.set(key, (local.get(key) ?? 0) + 1)
-    }
+/**
+ * n-gram keys for one segment (its hypothesis and references share the token ids). Up to order 4 and 8191
+ * distinct tokens, an n-gram is one exact integer: ids are base-8192 digits, none of them 0, so n-grams of
+ * different orders never collide and 4 digits stay below 2^53. Beyond that, keys fall back to joined strings.
+ */
+class NgramKeys {
+  private readonly ids = new Map<string, number>()
+  private readonly maxOrder: number
+  constructor(maxOrder: number) {
+    this.maxOrder = maxOrder
   }
-  if (merge === "max") for (const [key, count] of local) into.set(key, Math.max(into.get(key) ?? 0, count))
+
+  private numeric(): boolean {
+    return this.maxOrder <= 4 && this.ids.size < 8191
+  }
+
+  /** Adds the n-gram counts of `tokens` to `into`, or takes the max with it when `into` already holds another reference. */
+  count(tokens: ReadonlyArray<string>, into: Map<number | string, number>, merge: "add" | "max") {
+    const local = merge === "max" && into.size > 0 ? new Map<number | string, number>() : into
+    const ids = tokens.map((t) => {
+      let id = this.ids.get(t)
+      if (id === undefined) {
+        id = this.ids.size + 1
+        this.ids.set(t, id)
+      }
+      return id
+    })
+    if (this.numeric()) {
+      for (let i = 0; i < ids.length; i++) {
+        let key = 0
+        let scale = 1
+        for (let n = 0; n < this.maxOrder && i + n < ids.length; n++) {
+          key += ids[i + n]! * scale
+          scale *= 8192
+          local.set(key, (local.get(key) ?? 0) + 1)
+        }
+      }
+    } else {
+      for (let i = 0; i < tokens.length; i++) {
+        for (let n = 0; n < this.maxOrder && i + n < tokens.length; n++) {
+          const key = `${n}:${tokens.slice(i, i + n + 1).join(" ")}`
+          local.set(key, (local.get(key) ?? 0) + 1)
+        }
+      }
+    }
+    if (local !== into) for (const [key, c] of local) into.set(key, Math.max(into.get(key) ?? 0, c))
+  }
+
+  /** The order (0-based) of a key made by `count`. */
+  order(key: number | string): number {
+    if (typeof key === "string") return Number(key.slice(0, key.indexOf(":")))
+    let n = 0
+    for (let k = key; k >= 8192; k = Math.floor(k / 8192)) n++
+    return n
+  }
 }
 
 const resolve = (options: BleuOptions, sentence: boolean) => ({
@@ -114,20 +166,20 @@ type Resolved = ReturnType<typeof resolve>
 const preprocess = (sentence: string, o: Resolved): Array<string> => {
   const s = o.lowercase ? sentence.toLowerCase() : sentence
   const stripped = pyRstrip(s)
-  return pySplit(o.tokenize === "13a" ? tokenize13a(stripped) : stripped)
+  return pySplit(o.tokenize === "13a" ? tokenize13aRaw(stripped) : stripped)
 }
 
-const referenceInfo = (refs: ReadonlyArray<string>, o: Resolved, segment: number): RefInfo => {
+const referenceInfo = (refs: ReadonlyArray<string>, o: Resolved, segment: number, keys: NgramKeys): RefInfo => {
   const lines = refs.filter((r) => r !== "")
   if (lines.length === 0) {
     throw new MetricInputError({ metric: "BLEU", detail: `segment ${segment}: empty reference (sacrebleu rejects it too)` })
   }
-  const ngrams = new Map<string, number>()
+  const ngrams = new Map<number | string, number>()
   const lens: Array<number> = []
   for (const line of lines) {
     const tokens = preprocess(line, o)
     lens.push(tokens.length)
-    countNgrams(tokens, o.maxNgramOrder, ngrams, "max")
+    keys.count(tokens, ngrams, "max")
   }
   return { ngrams, lens }
 }
@@ -146,18 +198,19 @@ const closestRefLen = (hypLen: number, refLens: ReadonlyArray<number>) => {
   return closestLen
 }
 
-/** [hypLen, refLen, correct_1..N, total_1..N], sacrebleu's segment statistics. */
-const segmentStats = (hypothesis: string, info: RefInfo, o: Resolved): Array<number> => {
+/** [hypLen, refLen, correct_1..N, total_1..N], sacrebleu's segment statistics, for one segment. */
+const segmentStats = (hypothesis: string, refs: ReadonlyArray<string>, o: Resolved, segment: number): Array<number> => {
+  const keys = new NgramKeys(o.maxNgramOrder)
+  const info = referenceInfo(refs, o, segment, keys)
   const tokens = preprocess(hypothesis, o)
-  const hypNgrams = new Map<string, number>()
-  countNgrams(tokens, o.maxNgramOrder, hypNgrams, "add")
+  const hypNgrams = new Map<number | string, number>()
+  keys.count(tokens, hypNgrams, "add")
   const N = o.maxNgramOrder
   const stats = new Array<number>(2 + 2 * N).fill(0)
   stats[0] = tokens.length
   stats[1] = closestRefLen(tokens.length, info.lens)
   for (const [ngram, count] of hypNgrams) {
-    let n = 0
-    for (let i = 0; i < ngram.length; i++) if (ngram.charCodeAt(i) === 32) n++
+    const n = keys.order(ngram)
     stats[2 + N + n]! += count
     const refCount = info.ngrams.get(ngram)
     if (refCount !== undefined) stats[2 + n]! += Math.min(count, refCount)
@@ -236,8 +289,7 @@ export const corpusBleu = (
   }
   const sums = new Array<number>(2 + 2 * o.maxNgramOrder).fill(0)
   for (let i = 0; i < hypotheses.length; i++) {
-    const info = referenceInfo(references.map((stream) => stream[i]!), o, i)
-    const stats = segmentStats(hypotheses[i]!, info, o)
+    const stats = segmentStats(hypotheses[i]!, references.map((stream) => stream[i]!), o, i)
     for (let k = 0; k < sums.length; k++) sums[k]! += stats[k]!
   }
   return fromStats(sums, o)
@@ -251,7 +303,7 @@ export const sentenceBleu = (
 ): BleuScore => {
   const o = resolve(options, true)
   const refs = typeof references === "string" ? [references] : references
-  return fromStats(segmentStats(hypothesis, referenceInfo(refs, o, 0), o), o)
+  return fromStats(segmentStats(hypothesis, refs, o, 0), o)
 }
 
 /** Per-segment sufficient statistics, for callers that aggregate themselves (e.g. bootstrap or per-system sums). */
@@ -261,5 +313,5 @@ export const bleuSegmentStatistics = (
   options: BleuOptions = {}
 ): ReadonlyArray<number> => {
   const o = resolve(options, false)
-  return segmentStats(hypothesis, referenceInfo(references, o, 0), o)
+  return segmentStats(hypothesis, references, o, 0)
 }

@@ -45,141 +45,179 @@ export const rougeTokenize = (text: string, useStemmer = false): Array<string> =
 const fmeasure = (precision: number, recall: number) =>
   precision + recall > 0 ? (2 * precision * recall) / (precision + recall) : 0
 const zero: RougeScore = { precision: 0, recall: 0, fmeasure: 0 }
+const score = (hits: number, predictionCount: number, referenceCount: number): RougeScore => {
+  const precision = hits / predictionCount
+  const recall = hits / referenceCount
+  return { precision, recall, fmeasure: fmeasure(precision, recall) }
+}
 
-const ngramCounts = (tokens: ReadonlyArray<string>, n: number): Map<string, number> => {
-  const counts = new Map<string, number>()
-  for (let i = 0; i + n <= tokens.length; i++) {
-    const key = n === 1 ? tokens[i]! : tokens.slice(i, i + n).join(" ")
+// The scoring below works on integer token ids (one vocabulary per pair) and reuses scratch buffers: the same
+// arithmetic as rouge-score on strings, without a Map or table allocation per n-gram or LCS cell.
+let scratch = new Int32Array(4096)
+const table = (size: number) => {
+  if (scratch.length < size) scratch = new Int32Array(Math.max(size, scratch.length * 2))
+  return scratch
+}
+
+interface Encoded {
+  /** token ids of the whole text */
+  readonly ids: Int32Array
+  /** [start, end) of each non-empty line in `ids` */
+  readonly lines: ReadonlyArray<readonly [number, number]>
+}
+
+const encode = (lineTokens: ReadonlyArray<ReadonlyArray<string>>, vocab: Map<string, number>): Encoded => {
+  let total = 0
+  for (const l of lineTokens) total += l.length
+  const ids = new Int32Array(total)
+  const lines: Array<readonly [number, number]> = []
+  let k = 0
+  for (const l of lineTokens) {
+    const start = k
+    for (const t of l) {
+      let id = vocab.get(t)
+      if (id === undefined) {
+        id = vocab.size
+        vocab.set(t, id)
+      }
+      ids[k++] = id
+    }
+    lines.push([start, k])
+  }
+  return { ids, lines }
+}
+
+/** ROUGE-1: clipped unigram overlap through per-id counts. */
+const rouge1 = (ref: Int32Array, pred: Int32Array, vocabSize: number): RougeScore => {
+  const counts = new Int32Array(vocabSize)
+  for (let i = 0; i < ref.length; i++) counts[ref[i]!]!++
+  let overlap = 0
+  for (let i = 0; i < pred.length; i++) {
+    const id = pred[i]!
+    if (counts[id]! > 0) {
+      counts[id]!--
+      overlap++
+    }
+  }
+  return score(overlap, Math.max(pred.length, 1), Math.max(ref.length, 1))
+}
+
+/** ROUGE-2: clipped bigram overlap, a bigram keyed as one integer. */
+const rouge2 = (ref: Int32Array, pred: Int32Array, vocabSize: number): RougeScore => {
+  const counts = new Map<number, number>()
+  for (let i = 0; i + 1 < ref.length; i++) {
+    const key = ref[i]! * vocabSize + ref[i + 1]!
     counts.set(key, (counts.get(key) ?? 0) + 1)
   }
-  return counts
-}
-
-const scoreNgrams = (reference: ReadonlyArray<string>, prediction: ReadonlyArray<string>, n: number): RougeScore => {
-  const ref = ngramCounts(reference, n)
-  const pred = ngramCounts(prediction, n)
   let overlap = 0
-  for (const [ngram, count] of ref) overlap += Math.min(count, pred.get(ngram) ?? 0)
-  const precision = overlap / Math.max(prediction.length - n + 1, 1)
-  const recall = overlap / Math.max(reference.length - n + 1, 1)
-  return { precision, recall, fmeasure: fmeasure(precision, recall) }
+  for (let i = 0; i + 1 < pred.length; i++) {
+    const key = pred[i]! * vocabSize + pred[i + 1]!
+    const c = counts.get(key)
+    if (c !== undefined && c > 0) {
+      counts.set(key, c - 1)
+      overlap++
+    }
+  }
+  return score(overlap, Math.max(pred.length - 1, 1), Math.max(ref.length - 1, 1))
 }
 
-/** The full (rows+1)×(cols+1) LCS table, flat; kept because Lsum backtracks through it. */
-const lcsTable = (ref: ReadonlyArray<string>, can: ReadonlyArray<string>): Int32Array => {
-  const cols = can.length + 1
-  const table = new Int32Array((ref.length + 1) * cols)
-  for (let i = 1; i <= ref.length; i++) {
-    const r = ref[i - 1]
+/** Fills the (rows+1)×(cols+1) LCS table of a[aStart,aEnd) × b[bStart,bEnd) into the scratch buffer. */
+const fillLcs = (a: Int32Array, aStart: number, aEnd: number, b: Int32Array, bStart: number, bEnd: number) => {
+  const rows = aEnd - aStart
+  const cols = bEnd - bStart + 1
+  const t = table((rows + 1) * cols)
+  t.fill(0, 0, cols)
+  for (let i = 1; i <= rows; i++) {
+    const x = a[aStart + i - 1]
     const row = i * cols
     const prev = row - cols
-    for (let j = 1; j <= can.length; j++) {
-      table[row + j] = r === can[j - 1]
-        ? table[prev + j - 1]! + 1
-        : Math.max(table[prev + j]!, table[row + j - 1]!)
+    t[row] = 0
+    for (let j = 1; j < cols; j++) {
+      t[row + j] = x === b[bStart + j - 1] ? t[prev + j - 1]! + 1 : Math.max(t[prev + j]!, t[row + j - 1]!)
     }
   }
-  return table
+  return t
 }
 
-/** LCS length with two rolling rows (ROUGE-L needs no backtracking). */
-const lcsLength = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): number => {
-  let prev = new Int32Array(b.length + 1)
-  let cur = new Int32Array(b.length + 1)
-  for (let i = 1; i <= a.length; i++) {
-    const x = a[i - 1]
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = x === b[j - 1] ? prev[j - 1]! + 1 : Math.max(prev[j]!, cur[j - 1]!)
-    }
-    const t = prev
-    prev = cur
-    cur = t
-  }
-  return prev[b.length]!
+const rougeLOf = (ref: Int32Array, pred: Int32Array): RougeScore => {
+  if (ref.length === 0 || pred.length === 0) return zero
+  const t = fillLcs(ref, 0, ref.length, pred, 0, pred.length)
+  return score(t[ref.length * (pred.length + 1) + pred.length]!, pred.length, ref.length)
 }
 
-const scoreLcs = (reference: ReadonlyArray<string>, prediction: ReadonlyArray<string>): RougeScore => {
-  if (reference.length === 0 || prediction.length === 0) return zero
-  const lcs = lcsLength(reference, prediction)
-  const precision = lcs / prediction.length
-  const recall = lcs / reference.length
-  return { precision, recall, fmeasure: fmeasure(precision, recall) }
-}
-
-/** Indices into `ref` of one LCS, chosen exactly like rouge-score's `_backtrack_norec`. */
-const lcsIndices = (ref: ReadonlyArray<string>, can: ReadonlyArray<string>): Array<number> => {
-  const t = lcsTable(ref, can)
-  const cols = can.length + 1
-  let i = ref.length
-  let j = can.length
-  const out: Array<number> = []
-  while (i > 0 && j > 0) {
-    if (ref[i - 1] === can[j - 1]) {
-      out.push(i - 1)
-      i--
-      j--
-    } else if (t[i * cols + j - 1]! > t[(i - 1) * cols + j]!) j--
-    else i--
-  }
-  return out.reverse()
-}
-
-const summaryLevelLcs = (refSents: ReadonlyArray<Array<string>>, canSents: ReadonlyArray<Array<string>>): RougeScore => {
-  if (refSents.length === 0 || canSents.length === 0) return zero
-  let m = 0
-  let n = 0
-  const refCounts = new Map<string, number>()
-  const canCounts = new Map<string, number>()
-  for (const s of refSents) {
-    m += s.length
-    for (const t of s) refCounts.set(t, (refCounts.get(t) ?? 0) + 1)
-  }
-  for (const s of canSents) {
-    n += s.length
-    for (const t of s) canCounts.set(t, (canCounts.get(t) ?? 0) + 1)
-  }
+/** ROUGE-Lsum: union LCS per reference line, as rouge-score's `_summary_level_lcs` (same backtracking choices). */
+const rougeLsumOf = (ref: Encoded, pred: Encoded, vocabSize: number, rougeL: RougeScore): RougeScore => {
+  if (ref.lines.length === 0 || pred.lines.length === 0) return zero
+  const m = ref.ids.length
+  const n = pred.ids.length
   if (m === 0 || n === 0) return zero
+  // one line each: the union LCS is the LCS, and every LCS token is within both counts
+  if (ref.lines.length === 1 && pred.lines.length === 1) return rougeL
+  const refCounts = new Int32Array(vocabSize)
+  const predCounts = new Int32Array(vocabSize)
+  for (let i = 0; i < m; i++) refCounts[ref.ids[i]!]!++
+  for (let i = 0; i < n; i++) predCounts[pred.ids[i]!]!++
   let hits = 0
-  for (const r of refSents) {
-    const union = new Set<number>()
-    for (const c of canSents) for (const idx of lcsIndices(r, c)) union.add(idx)
-    const sorted = [...union].sort((a, b) => a - b)
-    for (const idx of sorted) {
-      const token = r[idx]!
-      const cc = canCounts.get(token) ?? 0
-      const rc = refCounts.get(token) ?? 0
-      if (cc > 0 && rc > 0) {
+  for (const [rs, re] of ref.lines) {
+    const len = re - rs
+    if (len === 0) continue
+    const inUnion = new Uint8Array(len)
+    for (const [cs, ce] of pred.lines) {
+      if (ce === cs) continue
+      const t = fillLcs(ref.ids, rs, re, pred.ids, cs, ce)
+      const cols = ce - cs + 1
+      let i = len
+      let j = ce - cs
+      while (i > 0 && j > 0) {
+        if (ref.ids[rs + i - 1] === pred.ids[cs + j - 1]) {
+          inUnion[i - 1] = 1
+          i--
+          j--
+        } else if (t[i * cols + j - 1]! > t[(i - 1) * cols + j]!) j--
+        else i--
+      }
+    }
+    for (let k = 0; k < len; k++) {
+      if (inUnion[k] === 0) continue
+      const id = ref.ids[rs + k]!
+      if (predCounts[id]! > 0 && refCounts[id]! > 0) {
         hits++
-        canCounts.set(token, cc - 1)
-        refCounts.set(token, rc - 1)
+        predCounts[id]!--
+        refCounts[id]!--
       }
     }
   }
-  const precision = hits / n
-  const recall = hits / m
-  return { precision, recall, fmeasure: fmeasure(precision, recall) }
+  return score(hits, n, m)
 }
 
 const sentences = (text: string, useStemmer: boolean) =>
   text.split("\n").filter((line) => line.length > 0).map((line) => rougeTokenize(line, useStemmer))
 
-/** All four ROUGE variants of one prediction against one reference. */
+/**
+ * All four ROUGE variants of one prediction against one reference. A newline is outside [a-z0-9], so the whole
+ * text's tokens are exactly its lines' tokens in order: each text is tokenized once, per line.
+ */
 export const rougeScores = (prediction: string, reference: string, options: RougeOptions = {}): RougeScores => {
   const stem = options.useStemmer ?? false
-  const ref = rougeTokenize(reference, stem)
-  const pred = rougeTokenize(prediction, stem)
+  const vocab = new Map<string, number>()
+  const ref = encode(sentences(reference, stem), vocab)
+  const pred = encode(sentences(prediction, stem), vocab)
+  const rougeL = rougeLOf(ref.ids, pred.ids)
   return {
-    rouge1: scoreNgrams(ref, pred, 1),
-    rouge2: scoreNgrams(ref, pred, 2),
-    rougeL: scoreLcs(ref, pred),
-    rougeLsum: summaryLevelLcs(sentences(reference, stem), sentences(prediction, stem))
+    rouge1: rouge1(ref.ids, pred.ids, vocab.size),
+    rouge2: rouge2(ref.ids, pred.ids, vocab.size),
+    rougeL,
+    rougeLsum: rougeLsumOf(ref, pred, vocab.size, rougeL)
   }
 }
 
 /** ROUGE-L of one pair (what the trainer logs every N steps). */
 export const rougeL = (prediction: string, reference: string, options: RougeOptions = {}): RougeScore => {
   const stem = options.useStemmer ?? false
-  return scoreLcs(rougeTokenize(reference, stem), rougeTokenize(prediction, stem))
+  const vocab = new Map<string, number>()
+  const ref = encode([rougeTokenize(reference, stem)], vocab)
+  const pred = encode([rougeTokenize(prediction, stem)], vocab)
+  return rougeLOf(ref.ids, pred.ids)
 }
 
 /** Arithmetic mean of each number over samples; all zeros for an empty list. */
