@@ -47,7 +47,7 @@ const runCase = async (spec: string): Promise<CaseResult> => {
   const { Effect } = await import("effect")
   const { Device, registerGradients } = await import("../src/Training/Device.ts")
   const { canonicalWeights, presetConfig, parameterCount } = await import("../src/Training/TinyModel.ts")
-  const { batchLoss, buildTrainee } = await import("../src/Training/Trainer.ts")
+  const { batchGrads, batchLoss, buildTrainee } = await import("../src/Training/Trainer.ts")
   const { padBatch } = await import("../src/Training/Collate.ts")
   const { AdamW, clipGradNorm } = await import("../src/Training/Optimizer.ts")
   const { defaultTrainConfig } = await import("../src/Training/TrainConfig.ts")
@@ -99,7 +99,7 @@ const runCase = async (spec: string): Promise<CaseResult> => {
   const data = padBatch(ids, 2)
   const step = (k: number) => {
     trainee.dropout.begin(k, true)
-    const { value, grads } = tf.variableGrads(() => batchLoss(trainee.model, data, data.lossTokens), [...trainee.variables])
+    const { value, grads } = batchGrads(trainee.model, data, data.lossTokens, trainee.variables)
     value.dataSync()
     const ordered = trainee.variables.map((v) => grads[v.name]!)
     const clipped = clipGradNorm(ordered, 1)

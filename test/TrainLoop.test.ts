@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest"
 import { padBatch } from "../src/Training/Collate.ts"
 import { generate } from "../src/Training/Generation.ts"
 import { loadAdapterInto, readPeftAdapter, writePeftAdapter } from "../src/Training/PeftAdapter.ts"
-import { batchLoss, buildTrainee, loraSettingsOf, runTraining, type TrainingInput } from "../src/Training/Trainer.ts"
+import { batchGrads, batchLoss, buildTrainee, loraSettingsOf, runTraining, type TrainingInput } from "../src/Training/Trainer.ts"
 import { baseTrainConfig, byteTokenizer, examples, qa, randomWeights, tinyConfig, useWasm } from "./TrainFixtures.ts"
 
 beforeAll(useWasm)
@@ -130,7 +130,8 @@ describe("the training loop", () => {
       return { ids, labels: ids.map((_, i) => i >= e.answerStart + 1) }
     }), 257)
     const loss = () => batchLoss(t.model, batch, batch.lossTokens)
-    const { grads } = tf.variableGrads(loss, [...t.variables])
+    const { value, grads } = batchGrads(t.model, batch, batch.lossTokens, t.variables)
+    value.dispose()
     // Central differences in float32 on a loss of O(1): truncation ~eps²/6·|f'''| and rounding ~ulp(f)/eps ≈ 5e-5
     // at eps = 1e-2. Over 24 sampled coordinates per tensor with gradients of 1e-3..1e-1, a 2% relative error on the
     // sampled gradient vector is ~10x above that noise, and a wrong gradient (missing scaling, transposed factor,

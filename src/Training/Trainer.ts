@@ -48,6 +48,9 @@ import { nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
 import { SeededRng } from "./Collate.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
+import { gguf, openGguf } from "./Gguf.ts"
+import { hfNameOf, permuteQkForGguf, qkHeadsFor } from "./GgufNames.ts"
+import { type GgufTensorToWrite, writeGguf } from "./GgufWriter.ts"
 import { loadModelSource } from "./ModelLoader.ts"
 import { toFileError } from "./ModelFileError.ts"
 import { type ModelTokenizer, Tokenizer } from "./Tokenizer.ts"
@@ -89,6 +92,8 @@ export interface TrainingInput {
   readonly tokenizer: TrainTokenizer
   /** recorded as `base_model_name_or_path` in the adapter */
   readonly baseModelName: string
+  /** the base model's GGUF file, when it is one: full mode writes the trained model next to it as GGUF */
+  readonly baseGguf?: string
   readonly train: ReadonlyArray<TrainExample>
   readonly validation: ReadonlyArray<TrainExample>
 }
@@ -158,6 +163,9 @@ export const loraSettingsOf = (c: TrainConfig): LoraSettings => ({
   targetModules: c.targetModules
 })
 
+/** A weight's HF name: tfjs variable names are process-global, so the model suffixes them with `#<serial>`. */
+const canonicalName = (v: tf.Variable) => v.name.replace(/#\d+$/, "")
+
 /** Builds the model for a mode: LoRA over a dense base, LoRA over an NF4 base, or all weights trainable. */
 export const buildTrainee = async (input: TrainingInput, config: TrainConfig): Promise<Trainee> => {
   const dropout = new DropoutContext()
@@ -169,7 +177,7 @@ export const buildTrainee = async (input: TrainingInput, config: TrainConfig): P
       base: undefined,
       loraLayers: [],
       variables,
-      variableNames: variables.map((v) => v.name),
+      variableNames: variables.map(canonicalName),
       baseMemoryBytes: variables.reduce((n, v) => n + v.size * 4, 0),
       dropout,
       dispose: () => model.dispose()
@@ -225,9 +233,38 @@ const hasKernel = (name: string) => tf.getKernel(name, tf.getBackend()) !== unde
  * through the log-softmax, so padding and prompt positions cost nothing beyond the forward pass.
  */
 export const batchLoss = (model: LlamaModel, batch: Batch, denominator: number): tf.Scalar => {
-  const ids = tf.tensor2d(batch.inputIds, [batch.rows, batch.length], "int32")
-  const mask = tf.tensor2d(batch.attentionMask, [batch.rows, batch.length], "int32")
-  const segments = batch.segmentIds === undefined ? undefined : tf.tensor2d(batch.segmentIds, [batch.rows, batch.length], "int32")
+  // the id tensors live outside the gradient scope: custom gradients (the trainable embedding's) read them in backward
+  const inputs = batchTensors(batch)
+  try {
+    return tf.tidy(() => batchLossOn(model, batch, inputs, denominator))
+  } finally {
+    tf.dispose([inputs.ids, inputs.mask, ...(inputs.segments === undefined ? [] : [inputs.segments])])
+  }
+}
+
+interface BatchTensors {
+  readonly ids: tf.Tensor2D
+  readonly mask: tf.Tensor2D
+  readonly segments: tf.Tensor2D | undefined
+}
+
+const batchTensors = (batch: Batch): BatchTensors => ({
+  ids: tf.tensor2d(batch.inputIds, [batch.rows, batch.length], "int32"),
+  mask: tf.tensor2d(batch.attentionMask, [batch.rows, batch.length], "int32"),
+  segments: batch.segmentIds === undefined ? undefined : tf.tensor2d(batch.segmentIds, [batch.rows, batch.length], "int32")
+})
+
+/** Loss and gradients of the variables for one micro-batch. */
+export const batchGrads = (model: LlamaModel, batch: Batch, denominator: number, variables: ReadonlyArray<tf.Variable>) => {
+  const inputs = batchTensors(batch)
+  try {
+    return tf.variableGrads(() => batchLossOn(model, batch, inputs, denominator), [...variables])
+  } finally {
+    tf.dispose([inputs.ids, inputs.mask, ...(inputs.segments === undefined ? [] : [inputs.segments])])
+  }
+}
+
+const batchLossOn = (model: LlamaModel, batch: Batch, { ids, mask, segments }: BatchTensors, denominator: number): tf.Scalar => {
   const logits = model.logits(ids, segments === undefined ? { attentionMask: mask } : { attentionMask: mask, segmentIds: segments })
   const positions: Array<number> = []
   const targets: Array<number> = []
@@ -398,10 +435,10 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     config.mode === "full"
       ? writeSafetensors(
         path.join(dir, MODEL_FILE),
-        trainee.variables.map((v) => ({ name: v.name, shape: v.shape, data: () => v.dataSync() as Float32Array })),
+        trainee.variables.map((v) => ({ name: canonicalName(v), shape: v.shape, data: () => v.dataSync() as Float32Array })),
         { metadata: { format: "pt" } }
       ).pipe(Effect.andThen(
-        fs.writeFileString(path.join(dir, "config.json"), JSON.stringify(input.modelConfig, null, 2) + "\n").pipe(
+        fs.writeFileString(path.join(dir, "config.json"), JSON.stringify(hfConfigOf(input.modelConfig), null, 2) + "\n").pipe(
           Effect.mapError(toFileError(dir))
         )
       ))
@@ -453,8 +490,8 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
         })).pipe(Effect.mapError(toTrainError("resume")))
         const byName = new Map(tensors.map((t) => [t.name, t]))
         for (const v of trainee.variables) {
-          const t = byName.get(v.name)
-          if (t === undefined) return yield* new TrainError({ stage: "resume", detail: `${dir}: ${v.name} is missing` })
+          const t = byName.get(canonicalName(v))
+          if (t === undefined) return yield* new TrainError({ stage: "resume", detail: `${dir}: ${canonicalName(v)} is missing` })
           tf.tidy(() => v.assign(tf.tensor(t.data, v.shape)))
         }
       } else {
@@ -559,9 +596,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
         let acc: Array<tf.Tensor> | undefined
         batches.forEach((batch, m) => {
           trainee.dropout.begin(mixSeed(config.seed, k, m), true)
-          const { value, grads } = tf.variableGrads(() => batchLoss(trainee.model, batch, Math.max(1, lossTokens)), [
-            ...trainee.variables
-          ])
+          const { value, grads } = batchGrads(trainee.model, batch, Math.max(1, lossTokens), trainee.variables)
           loss += value.dataSync()[0]!
           value.dispose()
           const ordered = trainee.variables.map((v) => grads[v.name]!)
@@ -654,6 +689,11 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     for (const f of config.mode === "full" ? [MODEL_FILE, "config.json"] : [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
       yield* fs.copyFile(path.join(from, f), path.join(finalDir, f)).pipe(Effect.mapError(toTrainError(finalDir)))
     }
+    if (config.mode === "full" && input.baseGguf !== undefined) {
+      // the served form: the base GGUF's metadata (tokenizer included) with the trained weights
+      yield* exportFullModelGguf(input.baseGguf, path.join(finalDir, MODEL_FILE), path.join(finalDir, "model.gguf"), input.modelConfig)
+        .pipe(Effect.mapError(toTrainError("export")))
+    }
     yield* fs.writeFileString(
       path.join(runDir, "final.json"),
       JSON.stringify(
@@ -691,6 +731,64 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
 
 /** Reads a LoRA model's adapter tensors (for tests and exporters). */
 export const currentAdapterTensors = (layers: ReadonlyArray<LoraLayer>) => adapterTensors(layers)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// full-model outputs
+
+/** transformers' LlamaConfig / MistralConfig fields for a config (what ModelLoader.loadHfFolder reads back). */
+export const hfConfigOf = (c: LlamaConfig) => ({
+  architectures: [c.slidingWindow === undefined ? "LlamaForCausalLM" : "MistralForCausalLM"],
+  model_type: c.slidingWindow === undefined ? "llama" : "mistral",
+  vocab_size: c.vocabSize,
+  hidden_size: c.hiddenSize,
+  intermediate_size: c.intermediateSize,
+  num_hidden_layers: c.numLayers,
+  num_attention_heads: c.numHeads,
+  num_key_value_heads: c.numKvHeads,
+  head_dim: c.headDim,
+  rms_norm_eps: c.rmsNormEps,
+  rope_theta: c.ropeTheta,
+  rope_scaling: c.ropeScaling === undefined ? null : {
+    rope_type: "llama3",
+    factor: c.ropeScaling.factor,
+    low_freq_factor: c.ropeScaling.lowFreqFactor,
+    high_freq_factor: c.ropeScaling.highFreqFactor,
+    original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings
+  },
+  max_position_embeddings: c.maxPositionEmbeddings,
+  sliding_window: c.slidingWindow ?? null,
+  tie_word_embeddings: c.tieWordEmbeddings,
+  torch_dtype: "float32"
+})
+
+/**
+ * Writes a GGUF with the base file's metadata and tensor order, each decoder weight replaced by the trained one
+ * (F32, Q/K rows permuted to llama.cpp's layout) and anything else (rope_freqs) copied as it is.
+ */
+export const exportFullModelGguf = (baseGguf: string, weightsFile: string, out: string, config: LlamaConfig) =>
+  Effect.scoped(Effect.gen(function*() {
+    const base = yield* openGguf(baseGguf)
+    const trained = yield* openSafetensors(weightsFile)
+    const tensors: Array<GgufTensorToWrite> = base.tensors.map((info) => {
+      const hf = hfNameOf(info.name)
+      const t = hf === undefined ? undefined : trained.info(hf)
+      if (hf === undefined || t === undefined) {
+        return { name: info.name, shape: info.shape, rawType: info.type, raw: () => Effect.runSync(base.readRaw(info.name)) }
+      }
+      const heads = qkHeadsFor(info.name, config)
+      return {
+        name: info.name,
+        shape: info.shape,
+        type: "F32" as const,
+        data: () => {
+          const data = Effect.runSync(trained.readTensor(hf)).data
+          return heads === undefined ? data : permuteQkForGguf(data, info.shape[0]!, heads)
+        }
+      }
+    })
+    const metadata = [...base.metadata].map(([k, v]) => k === "general.file_type" ? [k, gguf.u32(0)] as const : [k, v] as const)
+    yield* writeGguf(out, { metadata, tensors })
+  }))
 
 // ---------------------------------------------------------------------------------------------------------------------
 // data files
@@ -784,6 +882,7 @@ export class Trainer extends Context.Service<Trainer, {
           weights: () => Stream.toAsyncIterable(source.weights),
           tokenizer,
           baseModelName: config.model,
+          ...(source.format === "gguf" ? { baseGguf: source.path } : {}),
           train,
           validation
         }, config, options)
