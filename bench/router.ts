@@ -13,7 +13,7 @@ import { Effect, ManagedRuntime } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
-import { cpus } from "node:os"
+import { cpus, loadavg } from "node:os"
 import { createRouter } from "../src/Router/Facade.ts"
 import { ModelRouter } from "../src/Router/ModelRouter.ts"
 
@@ -51,6 +51,7 @@ const question = "What is the P/E of AAPL?"
 const context = "Current Symbol: AAPL\n\nCurrent Prices:\n  AAPL: $189.50 (+0.45%)"
 
 const main = async () => {
+  const loadBefore = loadavg()[0]!
   const fast = await startServer(false)
   const slow = await startServer(true)
 
@@ -166,8 +167,9 @@ const main = async () => {
   const section = `## Router (\`npm run bench:router\`)
 
 Command: \`npm run bench:router\` (bench/router.ts). Machine: ${cpus().length}-core ${cpus()[0]?.model.trim() ?? "CPU"}, Node ${process.version}, ${date}.
-The machine was shared with other engineers' builds and tests while this ran, so absolute times are noisy;
-the three columns were measured in the same run, interleaved in ${ROUNDS} rounds.
+The machine was shared with other engineers' builds and tests while this ran (1-minute load average
+${loadBefore.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end, on ${cpus().length} cores), so absolute times and
+especially the p99s are noisy; the rows were measured in the same run, interleaved in ${ROUNDS} rounds.
 
 **Added latency** - ${n} sequential requests each (after ${WARMUP} warm-up) to the same loopback \`/infer\` server that
 answers at once; "direct" is a plain \`fetch\` POST + JSON parse (the baseline; the Router sends the same body through

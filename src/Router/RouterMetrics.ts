@@ -36,16 +36,25 @@ export class RouterMetrics {
     this.routerName = routerName
   }
 
+  // attributed metrics are built once per label set: this runs on every attempt of every request
+  private readonly attributed = new Map<string, { readonly count: Metric.Counter<number>; readonly latency: Metric.Histogram<number> }>()
+
   private run(effect: Effect.Effect<void>): Effect.Effect<void> {
     return Effect.provideService(effect, Metric.MetricRegistry, this.registry)
   }
 
   attempt(provider: string, outcome: string, durationMs: number): Effect.Effect<void> {
-    const attributes = { router: this.routerName, provider }
-    return this.run(Effect.andThen(
-      Metric.update(Metric.withAttributes(requests, { ...attributes, outcome }), 1),
-      Metric.update(Metric.withAttributes(latency, attributes), durationMs)
-    ))
+    const key = `${provider}\u0000${outcome}`
+    let m = this.attributed.get(key)
+    if (m === undefined) {
+      const attributes = { router: this.routerName, provider }
+      m = {
+        count: Metric.withAttributes(requests, { ...attributes, outcome }),
+        latency: Metric.withAttributes(latency, attributes)
+      }
+      this.attributed.set(key, m)
+    }
+    return this.run(Effect.andThen(Metric.update(m.count, 1), Metric.update(m.latency, durationMs)))
   }
 
   breaker(breaker: string, state: BreakerState): Effect.Effect<void> {
