@@ -555,6 +555,18 @@ describe("Router Promise facade", () => {
       const seen = yield* Fiber.join(fiber)
       assert.deepStrictEqual(seen, ["a", "b"])
       yield* waitUntil("the provider stream to be aborted", () => groq.aborted === 1)
+      // the same through an AbortSignal fired while the consumer waits for the next token
+      const controller = new AbortController()
+      const viaSignal = yield* Effect.promise(async () => {
+        const got: Array<string> = []
+        for await (const e of router.stream("hello", undefined, { signal: controller.signal })) {
+          if (e.type === "token") got.push(e.text)
+          if (got.length === 1) setTimeout(() => controller.abort(), 10)
+        }
+        return got
+      })
+      assert.deepStrictEqual(viaSignal, ["a"])
+      yield* waitUntil("the second provider stream to be aborted", () => groq.aborted === 2)
       yield* Effect.promise(() => router.close())
     }))
 })

@@ -88,6 +88,8 @@ export const createRouter = (config: RouterConfigInput | "env"): Router => {
       return {
         [Symbol.asyncIterator]: (): AsyncIterator<StreamResultEvent> => {
           let iterator: AsyncIterator<StreamResultEvent> | undefined
+          // aborting ends the stream at once, which interrupts the provider request
+          signal?.addEventListener("abort", () => void iterator?.return?.(), { once: true })
           const open = async () => {
             const context = await runtime.context()
             iterator ??= Stream.toAsyncIterableWith(events, context)[Symbol.asyncIterator]()
