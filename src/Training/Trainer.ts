@@ -38,10 +38,10 @@ import {
   padBatch,
   type TokenizedExample
 } from "./Collate.ts"
-import { Device } from "./Device.ts"
+import { Device, parameterCount } from "./Device.ts"
 import { generate } from "./Generation.ts"
 import { DenseLinear, LlamaModel, outputLinearName } from "./LlamaModel.ts"
-import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform } from "./Lora.ts"
+import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform, resolveTargets } from "./Lora.ts"
 import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
 import type { LinearLayer, LlamaConfig, NamedTensor } from "./ModelContracts.ts"
 import { nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
@@ -221,6 +221,21 @@ export const buildTrainee = async (input: TrainingInput, config: TrainConfig): P
       base.dispose()
     }
   }
+}
+
+/** [out, in] of each decoder linear module. */
+const linearShapes = (c: LlamaConfig) => {
+  const q = c.numHeads * c.headDim
+  const kv = c.numKvHeads * c.headDim
+  return {
+    q_proj: [q, c.hiddenSize],
+    k_proj: [kv, c.hiddenSize],
+    v_proj: [kv, c.hiddenSize],
+    o_proj: [c.hiddenSize, q],
+    gate_proj: [c.intermediateSize, c.hiddenSize],
+    up_proj: [c.intermediateSize, c.hiddenSize],
+    down_proj: [c.hiddenSize, c.intermediateSize]
+  } as const
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -412,6 +427,24 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     totalSteps
   }
 
+  // fail fast, before loading anything, when the device's memory budget cannot hold this run
+  const device = yield* Effect.serviceOption(Device)
+  if (device._tag === "Some") {
+    const c = input.modelConfig
+    const linearParams = c.numLayers * (c.hiddenSize * c.headDim * (2 * c.numHeads + 2 * c.numKvHeads) + 3 * c.hiddenSize * c.intermediateSize)
+    const params = parameterCount(c)
+    const shapes = linearShapes(c)
+    const loraParams = resolveTargets(config.targetModules).reduce((n, m) => n + c.numLayers * config.r * (shapes[m][0] + shapes[m][1]), 0)
+    // NF4 with double quantization: 0.5 + 1/64 + 4/(64·256) bytes per decoder-linear weight, the rest float32
+    const baseBytes = config.mode === "qlora" ? linearParams * (0.5 + 1 / 64 + 4 / 16384) + (params - linearParams) * 4 : params * 4
+    const longest = Math.max(...train.map((e) => e.ids.length))
+    yield* device.value.planMemory(c, config.batchSize, config.packing ? config.maxSeqLength : longest, {
+      training: true,
+      weightBytesPerParameter: baseBytes / params,
+      trainableParameters: config.mode === "full" ? params : loraParams
+    }).pipe(Effect.mapError((e) => new TrainError({ stage: "device", detail: e.message })))
+  }
+
   // model
   const trainee = yield* Effect.acquireRelease(
     Effect.tryPromise({ try: () => buildTrainee(input, config), catch: toTrainError("model") }),
@@ -586,6 +619,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   })
 
   const trainStep = Effect.fnUntraced(function*(k: number) {
+    if (state.stop) return
     const step = plan[k]!
     const batches = step.micro.map((idx) => collate(idx, train))
     const lossTokens = batches.reduce((n, b) => n + b.lossTokens, 0)
@@ -656,7 +690,6 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   })
 
   const startStep = state.trainer.globalStep
-  const device = yield* Effect.serviceOption(Device)
   yield* Effect.logInfo(
     `training ${config.mode} on ${device._tag === "Some" ? device.value.info.kind : tf.getBackend()}: ` +
       `${train.length} examples, ${totalSteps} steps, ${trainableParameters} trainable parameters, ` +
@@ -664,6 +697,8 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   )
 
   yield* Stream.range(startStep, totalSteps - 1).pipe(
+    // one step per pull, so the stop flag (early stopping) is read after the previous step, not per chunk
+    Stream.rechunk(1),
     Stream.takeWhile(() => !state.stop),
     // a macrotask between steps lets Node deliver SIGINT, which interrupts this fiber between two steps
     Stream.mapEffect((k) => Effect.andThen(Effect.promise(() => new Promise<void>((r) => setImmediate(r))), trainStep(k))),
