@@ -13,6 +13,8 @@ import { routeCommand } from "./Router/Cli.ts"
 import { trainCommand } from "./Training/TrainCli.ts"
 import { evalCommand } from "./Evaluation/Cli.ts"
 import { datasetCommand } from "./Dataset/Cli.ts"
+import { modelCommand } from "./Training/ModelCli.ts"
+import { pipelineCommand } from "./Pipeline.ts"
 
 const root = Command.make("finetune-finance").pipe(
   Command.withDescription(
@@ -26,6 +28,8 @@ const stageCommands = [
   trainCommand,
   evalCommand,
   datasetCommand,
+  modelCommand,
+  pipelineCommand,
 ] as const
 
 root.pipe(

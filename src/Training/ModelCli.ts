@@ -1,0 +1,73 @@
+/**
+ * `model init` (the project's own seeded Llama-architecture base model, as a GGUF llama.cpp loads) and `model info`
+ * (architecture, sizes, tensor types and tokenizer facts of any GGUF or Hugging Face folder).
+ */
+import { Console, Effect, Runtime, Schema } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as fs from "node:fs"
+import { dirname } from "node:path"
+import { describeModel, formatModelInfo } from "./ModelInfo.ts"
+import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyModel } from "./TinyModel.ts"
+
+/** A failure already printed for the user; carries the process exit code. */
+export class ModelCommandFailed extends Schema.TaggedError<ModelCommandFailed>()("ModelCommandFailed", {
+  message: Schema.String,
+  exitCode: Schema.Int
+}) {
+  override readonly [Runtime.errorExitCode] = this.exitCode
+  override readonly [Runtime.errorReported] = false
+}
+
+/** Prints an error without a stack trace and exits with code 1. */
+const report = <A, E extends { readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
+  self.pipe(Effect.catch((e) =>
+    Effect.andThen(Console.error(`model: ${e.message}`), Effect.fail(new ModelCommandFailed({ message: e.message, exitCode: 1 })))))
+
+const init = Command.make("init", {
+  preset: Flag.Literals("preset", TinyPreset.literals).pipe(
+    Flag.withDescription("shape: tiny (d 192, 4 layers, GQA; the default base model), small (d 512, 8 layers), llama3-tiny, mistral-tiny, bench-1b (TinyLlama-1.1B shape)"),
+    Flag.withDefault("tiny" as const)
+  ),
+  out: Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription("the GGUF file to write")),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("random seed: same seed, preset and type give the same file"), Flag.withDefault(42)),
+  type: Flag.Literals("type", TinyTensorType.literals).pipe(
+    Flag.withDescription("type of the weight matrices (norms stay F32)"),
+    Flag.withDefault("F32" as const)
+  )
+}, Effect.fn("model.init")(function*({ preset, out, seed, type }) {
+  const config = presetConfig(preset)
+  yield* Console.error(`model init: ${preset}, ${(parameterCount(config) / 1e6).toFixed(2)}M parameters, ${type}, seed ${seed} -> ${out}`)
+  let lastShown = -1
+  yield* Effect.try({ try: () => fs.mkdirSync(dirname(out), { recursive: true }), catch: (e) => new ModelCommandFailed({ message: String(e), exitCode: 1 }) })
+  yield* writeTinyModel({
+    config,
+    seed,
+    tensorType: type,
+    path: out,
+    onTensor: (index, total, name) => {
+      const percent = Math.floor(((index + 1) / total) * 10) * 10
+      if (percent !== lastShown && total > 20) {
+        lastShown = percent
+        process.stderr.write(`  ${percent}% (${index + 1}/${total} tensors, last ${name})\n`)
+      }
+    }
+  })
+  yield* Console.log(out)
+}, report)).pipe(Command.withDescription(
+  "Write the project's own Llama-architecture model (seeded random weights, finance SPM tokenizer with placeholder tokens, chat template) as a GGUF that llama.cpp loads"
+))
+
+const info = Command.make("info", {
+  path: Argument.String("path").pipe(Argument.withDescription("a GGUF file or a Hugging Face model folder (config.json + *.safetensors)")),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the facts as JSON"), Flag.withDefault(false))
+}, Effect.fn("model.info")(function*({ path, json }) {
+  const facts = yield* describeModel(path)
+  yield* Console.log(json ? JSON.stringify(facts, null, 2) : formatModelInfo(facts))
+}, report)).pipe(Command.withDescription(
+  "Print architecture, sizes, parameter count, tensor types and tokenizer facts of a GGUF file or Hugging Face folder"
+))
+
+export const modelCommand = Command.make("model").pipe(
+  Command.withDescription("Create and inspect Llama-family base models (GGUF, Hugging Face folders)"),
+  Command.withSubcommands([init, info])
+)
