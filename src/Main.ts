@@ -14,7 +14,6 @@ import { trainCommand } from "./Training/TrainCli.ts"
 import { evalCommand } from "./Evaluation/Cli.ts"
 import { datasetCommand } from "./Dataset/Cli.ts"
 import { modelCommand } from "./Training/ModelCli.ts"
-import { pipelineCommand } from "./Pipeline.ts"
 
 const root = Command.make("finetune-finance").pipe(
   Command.withDescription(
@@ -29,7 +28,6 @@ const stageCommands = [
   evalCommand,
   datasetCommand,
   modelCommand,
-  pipelineCommand,
 ] as const
 
 root.pipe(
