@@ -80,6 +80,7 @@ describe("Router routing on loopback providers", () => {
       assert.strictEqual(call.body.model, "llama-3.3-70b-versatile")
       assert.strictEqual(call.body.max_tokens, 750)
       assert.strictEqual(call.body.messages[1].content, "Context:\nplain context text\n\nQuestion: Write a haiku about autumn leaves")
+      assert.deepStrictEqual(answer.metadata.usage, { promptTokens: 21, completionTokens: 7 })
     }))
 
   it.live("falls back local -> Groq when the local model hangs, recording every attempt and the reason", () =>
@@ -125,6 +126,7 @@ describe("Router routing on loopback providers", () => {
       assert.strictEqual(call.headers["x-goog-api-key"], "gem-1")
       assert.strictEqual(call.body.generationConfig.maxOutputTokens, 512)
       assert.strictEqual(answer.metadata.modelVersion, "gemini-gemini")
+      assert.deepStrictEqual(answer.metadata.usage, { promptTokens: 30, completionTokens: 9 })
     }))
 
   it.live("does not retry a 400 on the same provider", () =>
@@ -242,6 +244,7 @@ describe("Router routing on loopback providers", () => {
       assert.deepStrictEqual(ollama.calls[1]!.body.format, schema)
       assert.strictEqual(ollama.calls[1]!.body.model, "llama3.1:8b")
       assert.strictEqual(ollama.calls[1]!.body.stream, false)
+      assert.deepStrictEqual(json.metadata.usage, { promptTokens: 12, completionTokens: 5 })
       assert.strictEqual(unknown._tag, "InvalidRouteRequest")
       assert.include(unknown.message, "unknown provider \"nope\"")
     }))

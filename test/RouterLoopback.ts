@@ -157,12 +157,22 @@ export class LoopbackProvider {
   private reply(path: string, text: string): unknown {
     if (path === "/infer") return { answer: text, confidence: 0.87, model_version: `${this.name}-v1`, latency_ms: 3 }
     if (path.endsWith("/chat/completions")) {
-      return { id: "c1", object: "chat.completion", model: `${this.name}-model`, choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }] }
+      return {
+        id: "c1",
+        object: "chat.completion",
+        model: `${this.name}-model`,
+        choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+        usage: { prompt_tokens: 21, completion_tokens: 7, total_tokens: 28 }
+      }
     }
     if (path.includes(":generateContent")) {
-      return { modelVersion: `${this.name}-gemini`, candidates: [{ content: { role: "model", parts: [{ text }] }, finishReason: "STOP" }] }
+      return {
+        modelVersion: `${this.name}-gemini`,
+        candidates: [{ content: { role: "model", parts: [{ text }] }, finishReason: "STOP" }],
+        usageMetadata: { promptTokenCount: 30, candidatesTokenCount: 9, totalTokenCount: 39 }
+      }
     }
-    if (path === "/api/generate") return { model: `${this.name}-ollama`, response: text, done: true }
+    if (path === "/api/generate") return { model: `${this.name}-ollama`, response: text, done: true, prompt_eval_count: 12, eval_count: 5 }
     return { error: "unknown path" }
   }
 

@@ -63,6 +63,8 @@ describe("Router against the project's own inference server", () => {
           assert.strictEqual(answer.metadata.modelVersion, "tiny-finance")
           assert.isAbove(answer.metadata.confidence ?? 0, 0)
           assert.isAtMost(answer.metadata.confidence ?? 2, 1)
+          assert.isAbove(answer.metadata.usage?.promptTokens ?? 0, 0)
+          assert.isAtMost((answer.metadata.usage?.promptTokens ?? 0) + (answer.metadata.usage?.completionTokens ?? 0), 120)
           assert.strictEqual(groq.calls.length, 0)
 
           const events = Array.from(yield* Stream.runCollect(

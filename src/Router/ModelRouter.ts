@@ -65,6 +65,8 @@ export interface RouteMetadata {
   readonly provider: string
   readonly modelVersion?: string
   readonly confidence?: number
+  /** token counts reported by the provider (OpenAI `usage`, Gemini `usageMetadata`, Ollama counts, our /infer) */
+  readonly usage?: Providers.Usage
   /** why the chain was what it was (classification, overrides, filters) */
   readonly reason: string
   readonly classification: Classification
@@ -396,6 +398,7 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
         provider,
         ...(winner.completion.modelVersion !== undefined ? { modelVersion: winner.completion.modelVersion } : {}),
         ...(winner.completion.confidence !== undefined ? { confidence: winner.completion.confidence } : {}),
+        ...(winner.completion.usage !== undefined ? { usage: winner.completion.usage } : {}),
         reason: plan.reason,
         classification,
         chain: chain.map((p) => p.config.name),

@@ -23,22 +23,33 @@ export interface ProviderPrompt {
   readonly topP: number | undefined
 }
 
+/** Token counts, when the provider reports them. */
+export interface Usage {
+  readonly promptTokens: number
+  readonly completionTokens: number
+}
+
 export interface Completion {
   readonly text: string
   readonly confidence?: number
   readonly modelVersion?: string
+  readonly usage?: Usage
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // response shapes (only the fields we read; providers add many more)
 
+const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 const InferReply = Schema.Struct({
   answer: Schema.String,
   confidence: Schema.optionalKey(Schema.Finite),
-  model_version: Schema.optionalKey(Schema.String)
+  model_version: Schema.optionalKey(Schema.String),
+  // our server's extension of the app's contract
+  metadata: Schema.optionalKey(Schema.Struct({ prompt_tokens: Count, completion_tokens: Count }))
 })
 const OpenAiReply = Schema.Struct({
   model: Schema.optionalKey(Schema.String),
+  usage: Schema.optionalKey(Schema.NullOr(Schema.Struct({ prompt_tokens: Count, completion_tokens: Count }))),
   choices: Schema.NonEmptyArray(Schema.Struct({ message: Schema.Struct({ content: Schema.NullOr(Schema.String) }) }))
 })
 const OpenAiChunk = Schema.Struct({
@@ -48,11 +59,24 @@ const OpenAiChunk = Schema.Struct({
 })
 const GeminiReply = Schema.Struct({
   modelVersion: Schema.optionalKey(Schema.String),
+  usageMetadata: Schema.optionalKey(Schema.Struct({
+    promptTokenCount: Schema.optionalKey(Count),
+    candidatesTokenCount: Schema.optionalKey(Count)
+  })),
   candidates: Schema.NonEmptyArray(Schema.Struct({
     content: Schema.Struct({ parts: Schema.Array(Schema.Struct({ text: Schema.optionalKey(Schema.String) })) })
   }))
 })
-const OllamaReply = Schema.Struct({ model: Schema.optionalKey(Schema.String), response: Schema.String, done: Schema.optionalKey(Schema.Boolean) })
+const OllamaReply = Schema.Struct({
+  model: Schema.optionalKey(Schema.String),
+  response: Schema.String,
+  done: Schema.optionalKey(Schema.Boolean),
+  prompt_eval_count: Schema.optionalKey(Count),
+  eval_count: Schema.optionalKey(Count)
+})
+
+const usage = (promptTokens: number | undefined, completionTokens: number | undefined) =>
+  promptTokens === undefined || completionTokens === undefined ? {} : { usage: { promptTokens, completionTokens } }
 
 const decoder = <S extends Schema.Decoder<unknown>>(schema: S) => {
   const decode = Schema.decodeUnknownResult(Schema.fromJsonString(schema))
@@ -222,22 +246,26 @@ export const complete = (
           return Effect.fromResult(Result.map(decodeInfer(p.name, body), (r) => ({
             text: r.answer,
             ...(r.confidence !== undefined ? { confidence: r.confidence } : {}),
-            ...(r.model_version !== undefined ? { modelVersion: r.model_version } : {})
+            ...(r.model_version !== undefined ? { modelVersion: r.model_version } : {}),
+            ...usage(r.metadata?.prompt_tokens, r.metadata?.completion_tokens)
           })))
         case "openai":
           return Effect.fromResult(Result.map(decodeOpenAi(p.name, body), (r) => ({
             text: r.choices[0].message.content ?? "",
-            ...(r.model !== undefined ? { modelVersion: r.model } : {})
+            ...(r.model !== undefined ? { modelVersion: r.model } : {}),
+            ...usage(r.usage?.prompt_tokens, r.usage?.completion_tokens)
           })))
         case "gemini":
           return Effect.fromResult(Result.map(decodeGemini(p.name, body), (r) => ({
             text: geminiText(r),
-            ...(r.modelVersion !== undefined ? { modelVersion: r.modelVersion } : {})
+            ...(r.modelVersion !== undefined ? { modelVersion: r.modelVersion } : {}),
+            ...usage(r.usageMetadata?.promptTokenCount, r.usageMetadata?.candidatesTokenCount)
           })))
         case "ollama":
           return Effect.fromResult(Result.map(decodeOllama(p.name, body), (r) => ({
             text: r.response,
-            ...(r.model !== undefined ? { modelVersion: r.model } : {})
+            ...(r.model !== undefined ? { modelVersion: r.model } : {}),
+            ...usage(r.prompt_eval_count, r.eval_count)
           })))
       }
     })
