@@ -40,8 +40,12 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return d
 }
 /** logits [T][V] of row `b`, positions `from..to` */
-const rowLogits = (logits: tf.Tensor3D, b: number, from: number, to: number) =>
-  tf.tidy(() => tf.slice(logits, [b, from, 0], [1, to - from, logits.shape[2]]).dataSync())
+const rowLogits = (logits: tf.Tensor3D, b: number, from: number, to: number) => {
+  const slice = tf.slice(logits, [b, from, 0], [1, to - from, logits.shape[2]])
+  const data = slice.dataSync()
+  slice.dispose()
+  return data
+}
 
 const prompt = [1, 5, 9, 33, 2, 7, 80, 11, 3, 4, 5, 6, 90, 17]
 

@@ -68,7 +68,10 @@ export const llamaCppGreedy = async (
 
 /** Our model's next-token distribution after each token. */
 export const ourDistributions = (model: LlamaModel, tokens: ReadonlyArray<number>): Array<Float64Array> => {
-  const data = tf.tidy(() => tf.softmax(model.logits(tf.tensor2d([[...tokens]], undefined, "int32"))).dataSync())
+  // read the values outside tidy: tidy walks whatever it returns, element by element for a typed array
+  const probs = tf.tidy(() => tf.softmax(model.logits(tf.tensor2d([[...tokens]], undefined, "int32"))))
+  const data = probs.dataSync()
+  probs.dispose()
   const v = model.config.vocabSize
   return tokens.map((_, i) => Float64Array.from(data.subarray(i * v, (i + 1) * v)))
 }
