@@ -18,6 +18,7 @@ import { type Aggregate } from "./RunFiles.ts"
 import { EvalScheduler, type RegressionReference } from "./EvalScheduler.ts"
 import { Evaluator } from "./Evaluator.ts"
 import { Generator } from "./Generator.ts"
+import { LlamaCpp } from "../Training/LlamaCpp.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { Rubric, rubricMarkdown } from "./Rubric.ts"
 import { RunHistory, type RunRow } from "./RunHistory.ts"
@@ -66,6 +67,7 @@ const runFlags = {
   modelName: Flag.String("model-name").pipe(Flag.optional, Flag.withDescription("with --endpoint: the model/adapter name to request")),
   model: Flag.String("model").pipe(Flag.optional, Flag.withDescription("in-process: a base model GGUF run with llama.cpp")),
   adapter: Flag.String("adapter").pipe(Flag.optional, Flag.withDescription("with --model: a llama.cpp LoRA adapter GGUF (eval of the fine-tuned model)")),
+  threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: CPU threads for llama.cpp (default: its own choice; set it on shared machines)")),
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
   concurrency: Flag.Int("concurrency").pipe(Flag.withDefault(4), Flag.withDescription("generations in flight at once")),
   seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sent with every request; also picks the --limit sample")),
@@ -97,8 +99,9 @@ const generatorLayer = (f: RunFlags) => {
   return Effect.succeed(layerLlamaCpp({
     model: Option.getOrThrow(f.model),
     adapter: Option.getOrUndefined(f.adapter),
-    concurrency: f.concurrency
-  }) as Layer.Layer<Generator, unknown>)
+    concurrency: f.concurrency,
+    threads: Option.getOrUndefined(f.threads)
+  }).pipe(Layer.provide(LlamaCpp.layer)) as Layer.Layer<Generator, { readonly _tag: string; readonly message: string }>)
 }
 
 const checkRunFlags = (f: RunFlags) =>

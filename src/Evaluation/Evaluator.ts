@@ -162,7 +162,8 @@ export class Evaluator extends Context.Service<Evaluator, {
           try {
             const o = JSON.parse(raw) as Record<string, unknown>
             const loss = typeof o.loss === "number" ? o.loss : typeof o.train_loss === "number" ? o.train_loss : undefined
-            const evalLoss = typeof o.eval_loss === "number" ? o.eval_loss : undefined
+            // the trainer's metrics.jsonl writes {type: "eval", evalLoss}; HF's trainer_state uses eval_loss
+            const evalLoss = typeof o.evalLoss === "number" ? o.evalLoss : typeof o.eval_loss === "number" ? o.eval_loss : undefined
             if (typeof o.step === "number" && loss !== undefined) points.push({ step: o.step, loss, split: "train" })
             if (typeof o.step === "number" && evalLoss !== undefined) points.push({ step: o.step, loss: evalLoss, split: "eval" })
           } catch {

@@ -6,10 +6,12 @@
  * Prompts use the training layout (`formatPrompt` from the Dataset stage, `seed` layout by default), so the model
  * sees exactly what it was fine-tuned on. The answer is the model's own text, placeholders included (no server
  * fills them here), and generation stops at the next `Question:`/`Context:` turn.
- * node-llama-cpp is imported lazily so HTTP-only evaluations never load the native addon.
+ * The llama.cpp runtime is the project's shared one (`LlamaCpp` from the Training stage: prebuilt binaries only).
  */
 import { Effect, Layer, Queue } from "effect"
+import { LlamaCompletion } from "node-llama-cpp"
 import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
+import { LlamaCpp } from "../Training/LlamaCpp.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
 
 export interface LlamaCppOptions {
@@ -18,41 +20,39 @@ export interface LlamaCppOptions {
   readonly concurrency?: number | undefined
   readonly contextSize?: number | undefined
   readonly layout?: PromptLayout | undefined
-  readonly gpu?: "auto" | false | undefined
+  /** CPU threads per evaluation (default: node-llama-cpp's choice) */
+  readonly threads?: number | undefined
 }
 
-export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, GenerationError> =>
+export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, GenerationError, LlamaCpp> =>
   Layer.effect(
     Generator,
     Effect.gen(function*() {
       const source = options.adapter === undefined ? `llama:${options.model}` : `llama:${options.model} + ${options.adapter}`
       const fail = (e: unknown) => new GenerationError({ source, detail: e instanceof Error ? e.message : String(e) })
       const slots = Math.max(1, options.concurrency ?? 1)
-      const loaded = yield* Effect.acquireRelease(
+      const llamaCpp = yield* LlamaCpp
+      const model = yield* llamaCpp.loadModel({ modelPath: options.model }).pipe(Effect.mapError((e) => fail(e.message)))
+      const context = yield* Effect.acquireRelease(
         Effect.tryPromise({
-          try: async () => {
-            const { getLlama, LlamaCompletion } = await import("node-llama-cpp")
-            const llama = await getLlama({ gpu: options.gpu ?? "auto" })
-            const model = await llama.loadModel({ modelPath: options.model })
-            const context = await model.createContext({
+          try: () =>
+            model.createContext({
               contextSize: options.contextSize ?? 2048,
+              // on a shared or small machine llama.cpp's spinning threads can slow it 100x: let the user cap them
+              ...(options.threads !== undefined ? { threads: options.threads } : {}),
               sequences: slots,
               ...(options.adapter !== undefined ? { lora: { adapters: [{ filePath: options.adapter }] } } : {})
-            })
-            const completions = Array.from({ length: slots }, () => {
-              const sequence = context.getSequence()
-              return { sequence, completion: new LlamaCompletion({ contextSequence: sequence }) }
-            })
-            return { llama, model, context, completions }
-          },
+            }),
           catch: fail
         }),
-        (l) => Effect.promise(async () => {
-          await l.context.dispose()
-          await l.model.dispose()
-          await l.llama.dispose()
-        })
+        (c) => Effect.promise(() => c.dispose())
       )
+      const loaded = {
+        completions: Array.from({ length: slots }, () => {
+          const sequence = context.getSequence()
+          return { sequence, completion: new LlamaCompletion({ contextSequence: sequence }) }
+        })
+      }
       // a pool of sequences: a request takes one and gives it back, so at most `slots` run at once
       const pool = yield* Queue.unbounded<(typeof loaded.completions)[number]>()
       yield* Queue.offerAll(pool, loaded.completions)
