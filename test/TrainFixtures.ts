@@ -2,8 +2,8 @@
 import { Effect } from "effect"
 import { Device, registerGradients } from "../src/Training/Device.ts"
 import { formatExample } from "../src/Dataset/PromptFormat.ts"
-import { SeededRng } from "../src/Training/Collate.ts"
-import { attentionModules, type LlamaConfig, mlpModules, type NamedTensor, weightNames } from "../src/Training/ModelContracts.ts"
+import type { LlamaConfig, NamedTensor } from "../src/Training/ModelContracts.ts"
+import { canonicalWeights } from "../src/Training/TinyModel.ts"
 import type { TrainExample, TrainTokenizer } from "../src/Training/Trainer.ts"
 import type { TrainConfig } from "../src/Training/TrainConfig.ts"
 import { defaultTrainConfig } from "../src/Training/TrainConfig.ts"
@@ -22,37 +22,9 @@ export const tinyConfig: LlamaConfig = {
   tieWordEmbeddings: false
 }
 
-/** Random weights with the usual 0.02-std initialization (norms at 1), deterministic in the seed. */
-export const randomWeights = (c: LlamaConfig, seed: number): Array<NamedTensor> => {
-  const rng = new SeededRng(seed)
-  const randn = (shape: ReadonlyArray<number>, std = 0.02) =>
-    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * std)
-  const ones = (n: number) => new Float32Array(n).fill(1)
-  const q = c.numHeads * c.headDim
-  const kv = c.numKvHeads * c.headDim
-  const shapes: Record<string, [number, number]> = {
-    q_proj: [q, c.hiddenSize],
-    k_proj: [kv, c.hiddenSize],
-    v_proj: [kv, c.hiddenSize],
-    o_proj: [c.hiddenSize, q],
-    gate_proj: [c.intermediateSize, c.hiddenSize],
-    up_proj: [c.intermediateSize, c.hiddenSize],
-    down_proj: [c.hiddenSize, c.intermediateSize]
-  }
-  const out: Array<NamedTensor> = [
-    { name: weightNames.embedding, shape: [c.vocabSize, c.hiddenSize], data: randn([c.vocabSize, c.hiddenSize], 0.5) },
-    { name: weightNames.finalNorm, shape: [c.hiddenSize], data: ones(c.hiddenSize) }
-  ]
-  if (!c.tieWordEmbeddings) out.push({ name: weightNames.output, shape: [c.vocabSize, c.hiddenSize], data: randn([c.vocabSize, c.hiddenSize], 0.2) })
-  for (let l = 0; l < c.numLayers; l++) {
-    out.push({ name: weightNames.inputNorm(l), shape: [c.hiddenSize], data: ones(c.hiddenSize) })
-    out.push({ name: weightNames.postAttentionNorm(l), shape: [c.hiddenSize], data: ones(c.hiddenSize) })
-    for (const m of [...attentionModules, ...mlpModules]) {
-      out.push({ name: `${weightNames.linear(l, m)}.weight`, shape: shapes[m]!, data: randn(shapes[m]!, 0.2) })
-    }
-  }
-  return out
-}
+/** Seeded random weights (TinyModel's generator), larger than HF's 0.02 init so a few steps visibly learn. */
+export const randomWeights = (c: LlamaConfig, seed: number): Array<NamedTensor> =>
+  canonicalWeights(c, { seed, initStd: 0.2, normStd: 0 }).map((w) => ({ name: w.name, shape: w.shape, data: w.data() }))
 
 /** UTF-8 bytes as ids 0..255, BOS 256, EOS 257. */
 export const byteTokenizer: TrainTokenizer = {

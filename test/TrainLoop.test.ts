@@ -89,7 +89,6 @@ describe("the training loop", () => {
     const qlora = await run(runTraining(input(), { ...learnConfig(tmp(), "qlora"), evalGenerationSamples: 0, metricForBest: "eval_loss" }, { onLog: () => {} }))
     const a = lora.trainLogs.at(-1)!.loss
     const b = qlora.trainLogs.at(-1)!.loss
-    console.log("final loss lora", a, "qlora", b, "base bytes", lora.baseMemoryBytes, qlora.baseMemoryBytes)
     // NF4 perturbs each base weight by ~10% RMS (the code book's error, Nf4.test.ts); the adapter trains against the
     // perturbed base and compensates, so the two runs end close but not equal. 25% relative leaves room for that
     // while a broken QLoRA path (no gradient, wrong dequantization) ends several times higher.

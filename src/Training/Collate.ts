@@ -8,7 +8,8 @@
  * tokens plus EOS. Tokenizing the parts separately means no token straddles the boundary (a joint
  * tokenization could merge the last prompt character with the first answer character), and it matches
  * inference, where the prompt is tokenized alone and the model continues it. This is TRL's completion-only
- * loss on prompt/completion data.
+ * loss on prompt/completion data. (With a SentencePiece vocabulary the answer part gets the tokenizer's dummy
+ * "▁" prefix; the model learns that continuation, and the detokenized answer may start with a space.)
  */
 
 /** A small, fast, seedable PRNG (mulberry32) whose whole state is one 32-bit integer, so it checkpoints exactly. */

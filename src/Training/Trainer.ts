@@ -36,14 +36,15 @@ import {
   epochPermutation,
   packBatch,
   padBatch,
-  type TokenizedExample
+  type TokenizedExample,
+  tokenizeExample
 } from "./Collate.ts"
 import { Device, parameterCount } from "./Device.ts"
 import { generate } from "./Generation.ts"
 import { DenseLinear, LlamaModel, outputLinearName } from "./LlamaModel.ts"
 import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform, resolveTargets } from "./Lora.ts"
 import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
-import type { LinearLayer, LlamaConfig, NamedTensor } from "./ModelContracts.ts"
+import { type LinearLayer, type LinearModule, type LlamaConfig, type NamedTensor, weightNames } from "./ModelContracts.ts"
 import { nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
 import { SeededRng } from "./Collate.ts"
@@ -51,7 +52,7 @@ import type { TrainConfig } from "./TrainConfig.ts"
 import { gguf, openGguf } from "./Gguf.ts"
 import { hfNameOf, permuteQkForGguf, qkHeadsFor } from "./GgufNames.ts"
 import { type GgufTensorToWrite, writeGguf } from "./GgufWriter.ts"
-import { loadModelSource } from "./ModelLoader.ts"
+import { expectedShape, loadModelSource } from "./ModelLoader.ts"
 import { toFileError } from "./ModelFileError.ts"
 import { type ModelTokenizer, Tokenizer } from "./Tokenizer.ts"
 import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
@@ -223,21 +224,6 @@ export const buildTrainee = async (input: TrainingInput, config: TrainConfig): P
   }
 }
 
-/** [out, in] of each decoder linear module. */
-const linearShapes = (c: LlamaConfig) => {
-  const q = c.numHeads * c.headDim
-  const kv = c.numKvHeads * c.headDim
-  return {
-    q_proj: [q, c.hiddenSize],
-    k_proj: [kv, c.hiddenSize],
-    v_proj: [kv, c.hiddenSize],
-    o_proj: [c.hiddenSize, q],
-    gate_proj: [c.intermediateSize, c.hiddenSize],
-    up_proj: [c.intermediateSize, c.hiddenSize],
-    down_proj: [c.hiddenSize, c.intermediateSize]
-  } as const
-}
-
 // ---------------------------------------------------------------------------------------------------------------------
 // loss
 
@@ -402,12 +388,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
 
   // data
   const tok = input.tokenizer
-  const tokenize = (ex: TrainExample): TokenizedExample => {
-    const prompt = [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))]
-    const answer = [...tok.encode(ex.text.slice(ex.answerStart, ex.answerEnd)), tok.eosId]
-    const ids = [...prompt, ...answer].slice(0, config.maxSeqLength)
-    return { ids, labels: ids.map((_, i) => i >= prompt.length) }
-  }
+  const tokenize = (ex: TrainExample): TokenizedExample => tokenizeExample(tok, ex, config.maxSeqLength)
   const train = input.train.map(tokenize)
   const validation = input.validation.map(tokenize)
   const genSample = input.validation.slice(0, config.evalGenerationSamples).map((ex) => ({
@@ -431,10 +412,12 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   const device = yield* Effect.serviceOption(Device)
   if (device._tag === "Some") {
     const c = input.modelConfig
-    const linearParams = c.numLayers * (c.hiddenSize * c.headDim * (2 * c.numHeads + 2 * c.numKvHeads) + 3 * c.hiddenSize * c.intermediateSize)
+    const shape = (m: LinearModule) => expectedShape(c, `${weightNames.linear(0, m)}.weight`)!
+    const sizes = (modules: ReadonlyArray<LinearModule>, f: (s: ReadonlyArray<number>) => number) =>
+      modules.reduce((n, m) => n + c.numLayers * f(shape(m)), 0)
+    const linearParams = sizes(resolveTargets("all-linear"), ([o, i]) => o! * i!)
     const params = parameterCount(c)
-    const shapes = linearShapes(c)
-    const loraParams = resolveTargets(config.targetModules).reduce((n, m) => n + c.numLayers * config.r * (shapes[m][0] + shapes[m][1]), 0)
+    const loraParams = sizes(resolveTargets(config.targetModules), ([o, i]) => config.r * (o! + i!))
     // NF4 with double quantization: 0.5 + 1/64 + 4/(64·256) bytes per decoder-linear weight, the rest float32
     const baseBytes = config.mode === "qlora" ? linearParams * (0.5 + 1 / 64 + 4 / 16384) + (params - linearParams) * 4 : params * 4
     const longest = Math.max(...train.map((e) => e.ids.length))
