@@ -66,8 +66,13 @@ const kebab = (s: string) => s.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)
 const fields = Object.keys(configFieldKinds) as Array<keyof TrainConfig>
 
 const fieldFlags = Object.fromEntries(
-  fields.map((f) => [f, Flag.String(kebab(f)).pipe(Flag.withDescription(descriptions[f]), Flag.optional)])
-) as Record<keyof TrainConfig, Flag.Flag<Option.Option<string>>>
+  fields.map((f) => [
+    f,
+    configFieldKinds[f] === "boolean"
+      ? Flag.Boolean(kebab(f)).pipe(Flag.withDescription(descriptions[f]), Flag.optional)
+      : Flag.String(kebab(f)).pipe(Flag.withDescription(descriptions[f]), Flag.optional)
+  ])
+) as Record<keyof TrainConfig, Flag.Flag<Option.Option<string | boolean>>>
 
 export const trainCommand = Command.make(
   "train",
@@ -83,7 +88,7 @@ export const trainCommand = Command.make(
     const overrides: Record<string, unknown> = {}
     for (const f of fields) {
       const v = flags[f]
-      if (Option.isSome(v)) overrides[f] = parseFlagValue(f, v.value)
+      if (Option.isSome(v)) overrides[f] = typeof v.value === "boolean" ? v.value : parseFlagValue(f, v.value)
     }
     const config = yield* resolveTrainConfig(Option.getOrUndefined(flags.config), overrides).pipe(
       Effect.catchTag("TrainConfigError", (e) => fail(e.message, 2))
