@@ -127,13 +127,24 @@ const blockScales = (q: Nf4Tensor): Float32Array => {
   return out
 }
 
+/** NF4 levels of the high and low nibble of every byte value, so one lookup decodes a byte without branches. */
+const HIGH = Float32Array.from({ length: 256 }, (_, b) => NF4_CODE[b >> 4]!)
+const LOW = Float32Array.from({ length: 256 }, (_, b) => NF4_CODE[b & 15]!)
+
 export const dequantizeNf4 = (q: Nf4Tensor, out = new Float32Array(q.shape[0] * q.shape[1])): Float32Array => {
   const scales = blockScales(q)
-  const n = out.length
-  for (let i = 0; i < n; i++) {
-    const byte = q.packed[i >> 1]!
-    const code = (i & 1) === 0 ? byte >> 4 : byte & 15
-    out[i] = NF4_CODE[code]! * scales[Math.floor(i / q.blockSize)]!
+  const { packed, blockSize } = q
+  if (blockSize % 2 !== 0) throw new Error(`NF4: block size ${blockSize} must be even`)
+  // hot path (every forward and backward of QLoRA): block by block, one byte = two weights
+  const half = blockSize >> 1
+  for (let b = 0, j = 0; j < packed.length; b++) {
+    const scale = scales[b]!
+    const end = Math.min(packed.length, j + half)
+    for (; j < end; j++) {
+      const byte = packed[j]!
+      out[2 * j] = HIGH[byte]! * scale
+      out[2 * j + 1] = LOW[byte]! * scale // past the end for an odd count: a typed array ignores it
+    }
   }
   return out
 }
