@@ -73,7 +73,7 @@ export const inputBytes = (input: string): Stream.Stream<Uint8Array, DatasetInpu
   NodeStream.fromReadable<Uint8Array, DatasetInputError>({
     evaluate: () => {
       if (input === "-") return process.stdin
-      const file = createReadStream(input, { highWaterMark: 1 << 20 })
+      const file = createReadStream(input, { highWaterMark: 1 << 18 })
       if (!input.endsWith(".gz")) return file
       const gunzip = createGunzip({ chunkSize: 1 << 20 })
       file.on("error", (e) => gunzip.destroy(e))

@@ -198,7 +198,15 @@ const tokenTable: ReadonlyMap<number, ReadonlyArray<TokenEntry>> = (() => {
 })()
 const exchangePrefix = /\b(?:NYSE|NASDAQ|TSX|Nasdaq):\s?$/
 
+// (first character, length) pairs of table tokens: most words are ruled out without hashing them
+const shapes = (() => {
+  const m = new Uint8Array(128 * 32)
+  for (const list of tokenTable.values()) for (const e of list) m[(e.token.charCodeAt(0) & 127) * 32 + Math.min(e.token.length, 31)] = 1
+  return m
+})()
+
 const lookup = (text: string, start: number, end: number): TokenEntry | undefined => {
+  if (shapes[(text.charCodeAt(start) & 127) * 32 + Math.min(end - start, 31)] === 0) return undefined
   const list = tokenTable.get(hashRange(text, start, end))
   if (list === undefined) return undefined
   for (const e of list) if (e.token.length === end - start && text.startsWith(e.token, start)) return e

