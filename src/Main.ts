@@ -14,6 +14,7 @@ import { trainCommand } from "./Training/TrainCli.ts"
 import { evalCommand } from "./Evaluation/Cli.ts"
 import { datasetCommand } from "./Dataset/Cli.ts"
 import { modelCommand } from "./Training/ModelCli.ts"
+import { pipelineCommand } from "./Pipeline.ts"
 
 const root = Command.make("finetune-finance").pipe(
   Command.withDescription(
@@ -28,6 +29,7 @@ const stageCommands = [
   evalCommand,
   datasetCommand,
   modelCommand,
+  pipelineCommand,
 ] as const
 
 root.pipe(

@@ -1,0 +1,215 @@
+/**
+ * What a person reads at the end of `pipeline`: the one-screen summary printed to the terminal and `report.md` in
+ * the run folder. Base-vs-tuned margins come with a paired bootstrap 95% interval over the held-out samples (the
+ * same records scored for both systems), so a margin can be told apart from noise.
+ */
+import { Effect, FileSystem, Schema } from "effect"
+import type { DatasetResult, BaseResult, EvaluateResult, ExportResult, PretrainResult, RunManifest, ServeResult, TrainStageResult } from "./Pipeline.ts"
+import type { PipelineConfig } from "./PipelineConfig.ts"
+
+export interface Margin {
+  readonly metric: string
+  readonly label: string
+  readonly base: number
+  readonly tuned: number
+  readonly delta: number
+  /** paired bootstrap 95% interval of the delta */
+  readonly low: number
+  readonly high: number
+  readonly pairs: number
+}
+
+/** The per-sample metrics compared (samples.jsonl field -> label). */
+export const marginMetrics = [
+  ["rougeL", "ROUGE-L"],
+  ["factuality", "factuality"],
+  ["placeholderF1", "placeholder F1"],
+  ["bleu", "sentence BLEU"]
+] as const
+
+const SampleLine = Schema.Struct({
+  id: Schema.String,
+  metrics: Schema.Struct({
+    rougeL: Schema.Finite,
+    factuality: Schema.Finite,
+    placeholderF1: Schema.Finite,
+    bleu: Schema.Finite
+  })
+})
+const decodeSample = Schema.decodeUnknownSync(Schema.fromJsonString(SampleLine))
+
+/** mulberry32 */
+const prng = (seed: number) => () => {
+  let t = (seed = (seed + 0x6d2b79f5) | 0)
+  t = Math.imul(t ^ (t >>> 15), t | 1)
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+
+/** Paired bootstrap of mean(tuned − base): 2,000 resamples of the sample pairs, percentile interval. */
+export const pairedBootstrap = (
+  deltas: ReadonlyArray<number>,
+  seed: number,
+  resamples = 2000
+): { readonly low: number; readonly high: number } => {
+  if (deltas.length === 0) return { low: 0, high: 0 }
+  const rand = prng(seed)
+  const means = new Float64Array(resamples)
+  for (let b = 0; b < resamples; b++) {
+    let sum = 0
+    for (let i = 0; i < deltas.length; i++) sum += deltas[Math.floor(rand() * deltas.length)]!
+    means[b] = sum / deltas.length
+  }
+  means.sort()
+  return { low: means[Math.floor(0.025 * (resamples - 1))]!, high: means[Math.ceil(0.975 * (resamples - 1))]! }
+}
+
+/** Margins of the tuned run over the base run, from their samples.jsonl files (pairs matched by sample id). */
+export const bootstrapMargins = Effect.fn("PipelineReport.margins")(function*(baseSamples: string, tunedSamples: string, seed: number) {
+  const fs = yield* FileSystem.FileSystem
+  const read = (file: string) =>
+    fs.readFileString(file).pipe(Effect.flatMap((text) =>
+      Effect.try({
+        try: () => new Map(text.split("\n").filter((l) => l.trim() !== "").map((l) => {
+          const s = decodeSample(l)
+          return [s.id, s.metrics] as const
+        })),
+        catch: (e) => new Error(`${file}: ${e instanceof Error ? e.message : String(e)}`)
+      })
+    ))
+  const base = yield* read(baseSamples)
+  const tuned = yield* read(tunedSamples)
+  const ids = [...tuned.keys()].filter((id) => base.has(id))
+  const mean = (xs: ReadonlyArray<number>) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length)
+  return marginMetrics.map(([metric, label]): Margin => {
+    const b = ids.map((id) => base.get(id)![metric])
+    const t = ids.map((id) => tuned.get(id)![metric])
+    const deltas = t.map((x, i) => x - b[i]!)
+    return { metric, label, base: mean(b), tuned: mean(t), delta: mean(deltas), ...pairedBootstrap(deltas, seed), pairs: ids.length }
+  })
+})
+
+export interface ReportInput {
+  readonly config: PipelineConfig
+  readonly manifest: Pick<RunManifest, "stages" | "lastInvocation" | "artifacts" | "startedAt"> & { readonly finishedAt?: string }
+  readonly dataset: DatasetResult
+  readonly base: BaseResult
+  readonly pretrain: PretrainResult
+  readonly train: TrainStageResult
+  readonly exported: ExportResult
+  readonly evaluation: EvaluateResult
+  readonly serve: ServeResult
+}
+
+export const formatSeconds = (s: number | undefined): string => {
+  if (s === undefined) return "-"
+  if (s < 60) return `${s.toFixed(1)} s`
+  return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`
+}
+const fmt = (x: number | null | undefined, digits = 3) => (x === null || x === undefined ? "-" : x.toFixed(digits))
+const signed = (x: number, digits = 3) => `${x >= 0 ? "+" : ""}${x.toFixed(digits)}`
+const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length))
+const padLeft = (s: string, n: number) => (s.length >= n ? s : " ".repeat(n - s.length) + s)
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`
+
+const stageLine = (input: ReportInput, name: string): string => {
+  const d = input.dataset
+  switch (name) {
+    case "dataset":
+      return `${d.summary.linesRead} lines -> ${d.summary.train} train / ${d.summary.test} test ` +
+        `(${d.summary.rejected} rejected, ${d.summary.duplicates.exact + d.summary.duplicates.normalized} duplicates)`
+    case "base":
+      return `${input.base.madeByProject ? "project-made" : "yours"}: ${input.base.shape}, ${(input.base.parameters / 1e6).toFixed(2)}M parameters`
+    case "pretrain":
+      return input.pretrain.ran
+        ? `full-parameter, ${input.pretrain.steps} steps, ${fmt(input.pretrain.tokensPerSecond, 0)} tok/s, loss ${fmt(input.pretrain.firstLoss, 2)} -> ${fmt(input.pretrain.lastLoss, 2)}`
+        : `not run: ${input.pretrain.reason}`
+    case "train":
+      return `${input.train.mode}, ${input.train.steps} steps, ${fmt(input.train.tokensPerSecond, 0)} tok/s, loss ${fmt(input.train.firstLoss, 2)} -> ${fmt(input.train.lastLoss, 2)}, best step ${input.train.bestStep}`
+    case "export":
+      return `adapter GGUF ${input.exported.tensors} tensors, ${mib(input.exported.adapterBytes)}${input.exported.merged === undefined ? "" : ", merged GGUF"}`
+    case "evaluate":
+      return input.evaluation.ran ? `${input.evaluation.samples} held-out samples, base and tuned (llama.cpp, greedy)` : `not run: ${input.evaluation.reason}`
+    case "serve": {
+      const a = input.serve.answers ?? []
+      return input.serve.ran
+        ? `POST /infer answered ${a.length}/${a.length}, mean ${fmt(a.reduce((s, x) => s + x.latencyMs, 0) / Math.max(1, a.length), 0)} ms`
+        : `not run: ${input.serve.reason}`
+    }
+    default:
+      return ""
+  }
+}
+
+/** The one-screen summary printed at the end of a run. */
+export const renderSummary = (input: ReportInput): string => {
+  const lines: Array<string> = []
+  const stages = ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"]
+  const total = stages.reduce((s, n) => s + (input.manifest.stages[n]?.seconds ?? 0), 0)
+  lines.push("", `finetune-finance pipeline: ${input.config.out}  (stage time ${formatSeconds(total)})`, "")
+  lines.push(`${pad("stage", 9)} ${pad("this run", 8)} ${padLeft("time", 8)}  what`)
+  for (const name of stages) {
+    const ran = input.manifest.lastInvocation[name] ?? "-"
+    lines.push(`${pad(name, 9)} ${pad(ran, 8)} ${padLeft(formatSeconds(input.manifest.stages[name]?.seconds), 8)}  ${stageLine(input, name)}`)
+  }
+  const margins = input.evaluation.margins
+  if (margins !== undefined && margins.length > 0) {
+    lines.push("", `held-out metrics (${margins[0]!.pairs} samples; margin = tuned - base, paired bootstrap 95% interval)`)
+    lines.push(`${pad("metric", 16)} ${padLeft("base", 7)} ${padLeft("tuned", 7)} ${padLeft("margin", 8)}  95% interval`)
+    for (const m of margins) {
+      lines.push(`${pad(m.label, 16)} ${padLeft(fmt(m.base), 7)} ${padLeft(fmt(m.tuned), 7)} ${padLeft(signed(m.delta), 8)}  [${signed(m.low)}, ${signed(m.high)}]`)
+    }
+    const b = input.evaluation.base!.metrics
+    const t = input.evaluation.tuned!.metrics
+    lines.push(`${pad("corpus BLEU", 16)} ${padLeft(fmt(b["bleu"], 2), 7)} ${padLeft(fmt(t["bleu"], 2), 7)} ${padLeft(signed(t["bleu"]! - b["bleu"]!, 2), 8)}`)
+  }
+  if (input.pretrain.ran) {
+    lines.push("", "note: the built-in base starts from random weights, so it was pre-trained (full-parameter, same trainer) on the",
+      "training split's answer text before LoRA; \"base\" above is that pre-trained model, \"tuned\" is it plus the LoRA adapter.")
+  }
+  lines.push("", "artifacts:")
+  for (const [name, file] of Object.entries(input.manifest.artifacts)) lines.push(`  ${pad(name, 18)} ${file}`)
+  lines.push("")
+  return lines.join("\n")
+}
+
+/** report.md: everything in the summary, plus settings, the served answers and where every file is. */
+export const renderMarkdownReport = (input: ReportInput): string => {
+  const out: Array<string> = []
+  const stages = ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"]
+  out.push("# Pipeline report", "")
+  out.push(`Run folder \`${input.config.out}\`, started ${input.manifest.startedAt}.`, "")
+  out.push("## Stages", "", "| stage | time | what |", "| --- | ---: | --- |")
+  for (const name of stages) out.push(`| ${name} | ${formatSeconds(input.manifest.stages[name]?.seconds)} | ${stageLine(input, name)} |`)
+  out.push("")
+  if (input.pretrain.ran) {
+    out.push("## Why the base was pre-trained", "",
+      "The built-in base model is made by the project with random weights. A random model cannot show what LoRA adds, so the " +
+        "default first pre-trains it, full-parameter and with the same trainer, on the training split's answers and rationales " +
+        "as plain text (no Context/Question/Answer prompt). That pre-trained model is the **base** below; LoRA then teaches the " +
+        "task (answering a question from its context) and the **tuned** model is the base plus the adapter. With your own " +
+        "model (`--model`), this step does not run.", "")
+  }
+  const margins = input.evaluation.margins
+  if (margins !== undefined && input.evaluation.base !== undefined && input.evaluation.tuned !== undefined) {
+    out.push("## Base vs tuned on the held-out split", "",
+      `${margins[0]?.pairs ?? 0} held-out records, greedy decoding through llama.cpp (the GGUF files that are served). ` +
+        "Margin = tuned − base; the interval is a paired bootstrap 95% interval over the samples.", "",
+      "| metric | base | tuned | margin | 95% interval |", "| --- | ---: | ---: | ---: | --- |")
+    for (const m of margins) out.push(`| ${m.label} | ${fmt(m.base)} | ${fmt(m.tuned)} | ${signed(m.delta)} | [${signed(m.low)}, ${signed(m.high)}] |`)
+    out.push("", "All corpus metrics:", "", "| metric | base | tuned |", "| --- | ---: | ---: |")
+    for (const [k, v] of Object.entries(input.evaluation.tuned.metrics)) out.push(`| ${k} | ${fmt(input.evaluation.base.metrics[k])} | ${fmt(v)} |`)
+    out.push("", `Charts and per-sample results: \`${input.evaluation.report}\`.`, "")
+  }
+  if (input.serve.ran && input.serve.answers !== undefined) {
+    out.push("## Served answers (`POST /infer`)", "")
+    for (const a of input.serve.answers) {
+      out.push(`- **Q:** ${a.question}`, `  **A:** ${a.answer.replace(/\n/g, " ")} _(confidence ${fmt(a.confidence, 2)}, ${a.latencyMs} ms)_`)
+    }
+    out.push("")
+  }
+  out.push("## Artifacts", "", "| artifact | path |", "| --- | --- |")
+  for (const [name, file] of Object.entries(input.manifest.artifacts)) out.push(`| ${name} | \`${file}\` |`)
+  out.push("", "## Settings", "", "```json", JSON.stringify(input.config, null, 2), "```", "")
+  return out.join("\n")
+}
