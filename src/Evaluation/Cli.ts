@@ -18,7 +18,11 @@ import { type Aggregate } from "./RunFiles.ts"
 import { EvalScheduler, type RegressionReference } from "./EvalScheduler.ts"
 import { Evaluator } from "./Evaluator.ts"
 import { Generator } from "./Generator.ts"
+import { existsSync, statSync } from "node:fs"
+import { Device } from "../Training/Device.ts"
 import { LlamaCpp } from "../Training/LlamaCpp.ts"
+import { Tokenizer } from "../Training/Tokenizer.ts"
+import { layerModelCore } from "./ModelCoreGenerator.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { Rubric, rubricMarkdown } from "./Rubric.ts"
 import { RunHistory, type RunRow } from "./RunHistory.ts"
@@ -67,6 +71,11 @@ const runFlags = {
   modelName: Flag.String("model-name").pipe(Flag.optional, Flag.withDescription("with --endpoint: the model/adapter name to request")),
   model: Flag.String("model").pipe(Flag.optional, Flag.withDescription("in-process: a base model GGUF run with llama.cpp")),
   adapter: Flag.String("adapter").pipe(Flag.optional, Flag.withDescription("with --model: a llama.cpp LoRA adapter GGUF (eval of the fine-tuned model)")),
+  engine: Flag.Literals("engine", ["auto", "llama.cpp", "core"]).pipe(
+    Flag.withDefault("auto" as const),
+    Flag.withDescription("with --model: llama.cpp (GGUF model + GGUF LoRA), or the project's tfjs model core (GGUF or HF folder + PEFT adapter folder); auto picks core when the model or adapter is a folder")
+  ),
+  device: Flag.Literals("device", ["auto", "gpu", "wasm", "cpu"]).pipe(Flag.withDefault("auto" as const), Flag.withDescription("with --engine core: the tfjs backend")),
   threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: CPU threads for llama.cpp (default: its own choice; set it on shared machines)")),
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
   concurrency: Flag.Int("concurrency").pipe(Flag.withDefault(4), Flag.withDescription("generations in flight at once")),
@@ -96,12 +105,22 @@ const generatorLayer = (f: RunFlags) => {
       timeout: Duration.seconds(f.timeout)
     }))
   }
+  const model = Option.getOrThrow(f.model)
+  const adapter = Option.getOrUndefined(f.adapter)
+  const isFolder = (p: string | undefined) => p !== undefined && existsSync(p) && statSync(p).isDirectory()
+  const engine = f.engine !== "auto" ? f.engine : isFolder(model) || isFolder(adapter) ? "core" : "llama.cpp"
+  type AnyLayer = Layer.Layer<Generator, { readonly _tag: string; readonly message: string }, FileSystem.FileSystem | Path.Path>
+  if (engine === "core") {
+    return Effect.succeed(layerModelCore({ model, adapter }).pipe(
+      Layer.provide(Layer.mergeAll(Tokenizer.layer, Device.layer(f.device)))
+    ) satisfies AnyLayer)
+  }
   return Effect.succeed(layerLlamaCpp({
-    model: Option.getOrThrow(f.model),
-    adapter: Option.getOrUndefined(f.adapter),
+    model,
+    adapter,
     concurrency: f.concurrency,
     threads: Option.getOrUndefined(f.threads)
-  }).pipe(Layer.provide(LlamaCpp.layer)) as Layer.Layer<Generator, { readonly _tag: string; readonly message: string }>)
+  }).pipe(Layer.provide(LlamaCpp.layer)) satisfies AnyLayer)
 }
 
 const checkRunFlags = (f: RunFlags) =>

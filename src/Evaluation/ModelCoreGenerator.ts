@@ -1,0 +1,87 @@
+/**
+ * The in-process Generator over the project's own model core: the Training stage's tfjs `LlamaModel` (a GGUF file
+ * or a Hugging Face folder), its tokenizer, its KV-cached `generate`, and optionally a PEFT LoRA adapter folder
+ * (what `train` writes as its final adapter) loaded into LoRA layers over the frozen base: the same code path the
+ * trainer's eval-every-N-steps generation uses, so numbers here match what training reported.
+ *
+ * Prompts use the training layout (`formatPrompt`, `seed` by default). Generation is greedy at temperature 0 and
+ * seeded otherwise; it runs one request at a time (tfjs kernels are synchronous), whatever the evaluator's
+ * concurrency. Every tensor is released with the layer.
+ */
+import { Effect, Layer } from "effect"
+import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
+import { SeededRng } from "../Training/Collate.ts"
+import { Device } from "../Training/Device.ts"
+import { generate } from "../Training/Generation.ts"
+import { LlamaModel } from "../Training/LlamaModel.ts"
+import { DropoutContext, isLoraLayer, loraTransform, type TargetModules } from "../Training/Lora.ts"
+import { loadAdapterInto, readPeftAdapter } from "../Training/PeftAdapter.ts"
+import { Tokenizer } from "../Training/Tokenizer.ts"
+import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
+
+export interface ModelCoreOptions {
+  /** base model: GGUF file or Hugging Face folder */
+  readonly model: string
+  /** PEFT adapter folder (adapter_config.json + adapter_model.safetensors) */
+  readonly adapter?: string | undefined
+  readonly layout?: PromptLayout | undefined
+}
+
+export const layerModelCore = (options: ModelCoreOptions) =>
+  Layer.effect(
+    Generator,
+    Effect.gen(function*() {
+      yield* Device // the tfjs backend is chosen and initialised by the Device layer
+      const source = options.adapter === undefined ? `core:${options.model}` : `core:${options.model} + ${options.adapter}`
+      const fail = (e: { readonly message: string } | unknown) =>
+        new GenerationError({ source, detail: typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e) })
+      const layout = options.layout ?? "seed"
+      const tok = yield* (yield* Tokenizer).load(options.model).pipe(Effect.mapError(fail))
+      if (tok.eos === undefined) return yield* fail(`${options.model}: the model has no EOS token`)
+      const eos = tok.eos
+
+      const base = yield* Effect.acquireRelease(LlamaModel.load(options.model).pipe(Effect.mapError(fail)), (m) => Effect.sync(() => m.dispose()))
+      let model = base
+      if (options.adapter !== undefined) {
+        const adapter = yield* readPeftAdapter(options.adapter).pipe(Effect.mapError(fail))
+        const c = adapter.config
+        // inference: no dropout; the random init is overwritten by the adapter's weights
+        const lora = loraTransform(
+          { r: c.r, alpha: c.lora_alpha, dropout: 0, useRslora: c.use_rslora, targetModules: c.target_modules as TargetModules },
+          new SeededRng(0),
+          new DropoutContext()
+        )
+        model = yield* Effect.acquireRelease(
+          Effect.sync(() => base.withLinears((name, layer) => lora(name, layer))),
+          (m) => Effect.sync(() => m.dispose()) // the LoRA layers it created; the base is released on its own
+        )
+        const layers = [...model.linears.values()].filter(isLoraLayer)
+        if (layers.length === 0) return yield* fail(`${options.adapter}: its target_modules match no module of the model`)
+        yield* loadAdapterInto(adapter, layers, options.adapter).pipe(Effect.mapError(fail))
+      }
+      const stopTokenIds = tok.eot === undefined ? [eos] : [eos, tok.eot]
+      const special = layout !== "seed"
+
+      const run = Effect.fn("Generator.generate")(function*(request: GenerationRequest) {
+        const started = Date.now()
+        const text = formatPrompt({ question: request.question, context: request.context }, layout)
+        const prompt = [...(layout === "seed" && tok.bos !== undefined ? [tok.bos] : []), ...tok.tokenize(text, { addBos: false, special })]
+        const [out] = yield* Effect.try({
+          try: () =>
+            generate(model, [prompt], {
+              maxNewTokens: request.maxTokens,
+              temperature: request.temperature,
+              seed: request.seed,
+              stopTokenIds,
+              padTokenId: eos,
+              stopStrings: ["\nQuestion:", "\nContext:"],
+              detokenize: (ids) => tok.detokenize(ids)
+            }),
+          catch: fail
+        })
+        const answer = (out?.text ?? tok.detokenize(out?.tokens ?? [])).trim()
+        return { answer, rawAnswer: answer, modelVersion: source, latencyMs: Date.now() - started }
+      })
+      return Generator.of({ describe: source, generate: run })
+    })
+  )
