@@ -41,7 +41,14 @@ describe("eval run", () => {
       const { dir, split } = setup()
       const generator = yield* generatorFrom(Generator.layerHttp({ url: server.url, api: "infer" }))
       const out = join(dir, "run-infer")
-      const result = yield* Evaluator.use((e) => e.run({ generator, split, outDir: out, system: "fake", concurrency: 3, seed: 7 }))
+      // the trainer's metrics.jsonl: train lines with loss, eval lines with evalLoss
+      const trainingLog = join(dir, "metrics.jsonl")
+      writeFileSync(trainingLog, [
+        { type: "train", step: 10, loss: 2.5 },
+        { type: "eval", step: 10, evalLoss: 2.7, rougeL: 0.1 },
+        { type: "train", step: 20, loss: 1.9 }
+      ].map((l) => JSON.stringify(l)).join("\n") + "\n")
+      const result = yield* Evaluator.use((e) => e.run({ generator, split, outDir: out, system: "fake", concurrency: 3, seed: 7, trainingLog }))
       yield* Effect.promise(server.close)
 
       assert.strictEqual(server.requests.length, 6)
@@ -68,7 +75,9 @@ describe("eval run", () => {
       assert.strictEqual(agg.counts.signFlips, 1)
 
       const html = readFileSync(join(out, "report.html"), "utf8")
-      assert.isAtLeast(html.split("<svg").length - 1, 2)
+      // metric bars, distributions, loss curve
+      assert.strictEqual(html.split("<svg").length - 1, 3)
+      assert.include(html, "Training loss")
       assert.include(html, "ROUGE-L F")
       const md = readFileSync(join(out, "summary.md"), "utf8")
       assert.include(md, "| ROUGE-L F | " + agg.metrics.rougeL.toFixed(4))
