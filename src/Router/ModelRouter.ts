@@ -595,7 +595,9 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
     )
   }
 
-  for (const p of providers.values()) yield* metrics.breaker(p.breaker.name, "closed")
+  for (const p of providers.values()) {
+    for (const b of [p.breaker, ...p.keyBreakers]) yield* metrics.breaker(b.name, "closed")
+  }
 
   return ModelRouter.of({
     config,
