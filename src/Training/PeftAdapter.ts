@@ -6,7 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, FileSystem, Path, Schema } from "effect"
 import type { LoraLayer, LoraSettings } from "./Lora.ts"
-import { TargetModules } from "./Lora.ts"
+import { resolveTargets, TargetModules } from "./Lora.ts"
 import type { NamedTensor } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
@@ -47,7 +47,8 @@ export const peftConfig = (settings: LoraSettings, baseModel: string) => ({
   r: settings.r,
   rank_pattern: {},
   revision: null,
-  target_modules: settings.targetModules,
+  // PEFT saves the resolved module names when it was given "all-linear"
+  target_modules: [...resolveTargets(settings.targetModules)],
   task_type: "CAUSAL_LM",
   use_dora: false,
   use_rslora: settings.useRslora
