@@ -4,7 +4,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, f32ToF16 } from "../src/Training/Float16.ts"
+import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, f32ArrayToF16Portable, f32ToF16 } from "../src/Training/Float16.ts"
 import { ModelFileError } from "../src/Training/ModelFileError.ts"
 import { openSafetensors, readSafetensorsHeader, streamSafetensors, writeSafetensors } from "../src/Training/Safetensors.ts"
 
@@ -42,10 +42,13 @@ describe("Float16 conversions", () => {
     const specials = [0, -0, 1, -1, 65504, 65519.99, 65520, 1e9, -1e9, 5.96e-8, 2.98e-8, 2.99e-8, 1e-8, 6.1e-5, 0.1, 1 / 3,
       1.00048828125, 1.00146484375, Infinity, -Infinity]
     const values = Float32Array.from([...specials, ...seeded(20000, 7, 70000), ...seeded(20000, 8, 1e-4)])
-    const decoded = f16ArrayToF32(f32ArrayToF16(values))
-    for (let i = 0; i < values.length; i++) {
-      assert.strictEqual(Object.is(decoded[i], f16round(values[i]!)), true, `value ${values[i]} -> ${decoded[i]}`)
+    for (const encode of [f32ArrayToF16, f32ArrayToF16Portable]) {
+      const decoded = f16ArrayToF32(encode(values))
+      for (let i = 0; i < values.length; i++) {
+        assert.strictEqual(Object.is(decoded[i], f16round(values[i]!)), true, `value ${values[i]} -> ${decoded[i]}`)
+      }
     }
+    assert.deepStrictEqual(f32ArrayToF16Portable(Float32Array.of(NaN, -0, 1e-30)), Uint16Array.of(0x7e00, 0x8000, 0))
     assert.strictEqual(f32ToF16(1.00048828125), 0x3c00) // halfway between 1 and next: ties to even (down)
     assert.strictEqual(f32ToF16(1.00146484375), 0x3c02) // halfway, odd below: ties up
     assert.isTrue(Number.isNaN(f16ArrayToF32(f32ArrayToF16(Float32Array.of(NaN)))[0]))

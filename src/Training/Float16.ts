@@ -68,10 +68,20 @@ const f32BitsToF16 = (u: number): number => {
   return sign | half
 }
 
-/** Encodes float32 values as float16 bits into `out`. */
-export const f32ArrayToF16 = (values: Float32Array, out: Uint16Array = new Uint16Array(values.length)): Uint16Array => {
+/** Encodes float32 values as float16 bits into `out`, in plain JS (any Node). */
+export const f32ArrayToF16Portable = (values: Float32Array, out: Uint16Array = new Uint16Array(values.length)): Uint16Array => {
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length)
   for (let i = 0; i < values.length; i++) out[i] = f32BitsToF16(words[i]!)
+  return out
+}
+
+// Node 24's native Float16Array converts with the same rounding, about 2.5x faster; Node 22 lacks it
+const NativeFloat16Array = (globalThis as { Float16Array?: new(buffer: ArrayBufferLike, offset: number, length: number) => { set(values: ArrayLike<number>): void } }).Float16Array
+
+/** Encodes float32 values as float16 bits into `out` (round to nearest even). */
+export const f32ArrayToF16 = (values: Float32Array, out: Uint16Array = new Uint16Array(values.length)): Uint16Array => {
+  if (NativeFloat16Array === undefined) return f32ArrayToF16Portable(values, out)
+  new NativeFloat16Array(out.buffer, out.byteOffset, out.length).set(values)
   return out
 }
 
