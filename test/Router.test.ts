@@ -124,7 +124,8 @@ describe("Router routing on loopback providers", () => {
       const call = gemini.calls[0]!
       assert.strictEqual(call.path, "/v1beta/models/gemini-2.0-flash:generateContent")
       assert.strictEqual(call.headers["x-goog-api-key"], "gem-1")
-      assert.strictEqual(call.body.generationConfig.maxOutputTokens, 512)
+      // each provider gets its own default output budget (the /infer model's 512 is prompt + answer)
+      assert.strictEqual(call.body.generationConfig.maxOutputTokens, 750)
       assert.strictEqual(answer.metadata.modelVersion, "gemini-gemini")
       assert.deepStrictEqual(answer.metadata.usage, { promptTokens: 30, completionTokens: 9 })
     }))

@@ -350,14 +350,13 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
       try: () => planChain(config, classification, { preferredModel: options.preferredModel, jsonSchema: options.jsonSchema, stream }),
       catch: (e) => new InvalidRouteRequest({ field: "preferredModel", detail: e instanceof UnknownProvider ? e.message : String(e) })
     })
-    const first = plan.chain[0]
     const prompt: Providers.ProviderPrompt = {
       system: options.systemPrompt ?? config.systemPrompt,
       question: query,
       context: contextText,
       jsonSchema: options.jsonSchema,
-      maxTokens: options.maxTokens ?? first?.maxTokens ?? 512,
-      temperature: options.temperature ?? first?.temperature ?? 0.2,
+      maxTokens: options.maxTokens,
+      temperature: options.temperature,
       topK: options.topK,
       topP: options.topP
     }

@@ -17,8 +17,9 @@ export interface ProviderPrompt {
   /** the context rendered as text (formatRAGContext layout for structured contexts) */
   readonly context: string
   readonly jsonSchema: unknown
-  readonly maxTokens: number
-  readonly temperature: number
+  /** undefined: the provider's configured default (for /infer this is `max_length`, prompt + answer) */
+  readonly maxTokens: number | undefined
+  readonly temperature: number | undefined
   readonly topK: number | undefined
   readonly topP: number | undefined
 }
@@ -148,8 +149,8 @@ const openAiBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) 
     { role: "system", content: prompt.system },
     { role: "user", content: userContent(prompt) }
   ],
-  temperature: prompt.temperature,
-  max_tokens: prompt.maxTokens,
+  temperature: prompt.temperature ?? p.temperature,
+  max_tokens: prompt.maxTokens ?? p.maxTokens,
   ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {}),
   ...(prompt.jsonSchema !== undefined
     ? { response_format: { type: "json_schema", json_schema: { name: "answer", schema: prompt.jsonSchema } } }
@@ -157,12 +158,12 @@ const openAiBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) 
   ...(stream ? { stream: true } : {})
 })
 
-const geminiBody = (prompt: ProviderPrompt) => ({
+const geminiBody = (p: ProviderConfig, prompt: ProviderPrompt) => ({
   systemInstruction: { parts: [{ text: prompt.system }] },
   contents: [{ role: "user", parts: [{ text: userContent(prompt) }] }],
   generationConfig: {
-    temperature: prompt.temperature,
-    maxOutputTokens: prompt.maxTokens,
+    temperature: prompt.temperature ?? p.temperature,
+    maxOutputTokens: prompt.maxTokens ?? p.maxTokens,
     ...(prompt.topK !== undefined ? { topK: prompt.topK } : {}),
     ...(prompt.topP !== undefined ? { topP: prompt.topP } : {}),
     ...(prompt.jsonSchema !== undefined ? { responseMimeType: "application/json", responseSchema: prompt.jsonSchema } : {})
@@ -176,8 +177,8 @@ const ollamaBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) 
   stream,
   ...(prompt.jsonSchema !== undefined ? { format: prompt.jsonSchema } : {}),
   options: {
-    temperature: prompt.temperature,
-    num_predict: prompt.maxTokens,
+    temperature: prompt.temperature ?? p.temperature,
+    num_predict: prompt.maxTokens ?? p.maxTokens,
     ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
     ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
   }
@@ -196,8 +197,8 @@ export const buildRequest = (
         HttpClientRequest.bodyJsonUnsafe({
           question: prompt.question,
           context: prompt.context,
-          max_length: prompt.maxTokens,
-          temperature: prompt.temperature,
+          max_length: prompt.maxTokens ?? p.maxTokens,
+          temperature: prompt.temperature ?? p.temperature,
           ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
           ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
         })
@@ -211,7 +212,7 @@ export const buildRequest = (
     case "gemini": {
       const method = stream ? "streamGenerateContent" : "generateContent"
       const request = HttpClientRequest.post(`${p.baseUrl}/models/${encodeURIComponent(p.model)}:${method}`).pipe(
-        HttpClientRequest.bodyJsonUnsafe(geminiBody(prompt)),
+        HttpClientRequest.bodyJsonUnsafe(geminiBody(p, prompt)),
         stream ? HttpClientRequest.setUrlParam("alt", "sse") : (r) => r
       )
       return key === undefined ? request : HttpClientRequest.setHeader(request, "x-goog-api-key", Redacted.value(key))
