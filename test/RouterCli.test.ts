@@ -26,7 +26,7 @@ const tempDir = Effect.acquireRelease(
 )
 
 describe("route command", () => {
-  it.live("answers from the local model with a JSON context file and explains the decision", () =>
+  it.live("answers from the local model with a JSON context file and explains the decision; streams with --stream", () =>
     Effect.gen(function*() {
       const local = yield* loopback("local")
       const groq = yield* loopback("groq")
@@ -42,6 +42,11 @@ describe("route command", () => {
       assert.include(result.stderr, "chain local-pytorch > groq-llama")
       assert.include(result.stderr, "local-pytorch: success")
       assert.strictEqual(local.calls[0]!.body.context, "Current Symbol: MSFT\n\nCurrent Prices:\n  MSFT: $410.25 (-1.50%)")
+      groq.always({ kind: "stream", tokens: ["Markets ", "were ", "calm."] })
+      const streamed = yield* runCli(["route", "How were markets today?", "--stream", "--model", "groq-llama"], env)
+      assert.strictEqual(streamed.code, 0, streamed.stderr)
+      assert.strictEqual(streamed.stdout, "Markets were calm.\n")
+      assert.include(streamed.stderr, "model: groq-llama")
     }))
 
   it.live("exits 3 with a one-line message when every provider is down, and 2 on a bad context file", () =>
