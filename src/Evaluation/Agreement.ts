@@ -10,6 +10,8 @@
  * example; ordinal 0.815 and ratio 0.797 on Krippendorff's).
  */
 
+import { prng } from "./Seeded.ts"
+
 export type AlphaLevel = "nominal" | "ordinal" | "interval" | "ratio"
 
 /**
@@ -73,14 +75,6 @@ export const krippendorffAlpha = (
   }
   if (expected === 0) return Number.NaN
   return 1 - ((n - 1) * observed) / expected
-}
-
-/** mulberry32 */
-const prng = (seed: number) => () => {
-  let t = (seed = (seed + 0x6d2b79f5) | 0)
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
 }
 
 export interface Interval {

@@ -14,6 +14,7 @@ import { createHash } from "node:crypto"
 import packageJson from "../../package.json" with { type: "json" }
 import { TrainingRecord } from "../Dataset/Record.ts"
 import type { Generator } from "./Generator.ts"
+import { seededSample } from "./Seeded.ts"
 import { type LossPoint, renderReport } from "./Report.ts"
 import {
   Aggregate,
@@ -78,26 +79,6 @@ const decodeAggregate = Schema.decodeUnknownResult(Schema.fromJsonString(Aggrega
 const encodeJson = (x: unknown) => JSON.stringify(x)
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex")
-
-/** mulberry32: a small seeded PRNG, so `limit` picks the same records for the same seed everywhere */
-const prng = (seed: number) => () => {
-  let t = (seed = (seed + 0x6d2b79f5) | 0)
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-
-/** Fisher–Yates with the seeded PRNG; returns the first `n`, back in their original order. */
-export const seededSample = <A extends { readonly index: number }>(items: ReadonlyArray<A>, n: number, seed: number) => {
-  if (n >= items.length) return [...items]
-  const rand = prng(seed)
-  const copy = [...items]
-  for (let i = copy.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1))
-    ;[copy[i], copy[j]] = [copy[j]!, copy[i]!]
-  }
-  return copy.slice(0, n).sort((a, b) => a.index - b.index)
-}
 
 const issuePath = (path: ReadonlyArray<unknown> | undefined) =>
   (path ?? []).map((p) => (typeof p === "object" && p !== null && "key" in p ? String(p.key) : String(p))).join(".") || "<root>"

@@ -15,7 +15,7 @@
 import { Context, Effect, FileSystem, Layer, Path, Result, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { bootstrapMean, type Interval, krippendorffAlpha, wilson } from "./Agreement.ts"
-import { seededSample } from "./Evaluator.ts"
+import { prng, seededSample, shuffle } from "./Seeded.ts"
 import { SampleResult } from "./RunFiles.ts"
 
 export class RubricError extends Schema.TaggedError<RubricError>()("RubricError", {
@@ -131,22 +131,6 @@ export const parseCsv = (text: string): Result.Result<Array<Array<string>>, stri
 // ---------------------------------------------------------------------------------------------------------
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex")
-
-/** mulberry32, for label and row shuffles */
-const prng = (seed: number) => () => {
-  let t = (seed = (seed + 0x6d2b79f5) | 0)
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-const shuffle = <A>(xs: ReadonlyArray<A>, rand: () => number): Array<A> => {
-  const a = [...xs]
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1))
-    ;[a[i], a[j]] = [a[j]!, a[i]!]
-  }
-  return a
-}
 
 interface Rating {
   readonly rowId: string
