@@ -13,7 +13,7 @@ import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
 import { ModelFileError } from "../src/Training/ModelFileError.ts"
 import { loadModelSource } from "../src/Training/ModelLoader.ts"
 import { writeSafetensors } from "../src/Training/Safetensors.ts"
-import { canonicalWeights, llamaMetadata, presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { canonicalWeights, llamaMetadata, presetConfig, writeTinyHfFolder, writeTinyModel } from "../src/Training/TinyModel.ts"
 
 const dir = fs.mkdtempSync(join(os.tmpdir(), "model-loader-test-"))
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
@@ -263,4 +263,28 @@ describe("llama3 RoPE factors with few smoothed frequencies", () => {
       factors.forEach((f, i) => assert.approximately(derived[i]!, f, 1e-5 * f, `original ${original} factor ${i}`))
     }
   })
+})
+
+describe("the same project model as GGUF and as a Hugging Face folder", () => {
+  it.effect("loads to the same config and identical weights", () =>
+    Effect.gen(function*() {
+      for (const preset of ["llama3-tiny", "mistral-tiny"] as const) {
+        const config = presetConfig(preset)
+        const gguf = join(dir, `same-${preset}.gguf`)
+        const folder = join(dir, `same-${preset}`)
+        yield* writeTinyModel({ config, seed: 11, path: gguf })
+        yield* writeTinyHfFolder({ config, seed: 11, folder })
+        const a = yield* collect(gguf)
+        const b = yield* collect(folder)
+        assert.deepStrictEqual(b.source.config, config)
+        assert.deepStrictEqual({ ...a.source.config, rmsNormEps: 0, ropeScaling: undefined }, { ...b.source.config, rmsNormEps: 0, ropeScaling: undefined })
+        assert.deepStrictEqual(a.tensors.map((t) => t.name), b.tensors.map((t) => t.name))
+        for (let i = 0; i < a.tensors.length; i++) {
+          assert.deepStrictEqual(a.tensors[i]!.shape, b.tensors[i]!.shape)
+          assert.isTrue(Buffer.from(a.tensors[i]!.data.buffer, a.tensors[i]!.data.byteOffset, a.tensors[i]!.data.byteLength)
+            .equals(Buffer.from(b.tensors[i]!.data.buffer, b.tensors[i]!.data.byteOffset, b.tensors[i]!.data.byteLength)), a.tensors[i]!.name)
+        }
+        assert.isTrue(fs.existsSync(join(folder, "tokenizer.json")))
+      }
+    }))
 })

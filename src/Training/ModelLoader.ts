@@ -268,6 +268,38 @@ export const configFromHf = (configPath: string, text: string): LlamaConfig => {
   }
 }
 
+/** The config.json transformers writes for a config (LlamaForCausalLM, or MistralForCausalLM with a sliding window). */
+export const toHfConfigJson = (config: LlamaConfig, torchDtype: "float32" | "float16" | "bfloat16" = "float32") => {
+  const mistral = config.slidingWindow !== undefined
+  return {
+    architectures: [mistral ? "MistralForCausalLM" : "LlamaForCausalLM"],
+    model_type: mistral ? "mistral" : "llama",
+    vocab_size: config.vocabSize,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    hidden_act: "silu",
+    rms_norm_eps: config.rmsNormEps,
+    rope_theta: config.ropeTheta,
+    rope_scaling: config.ropeScaling === undefined ? null : {
+      rope_type: "llama3",
+      factor: config.ropeScaling.factor,
+      low_freq_factor: config.ropeScaling.lowFreqFactor,
+      high_freq_factor: config.ropeScaling.highFreqFactor,
+      original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings
+    },
+    max_position_embeddings: config.maxPositionEmbeddings,
+    ...(mistral ? { sliding_window: config.slidingWindow } : {}),
+    tie_word_embeddings: config.tieWordEmbeddings,
+    attention_bias: false,
+    mlp_bias: false,
+    torch_dtype: torchDtype
+  }
+}
+
 const WeightIndex = Schema.fromJsonString(Schema.Struct({ weight_map: Schema.Record(Schema.String, Schema.String) }))
 const decodeIndex = Schema.decodeUnknownResult(WeightIndex)
 

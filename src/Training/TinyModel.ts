@@ -5,12 +5,16 @@
  * one at a time, so even the 1.1B shape never sits in memory as a whole.
  */
 import { Effect, Schema } from "effect"
-import { buildFinanceVocabulary, chatTemplate, type SpmVocabulary } from "./FinanceVocabulary.ts"
+import * as fs from "node:fs"
+import { join } from "node:path"
+import { buildFinanceVocabulary, chatTemplate, hfTokenizerFiles, type SpmVocabulary } from "./FinanceVocabulary.ts"
 import { gguf, type GgufValue } from "./Gguf.ts"
 import { ggufNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "./GgufNames.ts"
 import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "./GgufWriter.ts"
 import { attentionModules, type LlamaConfig, mlpModules, weightNames } from "./ModelContracts.ts"
-import { fileError, type ModelFileError } from "./ModelFileError.ts"
+import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
+import { toHfConfigJson } from "./ModelLoader.ts"
+import { writeSafetensors } from "./Safetensors.ts"
 
 export const TinyPreset = Schema.Literals(["tiny", "small", "llama3-tiny", "mistral-tiny", "bench-1b"])
 export type TinyPreset = typeof TinyPreset.Type
@@ -235,4 +239,36 @@ export const writeTinyModel = (options: TinyModelOptions): Effect.Effect<void, M
       tensors.splice(1, 0, { name: "rope_freqs.weight", shape: [factors.length], type: "F32", data: factors })
     }
     return writeGguf(path, { metadata, tensors, ...(options.onTensor ? { onTensor: options.onTensor } : {}) })
+  })
+
+/**
+ * The same model as a Hugging Face folder: config.json, model.safetensors (canonical weights, HF layout),
+ * tokenizer.json + tokenizer_config.json (the BPE equivalent of the GGUF's SPM vocabulary, token-identical to
+ * llama.cpp's). With the same seed it holds exactly the weights `writeTinyModel` writes (F32).
+ */
+export const writeTinyHfFolder = (options: InitOptions & {
+  readonly config: LlamaConfig
+  readonly folder: string
+  readonly dtype?: "F32" | "F16" | "BF16"
+}): Effect.Effect<void, ModelFileError> =>
+  Effect.gen(function*() {
+    const { config, folder } = options
+    const dtype = options.dtype ?? "F32"
+    const vocab = yield* Effect.try({
+      try: () => buildFinanceVocabulary(config.vocabSize),
+      catch: (cause) => fileError(folder, cause instanceof Error ? cause.message : String(cause), "config.vocabSize")
+    })
+    yield* Effect.try({
+      try: () => {
+        fs.mkdirSync(folder, { recursive: true })
+        const torchDtype = dtype === "F32" ? "float32" : dtype === "F16" ? "float16" : "bfloat16"
+        fs.writeFileSync(join(folder, "config.json"), JSON.stringify(toHfConfigJson(config, torchDtype), null, 2))
+        const { tokenizerJson, tokenizerConfig } = hfTokenizerFiles(vocab)
+        fs.writeFileSync(join(folder, "tokenizer.json"), JSON.stringify(tokenizerJson))
+        fs.writeFileSync(join(folder, "tokenizer_config.json"), JSON.stringify(tokenizerConfig, null, 2))
+        fs.writeFileSync(join(folder, "generation_config.json"), JSON.stringify({ bos_token_id: vocab.bosId, eos_token_id: [vocab.eosId, vocab.eotId] }, null, 2))
+      },
+      catch: toFileError(folder)
+    })
+    yield* writeSafetensors(join(folder, "model.safetensors"), canonicalWeights(config, options), { metadata: { format: "pt" }, dtype })
   })
