@@ -10,6 +10,7 @@
  * Writes the results into the `## Router` section of BENCHMARKS.md. Loopback only; every loop is bounded.
  */
 import { Effect, ManagedRuntime } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import { readFileSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -153,10 +154,24 @@ const main = async () => {
     }
     return direct()
   }
+  // the same two calls through Effect's HttpClient (what the Router uses), to tell its cost from the Router's
+  const effectFailoverProgram = Effect.gen(function*() {
+    const client = yield* HttpClient.HttpClient
+    const body = HttpClientRequest.bodyJsonUnsafe({ question, context })
+    yield* client.execute(HttpClientRequest.post(`${slow.url}/infer`).pipe(body)).pipe(
+      Effect.timeoutOrElse({ duration: TIMEOUT_MS, orElse: () => Effect.void }),
+      Effect.asVoid
+    )
+    const res = yield* client.execute(HttpClientRequest.post(`${fast.url}/infer`).pipe(body))
+    return yield* res.json
+  }).pipe(Effect.provide(FetchHttpClient.layer))
+  const effectFailover = () => Effect.runPromise(effectFailoverProgram)
   const failover: Array<number> = []
   const failoverBaseline: Array<number> = []
+  const failoverEffect: Array<number> = []
   for (let i = 0; i < FAILOVERS; i++) {
     failoverBaseline.push(await timed(directFailover))
+    failoverEffect.push(await timed(effectFailover))
     const t0 = performance.now()
     const r = await failoverRouter.route(question, context)
     const elapsed = performance.now() - t0
@@ -165,6 +180,7 @@ const main = async () => {
   }
   const fo = stats(failover)
   const fb = stats(failoverBaseline)
+  const fe = stats(failoverEffect)
 
   await Promise.all([facade.close(), failoverRouter.close(), rt.dispose()])
   fast.server.close()
@@ -218,8 +234,10 @@ baseline is the same two calls made by hand, interleaved with the Router's.
 | --- | --- | --- |
 | Router: time to answer from the second provider | ${ms(fo.p50)} | ${ms(fo.p99)} |
 | baseline by hand: \`fetch\` aborted after ${TIMEOUT_MS} ms, then \`fetch\` to the second server | ${ms(fb.p50)} | ${ms(fb.p99)} |
+| the same two calls through Effect's \`HttpClient\` + \`Effect.timeoutOrElse\` (no Router) | ${ms(fe.p50)} | ${ms(fe.p99)} |
 | Router beyond the timeout | ${ms(fo.p50 - TIMEOUT_MS)} | ${ms(fo.p99 - TIMEOUT_MS)} |
-| Router beyond the baseline | ${ms(fo.p50 - fb.p50)} | ${ms(fo.p99 - fb.p99)} |
+| Router beyond the by-hand \`fetch\` baseline | ${ms(fo.p50 - fb.p50)} | ${ms(fo.p99 - fb.p99)} |
+| Router beyond the \`HttpClient\` baseline | ${ms(fo.p50 - fe.p50)} | ${ms(fo.p99 - fe.p99)} |
 
 Target: the per-attempt timeout plus < 5 ms.
 `
