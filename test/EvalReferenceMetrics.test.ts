@@ -7,6 +7,7 @@ import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import {
+  bleuSignature,
   type BleuOptions,
   computeBleu,
   corpusBleu,
@@ -133,6 +134,11 @@ describe("corpus BLEU = sacrebleu", () => {
       const streams = name.endsWith("_2refs") ? [refs, refs2] : [refs]
       assertBleu(corpusBleu(hyps, streams, configOptions(name)), expected, `corpus ${name}`)
     }
+  })
+
+  it("prints sacrebleu's signature", () => {
+    assert.strictEqual(bleuSignature(), "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert.strictEqual(bleuSignature({ smoothMethod: "floor", lowercase: true, nrefs: 2 }, true), "nrefs:2|case:lc|eff:yes|tok:13a|smooth:floor[0.10]")
   })
 
   it("rejects an empty reference like sacrebleu", () => {

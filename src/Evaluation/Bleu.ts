@@ -315,3 +315,14 @@ export const bleuSegmentStatistics = (
   const o = resolve(options, false)
   return segmentStats(hypothesis, references, o, 0)
 }
+
+/**
+ * sacrebleu's reproducibility signature for these options (its `BLEU.get_signature().format()` without the
+ * version field, which names sacrebleu's own release), e.g. `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp`.
+ */
+export const bleuSignature = (options: BleuOptions & { readonly nrefs?: number } = {}, sentence = false): string => {
+  const o = resolve(options, sentence)
+  const value = o.smoothValue ?? smoothDefaults[o.smoothMethod]
+  const smooth = value === undefined ? o.smoothMethod : `${o.smoothMethod}[${value.toFixed(2)}]`
+  return `nrefs:${options.nrefs ?? 1}|case:${o.lowercase ? "lc" : "mixed"}|eff:${o.effectiveOrder ? "yes" : "no"}|tok:${o.tokenize}|smooth:${smooth}`
+}

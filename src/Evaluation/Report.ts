@@ -147,7 +147,12 @@ export const markdownSummary = (input: ReportInput): string => {
     `| latency p50 / p95 (ms) | ${input.aggregates.map((a) => `${Math.round(a.latencyMs.p50)} / ${Math.round(a.latencyMs.p95)}`).join(" | ")} |`,
     "",
     ...input.aggregates.map((a) => `- **${a.system}**: ${a.generator}, split \`${a.split}\` (sha256 ${a.splitSha256.slice(0, 12)}), seed ${a.seed}`),
-    ""
+    "",
+    ...(input.aggregates[0] === undefined ? [] : [
+      `BLEU as sacrebleu \`${input.aggregates[0].signatures.bleu}\` (corpus) and \`${input.aggregates[0].signatures.sentenceBleu}\` (sentence);`,
+      `ROUGE as ${input.aggregates[0].signatures.rouge}.`,
+      ""
+    ])
   ]
   return lines.join("\n")
 }

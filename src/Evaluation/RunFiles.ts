@@ -14,7 +14,7 @@
  */
 import { Schema } from "effect"
 import { normalizeText } from "../Dataset/Placeholders.ts"
-import { corpusBleu, sentenceBleu } from "./Bleu.ts"
+import { bleuSignature, corpusBleu, sentenceBleu } from "./Bleu.ts"
 import { aggregateFinance, financeScores, type RecordView } from "./FinanceMetrics.ts"
 import { rougeScores } from "./Rouge.ts"
 
@@ -91,6 +91,8 @@ export const Aggregate = Schema.Struct({
   failed: Schema.Int,
   metrics: Schema.Record(Schema.String, Schema.Finite),
   rougeStemmed: Schema.Record(Schema.String, Schema.Finite),
+  /** how to reproduce the headline text metrics with the reference tools */
+  signatures: Schema.Struct({ bleu: Schema.String, sentenceBleu: Schema.String, rouge: Schema.String }),
   counts: Schema.Struct({
     hallucinatedValues: Schema.Int,
     hallucinatedPlaceholders: Schema.Int,
@@ -179,6 +181,11 @@ export const aggregate = (
       unneeded_disclaimer_rate: finance.unneededDisclaimerRate,
       placeholder_f1: finance.placeholderF1,
       placeholder_exact_rate: finance.placeholderExactRate
+    },
+    signatures: {
+      bleu: bleuSignature(),
+      sentenceBleu: bleuSignature({}, true),
+      rouge: "rouge-score RougeScorer(['rouge1','rouge2','rougeL','rougeLsum'], use_stemmer=False), mean F over samples; rougeStemmed: use_stemmer=True"
     },
     rougeStemmed: {
       rouge1: mean(stemmed.map((s) => s.rouge1.fmeasure)),
