@@ -90,7 +90,7 @@ const distributionSpec = (samples: ReadonlyMap<string, ReadonlyArray<SampleResul
   spec: {
     mark: { type: "bar", opacity: 0.7 },
     encoding: {
-      x: { field: "value", type: "quantitative", bin: { extent: [0, 1], step: 0.1 }, title: "score" },
+      x: { field: "value", type: "quantitative", bin: { extent: [0, 1], step: 0.1 }, title: "score", axis: { values: [0, 0.5, 1], format: ".1f" } },
       y: { aggregate: "count", type: "quantitative", stack: null, title: "samples" },
       color: { field: "system", type: "nominal" }
     },
