@@ -137,7 +137,7 @@ export const markdownSummary = (input: ReportInput): string => {
     `| metric | ${systems.join(" | ")} |`,
     `| --- | ${systems.map(() => "---:").join(" | ")} |`,
     ...Object.keys(metricLabels).map((m) =>
-      `| ${metricLabels[m]} | ${input.aggregates.map((a) => (a.metrics[m] === undefined ? "–" : fmt(a.metrics[m]!))).join(" | ")} |`
+      `| ${metricLabels[m]} | ${input.aggregates.map((a) => (a.metrics[m] === undefined ? "–" : fmt(a.metrics[m]!) + (a.stderr[m] ? ` ± ${a.stderr[m]!.toFixed(4)}` : ""))).join(" | ")} |`
     ),
     `| samples scored | ${input.aggregates.map((a) => String(a.scored)).join(" | ")} |`,
     `| generation failures | ${input.aggregates.map((a) => String(a.failed)).join(" | ")} |`,
@@ -145,6 +145,8 @@ export const markdownSummary = (input: ReportInput): string => {
     `| sign flips | ${input.aggregates.map((a) => String(a.counts.signFlips)).join(" | ")} |`,
     `| dropped required values | ${input.aggregates.map((a) => String(a.counts.droppedValues)).join(" | ")} |`,
     `| latency p50 / p95 (ms) | ${input.aggregates.map((a) => `${Math.round(a.latencyMs.p50)} / ${Math.round(a.latencyMs.p95)}`).join(" | ")} |`,
+    "",
+    "± is the standard error of a mean over samples.",
     "",
     ...input.aggregates.map((a) => `- **${a.system}**: ${a.generator}, split \`${a.split}\` (sha256 ${a.splitSha256.slice(0, 12)}), seed ${a.seed}`),
     "",

@@ -91,6 +91,8 @@ export const Aggregate = Schema.Struct({
   failed: Schema.Int,
   metrics: Schema.Record(Schema.String, Schema.Finite),
   rougeStemmed: Schema.Record(Schema.String, Schema.Finite),
+  /** standard error of each per-sample mean (sample sd / √n), as lm-evaluation-harness reports `*_stderr` */
+  stderr: Schema.Record(Schema.String, Schema.Finite),
   /** how to reproduce the headline text metrics with the reference tools */
   signatures: Schema.Struct({ bleu: Schema.String, sentenceBleu: Schema.String, rouge: Schema.String }),
   counts: Schema.Struct({
@@ -146,6 +148,12 @@ export const scoreSample = (record: EvalRecord, generation: GenerationLine): Sam
 }
 
 const mean = (xs: ReadonlyArray<number>) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length)
+const stderrOf = (xs: ReadonlyArray<number>) => {
+  if (xs.length < 2) return 0
+  const m = mean(xs)
+  const variance = xs.reduce((a, x) => a + (x - m) ** 2, 0) / (xs.length - 1)
+  return Math.sqrt(variance / xs.length)
+}
 const percentile = (xs: ReadonlyArray<number>, p: number) => {
   if (xs.length === 0) return 0
   const sorted = [...xs].sort((a, b) => a - b)
@@ -181,6 +189,15 @@ export const aggregate = (
       unneeded_disclaimer_rate: finance.unneededDisclaimerRate,
       placeholder_f1: finance.placeholderF1,
       placeholder_exact_rate: finance.placeholderExactRate
+    },
+    stderr: {
+      sentence_bleu: stderrOf(results.map((r) => r.metrics.bleu)),
+      rouge1: stderrOf(results.map((r) => r.metrics.rouge1)),
+      rouge2: stderrOf(results.map((r) => r.metrics.rouge2)),
+      rougeL: stderrOf(results.map((r) => r.metrics.rougeL)),
+      rougeLsum: stderrOf(results.map((r) => r.metrics.rougeLsum)),
+      factuality: stderrOf(results.map((r) => r.metrics.factuality)),
+      placeholder_f1: stderrOf(results.map((r) => r.metrics.placeholderF1))
     },
     signatures: {
       bleu: bleuSignature(),
