@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Result, Schema } from "effect"
+import fc from "fast-check"
+import { isSeedInput, SeedInput } from "../src/Dataset/Input.ts"
 import { displayValue, fillPlaceholders, parsePlaceholder, placeholderValue } from "../src/Dataset/Fill.ts"
 import { formatExample, formatPrompt } from "../src/Dataset/PromptFormat.ts"
 import { contextValues, parseRagContext, type RagContext, renderRagContext } from "../src/Dataset/RagContext.ts"
@@ -165,5 +167,34 @@ describe("TrainingRecord schema", () => {
     const bad = decode({ question: " ", answer: "a", rationale: "", tickers: [], citations: [], context_required: true })
     assert.isTrue(Result.isFailure(bad))
     if (Result.isFailure(bad)) assert.include(bad.failure.message, "question")
+  })
+})
+
+describe("the fast seed check", () => {
+  it("accepts exactly what the SeedInput schema accepts (fast-check)", () => {
+    const decode = Schema.decodeUnknownResult(SeedInput)
+    const str = fc.constantFrom("", " ", "AAPL", "\t\n", "q?")
+    const value = fc.oneof(str, fc.boolean(), fc.integer(), fc.constant(null), fc.constant([]), fc.constant({}),
+      fc.array(str, { maxLength: 2 }), fc.array(fc.oneof(str, fc.integer()), { maxLength: 2 }),
+      fc.array(fc.record({ source: str, timestamp: fc.oneof(str, fc.integer()) }, { requiredKeys: [] }), { maxLength: 2 }),
+      fc.dictionary(fc.constantFrom("a", "b"), fc.integer(), { maxKeys: 2 }))
+    const record = fc.record({
+      question: value, answer: value, rationale: value, tickers: value, citations: value,
+      context_required: value, risk_note: value, context: value, intent: value, extra: value
+    }, { requiredKeys: [] })
+    const valid = fc.record({
+      question: str, answer: str,
+      tickers: fc.array(str, { maxLength: 2 }),
+      citations: fc.array(fc.record({ source: str, timestamp: str }), { maxLength: 2 }),
+      context_required: fc.boolean(),
+      context: fc.oneof(str, fc.dictionary(fc.constantFrom("a", "b"), fc.integer()))
+    }, { requiredKeys: [] })
+    let accepted = 0
+    fc.assert(fc.property(fc.oneof(record, valid), (o) => {
+      const ok = isSeedInput(o as Record<string, unknown>)
+      if (ok) accepted++
+      return ok === Result.isSuccess(decode(o))
+    }), { numRuns: 5000 })
+    assert.isAbove(accepted, 100)
   })
 })

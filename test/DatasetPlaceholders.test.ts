@@ -129,7 +129,8 @@ const piece = fc.oneof(
     "$1,234.50", "+0.45%", "-2.1", "3.1B", "52.3M shares", "P/E of 28.5", "EPS: $1.52", "yield of 3.2%",
     "volume 1,234,567", "market cap $2.9T", "trading at 189.50", "10:32 AM ET", "2024-03-01", "Nov 25, 2024",
     "2024-03-01T14:30:00Z", "12/31/2024", "25x", "<PRICE>", "<CHANGE>%", "<PE_1>", "<SPY_PRICE>", "<MOVER_2_CHANGE>",
-    "1)", "10-K", "3 factors", "in 2024", "50-day", "up", "fell", "AAPL", "—", "(", ")", "%", "$", "<", ">", "x"
+    "1)", "10-K", "3 factors", "in 2024", "50-day", "up", "fell", "AAPL", "—", "(", ")", "%", "$", "<", ">", "x",
+    "PE", "EPS", "P/E", "market cap", "volume", "yield", "<EPS_ESTIMATE>", "<MARKET_CAP_2>", "<Q_2024>", "<T_10>", "Nov", "_", ":"
   ),
   fc.integer({ min: -99999, max: 99999 }).map(String),
   fc.double({ min: -1e6, max: 1e6, noNaN: true }).map((d) => d.toFixed(2)),

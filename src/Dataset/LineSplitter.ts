@@ -31,6 +31,8 @@ export class LineSplitter {
   private partBytes = 0
   /** bytes of the current line seen so far, including skipped ones */
   private lineBytes = 0
+  /** the last byte of the current line so far (a CR before the newline is not part of the line) */
+  private lastByte = 0
   private first = true
   private readonly maxLineBytes: number
   private readonly previewBytes: number
@@ -78,6 +80,7 @@ export class LineSplitter {
     const n = e - s
     if (n === 0) return
     this.lineBytes += n
+    this.lastByte = buf[e - 1]!
     const room = this.maxLineBytes + 2 - this.partBytes // +2: a CR and one byte over the limit
     if (room > 0) {
       const take = Math.min(room, n)
@@ -93,19 +96,15 @@ export class LineSplitter {
     this.parts = []
     this.partBytes = 0
     this.lineBytes = 0
-    let e = whole.length
-    let bytes = total
-    if (total === e && e > 0 && whole[e - 1] === CR) {
-      e--
-      bytes--
-    }
+    // a CR before the newline is not part of the line (emit strips it; here it only matters for the size)
+    const bytes = this.lastByte === CR ? total - 1 : total
     if (bytes > this.maxLineBytes) {
       this.lineNo++
       this.first = false
       out.push(this.tooLong(whole, bytes))
       return
     }
-    this.emit(whole, 0, e, false, out)
+    this.emit(whole, 0, whole.length, false, out)
   }
 
   private emit(buf: Buffer, s: number, e: number, known: boolean, out: Array<RawLine>) {
