@@ -1,31 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
-import { afterAll } from "vitest"
 import { f16ToF32, f32ToF16 } from "../src/Training/Float16.ts"
 import { dequantize, GgmlType, quantizeQ8_0 } from "../src/Training/GgmlQuants.ts"
 import { gguf, type GgufValue, openGguf, readGgufHeader, streamGgufTensors } from "../src/Training/Gguf.ts"
 import { type GgufTensorToWrite, writeGguf } from "../src/Training/GgufWriter.ts"
-import { ModelFileError } from "../src/Training/ModelFileError.ts"
+import { f16round, fileFailure as failure, seeded, tempDir } from "./WeightFileFixtures.ts"
 
-const dir = fs.mkdtempSync(join(os.tmpdir(), "gguf-test-"))
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
-const f16round = (Math as unknown as { f16round: (x: number) => number }).f16round
-
-const seeded = (n: number, seed: number, scale = 1) => {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale
-  }
-  return out
-}
+const dir = tempDir("gguf-test")
 const bytesOfSeed = (n: number, seed: number) => Uint8Array.from(seeded(n, seed), (x) => Math.floor((x + 1) * 127.99))
-const failure = <A>(effect: Effect.Effect<A, ModelFileError>) =>
-  Effect.flip(effect).pipe(Effect.map((e) => { assert.instanceOf(e, ModelFileError); return e }))
 
 const everyType: Array<readonly [string, GgufValue]> = [
   ["general.architecture", gguf.string("llama")],

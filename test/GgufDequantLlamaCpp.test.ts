@@ -7,11 +7,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
-import { getLlama, type Llama, type Token } from "node-llama-cpp"
-import { afterAll, beforeAll } from "vitest"
+import type { Token } from "node-llama-cpp"
 import { buildFinanceVocabulary } from "../src/Training/FinanceVocabulary.ts"
 import { f32ToF16 } from "../src/Training/Float16.ts"
 import { dequantize, GgmlType } from "../src/Training/GgmlQuants.ts"
@@ -19,16 +16,10 @@ import { openGguf } from "../src/Training/Gguf.ts"
 import { type GgufTensorToWrite, writeGguf } from "../src/Training/GgufWriter.ts"
 import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
 import { llamaMetadata, tokenizerMetadata } from "../src/Training/TinyModel.ts"
+import { sharedLlama, tempDir } from "./WeightFileFixtures.ts"
 
-const dir = fs.mkdtempSync(join(os.tmpdir(), "dequant-llamacpp-test-"))
-let llama: Llama
-beforeAll(async () => {
-  llama = await getLlama({ gpu: false, build: "never" })
-})
-afterAll(async () => {
-  await llama.dispose()
-  fs.rmSync(dir, { recursive: true, force: true })
-})
+const dir = tempDir("dequant-llamacpp-test")
+const llama = sharedLlama()
 
 const config: LlamaConfig = {
   vocabSize: 512, hiddenSize: 256, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 2, headDim: 128,
@@ -99,7 +90,7 @@ describe("our dequantization equals llama.cpp's on hand-built quantized tensors"
       await Effect.runPromise(writeProbeModel(path, type, randomBlocks(type, config.vocabSize)))
       const ours = await Effect.runPromise(Effect.scoped(Effect.flatMap(openGguf(path), (f) => f.readTensor("output.weight"))))
       assert.deepStrictEqual(ours.data, dequantize(type, await Effect.runPromise(Effect.scoped(Effect.flatMap(openGguf(path), (f) => f.readRaw("output.weight")))), 512 * 256))
-      const model = await llama.loadModel({ modelPath: path })
+      const model = await llama().loadModel({ modelPath: path })
       const context = await model.createContext({ contextSize: 16, flashAttention: false })
       try {
         const sequence = context.getSequence()

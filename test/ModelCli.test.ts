@@ -2,18 +2,16 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
-import { afterAll } from "vitest"
 import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Training/FinanceVocabulary.ts"
 import { describeModel, formatModelInfo } from "../src/Training/ModelInfo.ts"
 import { writeSafetensors } from "../src/Training/Safetensors.ts"
 import { canonicalWeights, parameterCount, presetConfig } from "../src/Training/TinyModel.ts"
+import { tempDir } from "./WeightFileFixtures.ts"
 
 const run = promisify(execFile)
-const dir = fs.mkdtempSync(join(os.tmpdir(), "model-cli-test-"))
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+const dir = tempDir("model-cli-test")
 
 // the built CLI (npm test builds first)
 const cli = (...args: Array<string>) => run(process.execPath, ["dist/Main.js", "model", ...args])

@@ -1,26 +1,18 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
-import { afterAll } from "vitest"
 import { bf16ArrayToF32, f32ArrayToBf16 } from "../src/Training/Float16.ts"
 import { GgmlType } from "../src/Training/GgmlQuants.ts"
 import { gguf } from "../src/Training/Gguf.ts"
 import { ggufNameOf, hfNameOf, llama3RopeFactors, llama3ScalingFromFactors, permuteQkForGguf, unpermuteQkFromGguf } from "../src/Training/GgufNames.ts"
 import { writeGguf } from "../src/Training/GgufWriter.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
-import { ModelFileError } from "../src/Training/ModelFileError.ts"
-import { loadModelSource } from "../src/Training/ModelLoader.ts"
+import { loadModelSource, toHfConfigJson } from "../src/Training/ModelLoader.ts"
 import { writeSafetensors } from "../src/Training/Safetensors.ts"
 import { canonicalWeights, llamaMetadata, presetConfig, writeTinyHfFolder, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { f16round, fileFailure as failure, tempDir } from "./WeightFileFixtures.ts"
 
-const dir = fs.mkdtempSync(join(os.tmpdir(), "model-loader-test-"))
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
-const f16round = (Math as unknown as { f16round: (x: number) => number }).f16round
-
-const failure = <A>(effect: Effect.Effect<A, ModelFileError>) =>
-  Effect.flip(effect).pipe(Effect.map((e) => { assert.instanceOf(e, ModelFileError); return e }))
+const dir = tempDir("model-loader-test")
 
 const collect = (path: string) =>
   Effect.gen(function*() {
@@ -157,38 +149,13 @@ describe("loading a GGUF model", () => {
     }))
 })
 
-const hfConfigJson = (config: LlamaConfig, modelType: "llama" | "mistral") => ({
-  architectures: [modelType === "llama" ? "LlamaForCausalLM" : "MistralForCausalLM"],
-  model_type: modelType,
-  vocab_size: config.vocabSize,
-  hidden_size: config.hiddenSize,
-  intermediate_size: config.intermediateSize,
-  num_hidden_layers: config.numLayers,
-  num_attention_heads: config.numHeads,
-  num_key_value_heads: config.numKvHeads,
-  head_dim: config.headDim,
-  rms_norm_eps: config.rmsNormEps,
-  rope_theta: config.ropeTheta,
-  max_position_embeddings: config.maxPositionEmbeddings,
-  tie_word_embeddings: config.tieWordEmbeddings,
-  torch_dtype: "bfloat16",
-  sliding_window: config.slidingWindow ?? null,
-  rope_scaling: config.ropeScaling === undefined ? null : {
-    rope_type: "llama3",
-    factor: config.ropeScaling.factor,
-    low_freq_factor: config.ropeScaling.lowFreqFactor,
-    high_freq_factor: config.ropeScaling.highFreqFactor,
-    original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings
-  }
-})
-
 describe("loading a Hugging Face folder", () => {
   it.effect("sharded Llama-3-like folder (index.json, BF16) and single-file Mistral-like folder (tied, sliding window)", () =>
     Effect.gen(function*() {
       const llama = presetConfig("llama3-tiny")
       const folder = join(dir, "hf-llama")
       fs.mkdirSync(folder)
-      fs.writeFileSync(join(folder, "config.json"), JSON.stringify(hfConfigJson(llama, "llama")))
+      fs.writeFileSync(join(folder, "config.json"), JSON.stringify(toHfConfigJson(llama, "bfloat16")))
       const weights = canonicalWeights(llama, { seed: 5 })
       const half = Math.floor(weights.length / 2)
       const shards = [weights.slice(0, half), weights.slice(half)]
@@ -209,7 +176,7 @@ describe("loading a Hugging Face folder", () => {
       const mistral = presetConfig("mistral-tiny")
       const folder2 = join(dir, "hf-mistral")
       fs.mkdirSync(folder2)
-      const { head_dim: _, ...withoutHeadDim } = hfConfigJson(mistral, "mistral")
+      const { head_dim: _, ...withoutHeadDim } = toHfConfigJson(mistral)
       fs.writeFileSync(join(folder2, "config.json"), JSON.stringify(withoutHeadDim))
       const mistralWeights = canonicalWeights(mistral, { seed: 6 })
       yield* writeSafetensors(join(folder2, "model.safetensors"), [
@@ -229,15 +196,15 @@ describe("loading a Hugging Face folder", () => {
       const config = presetConfig("mistral-tiny")
       const folder = join(dir, "hf-bad")
       fs.mkdirSync(folder)
-      fs.writeFileSync(join(folder, "config.json"), JSON.stringify({ ...hfConfigJson(config, "mistral"), hidden_size: "wide" }))
+      fs.writeFileSync(join(folder, "config.json"), JSON.stringify({ ...toHfConfigJson(config), hidden_size: "wide" }))
       const e1 = yield* failure(loadModelSource(folder))
       assert.strictEqual(e1.file, join(folder, "config.json"))
       assert.strictEqual(e1.tensor, "hidden_size")
 
-      fs.writeFileSync(join(folder, "config.json"), JSON.stringify({ ...hfConfigJson(config, "mistral"), model_type: "qwen2" }))
+      fs.writeFileSync(join(folder, "config.json"), JSON.stringify({ ...toHfConfigJson(config), model_type: "qwen2" }))
       assert.strictEqual((yield* failure(loadModelSource(folder))).tensor, "model_type")
 
-      fs.writeFileSync(join(folder, "config.json"), JSON.stringify(hfConfigJson(config, "mistral")))
+      fs.writeFileSync(join(folder, "config.json"), JSON.stringify(toHfConfigJson(config)))
       const weights = canonicalWeights(config, { seed: 1 })
       yield* writeSafetensors(join(folder, "model.safetensors"), weights.slice(0, -1))
       const e2 = yield* failure(loadModelSource(folder))

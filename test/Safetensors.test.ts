@@ -1,28 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
-import { afterAll } from "vitest"
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, f32ArrayToF16Portable, f32ToF16 } from "../src/Training/Float16.ts"
-import { ModelFileError } from "../src/Training/ModelFileError.ts"
 import { openSafetensors, readSafetensorsHeader, streamSafetensors, writeSafetensors } from "../src/Training/Safetensors.ts"
+import { f16round, fileFailure as failure, seeded, tempDir } from "./WeightFileFixtures.ts"
 
-const dir = fs.mkdtempSync(join(os.tmpdir(), "safetensors-test-"))
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
-
-// Node 24's Math.f16round is an independent reference for float16 rounding (ES2025, not in our ES2024 lib types)
-const f16round = (Math as unknown as { f16round: (x: number) => number }).f16round
-
-const seeded = (n: number, seed: number, scale = 1) => {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale
-  }
-  return out
-}
+const dir = tempDir("safetensors-test")
 
 /** Builds a safetensors file by hand from the spec, independent of our writer. */
 const handMade = (header: unknown, data: Uint8Array, lengthOverride?: bigint) => {
@@ -33,9 +17,6 @@ const handMade = (header: unknown, data: Uint8Array, lengthOverride?: bigint) =>
   Buffer.from(data).copy(out, 8 + json.length)
   return out
 }
-
-const failure = <A>(effect: Effect.Effect<A, ModelFileError>) =>
-  Effect.flip(effect).pipe(Effect.map((e) => { assert.instanceOf(e, ModelFileError); return e }))
 
 describe("Float16 conversions", () => {
   it("rounds float32 to float16 to nearest even, like Math.f16round", () => {

@@ -1,23 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
-import { getLlama, type Llama } from "node-llama-cpp"
-import { afterAll, beforeAll } from "vitest"
 import { buildFinanceVocabulary, placeholderTokens, TokenType } from "../src/Training/FinanceVocabulary.ts"
 import { metaArray, metaString, readGgufHeader, requireNumber } from "../src/Training/Gguf.ts"
 import { parameterCount, presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { sharedLlama, tempDir } from "./WeightFileFixtures.ts"
 
-const dir = fs.mkdtempSync(join(os.tmpdir(), "tiny-model-test-"))
-let llama: Llama
-beforeAll(async () => {
-  llama = await getLlama({ gpu: false, build: "never" })
-})
-afterAll(async () => {
-  await llama.dispose()
-  fs.rmSync(dir, { recursive: true, force: true })
-})
+const dir = tempDir("tiny-model-test")
+const llama = sharedLlama()
 
 describe("the finance vocabulary", () => {
   it("has specials, 256 byte tokens, placeholders as user-defined tokens and scored pieces", () => {
@@ -65,7 +55,7 @@ describe("project-made GGUF models load in llama.cpp", () => {
       const params = header.tensors.filter((t) => t.name !== "rope_freqs.weight").reduce((n, t) => n + t.numel, 0)
       assert.strictEqual(params, parameterCount(config))
 
-      const model = await llama.loadModel({ modelPath: path })
+      const model = await llama().loadModel({ modelPath: path })
       try {
         assert.strictEqual(model.fileInsights.totalLayers, config.numLayers + 1)
         assert.strictEqual(model.tokens.bos, 1)

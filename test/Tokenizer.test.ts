@@ -1,16 +1,14 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import { join } from "node:path"
-import { afterAll } from "vitest"
 import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Training/FinanceVocabulary.ts"
 import { LlamaCpp } from "../src/Training/LlamaCpp.ts"
 import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
 import { Tokenizer, TokenizerError } from "../src/Training/Tokenizer.ts"
+import { tempDir } from "./WeightFileFixtures.ts"
 
-const dir = fs.mkdtempSync(join(os.tmpdir(), "tokenizer-test-"))
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+const dir = tempDir("tokenizer-test")
 
 const corpus = [
   "What is the current price of AAPL?",
