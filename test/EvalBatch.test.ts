@@ -116,13 +116,16 @@ describe("eval run", () => {
   it.live("records failed generations, keeps completed ones when interrupted, and --resume skips them", () =>
     Effect.gen(function*() {
       const server = yield* Effect.promise(startServer)
-      server.failFirst = new Map([["What is a P/E ratio?", 1]])
+      // 500 three times: the first request and both retries fail, so the sample is recorded as failed
+      server.failFirst = new Map([["What is a P/E ratio?", 3], ["Is diversification useful?", 1]])
       const { dir, split } = setup()
       const out = join(dir, "run")
       const generator = yield* generatorFrom(Generator.layerHttp({ url: server.url, api: "infer" }))
       const first = yield* Evaluator.use((e) => e.run({ generator, split, outDir: out }))
       assert.strictEqual(first.aggregate.failed, 1)
       assert.strictEqual(first.aggregate.scored, 5)
+      // one 500 was absorbed by a retry
+      assert.strictEqual(server.requests.filter((r) => r.body.question === "Is diversification useful?").length, 2)
       const failedLine = lines(join(out, "generations.jsonl")).find((l) => l.error !== undefined)
       assert.include(failedLine.error, "500")
 

@@ -5,16 +5,16 @@
  *   `{question, context, max_length, temperature, top_k, top_p}`, architecture.md §5) or any
  *   OpenAI-compatible server (`POST /v1/chat/completions`: this project's server, llama-server, vLLM).
  *   Responses are decoded leniently (only the fields we read), so other servers of the same contract work.
+ *   Transient failures (429/5xx, honouring Retry-After; dropped connections) are retried twice with backoff.
  * - `Generator.layerFunction`: any in-process function (the model core, a node-llama-cpp session), wrapped so
  *   failures become `GenerationError`s.
  *
  * Every request carries the evaluation seed and temperature, so a server that honours `seed` gives the same
  * answers on a rerun.
  */
-import { Context, Duration, Effect, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
-import { defaultSystemPrompt } from "../Dataset/PromptFormat.ts"
-import { contextText } from "../Dataset/PromptFormat.ts"
+import { contextText, defaultSystemPrompt } from "../Dataset/PromptFormat.ts"
 
 export class GenerationError extends Schema.TaggedError<GenerationError>()("GenerationError", {
   /** which generator: the endpoint URL or the model path */
@@ -54,11 +54,17 @@ export class Generator extends Context.Service<Generator, {
     readonly api: "infer" | "openai"
     readonly model?: string | undefined
     readonly timeout?: Duration.Input | undefined
+    /** extra attempts after a transient failure (default 2) */
+    readonly retries?: number | undefined
   }) =>
     Layer.effect(
       Generator,
       Effect.gen(function*() {
-        const client = (yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk)
+        // a busy or restarting server (429/503 with Retry-After, 5xx, dropped connections) gets two more tries
+        const client = (yield* HttpClient.HttpClient).pipe(
+          HttpClient.filterStatusOk,
+          HttpClient.retryTransient({ times: options.retries ?? 2, schedule: Schedule.exponential("200 millis") })
+        )
         const base = options.url.replace(/\/+$/, "")
         const source = options.api === "infer" ? `${base}/infer` : `${base}/v1/chat/completions`
         const timeout = options.timeout ?? Duration.seconds(120)
