@@ -271,3 +271,44 @@ describe("13a tokenizer shortcuts", () => {
     )
   })
 })
+
+describe("metric invariants on arbitrary text", () => {
+  const text = fc.array(
+    fc.oneof(
+      fc.constantFrom("the", "stock", "rose", "1.2%", "$1,234.50", "<PRICE>", ",", ".", "\n", " ", "investing", "Σ", "😀", "-"),
+      fc.string({ maxLength: 6 })
+    ),
+    { maxLength: 30 }
+  ).map((parts) => parts.join(" "))
+
+  it("ROUGE: scores in [0, 1], precision and recall swap with the arguments, identical texts score 1", () => {
+    fc.assert(
+      fc.property(text, text, fc.boolean(), (a, b, stem) => {
+        const ab = rougeScores(a, b, { useStemmer: stem })
+        const ba = rougeScores(b, a, { useStemmer: stem })
+        for (const t of rougeTypes) {
+          for (const k of ["precision", "recall", "fmeasure"] as const) {
+            assert.isTrue(ab[t][k] >= 0 && ab[t][k] <= 1, `${t} ${k}`)
+          }
+          assert.strictEqual(ab[t].precision, ba[t].recall)
+          assert.strictEqual(ab[t].fmeasure, ba[t].fmeasure)
+        }
+        const self = rougeScores(a, a, { useStemmer: stem })
+        if (self.rouge1.precision > 0) assert.strictEqual(self.rougeL.fmeasure, 1)
+      }),
+      { numRuns: 400, seed: 11 }
+    )
+  })
+
+  it("BLEU: sentence scores in [0, 100]; a hypothesis equal to its reference scores 100", () => {
+    fc.assert(
+      fc.property(text, text, (a, b) => {
+        fc.pre(b.trim() !== "")
+        const s = sentenceBleu(a, [b]).score
+        assert.isTrue(s >= 0 && s <= 100 + 1e-9, String(s))
+        if (tokenize13a(b) !== "") assert.approximately(sentenceBleu(b, [b]).score, 100, 1e-9)
+      }),
+      { numRuns: 400, seed: 12 }
+    )
+  })
+})
