@@ -3,7 +3,7 @@ import { Effect } from "effect"
 import { join } from "node:path"
 import { buildFinanceVocabulary, placeholderTokens, TokenType } from "../src/Training/FinanceVocabulary.ts"
 import { metaArray, metaString, readGgufHeader, requireNumber } from "../src/Training/Gguf.ts"
-import { parameterCount, presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { canonicalWeights, parameterCount, presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
 import { sharedLlama, tempDir } from "./WeightFileFixtures.ts"
 
 const dir = tempDir("tiny-model-test")
@@ -34,6 +34,26 @@ describe("the finance vocabulary", () => {
     }
     assert.deepStrictEqual(buildFinanceVocabulary(4096).tokens, v.tokens) // deterministic
     assert.throws(() => buildFinanceVocabulary(300), /at least/)
+  })
+})
+
+describe("seeded initialization", () => {
+  it("draws linear weights ~ N(0, initStd) and norms ~ N(1, normStd), per seed and tensor", () => {
+    const stats = (x: Float32Array) => {
+      const mean = x.reduce((a, b) => a + b, 0) / x.length
+      return [mean, Math.sqrt(x.reduce((a, b) => a + (b - mean) ** 2, 0) / x.length)] as const
+    }
+    const weights = canonicalWeights(presetConfig("tiny"), { seed: 1, initStd: 0.05, normStd: 0.2 })
+    const embedding = weights[0]!.data()
+    const [m, s] = stats(embedding)
+    assert.approximately(m, 0, 0.002)
+    assert.approximately(s, 0.05, 0.001)
+    const [nm, ns] = stats(weights.find((t) => t.name === "model.norm.weight")!.data())
+    assert.approximately(nm, 1, 0.05)
+    assert.approximately(ns, 0.2, 0.04)
+    assert.deepStrictEqual(canonicalWeights(presetConfig("tiny"), { seed: 1, initStd: 0.05 })[0]!.data(), embedding)
+    assert.notDeepEqual(canonicalWeights(presetConfig("tiny"), { seed: 2, initStd: 0.05 })[0]!.data(), embedding)
+    assert.notDeepEqual(weights[2]!.data().subarray(0, 16), weights[3]!.data().subarray(0, 16)) // tensors draw their own streams
   })
 })
 

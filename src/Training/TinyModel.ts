@@ -92,15 +92,20 @@ const nameHash = (name: string) => {
   return h >>> 0
 }
 
-/** `n` values ~ mean + std * N(0, 1) (Box-Muller), deterministic in (seed, name). */
+/** `n` values ~ mean + std * N(0, 1) (Marsaglia's polar method: no trigonometry), deterministic in (seed, name). */
 const gaussian = (n: number, seed: number, name: string, mean: number, std: number): Float32Array => {
   const random = prng(seed, nameHash(name))
   const out = new Float32Array(n)
   for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - random())) * std
-    const theta = 2 * Math.PI * random()
-    out[i] = mean + r * Math.cos(theta)
-    if (i + 1 < n) out[i + 1] = mean + r * Math.sin(theta)
+    let u: number, v: number, s: number
+    do {
+      u = 2 * random() - 1
+      v = 2 * random() - 1
+      s = u * u + v * v
+    } while (s >= 1 || s === 0)
+    const m = Math.sqrt((-2 * Math.log(s)) / s) * std
+    out[i] = mean + u * m
+    if (i + 1 < n) out[i + 1] = mean + v * m
   }
   return out
 }
