@@ -4,49 +4,20 @@
  * It shares nothing with src/Training/LlamaModel.ts except the RoPE frequencies, which have their own test.
  */
 import { attentionModules, type LlamaConfig, mlpModules, type NamedTensor, weightNames } from "../src/Training/ModelContracts.ts"
+import { expectedShape, expectedWeightNames } from "../src/Training/ModelLoader.ts"
 import { inverseFrequencies } from "../src/Training/Rope.ts"
+import { seededRandom } from "../src/Training/Sampling.ts"
 
-/** mulberry32: a small seeded PRNG so test weights are reproducible */
-export const prng = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
+/** Uniform random weights in canonical names and shapes (norm weights around 1), reproducible from `seed`. */
 export const randomWeights = (c: LlamaConfig, seed: number, scale = 0.08): Array<NamedTensor> => {
-  const next = prng(seed)
-  const make = (name: string, shape: Array<number>, around = 0): NamedTensor => {
+  const next = seededRandom(seed)
+  return expectedWeightNames(c).map((name) => {
+    const shape = [...expectedShape(c, name)!]
+    const around = shape.length === 1 ? 1 : 0
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1))
     for (let i = 0; i < data.length; i++) data[i] = around + (next() * 2 - 1) * scale * (around === 0 ? 1 : 2)
     return { name, shape, data }
-  }
-  const q = c.numHeads * c.headDim
-  const kv = c.numKvHeads * c.headDim
-  const shapes: Record<string, [number, number]> = {
-    q_proj: [q, c.hiddenSize],
-    k_proj: [kv, c.hiddenSize],
-    v_proj: [kv, c.hiddenSize],
-    o_proj: [c.hiddenSize, q],
-    gate_proj: [c.intermediateSize, c.hiddenSize],
-    up_proj: [c.intermediateSize, c.hiddenSize],
-    down_proj: [c.hiddenSize, c.intermediateSize]
-  }
-  const weights = [make(weightNames.embedding, [c.vocabSize, c.hiddenSize], 0)]
-  for (let l = 0; l < c.numLayers; l++) {
-    weights.push(make(weightNames.inputNorm(l), [c.hiddenSize], 1))
-    weights.push(make(weightNames.postAttentionNorm(l), [c.hiddenSize], 1))
-    for (const m of [...attentionModules, ...mlpModules]) {
-      weights.push(make(`${weightNames.linear(l, m)}.weight`, shapes[m]!))
-    }
-  }
-  weights.push(make(weightNames.finalNorm, [c.hiddenSize], 1))
-  if (!c.tieWordEmbeddings) weights.push(make(weightNames.output, [c.vocabSize, c.hiddenSize]))
-  return weights
+  })
 }
 
 /** Float64 reference logits [T][V] for one unpadded sequence. */

@@ -10,7 +10,7 @@ import { ggufNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../
 import { type GgufTensorToWrite, writeGguf } from "../src/Training/GgufWriter.ts"
 import type { LlamaModel } from "../src/Training/LlamaModel.ts"
 import { type LlamaConfig, weightNames } from "../src/Training/ModelContracts.ts"
-import { argmax } from "../src/Training/Sampling.ts"
+import { argmax, seededRandom } from "../src/Training/Sampling.ts"
 import { llamaMetadata, type TinyTensorType, tokenizerMetadata } from "../src/Training/TinyModel.ts"
 import { randomWeights } from "./LlamaModelReference.ts"
 
@@ -100,6 +100,14 @@ export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number =
 export interface ParityScales {
   readonly body: number
   readonly output: number
+  /**
+   * Untied models: the share of each output row taken from the embedding row of another token (a fixed seeded
+   * permutation), the rest random. Like a trained model, it then prefers one continuation of each token by a wide
+   * margin, so greedy paths do not hinge on near-ties that llama.cpp's 8-bit activations can flip.
+   */
+  readonly outputFromEmbedding?: number
+  /** std multiplier of an untied embedding (a larger one dominates the residual stream, as in trained models) */
+  readonly embeddingGain?: number
 }
 
 /** A GGUF of `config` with seeded weights at `scales`, written like `writeTinyModel` (same metadata and tokenizer). */
@@ -110,11 +118,31 @@ export const writeParityModel = (
   seed: number,
   scales: ParityScales
 ) => {
-  const weights = randomWeights(config, seed, scales.body).map((w) =>
-    w.name === weightNames.output || (config.tieWordEmbeddings && w.name === weightNames.embedding)
+  const gain = config.tieWordEmbeddings ? 1 : scales.embeddingGain ?? 1
+  const raw = randomWeights(config, seed, scales.body).map((w) =>
+    w.name === weightNames.embedding && gain !== 1 ? { ...w, data: w.data.map((v) => v * gain) } : w
+  )
+  const embedding = raw.find((w) => w.name === weightNames.embedding)!.data
+  const mix = scales.outputFromEmbedding ?? 0
+  const next = seededRandom(seed + 1)
+  const successor = Array.from({ length: config.vocabSize }, (_, i) => i)
+  for (let i = successor.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1))
+    ;[successor[i], successor[j]] = [successor[j]!, successor[i]!]
+  }
+  const h = config.hiddenSize
+  const weights = raw.map((w) => {
+    if (w.name === weightNames.output) {
+      const data = w.data.map((v, i) => {
+        const row = Math.floor(i / h)
+        return ((1 - mix) * v + (mix / gain) * embedding[successor[row]! * h + (i % h)]!) * (scales.output / scales.body)
+      })
+      return { ...w, data }
+    }
+    return config.tieWordEmbeddings && w.name === weightNames.embedding
       ? { ...w, data: w.data.map((v) => v * (scales.output / scales.body)) }
       : w
-  )
+  })
   const tensors: Array<GgufTensorToWrite> = weights.map((t) => {
     const name = ggufNameOf(t.name)!
     const heads = qkHeadsFor(name, config)

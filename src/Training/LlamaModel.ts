@@ -21,7 +21,7 @@ import {
   type NamedTensor,
   weightNames
 } from "./ModelContracts.ts"
-import { loadModelSource } from "./ModelLoader.ts"
+import { expectedShape, expectedWeightNames, loadModelSource } from "./ModelLoader.ts"
 import type { ModelFileError } from "./ModelFileError.ts"
 import { inverseFrequencies, rotaryTables } from "./Rope.ts"
 
@@ -123,29 +123,9 @@ let nextModelId = 0
 /** A large negative instead of -inf: exp underflows to exactly 0 and fully masked rows stay finite. */
 const maskedScore = -1e9
 
-const expectedShapes = (c: LlamaConfig): Map<string, ReadonlyArray<number>> => {
-  const shapes = new Map<string, ReadonlyArray<number>>()
-  shapes.set(weightNames.embedding, [c.vocabSize, c.hiddenSize])
-  shapes.set(weightNames.finalNorm, [c.hiddenSize])
-  if (!c.tieWordEmbeddings) shapes.set(weightNames.output, [c.vocabSize, c.hiddenSize])
-  const q = c.numHeads * c.headDim
-  const kv = c.numKvHeads * c.headDim
-  const linearShape: Record<LinearModule, [number, number]> = {
-    q_proj: [q, c.hiddenSize],
-    k_proj: [kv, c.hiddenSize],
-    v_proj: [kv, c.hiddenSize],
-    o_proj: [c.hiddenSize, q],
-    gate_proj: [c.intermediateSize, c.hiddenSize],
-    up_proj: [c.intermediateSize, c.hiddenSize],
-    down_proj: [c.hiddenSize, c.intermediateSize]
-  }
-  for (let l = 0; l < c.numLayers; l++) {
-    shapes.set(weightNames.inputNorm(l), [c.hiddenSize])
-    shapes.set(weightNames.postAttentionNorm(l), [c.hiddenSize])
-    for (const m of [...attentionModules, ...mlpModules]) shapes.set(`${weightNames.linear(l, m)}.weight`, linearShape[m])
-  }
-  return shapes
-}
+/** Every weight the configuration needs, with its shape (the model loader's own expectations). */
+const expectedShapes = (c: LlamaConfig): Map<string, ReadonlyArray<number>> =>
+  new Map(expectedWeightNames(c).map((name) => [name, expectedShape(c, name)!]))
 
 const validateConfig = (c: LlamaConfig) => {
   const fail = (field: string, issue: string) => {
