@@ -17,6 +17,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { closeFile, openForRead, readAt } from "../src/Training/BinaryFile.ts"
 import { f32ArrayToF16 } from "../src/Training/Float16.ts"
 import { dequantize, GgmlType, quantizeQ8_0 } from "../src/Training/GgmlQuants.ts"
 import { readGgufHeader } from "../src/Training/Gguf.ts"
@@ -39,7 +40,9 @@ if (mode === "write" || mode === "stream" || mode === "keep" || mode === "naive"
   } else if (mode === "naive") {
     // baseline: the whole file in one buffer, then every tensor converted from it
     const header = await Effect.runPromise(readGgufHeader(file!))
-    const whole = fs.readFileSync(file!)
+    const handle = openForRead(file!)
+    const whole = readAt(handle, 0, handle.size, "the whole file") // readFileSync stops at 2 GiB
+    closeFile(handle)
     const kept: Array<Float32Array> = []
     for (const t of header.tensors) {
       const bytes = new Uint8Array(t.byteSize!)
