@@ -205,6 +205,44 @@ describe("Porter stemmer = NLTK", () => {
       for (const [word, stem] of cases) assert.strictEqual(stemmer.stem(word), stem, `${mode} ${word}`)
     })
   }
+  it("MARTIN_EXTENSIONS reproduces Martin Porter's published output (first 150 words of his voc.txt)", () => {
+    // the vocabulary and output.txt stems as reproduced in JGAAP's PorterStemmer test
+    const words = (
+      "a aaron abaissiez abandon abandoned abase abash abate abated abatement abatements abates abbess " +
+      "abbey abbeys abbominable abbot abbots abbreviated abed abel aberga abergavenny abet abetting " +
+      "abhominable abhor abhorr abhorred abhorring abhors abhorson abide abides abilities ability abject " +
+      "abjectly abjects abjur abjure able abler aboard abode aboded abodements aboding abominable " +
+      "abominably abominations abortive abortives abound abounding about above abr abraham abram abreast " +
+      "abridg abridge abridged abridgment abroach abroad abrogate abrook abrupt abruption abruptly absence " +
+      "absent absey absolute absolutely absolv absolver abstains abstemious abstinence abstract absurd " +
+      "absyrtus abundance abundant abundantly abus abuse abused abuser abuses abusing abutting aby abysm ac " +
+      "academe academes accent accents accept acceptable acceptance accepted accepts access accessary " +
+      "accessible accidence accident accidental accidentally accidents accite accited accites acclamations " +
+      "accommodate accommodated accommodation accommodations accommodo accompanied accompany accompanying " +
+      "accomplices accomplish accomplished accomplishing accomplishment accompt accord accordant accorded " +
+      "accordeth according accordingly accords accost accosted account accountant accounted accounts " +
+      "accoutred accoutrement accoutrements accrue"
+    ).split(" ")
+    const stems = (
+      "a aaron abaissiez abandon abandon abas abash abat abat abat abat abat abbess abbei abbei abbomin " +
+      "abbot abbot abbrevi ab abel aberga abergavenni abet abet abhomin abhor abhorr abhor abhor abhor " +
+      "abhorson abid abid abil abil abject abjectli abject abjur abjur abl abler aboard abod abod abod abod " +
+      "abomin abomin abomin abort abort abound abound about abov abr abraham abram abreast abridg abridg " +
+      "abridg abridg abroach abroad abrog abrook abrupt abrupt abruptli absenc absent absei absolut absolut " +
+      "absolv absolv abstain abstemi abstin abstract absurd absyrtu abund abund abundantli abu abus abus " +
+      "abus abus abus abut abi abysm ac academ academ accent accent accept accept accept accept accept " +
+      "access accessari access accid accid accident accident accid accit accit accit acclam accommod " +
+      "accommod accommod accommod accommodo accompani accompani accompani accomplic accomplish accomplish " +
+      "accomplish accomplish accompt accord accord accord accordeth accord accordingli accord accost accost " +
+      "account account account account accoutr accoutr accoutr accru"
+    ).split(" ")
+    assert.strictEqual(words.length, 150)
+    const martin = new PorterStemmer("MARTIN_EXTENSIONS")
+    assert.deepStrictEqual(words.map((w) => martin.stem(w)), stems)
+    // NLTK's own departures, which rouge-score's default mode inherits
+    const nltk = new PorterStemmer()
+    assert.deepStrictEqual(["abbey", "abed", "absey"].map((w) => nltk.stem(w)), ["abbey", "abe", "absey"])
+  })
   it("the paper's examples (default mode)", () => {
     const p = new PorterStemmer()
     assert.deepStrictEqual(
