@@ -82,6 +82,8 @@ export const StageRecord = Schema.Struct({
   startedAt: Schema.String,
   finishedAt: Schema.optionalKey(Schema.String),
   seconds: Schema.optionalKey(Schema.Finite),
+  /** CPU time of the process during the stage (all threads): comparable across runs on a shared machine */
+  cpuSeconds: Schema.optionalKey(Schema.Finite),
   error: Schema.optionalKey(Schema.String),
   result: Schema.optionalKey(Schema.Unknown)
 })
@@ -378,6 +380,7 @@ export const runPipeline = Effect.fn("Pipeline.run")(function*(options: Pipeline
       }
       const startedAt = now()
       const started = performance.now()
+      const cpuStart = process.cpuUsage()
       manifest.stages[name] = { status: "running", key, startedAt }
       manifest.lastInvocation[name] = "ran"
       yield* saveManifest
@@ -403,7 +406,9 @@ export const runPipeline = Effect.fn("Pipeline.run")(function*(options: Pipeline
         )
       )
       const seconds = (performance.now() - started) / 1000
-      manifest.stages[name] = { status: "done", key, startedAt, finishedAt: now(), seconds, result }
+      const cpu = process.cpuUsage(cpuStart)
+      const cpuSeconds = (cpu.user + cpu.system) / 1e6
+      manifest.stages[name] = { status: "done", key, startedAt, finishedAt: now(), seconds, cpuSeconds, result }
       yield* saveManifest
       yield* Effect.logInfo(`[${name}] done in ${seconds.toFixed(1)} s`)
       return result

@@ -41,13 +41,13 @@ export const ModelSection = Schema.Struct({
   preset: Schema.Literals(["tiny", "small"]).annotate(doc("Shape of the project-made base model (`model init --preset`).")),
   seed: NonNegativeInt.annotate(doc("Seed of the project-made base model's random weights.")),
   shape: Schema.optionalKey(Schema.Struct({
-    vocabSize: Schema.optionalKey(PositiveInt),
-    hiddenSize: Schema.optionalKey(PositiveInt),
-    intermediateSize: Schema.optionalKey(PositiveInt),
-    numLayers: Schema.optionalKey(PositiveInt),
-    numHeads: Schema.optionalKey(PositiveInt),
-    numKvHeads: Schema.optionalKey(PositiveInt),
-    headDim: Schema.optionalKey(PositiveInt)
+    vocabSize: Schema.optionalKey(PositiveInt.annotate(doc("Tokens in the finance SPM vocabulary."))),
+    hiddenSize: Schema.optionalKey(PositiveInt.annotate(doc("Model width."))),
+    intermediateSize: Schema.optionalKey(PositiveInt.annotate(doc("SwiGLU MLP width."))),
+    numLayers: Schema.optionalKey(PositiveInt.annotate(doc("Decoder blocks."))),
+    numHeads: Schema.optionalKey(PositiveInt.annotate(doc("Attention heads."))),
+    numKvHeads: Schema.optionalKey(PositiveInt.annotate(doc("Key/value heads (grouped-query attention; divides `numHeads`)."))),
+    headDim: Schema.optionalKey(PositiveInt.annotate(doc("Width of one head.")))
   }).annotate(doc("Overrides of the preset's shape (e.g. a smaller model for quick tests); `headDim` x `numHeads` need not equal `hiddenSize`.")))
 })
 
@@ -199,9 +199,10 @@ export const readPipelineConfigFile = Effect.fn("PipelineConfig.readFile")(funct
   const parsed = Yaml.parseDocument(text, { prettyErrors: false })
   if (parsed.errors.length > 0) {
     const e = parsed.errors[0]!
-    const line = e.linePos?.[0]
+    // the yaml library reports an offset; users want the line
+    const line = text.slice(0, e.pos[0]).split("\n").length
     return yield* new PipelineConfigError({
-      source: line === undefined ? file : `${file}:${line.line}`,
+      source: `${file}:${line}`,
       field: "",
       issue: e.message.split("\n")[0]!
     })
@@ -233,3 +234,84 @@ export const canonicalJson = (value: unknown): string =>
 export const sha256 = (text: string | Uint8Array): string => createHash("sha256").update(text).digest("hex")
 
 export const configToYaml = (config: PipelineConfig): string => Yaml.stringify(config)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// the generated reference (docs/config-reference.md, written by scripts/config-reference.ts)
+
+interface JsonSchemaNode {
+  readonly type?: string
+  readonly enum?: ReadonlyArray<unknown>
+  readonly const?: unknown
+  readonly description?: string
+  readonly minimum?: number
+  readonly maximum?: number
+  readonly exclusiveMinimum?: number
+  readonly exclusiveMaximum?: number
+  readonly minLength?: number
+  readonly properties?: Readonly<Record<string, JsonSchemaNode>>
+  readonly items?: JsonSchemaNode
+  readonly anyOf?: ReadonlyArray<JsonSchemaNode>
+}
+
+const typeText = (node: JsonSchemaNode): string => {
+  if (node.anyOf !== undefined) return node.anyOf.map(typeText).join(" or ")
+  if (node.enum !== undefined) return node.enum.map((v) => `\`${JSON.stringify(v)}\``).join(" \\| ")
+  if (node.const !== undefined) return `\`${JSON.stringify(node.const)}\``
+  if (node.type === "array") return `list of ${node.items === undefined ? "values" : typeText(node.items)}`
+  const bounds: Array<string> = []
+  // 2^53 - 1 is the Int schema's own upper bound, not a setting's limit
+  if (node.minimum !== undefined) bounds.push(`≥ ${node.minimum}`)
+  if (node.exclusiveMinimum !== undefined) bounds.push(`> ${node.exclusiveMinimum}`)
+  if (node.maximum !== undefined && node.maximum < Number.MAX_SAFE_INTEGER) bounds.push(`≤ ${node.maximum}`)
+  if (node.exclusiveMaximum !== undefined) bounds.push(`< ${node.exclusiveMaximum}`)
+  const base = node.type === "integer" ? "integer" : node.type === "number" ? "number" : node.type ?? "value"
+  return bounds.length === 0 ? base : `${base} ${bounds.join(", ")}`
+}
+
+const defaultAt = (path: ReadonlyArray<string>): string => {
+  let v: unknown = defaultPipelineConfig
+  for (const k of path) v = isObject(v) ? v[k] : undefined
+  return v === undefined ? "—" : `\`${JSON.stringify(v)}\``
+}
+
+const rows = (node: JsonSchemaNode, path: ReadonlyArray<string>, out: Array<string>) => {
+  for (const [key, child] of Object.entries(node.properties ?? {})) {
+    const at = [...path, key]
+    if (child.properties !== undefined) {
+      out.push(`| \`${at.join(".")}\` | mapping | ${defaultAt(at)} | ${child.description ?? ""} |`)
+      rows(child, at, out)
+    } else {
+      out.push(`| \`${at.join(".")}\` | ${typeText(child)} | ${defaultAt(at)} | ${(child.description ?? "").replace(/\|/g, "\\|")} |`)
+    }
+  }
+}
+
+/** docs/config-reference.md, generated from the PipelineConfig Schema (descriptions, types, bounds) and the defaults. */
+export const renderConfigReference = (): string => {
+  const root = Schema.toJsonSchemaDocument(PipelineConfig).schema as JsonSchemaNode
+  const out: Array<string> = [
+    "# `pipeline` configuration reference",
+    "",
+    "<!-- generated by `node scripts/config-reference.ts` from src/PipelineConfig.ts; do not edit by hand (a test fails when it drifts) -->",
+    "",
+    "`node dist/Main.js pipeline --config pipeline.yaml` reads a YAML (or JSON) file with any subset of the keys below;",
+    "missing keys keep their defaults, CLI flags (`--data`, `--model`, `--out`, `--device`, `--synth-count`, `--pretrain-steps`,",
+    "`--train-steps`, `--eval-samples`, `--max-new-tokens`, `--merged`) override the file, and an unknown key or a bad value",
+    "stops the run with exit code 2 and a message naming the field. The resolved configuration is saved as",
+    "`RUN_DIR/config.yaml`.",
+    ""
+  ]
+  for (const [key, section] of Object.entries(root.properties ?? {})) {
+    if (section.properties === undefined) continue
+    out.push(`## \`${key}\``, "", "| key | type | default | description |", "| --- | --- | --- | --- |")
+    rows(section, [key], out)
+    out.push("")
+  }
+  out.push("## Top-level keys", "", "| key | type | default | description |", "| --- | --- | --- | --- |")
+  for (const [key, node] of Object.entries(root.properties ?? {})) {
+    if (node.properties !== undefined) continue
+    out.push(`| \`${key}\` | ${typeText(node)} | ${defaultAt([key])} | ${node.description ?? ""} |`)
+  }
+  out.push("", "## Example", "", "```yaml", configToYaml(defaultPipelineConfig).trimEnd(), "```", "")
+  return out.join("\n")
+}
