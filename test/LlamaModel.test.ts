@@ -1,6 +1,6 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as tf from "@tensorflow/tfjs-core"
-import { Effect } from "effect"
+import { Effect, Stream } from "effect"
 import { Device, missingKernels } from "../src/Training/Device.ts"
 import { generate } from "../src/Training/Generation.ts"
 import { disposeKvCache, LlamaModel, ModelWeightsError, outputLinearName } from "../src/Training/LlamaModel.ts"
@@ -203,6 +203,25 @@ layer(Device.layerCpu)("LlamaModel", (it) => {
       }))
       assert.strictEqual(badConfig.message, "weight config.numKvHeads: 3 must divide numHeads 4")
       assert.strictEqual(tf.memory().numTensors, before) // nothing leaked by the failed loads
+    }))
+
+  it.effect("fromStream loads from a Stream and fails with a typed error, freeing what it built", () =>
+    Effect.gen(function*() {
+      const config = mistralLike
+      const weights = randomWeights(config, 8, 0.15)
+      const before = tf.memory().numTensors
+      const model = yield* LlamaModel.fromStream(config, Stream.fromIterable(weights))
+      assert.strictEqual(tf.memory().numTensors, before + weights.length)
+      model.dispose()
+      const bad = [...weights.slice(0, 5), { name: "model.layers.0.mlp.fc1.weight", shape: [1], data: new Float32Array(1) }]
+      const error = yield* Effect.flip(LlamaModel.fromStream(config, Stream.fromIterable(bad)))
+      assert.strictEqual(error._tag, "ModelWeightsError")
+      assert.strictEqual(error.message, "weight model.layers.0.mlp.fc1.weight: is not a weight of this Llama configuration")
+      const badConfig = yield* Effect.flip(LlamaModel.fromStream({ ...config, headDim: 15 }, Stream.fromIterable(weights)))
+      assert.strictEqual(badConfig.message, "weight config.headDim: 15 must be even for RoPE")
+      const missing = yield* Effect.flip(LlamaModel.load("/nonexistent/model.gguf"))
+      assert.include(missing.message, "/nonexistent/model.gguf")
+      assert.strictEqual(tf.memory().numTensors, before)
     }))
 
   it.effect("a trainable model's gradients match finite differences and training steps leak no tensors", () =>

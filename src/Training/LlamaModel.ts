@@ -242,18 +242,16 @@ export class LlamaModel {
     weights: Stream.Stream<NamedTensor, E, R>,
     options: { readonly trainable?: boolean } = {}
   ): Effect.Effect<LlamaModel, E | ModelWeightsError, R> {
-    return Effect.suspend(() => {
-      const collector = weightCollector(config, options)
-      const guard = <A>(f: () => A) =>
-        Effect.try({
-          try: f,
-          catch: (e) => e instanceof ModelWeightsError ? e : new ModelWeightsError({ weight: "?", issue: String(e) })
-        })
-      return Stream.runForEach(weights, (w) => guard(() => collector.add(w))).pipe(
+    const guard = <A>(f: () => A) =>
+      Effect.try({
+        try: f,
+        catch: (e) => e instanceof ModelWeightsError ? e : new ModelWeightsError({ weight: "(loading)", issue: String(e) })
+      })
+    return Effect.flatMap(guard(() => weightCollector(config, options)), (collector) =>
+      Stream.runForEach(weights, (w) => guard(() => collector.add(w))).pipe(
         Effect.flatMap(() => guard(() => collector.build())),
         Effect.onError(() => Effect.sync(() => collector.abort()))
-      )
-    })
+      ))
   }
 
   /** Loads a GGUF file or a Hugging Face folder: configuration from the file, weights one tensor at a time. */
