@@ -252,6 +252,44 @@ describe("Porter stemmer = NLTK", () => {
   })
 })
 
+// google-research/rouge rouge_scorer_test.py: its own cases and its ROUGE-1.5.5 ground truth (testdata/pyrouge_files)
+describe("rouge-score published test cases", () => {
+  const close = (x: { recall: number; precision: number; fmeasure: number }, r: number, p: number, f: number, places = 5) => {
+    assert.approximately(x.recall, r, 0.5 * 10 ** -places)
+    assert.approximately(x.precision, p, 0.5 * 10 ** -places)
+    assert.approximately(x.fmeasure, f, 0.5 * 10 ** -places)
+  }
+  it("unit cases", () => {
+    close(rougeScores("testing", "testing one two").rouge1, 1 / 3, 1, 1 / 2, 7)
+    close(rougeScores("testing one", "testing one two").rouge2, 1 / 2, 1, 2 / 3, 7)
+    close(rougeScores("testing one", "testing one two").rougeL, 2 / 3, 1, 4 / 5, 7)
+    close(rougeScores("testing two", "testing one two").rougeL, 2 / 3, 1, 4 / 5, 7)
+    for (const t of rougeTypes) close(rougeScores("", "testing one two")[t], 0, 0, 0, 7)
+    close(rougeScores("w1 w2 w6 w7 w8\nw1 w3 w8 w9 w5", "w1 w2 w3 w4 w5").rougeLsum, 0.8, 0.4, 0.5333, 3)
+    close(rougeScores("", "w1 w2 w3 w4 w5").rougeLsum, 0, 0, 0, 3)
+    close(rougeScores("w1", "").rougeLsum, 0, 0, 0, 3)
+    close(rougeScores("/", "w1 w2 w3 w4 w5").rougeLsum, 0, 0, 0, 3)
+  })
+  it("ROUGE-1, ROUGE-2 and ROUGE-L equal ROUGE-1.5.5 on its test pairs, with and without stemming", () => {
+    const t0 = "ZfbCUIUuePaiLVUlCaUXxkpu XPeWing tUHfPMuZ',-Xd Y BrUgVJing M-HV.-DgdDaY.rFDJCRing Ht-LM EKBDXkME,yz'RBr q'wtion wIojNbN wL,b .a-'XdQggyFl jB-RPP'iyOIcUxer tKM L\n"
+    const p0 = "rFDJCRtion Ht-LM EKtDXkME,yz'RBr q'wer wrojNbN wL,b .a-'XdQggyFl jB-RPP'iyOIcUxi\n"
+    const t1 = "KsJdPByEtAor fE-Qg Dpdbring cw-WeFyu vC MoBL Xdn g wkvcEiGvKtion BDFhrpMtion psing sbKao Q m qiing LMmer HqqLFXe,XPY,J XsurkMer ,ed nB'wH'bWVHjWFEing tQ.saefZwJtKrTlixYpMMsJing UCAPwNHeYVjDing c T BUySKtion gMPfJpwGw p'NvxAoping eu pBwMBKV'I DNxqelhu,PHPxDEq,mtion SN\n"
+    const p1 = "n cw-WeFyu vC MoBL Xdn g wkvcEiGvKtion BDFhrpMer pstion sbKao Q m qier LMmed HqqLFXe,XPY,J XsurkMeo ,ed nB'wH'bWVHjWFEer tQ.saefZwJtKrTlixYpMMNJtion UCAPwNHeYVjD\n"
+    const plain0 = rougeScores(p0, t0)
+    const plain1 = rougeScores(p1, t1)
+    const stem0 = rougeScores(p0, t0, { useStemmer: true })
+    const stem1 = rougeScores(p1, t1, { useStemmer: true })
+    close(plain0.rouge1, 0.40741, 0.6875, 0.51163)
+    close(plain1.rouge1, 0.40476, 0.65385, 0.5)
+    close(stem0.rouge1, 0.40741, 0.6875, 0.51163)
+    close(stem1.rouge1, 0.42857, 0.69231, 0.52941)
+    for (const r of [plain0, stem0]) close(r.rouge2, 0.30769, 0.53333, 0.39024)
+    for (const r of [plain1, stem1]) close(r.rouge2, 0.29268, 0.48, 0.36364)
+    close(plain0.rougeL, 0.40741, 0.6875, 0.51163)
+    close(plain1.rougeL, 0.40476, 0.65385, 0.5)
+  })
+})
+
 describe("ROUGE = rouge-score", () => {
   const check = (stemmed: boolean) => {
     let checked = 0
