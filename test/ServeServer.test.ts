@@ -162,6 +162,33 @@ describe("the app's contract", () => {
   })
 })
 
+describe("placeholder policies", () => {
+  it("leaves, removes or refuses placeholders the context cannot fill, per request", async () => {
+    // the finance vocabulary has placeholder tokens, so the random model writes some; find an answer with one the
+    // (empty) context cannot fill
+    const ask = (question: string, placeholders: string) =>
+      post(`${server.url}/infer`, { question, context: "", max_length: 160, temperature: 0, placeholders })
+    let found: { question: string; body: Api.InferResponse } | undefined
+    for (let i = 0; i < 40 && found === undefined; i++) {
+      const question = `What drives the price of stock number ${i}?`
+      const body = await json<Api.InferResponse>(await ask(question, "leave"))
+      if (body.metadata.placeholders.unfilled.length > 0) found = { question, body }
+    }
+    expect(found).toBeDefined()
+    const { question, body } = found!
+    for (const p of body.metadata.placeholders.unfilled) expect(body.answer).toContain(p)
+    const removed = await json<Api.InferResponse>(await ask(question, "remove"))
+    expect(removed.metadata.placeholders.unfilled).toEqual(body.metadata.placeholders.unfilled)
+    expect(removed.metadata.placeholders.policy).toBe("remove")
+    for (const p of body.metadata.placeholders.unfilled) expect(removed.answer).not.toContain(p)
+    const refused = await ask(question, "refuse")
+    expect(refused.status).toBe(422)
+    const error = await json<Api.ErrorBody>(refused)
+    expect(error.error.code).toBe("unfilled_placeholders")
+    for (const p of body.metadata.placeholders.unfilled) expect(error.detail).toContain(p)
+  })
+})
+
 describe("OpenAI-compatible endpoints", () => {
   it("lists the base and the adapter as models", async () => {
     const list = await json<Api.ModelList>(await fetch(`${server.url}/v1/models`))

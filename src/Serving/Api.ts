@@ -36,6 +36,10 @@ export type RequestContext = typeof RequestContext.Type
 // ---------------------------------------------------------------------------------------------------------------
 // The app's contract
 
+/** What to do with placeholders the context cannot fill: leave them, remove them, or refuse the answer (422). */
+export const PlaceholderPolicy = Schema.Literals(["leave", "remove", "refuse"])
+export type PlaceholderPolicy = typeof PlaceholderPolicy.Type
+
 /**
  * `POST /infer`. `max_length` bounds the whole sequence (prompt + answer tokens), as the original Python server's
  * `generate(max_length=…)` did: the answer gets `max_length - promptTokens` tokens at most.
@@ -47,9 +51,11 @@ export const InferRequest = Schema.Struct({
   temperature: Schema.optionalKey(NonNegative),
   top_k: Schema.optionalKey(NonNegativeInt),
   top_p: Schema.optionalKey(Probability),
-  /** extensions (the app never sends them): a seed for reproducible sampling, an adapter name */
+  /** extensions (the app never sends them): a seed for reproducible sampling, an adapter name, and what to do
+   * with placeholders the context cannot fill (default: the server's `--placeholders`) */
   seed: Schema.optionalKey(Schema.Int),
-  model: Schema.optionalKey(Schema.String)
+  model: Schema.optionalKey(Schema.String),
+  placeholders: Schema.optionalKey(PlaceholderPolicy)
 })
 export type InferRequest = typeof InferRequest.Type
 
@@ -63,7 +69,7 @@ export type FinishReason = typeof FinishReason.Type
 export const PlaceholderReport = Schema.Struct({
   filled: Schema.Record(Schema.String, Schema.String),
   unfilled: Schema.Array(Schema.String),
-  policy: Schema.Literals(["leave", "remove", "refuse"])
+  policy: PlaceholderPolicy
 })
 export type PlaceholderReport = typeof PlaceholderReport.Type
 
@@ -129,7 +135,9 @@ const samplingFields = {
   n: Schema.optionalKey(Schema.NullOr(Schema.Literal(1))),
   user: Schema.optionalKey(Schema.String),
   /** extension: live data to fill placeholders in the answer with (formatRAGContext text or JSON) */
-  context: Schema.optionalKey(RequestContext)
+  context: Schema.optionalKey(RequestContext),
+  /** extension: what to do with placeholders the context cannot fill */
+  placeholders: Schema.optionalKey(PlaceholderPolicy)
 }
 
 export const ChatCompletionRequest = Schema.Struct({

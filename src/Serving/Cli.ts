@@ -8,9 +8,9 @@
 import { Config, Console, Effect, FileSystem, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
+import { PlaceholderPolicy } from "./Api.ts"
 import { exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
-import { PlaceholderPolicy } from "./Rehydrate.ts"
 import * as Server from "./Server.ts"
 
 /** Prints a failure the way a user should read it, and sets the documented exit code. */

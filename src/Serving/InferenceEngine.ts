@@ -405,8 +405,8 @@ interface DecodeOptions {
 }
 
 /**
- * Runs one generation on a sequence that this fiber owns. Text is detokenized from all answer tokens at each step
- * (byte-fallback tokens only form valid UTF-8 together); what cannot change any more is passed to `onText`.
+ * Runs one generation on a sequence that this fiber owns. Byte-fallback tokens only form valid UTF-8 together, so
+ * text is final up to the last complete character; what cannot change any more is passed to `onText`.
  */
 const decode = Effect.fnUntraced(function*(
   model: LlamaModel,
@@ -428,6 +428,8 @@ const decode = Effect.fnUntraced(function*(
   let confidenceSum = 0
   let sent = 0
   let text = ""
+  let settledText = ""
+  let settledTokens = 0
   let finishReason: FinishReason = "length"
   while (tokens.length < options.maxTokens) {
     const step = yield* Effect.tryPromise({
@@ -446,7 +448,15 @@ const decode = Effect.fnUntraced(function*(
     }
     tokens.push(token)
     confidenceSum += confidence
-    text = model.detokenize(tokens, false)
+    // incremental: only the tokens after the last complete character are detokenized (with a little left context)
+    const tail = model.detokenize(tokens.slice(settledTokens), false, tokens.slice(Math.max(0, settledTokens - 8), settledTokens))
+    if (tail.endsWith("\uFFFD")) {
+      text = settledText + tail
+    } else {
+      settledText += tail
+      settledTokens = tokens.length
+      text = settledText
+    }
     const stopAt = firstStopIndex(text, options.stops)
     if (stopAt >= 0) {
       text = text.slice(0, stopAt)

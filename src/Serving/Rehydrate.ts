@@ -20,10 +20,7 @@
 import { Option, Schema } from "effect"
 import { placeholderBaseType, placeholderPattern } from "../Dataset/Placeholders.ts"
 import { parseRagContext, RagContext } from "../Dataset/RagContext.ts"
-import type { PlaceholderReport, RequestContext } from "./Api.ts"
-
-export const PlaceholderPolicy = Schema.Literals(["leave", "remove", "refuse"])
-export type PlaceholderPolicy = typeof PlaceholderPolicy.Type
+import { type PlaceholderPolicy, type PlaceholderReport, type RequestContext } from "./Api.ts"
 
 export class PlaceholdersUnfilled extends Schema.TaggedError<PlaceholdersUnfilled>()("PlaceholdersUnfilled", {
   unfilled: Schema.Array(Schema.String)

@@ -34,6 +34,7 @@ import {
 import { HttpIncomingMessage, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
 import * as Api from "./Api.ts"
+import type { PlaceholderPolicy } from "./Api.ts"
 import {
   type EngineOptions,
   type GenerateError,
@@ -45,7 +46,7 @@ import {
 import { ServerMetrics } from "./Metrics.ts"
 import { seedStops } from "./Prompt.ts"
 import { contextText } from "../Dataset/PromptFormat.ts"
-import { type PlaceholderPolicy, placeholderValues, rehydrate, StreamingRehydrator } from "./Rehydrate.ts"
+import { placeholderValues, rehydrate, StreamingRehydrator } from "./Rehydrate.ts"
 
 export interface ServerOptions {
   /** default 127.0.0.1 */
@@ -160,7 +161,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
   const metrics = yield* ServerMetrics
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
   const timeoutMs = options.requestTimeoutMs ?? 60_000
-  const policy = options.placeholderPolicy ?? "leave"
+  const defaultPolicy = options.placeholderPolicy ?? "leave"
   const apiKey = options.apiKey === undefined ? undefined : Redacted.value(options.apiKey)
 
   const readBody = <S extends Schema.Decoder<unknown>>(schema: S) =>
@@ -190,7 +191,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       Effect.tap((r) => metrics.recordGeneration(r.model, r.promptTokens, r.completionTokens, r.durationMs / 1000))
     )
 
-  const finish = (text: string, context: Api.RequestContext | undefined) => {
+  const finish = (text: string, context: Api.RequestContext | undefined, policy: PlaceholderPolicy) => {
     const r = rehydrate(text, placeholderValues(context), policy)
     if (policy === "refuse" && r.report.unfilled.length > 0) {
       return Effect.fail(failure(422, `the answer needs live values the request's context does not hold: ${r.report.unfilled.join(", ")}`, "invalid_request_error", { code: "unfilled_placeholders" }))
@@ -205,6 +206,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
   const streamed = (
     request: GenerateRequest,
     context: Api.RequestContext | undefined,
+    policy: PlaceholderPolicy,
     frames: {
       readonly start: () => ReadonlyArray<unknown>
       readonly delta: (text: string) => unknown
@@ -292,7 +294,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       seed: body.seed,
       stop: seedStops
     })
-    const filled = yield* finish(result.text.trim(), body.context)
+    const filled = yield* finish(result.text.trim(), body.context, body.placeholders ?? defaultPolicy)
     return HttpServerResponse.jsonUnsafe({
       answer: filled.text,
       confidence: result.confidence,
@@ -322,7 +324,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       const includeUsage = body.stream_options?.include_usage === true
       const chunk = (delta: Api.ChatCompletionChunk["choices"][number]["delta"], finish: Api.FinishReason | null, model: string): Api.ChatCompletionChunk =>
         ({ id, object: "chat.completion.chunk", created, model, choices: [{ index: 0, delta, finish_reason: finish }] })
-      return yield* streamed(request, body.context, {
+      return yield* streamed(request, body.context, body.placeholders ?? defaultPolicy, {
         start: () => [chunk({ role: "assistant", content: "" }, null, modelName(undefined))],
         delta: (text) => chunk({ content: text }, null, modelName(undefined)),
         end: (r, report) => [
@@ -332,7 +334,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       })
     }
     const result = yield* run(request)
-    const filled = yield* finish(result.text, body.context)
+    const filled = yield* finish(result.text, body.context, body.placeholders ?? defaultPolicy)
     return HttpServerResponse.jsonUnsafe({
       id,
       object: "chat.completion",
@@ -355,7 +357,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
     const created = now()
     const choice = (text: string, finish: Api.FinishReason | null) => ({ index: 0, text, finish_reason: finish, logprobs: null })
     if (body.stream === true) {
-      return yield* streamed(request, body.context, {
+      return yield* streamed(request, body.context, body.placeholders ?? defaultPolicy, {
         start: () => [],
         delta: (text): Api.Completion => ({ id, object: "text_completion", created, model: body.model ?? "", choices: [choice(text, null)] }),
         end: (r, report): ReadonlyArray<Api.Completion> => [{
@@ -365,7 +367,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       })
     }
     const result = yield* run(request)
-    const filled = yield* finish(result.text, body.context)
+    const filled = yield* finish(result.text, body.context, body.placeholders ?? defaultPolicy)
     return HttpServerResponse.jsonUnsafe({
       id, object: "text_completion", created, model: result.model,
       choices: [choice(filled.text, result.finishReason)],
