@@ -78,6 +78,10 @@ describe("eval run", () => {
       // metric bars, distributions, loss curve
       assert.strictEqual(html.split("<svg").length - 1, 3)
       assert.include(html, "Training loss")
+      // the sign-flip sample leads the table of samples to look at first
+      const worst = html.slice(html.indexOf("samples to look at first"))
+      assert.include(worst, "sign flip 0.45%")
+      assert.isBelow(worst.indexOf("How did AAPL do today?"), worst.indexOf("What is a P/E ratio?"))
       assert.include(html, "ROUGE-L F")
       const md = readFileSync(join(out, "summary.md"), "utf8")
       assert.include(md, "| ROUGE-L F | " + agg.metrics.rougeL.toFixed(4) + " ± " + agg.stderr.rougeL.toFixed(4))

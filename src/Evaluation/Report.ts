@@ -159,6 +159,33 @@ export const markdownSummary = (input: ReportInput): string => {
   return lines.join("\n")
 }
 
+/** Samples a reader should look at first: factual errors, then the lowest ROUGE-L, at most `n` per system. */
+export const worstSamples = (rows: ReadonlyArray<SampleResult>, n = 10): Array<SampleResult> => {
+  const errors = (r: SampleResult) =>
+    r.metrics.hallucinatedValues.length + r.metrics.hallucinatedPlaceholders.length + r.metrics.signFlips.length
+  return [...rows]
+    .sort((a, b) => errors(b) - errors(a) || a.metrics.rougeL - b.metrics.rougeL || a.index - b.index)
+    .slice(0, n)
+}
+
+const problems = (r: SampleResult) =>
+  [
+    ...r.metrics.hallucinatedValues.map((v) => `hallucinated ${v}`),
+    ...r.metrics.hallucinatedPlaceholders.map((v) => `unfillable ${v}`),
+    ...r.metrics.signFlips.map((v) => `sign flip ${v}`),
+    ...r.metrics.droppedValues.map((v) => `dropped ${v}`),
+    ...(r.metrics.needsDisclaimer && !r.metrics.hasDisclaimer ? ["no risk disclaimer"] : [])
+  ].join("; ")
+
+const worstTable = (system: string, rows: ReadonlyArray<SampleResult>) =>
+  `<h3>${escapeHtml(system)}: samples to look at first</h3><table><thead><tr><th>#</th><th>question</th><th>reference</th>` +
+  `<th>prediction</th><th>ROUGE-L</th><th>problems</th></tr></thead><tbody>` +
+  worstSamples(rows).map((r) =>
+    `<tr><td>${r.index}</td><td style="text-align:left">${escapeHtml(r.question)}</td><td style="text-align:left">${escapeHtml(r.reference)}</td>` +
+    `<td style="text-align:left">${escapeHtml(r.prediction)}</td><td>${r.metrics.rougeL.toFixed(3)}</td><td style="text-align:left">${escapeHtml(problems(r))}</td></tr>`
+  ).join("") +
+  "</tbody></table>"
+
 /** The HTML page and the Markdown summary. */
 export const renderReport = Effect.fn("Report.render")(function*(input: ReportInput) {
   const bars = yield* renderSvg(metricBarsSpec(input.aggregates))
@@ -184,6 +211,7 @@ ${table}
 <figure>${bars}</figure>
 ${dist ? `<figure>${dist}</figure>` : ""}
 ${loss ? `<figure>${loss}</figure>` : ""}
+${[...input.samples].map(([system, rows]) => worstTable(system, rows)).join("\n")}
 <ul>${input.aggregates.map((a) => `<li><b>${escapeHtml(a.system)}</b>: ${escapeHtml(a.generator)}, ${a.scored} samples scored, ${a.failed} failed, split ${escapeHtml(a.split)}, seed ${a.seed}</li>`).join("")}</ul>
 </body></html>
 `
