@@ -125,6 +125,15 @@ describe("rubric export and import", () => {
       assert.strictEqual(report.agreement!.correctness, 1)
       assert.isBelow(report.agreement!.clarity, 1)
       assert.include(rubricMarkdown(report), "| lora-model | 8 |")
+
+      // a JSONL sheet (the rater column names the rater) imports the same way
+      const jsonlRows = readFileSync(join(out, "rubric.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+      writeFileSync(join(dir, "cy.jsonl"), jsonlRows.map((r) => JSON.stringify({
+        ...r, clarity: 4, correctness: 4, number_accuracy: 4, risk_flag: "yes", rater: "cy"
+      })).join("\n") + "\n")
+      const three = yield* rubric.importSheets({ sheets: [join(dir, "r1.csv"), join(dir, "r2.csv"), join(dir, "cy.jsonl")], key: join(out, "rubric-key.json") })
+      assert.deepStrictEqual(three.raters, ["ann", "bob", "cy"])
+      assert.strictEqual(three.systems.find((s) => s.system === "lora-model")!.correctness.estimate, 14 / 3)
     }).pipe(Effect.provide(TestLayer)))
 
   it.effect("rejects bad sheets naming file, row and column", () =>
