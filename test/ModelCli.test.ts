@@ -6,6 +6,8 @@ import { join } from "node:path"
 import { promisify } from "node:util"
 import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Training/FinanceVocabulary.ts"
 import { describeModel, formatModelInfo } from "../src/Training/ModelInfo.ts"
+import { gguf } from "../src/Training/Gguf.ts"
+import { writeGguf } from "../src/Training/GgufWriter.ts"
 import { writeSafetensors } from "../src/Training/Safetensors.ts"
 import { canonicalWeights, parameterCount, presetConfig } from "../src/Training/TinyModel.ts"
 import { tempDir } from "./WeightFileFixtures.ts"
@@ -80,7 +82,7 @@ describe("model info for a Hugging Face folder", () => {
       assert.strictEqual(info.format, "hf")
       assert.strictEqual(info.architecture, "mistral")
       assert.strictEqual(info.name, "MistralForCausalLM")
-      assert.strictEqual(info.config.slidingWindow, 16)
+      assert.strictEqual(info.config?.slidingWindow, 16)
       assert.deepStrictEqual(info.tensorTypes, { F16: 9 * config.numLayers + 2 })
       assert.strictEqual(info.parameters, parameterCount(config))
       assert.deepStrictEqual(info.tokenizer, {
@@ -90,5 +92,34 @@ describe("model info for a Hugging Face folder", () => {
       const text = formatModelInfo(info)
       assert.include(text, "sliding window 16")
       assert.include(text, "output tied to the embedding")
+    }))
+})
+
+describe("model info for GGUFs we do not load as models", () => {
+  it.effect("still reports architecture, tensors and why there is no Llama config", () =>
+    Effect.gen(function*() {
+      const adapter = join(dir, "adapter.gguf")
+      yield* writeGguf(adapter, {
+        metadata: [["general.architecture", gguf.string("llama")], ["general.type", gguf.string("adapter")], ["adapter.type", gguf.string("lora")], ["adapter.lora.alpha", gguf.f32(16)]],
+        tensors: [
+          { name: "blk.0.attn_q.weight.lora_a", shape: [8, 128], type: "F32", data: new Float32Array(1024) },
+          { name: "blk.0.attn_q.weight.lora_b", shape: [128, 8], type: "F16", data: new Float32Array(1024) }
+        ]
+      })
+      const info = yield* describeModel(adapter)
+      assert.isUndefined(info.config)
+      assert.strictEqual(info.configError, "this GGUF is a LoRA adapter, not a model")
+      assert.strictEqual(info.parameters, 2048)
+      assert.deepStrictEqual(info.tensorTypes, { F32: 1, F16: 1 })
+      assert.isUndefined(info.tokenizer)
+      const text = formatModelInfo(info)
+      assert.include(text, "config:        not loadable as a Llama-family model: this GGUF is a LoRA adapter, not a model")
+      assert.include(text, "tokenizer:     none")
+
+      const qwen = join(dir, "qwen.gguf")
+      yield* writeGguf(qwen, { metadata: [["general.architecture", gguf.string("qwen2")]], tensors: [] })
+      const q = yield* describeModel(qwen)
+      assert.strictEqual(q.architecture, "qwen2")
+      assert.include(q.configError, "unsupported architecture \"qwen2\"")
     }))
 })

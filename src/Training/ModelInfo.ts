@@ -2,7 +2,7 @@
  * What `model info` reports about a GGUF file or a Hugging Face folder: architecture, shape, parameter count,
  * tensor types, tokenizer facts. Reads headers only (GGUF header, config.json, safetensors headers, tokenizer files).
  */
-import { Effect } from "effect"
+import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import { join } from "node:path"
 import { TokenType } from "./FinanceVocabulary.ts"
@@ -33,7 +33,10 @@ export interface ModelInfo {
   readonly architecture: string
   readonly name?: string
   readonly fileBytes: number
-  readonly config: LlamaConfig
+  /** absent when the file is not a Llama-family model this project loads (then `configError` says why) */
+  readonly config?: LlamaConfig
+  readonly configError?: string
+  /** elements of all weight tensors (llama.cpp's rope_freqs factors excluded) */
   readonly parameters: number
   /** tensor type (GGUF ggml type or safetensors dtype) -> number of tensors */
   readonly tensorTypes: Readonly<Record<string, number>>
@@ -50,7 +53,8 @@ const countBy = (items: ReadonlyArray<string>) => {
 const ggufInfo = (path: string) =>
   Effect.gen(function*() {
     const header = yield* readGgufHeader(path)
-    const source = yield* loadModelSource(path)
+    // describe what is there even when it is not a model we load (another architecture, an adapter)
+    const loaded = yield* Effect.result(loadModelSource(path))
     const tokens = metaArray(header, "tokenizer.ggml.tokens")?.values as ReadonlyArray<string> | undefined
     const types = metaArray(header, "tokenizer.ggml.token_type")?.values as Int32Array | undefined
     const tokenAt = (key: string) => {
@@ -78,8 +82,8 @@ const ggufInfo = (path: string) =>
       architecture: metaString(header, "general.architecture") ?? "?",
       ...(name === undefined ? {} : { name }),
       fileBytes: header.fileSize,
-      config: source.config,
-      parameters: parameterCount(source.config),
+      ...(Result.isSuccess(loaded) ? { config: loaded.success.config } : { configError: loaded.failure.detail }),
+      parameters: header.tensors.filter((t) => t.name !== "rope_freqs.weight").reduce((n, t) => n + t.numel, 0),
       tensorTypes: countBy(header.tensors.map((t) => ggmlTypeName(t.type))),
       tensors: header.tensors.length,
       ...(tokenizer === undefined ? {} : { tokenizer })
@@ -166,7 +170,10 @@ export const formatModelInfo = (info: ModelInfo): string => {
     `${info.path}`,
     `  format:        ${info.format === "gguf" ? "GGUF" : "Hugging Face folder"} (${bytesText(info.fileBytes)})`,
     `  architecture:  ${info.architecture}${info.name === undefined ? "" : ` (${info.name})`}`,
-    `  parameters:    ${human(info.parameters)} (${info.parameters})`,
+    `  parameters:    ${human(info.parameters)} (${info.parameters})`
+  ]
+  if (c === undefined) lines.push(`  config:        not loadable as a Llama-family model: ${info.configError ?? "?"}`)
+  else lines.push(
     `  layers:        ${c.numLayers}, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize}`,
     `  attention:     ${c.numHeads} heads, ${c.numKvHeads} KV heads, head dim ${c.headDim}` +
     (c.slidingWindow === undefined ? "" : `, sliding window ${c.slidingWindow}`),
@@ -174,9 +181,11 @@ export const formatModelInfo = (info: ModelInfo): string => {
       `, llama3 scaling x${c.ropeScaling.factor} (low ${c.ropeScaling.lowFreqFactor}, high ${+c.ropeScaling.highFreqFactor.toFixed(4)}, original context ${c.ropeScaling.originalMaxPositionEmbeddings})`),
     `  context:       ${c.maxPositionEmbeddings}`,
     `  vocab:         ${c.vocabSize}, output ${c.tieWordEmbeddings ? "tied to the embedding" : "untied"}`,
-    `  rms norm eps:  ${+c.rmsNormEps.toPrecision(6)}`,
+    `  rms norm eps:  ${+c.rmsNormEps.toPrecision(6)}`
+  )
+  lines.push(
     `  tensors:       ${info.tensors} (${Object.entries(info.tensorTypes).sort(([a], [b]) => a < b ? -1 : 1).map(([t, n]) => `${t}: ${n}`).join(", ")})`
-  ]
+  )
   const t = info.tokenizer
   if (t === undefined) lines.push("  tokenizer:     none")
   else {
