@@ -65,6 +65,7 @@ describe("eval CLI", () => {
       assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--out", join(dir, "x")]), 2)
       assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "http://x", "--model", "m.gguf", "--out", join(dir, "x")]), 2)
       assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "ftp://x", "--out", join(dir, "x")]), 2)
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", join(dir, "missing.jsonl"), "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "m")]), 2)
       const bad = join(dir, "bad.jsonl")
       writeFileSync(bad, "{not json}\n")
       assert.strictEqual(yield* exitCodeOf(["run", "--split", bad, "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "y")]), 2)

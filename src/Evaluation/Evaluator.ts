@@ -121,7 +121,8 @@ export class Evaluator extends Context.Service<Evaluator, {
       const writeText = (p: string, s: string) => fs.writeFileString(p, s).pipe(Effect.mapError(io(p)))
 
       const readSplit = Effect.fn("Evaluator.readSplit")(function*(split: string) {
-        const text = yield* readText(split)
+        // an unreadable split is the user's input to fix, like a malformed one
+        const text = yield* fs.readFileString(split).pipe(Effect.mapError((e) => new EvalInputError({ path: split, detail: e.message })))
         const lines = yield* Effect.fromResult(parseLines(split, text, (l) => decodeRecordLine(l, { errors: "first" })))
         if (lines.length === 0) return yield* new EvalInputError({ path: split, detail: "the split has no records" })
         const seen = new Map<string, number>()
