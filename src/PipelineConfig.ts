@@ -7,13 +7,13 @@
  * Stage settings reuse the stages' own schemas (TrainConfig fields, DeviceChoice, MergedType, PromptLayout), so a
  * value the pipeline accepts is one the stage accepts.
  */
-import { Effect, FileSystem, Result, Schema, SchemaIssue } from "effect"
+import { Effect, Result, Schema, SchemaIssue } from "effect"
 import { createHash } from "node:crypto"
 import * as Yaml from "yaml"
 import { PromptLayout } from "./Dataset/PromptFormat.ts"
 import { MergedType } from "./Serving/Export.ts"
 import { DeviceChoice } from "./Training/Device.ts"
-import { TrainConfig } from "./Training/TrainConfig.ts"
+import { readConfigFile, TrainConfig } from "./Training/TrainConfig.ts"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 const NonNegativeInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
@@ -125,8 +125,14 @@ export const defaultPipelineConfig: PipelineConfig = {
   out: "runs/default",
   device: "auto",
   data: { synthCount: 2000, seed: 42, testRatio: 0.1, maxRejectRate: 0.5 },
-  model: { preset: "tiny", seed: 42 },
-  pretrain: { enabled: "auto", steps: 150, batchSize: 8, learningRate: 3e-3, warmupSteps: 10, maxSeqLength: 256 },
+  // the tiny preset narrowed to 2 blocks of width 128: on one CPU thread it trains ~3x more tokens per second, which
+  // buys more optimizer steps inside the time budget than the wider shape would use well
+  model: {
+    preset: "tiny",
+    seed: 42,
+    shape: { hiddenSize: 128, intermediateSize: 256, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32 }
+  },
+  pretrain: { enabled: "auto", steps: 60, batchSize: 8, learningRate: 3e-3, warmupSteps: 5, maxSeqLength: 128 },
   train: {
     mode: "lora",
     r: 16,
@@ -135,22 +141,22 @@ export const defaultPipelineConfig: PipelineConfig = {
     useRslora: false,
     targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"],
     epochs: 3,
-    maxSteps: 100,
+    maxSteps: 40,
     batchSize: 8,
     gradientAccumulationSteps: 1,
-    learningRate: 2e-3,
+    learningRate: 3e-3,
     lrScheduler: "linear",
-    warmupSteps: 10,
+    warmupSteps: 4,
     maxSeqLength: 256,
-    evalEvery: 50,
-    saveEvery: 50,
-    evalGenerationSamples: 8,
+    evalEvery: 20,
+    saveEvery: 20,
+    evalGenerationSamples: 4,
     promptLayout: "seed",
     seed: 42
   },
-  eval: { samples: 40, maxNewTokens: 64, concurrency: 2, threads: 0, seed: 42 },
+  eval: { samples: 30, maxNewTokens: 48, concurrency: 2, threads: 0, seed: 42 },
   export: { merged: false, mergedType: "f16" },
-  serve: { questions: 3, maxLength: 1024 }
+  serve: { questions: 2, maxLength: 1024 }
 }
 
 export class PipelineConfigError extends Schema.TaggedError<PipelineConfigError>()("PipelineConfigError", {
@@ -190,29 +196,11 @@ export const validatePipelineConfig = (value: unknown, source: string): Effect.E
     }
   })
 
-/** Reads a YAML (or JSON: YAML is a superset) config file into a plain object; syntax errors name the line. */
-export const readPipelineConfigFile = Effect.fn("PipelineConfig.readFile")(function*(file: string) {
-  const fs = yield* FileSystem.FileSystem
-  const text = yield* fs.readFileString(file).pipe(
-    Effect.mapError((e) => new PipelineConfigError({ source: file, field: "", issue: `cannot read the file (${e.message})` }))
+/** Reads a YAML (or JSON) config file into a plain object with the Training stage's reader; errors name file:line. */
+export const readPipelineConfigFile = (file: string) =>
+  readConfigFile(file).pipe(
+    Effect.mapError((e) => new PipelineConfigError({ source: e.source, field: e.field, issue: e.issue }))
   )
-  const parsed = Yaml.parseDocument(text, { prettyErrors: false })
-  if (parsed.errors.length > 0) {
-    const e = parsed.errors[0]!
-    // the yaml library reports an offset; users want the line
-    const line = text.slice(0, e.pos[0]).split("\n").length
-    return yield* new PipelineConfigError({
-      source: `${file}:${line}`,
-      field: "",
-      issue: e.message.split("\n")[0]!
-    })
-  }
-  const value: unknown = parsed.toJS() ?? {}
-  if (!isObject(value)) {
-    return yield* new PipelineConfigError({ source: file, field: "", issue: "the config must be a mapping of sections to values" })
-  }
-  return value
-})
 
 /** Resolves defaults ⊕ file ⊕ flags; each layer is validated as the merge so far, so errors name their source. */
 export const resolvePipelineConfig = Effect.fn("PipelineConfig.resolve")(function*(

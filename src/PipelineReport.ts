@@ -146,11 +146,13 @@ export const renderSummary = (input: ReportInput): string => {
   const lines: Array<string> = []
   const stages = ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"]
   const total = stages.reduce((s, n) => s + (input.manifest.stages[n]?.seconds ?? 0), 0)
-  lines.push("", `finetune-finance pipeline: ${input.config.out}  (stage time ${formatSeconds(total)})`, "")
-  lines.push(`${pad("stage", 9)} ${pad("this run", 8)} ${padLeft("time", 8)}  what`)
+  const cpu = stages.reduce((s, n) => s + (input.manifest.stages[n]?.cpuSeconds ?? 0), 0)
+  lines.push("", `finetune-finance pipeline: ${input.config.out}  (stages took ${formatSeconds(total)}, ${formatSeconds(cpu)} of CPU)`, "")
+  lines.push(`${pad("stage", 9)} ${pad("this run", 8)} ${padLeft("time", 8)} ${padLeft("cpu", 8)}  what`)
   for (const name of stages) {
     const ran = input.manifest.lastInvocation[name] ?? "-"
-    lines.push(`${pad(name, 9)} ${pad(ran, 8)} ${padLeft(formatSeconds(input.manifest.stages[name]?.seconds), 8)}  ${stageLine(input, name)}`)
+    const record = input.manifest.stages[name]
+    lines.push(`${pad(name, 9)} ${pad(ran, 8)} ${padLeft(formatSeconds(record?.seconds), 8)} ${padLeft(formatSeconds(record?.cpuSeconds), 8)}  ${stageLine(input, name)}`)
   }
   const margins = input.evaluation.margins
   if (margins !== undefined && margins.length > 0) {
@@ -179,8 +181,11 @@ export const renderMarkdownReport = (input: ReportInput): string => {
   const stages = ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"]
   out.push("# Pipeline report", "")
   out.push(`Run folder \`${input.config.out}\`, started ${input.manifest.startedAt}.`, "")
-  out.push("## Stages", "", "| stage | time | what |", "| --- | ---: | --- |")
-  for (const name of stages) out.push(`| ${name} | ${formatSeconds(input.manifest.stages[name]?.seconds)} | ${stageLine(input, name)} |`)
+  out.push("## Stages", "", "| stage | time | CPU | what |", "| --- | ---: | ---: | --- |")
+  for (const name of stages) {
+    const record = input.manifest.stages[name]
+    out.push(`| ${name} | ${formatSeconds(record?.seconds)} | ${formatSeconds(record?.cpuSeconds)} | ${stageLine(input, name)} |`)
+  }
   out.push("")
   if (input.pretrain.ran) {
     out.push("## Why the base was pre-trained", "",
