@@ -17,6 +17,8 @@ import { openGguf, metaNumber, metaString, readGgufHeader } from "../src/Trainin
 import { permuteQkForGguf } from "../src/Training/GgufNames.ts"
 import { writeGguf } from "../src/Training/GgufWriter.ts"
 import { LlamaCpp } from "../src/Training/LlamaCpp.ts"
+import { writeSafetensors } from "../src/Training/Safetensors.ts"
+import { canonicalWeights } from "../src/Training/TinyModel.ts"
 import { tempDir, tinyConfig, writeBase, writePeft } from "./ServeFixtures.ts"
 
 const run = <A, E>(effect: Effect.Effect<A, E, NodeServices.NodeServices>) =>
@@ -147,6 +149,23 @@ describe("export adapter: the llama.cpp LoRA GGUF layout", () => {
     expect(written.qa).toEqual(q.a.data)
     // one GGUF row of Q is HF row 16 of head 0 (rotate-half pairs become interleaved): row 1 <- row 16
     expect(Array.from(written.qb.subarray(4, 8))).toEqual(Array.from(q.b.data.subarray(16 * 4, 17 * 4)))
+  })
+
+  it("takes a Hugging Face folder as the base too, and writes the same adapter as for the GGUF base", async () => {
+    const hf = path.join(dir, "hf-base")
+    fs.mkdirSync(hf, { recursive: true })
+    fs.writeFileSync(path.join(hf, "config.json"), JSON.stringify({
+      architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: 128, intermediate_size: 256, num_hidden_layers: 2,
+      num_attention_heads: 4, num_key_value_heads: 2, head_dim: 32, vocab_size: 4096, rms_norm_eps: 1e-5, rope_theta: 10000,
+      max_position_embeddings: 2048, tie_word_embeddings: false
+    }))
+    await Effect.runPromise(writeSafetensors(path.join(hf, "model.safetensors"),
+      canonicalWeights(tinyConfig, { seed: 7 }).map((t) => ({ name: t.name, shape: t.shape, data: t.data }))))
+    const fromHf = path.join(dir, "adapter-from-hf.gguf")
+    const fromGguf = path.join(dir, "adapter-from-gguf.gguf")
+    await run(exportAdapter({ adapter: peft, base: hf, out: fromHf, name: "same" }))
+    await run(exportAdapter({ adapter: peft, base, out: fromGguf, name: "same" }))
+    expect(fs.readFileSync(fromHf).equals(fs.readFileSync(fromGguf))).toBe(true)
   })
 
   it("writes rsLoRA as alpha·√r and per-module alphas as alpha 0 with the scale baked into B", async () => {

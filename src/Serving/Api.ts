@@ -169,11 +169,13 @@ export const ReplyExtras = Schema.Struct({
   confidence: Schema.Finite
 })
 
+/** The fields every OpenAI completion object starts with, and the optional tail of streamed ones. */
+const objectHead = { id: Schema.String, created: Schema.Int, model: Schema.String }
+const streamedTail = { usage: Schema.optionalKey(Schema.NullOr(Usage)), metadata: Schema.optionalKey(ReplyExtras) }
+
 export const ChatCompletion = Schema.Struct({
-  id: Schema.String,
+  ...objectHead,
   object: Schema.Literal("chat.completion"),
-  created: Schema.Int,
-  model: Schema.String,
   choices: Schema.Array(Schema.Struct({
     index: Schema.Int,
     message: Schema.Struct({ role: Schema.Literal("assistant"), content: Schema.String }),
@@ -185,33 +187,27 @@ export const ChatCompletion = Schema.Struct({
 export type ChatCompletion = typeof ChatCompletion.Type
 
 export const ChatCompletionChunk = Schema.Struct({
-  id: Schema.String,
+  ...objectHead,
   object: Schema.Literal("chat.completion.chunk"),
-  created: Schema.Int,
-  model: Schema.String,
   choices: Schema.Array(Schema.Struct({
     index: Schema.Int,
     delta: Schema.Struct({ role: Schema.optionalKey(Schema.Literal("assistant")), content: Schema.optionalKey(Schema.String) }),
     finish_reason: Schema.NullOr(FinishReason)
   })),
-  usage: Schema.optionalKey(Schema.NullOr(Usage)),
-  metadata: Schema.optionalKey(ReplyExtras)
+  ...streamedTail
 })
 export type ChatCompletionChunk = typeof ChatCompletionChunk.Type
 
 export const Completion = Schema.Struct({
-  id: Schema.String,
+  ...objectHead,
   object: Schema.Literal("text_completion"),
-  created: Schema.Int,
-  model: Schema.String,
   choices: Schema.Array(Schema.Struct({
     index: Schema.Int,
     text: Schema.String,
     finish_reason: Schema.NullOr(FinishReason),
     logprobs: Schema.Null
   })),
-  usage: Schema.optionalKey(Schema.NullOr(Usage)),
-  metadata: Schema.optionalKey(ReplyExtras)
+  ...streamedTail
 })
 export type Completion = typeof Completion.Type
 
