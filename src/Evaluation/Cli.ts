@@ -80,7 +80,10 @@ const runFlags = {
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
   concurrency: Flag.Int("concurrency").pipe(Flag.withDefault(4), Flag.withDescription("generations in flight at once")),
   seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sent with every request; also picks the --limit sample")),
-  maxTokens: Flag.Int("max-tokens").pipe(Flag.withDefault(256), Flag.withDescription("answer length limit in tokens")),
+  maxTokens: Flag.Int("max-tokens").pipe(
+    Flag.withDefault(256),
+    Flag.withDescription("answer length limit in tokens (/infer bounds prompt + answer, so it gets max_length = this + 512)")
+  ),
   temperature: Flag.Finite("temperature").pipe(Flag.withDefault(0), Flag.withDescription("sampling temperature (0 = greedy)")),
   limit: Flag.Int("limit").pipe(Flag.optional, Flag.withDescription("evaluate a seeded sample of this many records")),
   timeout: Flag.Int("timeout-s").pipe(Flag.withDefault(120), Flag.withDescription("per-request timeout for --endpoint")),
