@@ -136,6 +136,32 @@ describe("dequantization of hand-built blocks", () => {
     }
   })
 
+  it("Q4_1: d * q + m; Q5_0: d * (q - 16) and Q5_1: d * q + m with the fifth bit of element j at bit j of qh", () => {
+    const qs = bytesOfSeed(16, 5)
+    const q41 = new Uint8Array(20)
+    put16(q41, 0, h(0.25))
+    put16(q41, 2, h(-1.5))
+    q41.set(qs, 4)
+    const qh = Uint8Array.of(0b10110010, 0x0f, 0xa5, 0x3c)
+    const qhBit = (e: number) => (qh[e >> 3]! >> (e & 7)) & 1
+    const q50 = new Uint8Array(24)
+    put16(q50, 0, h(0.5))
+    q50.set(qh, 2)
+    q50.set(qs, 6)
+    const q51 = new Uint8Array(24)
+    put16(q51, 0, h(0.125))
+    put16(q51, 2, h(2))
+    q51.set(qh, 4)
+    q51.set(qs, 8)
+    const a = dequantize(GgmlType.Q4_1, q41, 32), b = dequantize(GgmlType.Q5_0, q50, 32), c = dequantize(GgmlType.Q5_1, q51, 32)
+    for (let e = 0; e < 32; e++) {
+      const nibble = e < 16 ? qs[e]! & 15 : qs[e - 16]! >> 4
+      assert.strictEqual(a[e], 0.25 * nibble - 1.5, `Q4_1 element ${e}`)
+      assert.strictEqual(b[e], 0.5 * ((nibble | (qhBit(e) << 4)) - 16), `Q5_0 element ${e}`)
+      assert.strictEqual(c[e], 0.125 * (nibble | (qhBit(e) << 4)) + 2, `Q5_1 element ${e}`)
+    }
+  })
+
   it("Q8_0: d * int8", () => {
     const block = new Uint8Array(36)
     put16(block, 0, h(0.25))
@@ -246,11 +272,11 @@ describe("GGUF errors name the file and the tensor", () => {
       fs.writeFileSync(header, bytes.subarray(0, 30))
       assert.include((yield* failure(readGgufHeader(header))).message, "truncated")
 
-      const q51 = join(dir, "q5_1.gguf")
-      yield* smallModel(q51, [{ name: "blk.0.attn_q.weight", shape: [1, 32], rawType: GgmlType.Q5_1, raw: new Uint8Array(24) }])
-      const unsupported = yield* failure(Effect.scoped(Effect.flatMap(openGguf(q51), (f) => f.readTensor("blk.0.attn_q.weight"))))
+      const q81 = join(dir, "q8_1.gguf")
+      yield* smallModel(q81, [{ name: "blk.0.attn_q.weight", shape: [1, 32], rawType: GgmlType.Q8_1, raw: new Uint8Array(36) }])
+      const unsupported = yield* failure(Effect.scoped(Effect.flatMap(openGguf(q81), (f) => f.readTensor("blk.0.attn_q.weight"))))
       assert.strictEqual(unsupported.tensor, "blk.0.attn_q.weight")
-      assert.include(unsupported.message, `${q51}: blk.0.attn_q.weight: unsupported tensor type Q5_1`)
+      assert.include(unsupported.message, `${q81}: blk.0.attn_q.weight: unsupported tensor type Q8_1 (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)`)
 
       const iq = join(dir, "iq.gguf")
       const raw = Buffer.from(bytes)

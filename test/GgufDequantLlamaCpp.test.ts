@@ -41,6 +41,9 @@ const randomBlocks = (type: number, rows: number): Uint8Array => {
   const layouts: Record<number, { size: number; perRow: number; halves: ReadonlyArray<readonly [number, number]> }> = {
     [GgmlType.Q8_0]: { size: 34, perRow: 8, halves: [[0, 0.02]] },
     [GgmlType.Q4_0]: { size: 18, perRow: 8, halves: [[0, 0.3]] },
+    [GgmlType.Q4_1]: { size: 20, perRow: 8, halves: [[0, 0.3], [2, 1]] },
+    [GgmlType.Q5_0]: { size: 22, perRow: 8, halves: [[0, 0.15]] },
+    [GgmlType.Q5_1]: { size: 24, perRow: 8, halves: [[0, 0.15], [2, 1]] },
     [GgmlType.Q4_K]: { size: 144, perRow: 1, halves: [[0, 0.003], [2, 0.004]] },
     [GgmlType.Q5_K]: { size: 176, perRow: 1, halves: [[0, 0.0015], [2, 0.004]] },
     [GgmlType.Q6_K]: { size: 210, perRow: 1, halves: [[208, 0.0005]] }
@@ -84,7 +87,7 @@ const writeProbeModel = (path: string, type: number, outputBytes: Uint8Array) =>
 }
 
 describe("our dequantization equals llama.cpp's on hand-built quantized tensors", () => {
-  for (const [name, type] of [["Q8_0", GgmlType.Q8_0], ["Q4_0", GgmlType.Q4_0], ["Q4_K", GgmlType.Q4_K], ["Q5_K", GgmlType.Q5_K], ["Q6_K", GgmlType.Q6_K]] as const) {
+  for (const [name, type] of [["Q8_0", GgmlType.Q8_0], ["Q4_0", GgmlType.Q4_0], ["Q4_1", GgmlType.Q4_1], ["Q5_0", GgmlType.Q5_0], ["Q5_1", GgmlType.Q5_1], ["Q4_K", GgmlType.Q4_K], ["Q5_K", GgmlType.Q5_K], ["Q6_K", GgmlType.Q6_K]] as const) {
     it(name, async () => {
       const path = join(dir, `${name}.gguf`)
       await Effect.runPromise(writeProbeModel(path, type, randomBlocks(type, config.vocabSize)))

@@ -129,12 +129,12 @@ describe("loading a GGUF model", () => {
         metadata: meta("llama"),
         tensors: [
           { name: "token_embd.weight", shape: [config.vocabSize, d], type: "F32", data: () => new Float32Array(config.vocabSize * d) },
-          { name: "blk.0.attn_q.weight", shape: [d, d], rawType: GgmlType.Q5_1, raw: new Uint8Array((d * d / 32) * 24) }
+          { name: "blk.0.attn_q.weight", shape: [d, d], rawType: GgmlType.Q8_1, raw: new Uint8Array((d * d / 32) * 36) }
         ]
       })
       const e3 = yield* failure(loadModelSource(iq))
       assert.strictEqual(e3.tensor, "blk.0.attn_q.weight")
-      assert.include(e3.message, "unsupported tensor type Q5_1")
+      assert.include(e3.message, "unsupported tensor type Q8_1")
 
       const missing = join(dir, "missing.gguf")
       yield* writeGguf(missing, {

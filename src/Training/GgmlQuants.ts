@@ -39,8 +39,12 @@ export const tensorByteSize = (type: number, numel: number): number | undefined 
 
 /** The types `dequantize` reads. */
 export const dequantizableTypes: ReadonlySet<number> = new Set([
-  GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K
+  GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1,
+  GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K
 ])
+
+/** The names of the readable types, for error messages. */
+export const dequantizableTypeNames = (): string => Array.from(dequantizableTypes, ggmlTypeName).join(", ")
 
 const f16At = (bytes: Uint8Array, offset: number) => f16ToF32(bytes[offset]! | (bytes[offset + 1]! << 8))
 
@@ -69,6 +73,12 @@ export const dequantize = (type: number, bytes: Uint8Array, numel: number): Floa
       return dequantizeQ8_0(bytes, out)
     case GgmlType.Q4_0:
       return dequantizeQ4_0(bytes, out)
+    case GgmlType.Q4_1:
+      return dequantizeQ4_1(bytes, out)
+    case GgmlType.Q5_0:
+      return dequantizeQ5(bytes, out, false)
+    case GgmlType.Q5_1:
+      return dequantizeQ5(bytes, out, true)
     case GgmlType.Q4_K:
       return dequantizeQ4K(bytes, out)
     case GgmlType.Q5_K:
@@ -77,7 +87,7 @@ export const dequantize = (type: number, bytes: Uint8Array, numel: number): Floa
       return dequantizeQ6K(bytes, out)
     default:
       throw new Error(
-        `unsupported tensor type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`
+        `unsupported tensor type ${ggmlTypeName(type)} (supported: ${dequantizableTypeNames()})`
       )
   }
 }
@@ -100,6 +110,44 @@ const dequantizeQ4_0 = (bytes: Uint8Array, out: Float32Array) => {
       const q = bytes[b + 2 + j]!
       out[o + j] = d * ((q & 0x0f) - 8)
       out[o + j + 16] = d * ((q >> 4) - 8)
+    }
+  }
+  return out
+}
+
+/** block_q4_1: f16 d, f16 m, u8 qs[16]; nibbles as Q4_0; x = d * q + m */
+const dequantizeQ4_1 = (bytes: Uint8Array, out: Float32Array) => {
+  for (let b = 0, o = 0; o < out.length; b += 20, o += 32) {
+    const d = f16At(bytes, b)
+    const m = f16At(bytes, b + 2)
+    for (let j = 0; j < 16; j++) {
+      const q = bytes[b + 4 + j]!
+      out[o + j] = d * (q & 0x0f) + m
+      out[o + j + 16] = d * (q >> 4) + m
+    }
+  }
+  return out
+}
+
+/**
+ * block_q5_0 (22 bytes): f16 d, u32 qh, u8 qs[16]; x = d * (q - 16). block_q5_1 (24 bytes): f16 d, f16 m, u32 qh,
+ * u8 qs[16]; x = d * q + m. Element j < 16 is the low nibble of qs[j] with fifth bit j of qh; element j + 16 the high
+ * nibble with bit j + 16.
+ */
+const dequantizeQ5 = (bytes: Uint8Array, out: Float32Array, withMin: boolean) => {
+  const size = withMin ? 24 : 22
+  const qhAt = withMin ? 4 : 2
+  for (let b = 0, o = 0; o < out.length; b += size, o += 32) {
+    const d = f16At(bytes, b)
+    const m = withMin ? f16At(bytes, b + 2) : 0
+    const offset = withMin ? 0 : -16
+    const qh = (bytes[b + qhAt]! | (bytes[b + qhAt + 1]! << 8) | (bytes[b + qhAt + 2]! << 16) | (bytes[b + qhAt + 3]! << 24)) >>> 0
+    for (let j = 0; j < 16; j++) {
+      const q = bytes[b + qhAt + 4 + j]!
+      const low = (q & 0x0f) | (((qh >>> j) & 1) << 4)
+      const high = (q >> 4) | (((qh >>> (j + 16)) & 1) << 4)
+      out[o + j] = d * (low + offset) + m
+      out[o + j + 16] = d * (high + offset) + m
     }
   }
   return out

@@ -7,7 +7,7 @@
 import { Effect, Result, Schema, SchemaIssue, Stream } from "effect"
 import * as fs from "node:fs"
 import { join } from "node:path"
-import { dequantizableTypes } from "./GgmlQuants.ts"
+import { dequantizableTypeNames, dequantizableTypes } from "./GgmlQuants.ts"
 import { type GgufHeader, metaArray, metaNumber, metaString, openGguf, readGgufHeader, requireNumber } from "./Gguf.ts"
 import { hfNameOf, llama3ScalingFromFactors, qkHeadsFor } from "./GgufNames.ts"
 import { type LlamaConfig, type NamedTensor, type RopeScaling, weightNames } from "./ModelContracts.ts"
@@ -152,7 +152,7 @@ const validateGgufTensors = (header: GgufHeader, config: LlamaConfig): Array<str
     const name = hfNameOf(t.name)
     if (name === undefined) throw fileError(header.path, "unexpected tensor for a llama model", t.name)
     if (!dequantizableTypes.has(t.type)) {
-      throw fileError(header.path, `unsupported tensor type ${t.typeName} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`, t.name)
+      throw fileError(header.path, `unsupported tensor type ${t.typeName} (supported: ${dequantizableTypeNames()})`, t.name)
     }
     const shape = expectedShape(config, name)
     if (shape !== undefined && shape.join(",") !== t.shape.join(",")) {
