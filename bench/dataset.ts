@@ -7,7 +7,7 @@
  *   for any JSONL tool here;
  * - the full ingest through the built CLI (`dataset split`: decode, validate, normalize, rules, dedupe,
  *   split, write), as a child process under /usr/bin/time for wall time, CPU time and peak RSS;
- * - the same through the dataset-only entry (`dist/Dataset/Main.js`), and with a smaller V8 young
+ * - the same through the dataset-only entry (`dist/Dataset/Main.js`), and both with a smaller V8 young
  *   generation (`NODE_OPTIONS=--max-semi-space-size=16`), to separate our memory from the rest.
  * The process RSS of `dataset --help` (everything loaded, no data) is the memory baseline.
  */
@@ -82,7 +82,8 @@ for (const n of sizes) {
   const runs: Array<[string, Array<string>, Record<string, string>]> = [
     ["CLI `dist/Main.js dataset split`", ["dist/Main.js", "dataset", "split", file, "-o", join(work, `out-${n}`)], {}],
     ["dataset-only entry `dist/Dataset/Main.js split`", ["dist/Dataset/Main.js", "split", file, "-o", join(work, `out-lean-${n}`)], {}],
-    ["CLI with `NODE_OPTIONS=--max-semi-space-size=16`", ["dist/Main.js", "dataset", "split", file, "-o", join(work, `out-semi-${n}`)], { NODE_OPTIONS: "--max-semi-space-size=16" }]
+    ["CLI with `NODE_OPTIONS=--max-semi-space-size=16`", ["dist/Main.js", "dataset", "split", file, "-o", join(work, `out-semi-${n}`)], { NODE_OPTIONS: "--max-semi-space-size=16" }],
+    ["dataset-only entry with `--max-semi-space-size=16`", ["dist/Dataset/Main.js", "split", file, "-o", join(work, `out-lean-semi-${n}`)], { NODE_OPTIONS: "--max-semi-space-size=16" }]
   ]
   rows.push(`| ${fmt(n)} (${mb.toFixed(0)} MB) | baseline: read + split lines in-process | ${fmt(n / base.wallS)} | – | – |`)
   rows.push(`| ${fmt(n)} | \`dataset synth\` (write) | ${fmt(n / synth.wallS)} | ${(synth.userS + synth.sysS).toFixed(1)} s | ${synth.maxRssMb.toFixed(0)} MB |`)

@@ -5,18 +5,22 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 
 // The built CLI (npm test builds first), run as a user would: exit codes and messages are the contract.
-const cli = (args: ReadonlyArray<string>, input?: string) => {
-  const r = spawnSync(process.execPath, ["dist/Main.js", "dataset", ...args], { input, encoding: "utf8", timeout: 60_000 })
+// Most cases use the dataset-only entry (the same command without loading the other stages: faster);
+// the first checks the wiring into the main CLI.
+const run = (entry: ReadonlyArray<string>, args: ReadonlyArray<string>, input?: string) => {
+  const r = spawnSync(process.execPath, [...entry, ...args], { input, encoding: "utf8", timeout: 60_000 })
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
+const cli = (args: ReadonlyArray<string>, input?: string) => run(["dist/Dataset/Main.js"], args, input)
 const tmp = () => mkdtempSync(join(tmpdir(), "dataset-cli-"))
 const record = (question: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ question, answer: "Diversification spreads risk.", rationale: "", tickers: [], citations: [], context_required: false, ...extra })
 
 describe("dataset CLI", () => {
-  it("has --help with a description on every subcommand", () => {
-    const top = cli(["--help"])
+  it("has --help with a description on every subcommand, in the main CLI too", () => {
+    const top = run(["dist/Main.js", "dataset"], ["--help"])
     expect(top.code).toBe(0)
+    expect(top.stdout).toContain("finetune-finance dataset <subcommand>")
     for (const sub of ["synth", "validate", "normalize", "split", "stats"]) {
       expect(top.stdout).toContain(sub)
       const help = cli([sub, "--help"])
@@ -24,6 +28,7 @@ describe("dataset CLI", () => {
       expect(help.stdout).toContain("DESCRIPTION")
       expect(help.stdout).toContain(`dataset ${sub}`)
     }
+    expect(run(["dist/Main.js", "dataset", "split"], ["--help"]).stdout).toContain("--group-by-ticker")
   })
 
   it("synthesizes, splits and describes a file; same seed, same bytes", () => {
