@@ -93,6 +93,7 @@ describe("synth file", () => {
       assert.isAbove(summary.train + summary.test, 2700)
       const stats = yield* computeStats(a)
       assert.strictEqual(stats.records, 3000)
+      assert.strictEqual(stats.unique, summary.train + summary.test)
       assert.strictEqual(Object.keys(stats.byIntent).length, intentNames.length)
       assert.isAbove(stats.byPlaceholderType.PRICE ?? 0, 1000)
       assert.isAbove(stats.answerChars.p50, 80)

@@ -9,6 +9,7 @@ import { readLineBatches } from "./Lines.ts"
 import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder, placeholderBaseType, placeholdersIn } from "./Placeholders.ts"
 import { checkRules, defaultRuleConfig, type RuleConfig } from "./Rules.ts"
+import { canonicalFingerprint, FingerprintSet } from "./Split.ts"
 
 const Counts = Schema.Record(Schema.String, Schema.Int)
 const Percentiles = Schema.Struct({ p50: Schema.Int, p90: Schema.Int, p99: Schema.Int, max: Schema.Int, mean: Schema.Finite })
@@ -17,6 +18,8 @@ export const DatasetStats = Schema.Struct({
   lines: Schema.Int,
   blankLines: Schema.Int,
   records: Schema.Int,
+  /** records that are not duplicates of an earlier one after normalization */
+  unique: Schema.Int,
   rejected: Schema.Int,
   byIntent: Counts,
   byTicker: Counts,
@@ -65,6 +68,8 @@ export const computeStats = Effect.fn("Dataset.computeStats")(function*(input: s
   }
   const q = new Lengths()
   const a = new Lengths()
+  const seen = new FingerprintSet()
+  let unique = 0
   yield* readLineBatches(input).pipe(Stream.runForEach((lines) => Effect.sync(() => {
     for (const raw of lines) {
       s.lines++
@@ -100,6 +105,7 @@ export const computeStats = Effect.fn("Dataset.computeStats")(function*(input: s
         continue
       }
       s.records++
+      if (seen.add(canonicalFingerprint(r.question, r.answer))) unique++
       bump(s.byIntent, r.intent ?? "unknown")
       for (const t of r.tickers) bump(s.byTicker, t)
       for (const p of placeholdersIn(r.answer)) {
@@ -117,6 +123,7 @@ export const computeStats = Effect.fn("Dataset.computeStats")(function*(input: s
     lines: s.lines,
     blankLines: s.blankLines,
     records: s.records,
+    unique,
     rejected: s.rejected,
     byIntent: sortedDesc(s.byIntent),
     byTicker: sortedDesc(s.byTicker),
@@ -141,7 +148,7 @@ const table = (title: string, m: Record<string, number>, limit: number) => {
 export const renderStats = (s: DatasetStats): string => {
   const pct = (p: typeof s.questionChars) => `p50 ${p.p50}  p90 ${p.p90}  p99 ${p.p99}  max ${p.max}  mean ${p.mean}`
   return [
-    `${s.input}: ${s.lines} lines, ${s.records} records, ${s.blankLines} blank, ${s.rejected} rejected`,
+    `${s.input}: ${s.lines} lines, ${s.records} records (${s.unique} unique after normalization), ${s.blankLines} blank, ${s.rejected} rejected`,
     `context_required: ${s.contextRequired}   with risk_note: ${s.withRiskNote}`,
     `question chars: ${pct(s.questionChars)}`,
     `answer chars:   ${pct(s.answerChars)}`,
