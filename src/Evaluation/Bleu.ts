@@ -90,70 +90,62 @@ const tokenize13aRaw = (input: string): string => {
   return line
 }
 
-interface RefInfo {
-  /** n-gram -> count (max over references), keys from `NgramKeys` */
-  readonly ngrams: Map<number | string, number>
-  readonly lens: ReadonlyArray<number>
-}
-
 /**
- * n-gram keys for one segment (its hypothesis and references share the token ids). Up to order 4 and 8191
- * distinct tokens, an n-gram is one exact integer: ids are base-8192 digits, none of them 0, so n-grams of
- * different orders never collide and 4 digits stay below 2^53. Beyond that, keys fall back to joined strings.
+ * Dense ids for the n-grams of one segment (its hypothesis and references share them). Tokens get ids 1, 2, …; an
+ * n-gram's id is looked up from (id of its first n−1 tokens) · 2^21 + (id of its last token), so every key stays a
+ * small integer (a V8 Smi for any realistic segment) and n-grams of any order never collide. Counts are then plain
+ * array slots per order.
  */
-class NgramKeys {
-  private readonly ids = new Map<string, number>()
-  private readonly maxOrder: number
+class NgramIndex {
+  private readonly vocab = new Map<string, number>()
+  private readonly grams: Array<Map<number, number>>
+  readonly maxOrder: number
   constructor(maxOrder: number) {
     this.maxOrder = maxOrder
+    this.grams = Array.from({ length: maxOrder }, () => new Map<number, number>())
   }
 
-  private numeric(): boolean {
-    return this.maxOrder <= 4 && this.ids.size < 8191
-  }
-
-  /** Adds the n-gram counts of `tokens` to `into`, or takes the max with it when `into` already holds another reference. */
-  count(tokens: ReadonlyArray<string>, into: Map<number | string, number>, merge: "add" | "max") {
-    const local = merge === "max" && into.size > 0 ? new Map<number | string, number>() : into
-    const ids = tokens.map((t) => {
-      let id = this.ids.get(t)
+  /** counts[n][gramId] of the (n+1)-grams of `tokens` */
+  count(tokens: ReadonlyArray<string>): Array<Array<number>> {
+    const counts: Array<Array<number>> = Array.from({ length: this.maxOrder }, () => [])
+    const ids = new Array<number>(tokens.length)
+    for (let i = 0; i < tokens.length; i++) {
+      let id = this.vocab.get(tokens[i]!)
       if (id === undefined) {
-        id = this.ids.size + 1
-        this.ids.set(t, id)
+        id = this.vocab.size + 1
+        this.vocab.set(tokens[i]!, id)
       }
-      return id
-    })
-    if (this.numeric()) {
-      for (let i = 0; i < ids.length; i++) {
-        let key = 0
-        let scale = 1
-        for (let n = 0; n < this.maxOrder && i + n < ids.length; n++) {
-          key += ids[i + n]! * scale
-          scale *= 8192
-          local.set(key, (local.get(key) ?? 0) + 1)
+      ids[i] = id
+    }
+    for (let i = 0; i < ids.length; i++) {
+      // unigrams: the token id is already a dense id
+      let prefix = ids[i]!
+      const c0 = counts[0]!
+      c0[prefix] = (c0[prefix] ?? 0) + 1
+      for (let n = 1; n < this.maxOrder && i + n < ids.length; n++) {
+        const key = prefix * 2097152 + ids[i + n]!
+        const grams = this.grams[n]!
+        let gram = grams.get(key)
+        if (gram === undefined) {
+          gram = grams.size + 1
+          grams.set(key, gram)
         }
-      }
-    } else {
-      for (let i = 0; i < tokens.length; i++) {
-        for (let n = 0; n < this.maxOrder && i + n < tokens.length; n++) {
-          const key = `${n}:${tokens.slice(i, i + n + 1).join(" ")}`
-          local.set(key, (local.get(key) ?? 0) + 1)
-        }
+        const c = counts[n]!
+        c[gram] = (c[gram] ?? 0) + 1
+        prefix = gram
       }
     }
-    if (local !== into) for (const [key, c] of local) into.set(key, Math.max(into.get(key) ?? 0, c))
-  }
-
-  /** The order (0-based) of a key made by `count`. */
-  order(key: number | string): number {
-    if (typeof key === "string") return Number(key.slice(0, key.indexOf(":")))
-    let n = 0
-    for (let k = key; k >= 8192; k = Math.floor(k / 8192)) n++
-    return n
+    return counts
   }
 }
 
-const resolve = (options: BleuOptions, sentence: boolean) => ({
+const resolve = (options: BleuOptions, sentence: boolean) => {
+  if (options.maxNgramOrder !== undefined && !(Number.isInteger(options.maxNgramOrder) && options.maxNgramOrder >= 1)) {
+    throw new MetricInputError({ metric: "BLEU", detail: `maxNgramOrder must be a positive integer, got ${options.maxNgramOrder}` })
+  }
+  return resolveOptions(options, sentence)
+}
+const resolveOptions = (options: BleuOptions, sentence: boolean) => ({
   smoothMethod: options.smoothMethod ?? "exp",
   smoothValue: options.smoothValue,
   lowercase: options.lowercase ?? false,
@@ -161,7 +153,7 @@ const resolve = (options: BleuOptions, sentence: boolean) => ({
   maxNgramOrder: options.maxNgramOrder ?? 4,
   effectiveOrder: options.effectiveOrder ?? sentence
 })
-type Resolved = ReturnType<typeof resolve>
+type Resolved = ReturnType<typeof resolveOptions>
 
 const preprocess = (sentence: string, o: Resolved): Array<string> => {
   const s = o.lowercase ? sentence.toLowerCase() : sentence
@@ -169,19 +161,29 @@ const preprocess = (sentence: string, o: Resolved): Array<string> => {
   return pySplit(o.tokenize === "13a" ? tokenize13aRaw(stripped) : stripped)
 }
 
-const referenceInfo = (refs: ReadonlyArray<string>, o: Resolved, segment: number, keys: NgramKeys): RefInfo => {
+/** The references' n-gram counts (per n-gram, the max over references) and their lengths. */
+const referenceInfo = (refs: ReadonlyArray<string>, o: Resolved, segment: number, index: NgramIndex) => {
   const lines = refs.filter((r) => r !== "")
   if (lines.length === 0) {
     throw new MetricInputError({ metric: "BLEU", detail: `segment ${segment}: empty reference (sacrebleu rejects it too)` })
   }
-  const ngrams = new Map<number | string, number>()
+  let counts: Array<Array<number>> | undefined
   const lens: Array<number> = []
   for (const line of lines) {
     const tokens = preprocess(line, o)
     lens.push(tokens.length)
-    keys.count(tokens, ngrams, "max")
+    const these = index.count(tokens)
+    if (counts === undefined) counts = these
+    else {
+      for (let n = 0; n < these.length; n++) {
+        const into = counts[n]!
+        these[n]!.forEach((c, gram) => {
+          if (c > (into[gram] ?? 0)) into[gram] = c
+        })
+      }
+    }
   }
-  return { ngrams, lens }
+  return { counts: counts!, lens }
 }
 
 /** Closest reference length; ties go to the shorter one. */
@@ -200,20 +202,23 @@ const closestRefLen = (hypLen: number, refLens: ReadonlyArray<number>) => {
 
 /** [hypLen, refLen, correct_1..N, total_1..N], sacrebleu's segment statistics, for one segment. */
 const segmentStats = (hypothesis: string, refs: ReadonlyArray<string>, o: Resolved, segment: number): Array<number> => {
-  const keys = new NgramKeys(o.maxNgramOrder)
-  const info = referenceInfo(refs, o, segment, keys)
+  const index = new NgramIndex(o.maxNgramOrder)
+  const ref = referenceInfo(refs, o, segment, index)
   const tokens = preprocess(hypothesis, o)
-  const hypNgrams = new Map<number | string, number>()
-  keys.count(tokens, hypNgrams, "add")
+  const hyp = index.count(tokens)
   const N = o.maxNgramOrder
   const stats = new Array<number>(2 + 2 * N).fill(0)
   stats[0] = tokens.length
-  stats[1] = closestRefLen(tokens.length, info.lens)
-  for (const [ngram, count] of hypNgrams) {
-    const n = keys.order(ngram)
-    stats[2 + N + n]! += count
-    const refCount = info.ngrams.get(ngram)
-    if (refCount !== undefined) stats[2 + n]! += Math.min(count, refCount)
+  stats[1] = closestRefLen(tokens.length, ref.lens)
+  for (let n = 0; n < N; n++) {
+    stats[2 + N + n] = Math.max(0, tokens.length - n)
+    const refCounts = ref.counts[n]!
+    let correct = 0
+    hyp[n]!.forEach((c, gram) => {
+      const r = refCounts[gram]
+      if (r !== undefined) correct += c < r ? c : r
+    })
+    stats[2 + n] = correct
   }
   return stats
 }
