@@ -171,8 +171,11 @@ const hasLiveDigit = /\d(?![A-Z0-9_]*>)/
 /** Every live value in `text`, in order. Existing placeholders are never matched or split. */
 export const detectValues = (text: string): Array<DetectedValue> => {
   const out: Array<DetectedValue> = []
-  if (!hasLiveDigit.test(text)) return out
-  detector.lastIndex = 0
+  const first = hasLiveDigit.exec(text)
+  if (first === null) return out
+  // every value holds a digit, and its keyword ("price-to-earnings ratio of about ") starts at most a
+  // few dozen characters before it: the scan starts there (lookbehinds still see the whole text)
+  detector.lastIndex = Math.max(0, first.index - 64)
   let m: RegExpExecArray | null
   while ((m = detector.exec(text)) !== null) {
     const g = m.groups!
