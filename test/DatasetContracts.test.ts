@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Result, Schema } from "effect"
 import fc from "fast-check"
 import { isSeedInput, SeedInput } from "../src/Dataset/Input.ts"
+import { canonicalText } from "../src/Dataset/Split.ts"
 import { displayValue, fillPlaceholders, parsePlaceholder, placeholderValue } from "../src/Dataset/Fill.ts"
 import { formatExample, formatPrompt } from "../src/Dataset/PromptFormat.ts"
 import { contextValues, parseRagContext, type RagContext, renderRagContext } from "../src/Dataset/RagContext.ts"
@@ -167,6 +168,14 @@ describe("TrainingRecord schema", () => {
     const bad = decode({ question: " ", answer: "a", rationale: "", tickers: [], citations: [], context_required: true })
     assert.isTrue(Result.isFailure(bad))
     if (Result.isFailure(bad)) assert.include(bad.failure.message, "question")
+  })
+})
+
+describe("canonical text", () => {
+  it("lower-cases ASCII, collapses punctuation and spaces, keeps placeholders and other letters", () => {
+    assert.strictEqual(canonicalText("  Question NUMBER 3!! "), "question number 3")
+    assert.strictEqual(canonicalText("Is AAPL at <PRICE>? Café, déjà-vu"), "is aapl at <price> café déjà vu")
+    assert.strictEqual(canonicalText("!!"), "")
   })
 })
 

@@ -31,7 +31,7 @@ const keep = (c: number) =>
 /**
  * The canonical form two near-copies share: ASCII letters lower-cased, every run of other characters
  * (punctuation, spaces) collapsed to one space, trimmed. Letters beyond ASCII are kept as they are.
- * `canonicalHash` hashes this form without building it.
+ * `canonicalFingerprint` hashes this form without building it.
  */
 export const canonicalText = (s: string): string => {
   let out = ""
@@ -48,23 +48,8 @@ export const canonicalText = (s: string): string => {
   return out
 }
 
-/** `fnv1a(canonicalText(s), basis)`, without the intermediate string */
-export const canonicalHash = (s: string, basis = 0x811c9dc5): number => {
-  let h = basis >>> 0
-  let pending = false
-  let started = false
-  for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i)
-    if (c >= 65 && c <= 90) c |= 32
-    if (keep(c)) {
-      if (pending && started) h = Math.imul(h ^ 32, FNV_PRIME)
-      pending = false
-      started = true
-      h = Math.imul(h ^ c, FNV_PRIME)
-    } else pending = true
-  }
-  return h >>> 0
-}
+/** the split key's hash: `fnv1a(canonicalText(s), basis)` (questions are short; no need to fuse the loops) */
+export const canonicalHash = (s: string, basis = 0x811c9dc5): number => fnv1a(canonicalText(s), basis)
 
 /**
  * A 64-bit fingerprint of the canonical forms of a question and an answer (near-duplicate detection):
