@@ -245,7 +245,10 @@ const scheduleCommand = Command.make("schedule", {
   ...regressionFlags,
   db: dbFlag,
   cron: Flag.String("cron").pipe(Flag.optional, Flag.withDescription("cron expression, e.g. \"0 3 * * *\" (UTC)")),
-  every: Flag.String("every").pipe(Flag.optional, Flag.withDescription("fixed interval, e.g. 30m, 1h, 1d")),
+  every: Flag.String("every").pipe(
+    Flag.optional,
+    Flag.withDescription("fixed interval, e.g. 30m, 1h, 1d (cadence counted from the end of the first run; a long run delays the next, never overlaps it)")
+  ),
   out: Flag.String("out").pipe(Flag.withDescription("parent folder; each run writes <out>/run-<time>")),
   maxRuns: Flag.Int("max-runs").pipe(Flag.optional, Flag.withDescription("stop after this many runs (default: run until stopped)"))
 }, (f) =>
