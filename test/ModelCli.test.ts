@@ -24,8 +24,13 @@ describe("model init / model info (built CLI)", () => {
     const { stdout } = await cli("init", "--preset", "llama3-tiny", "--out", out, "--seed", "5", "--type", "Q8_0")
     assert.strictEqual(stdout.trim(), out)
     const again = join(dir, "again.gguf")
-    await cli("init", "--preset", "llama3-tiny", "--out", again, "--seed", "5", "--type", "Q8_0")
+    const folder = join(dir, "again-hf")
+    await cli("init", "--preset", "llama3-tiny", "--out", again, "--seed", "5", "--type", "Q8_0", "--hf-folder", folder)
     assert.isTrue(fs.readFileSync(out).equals(fs.readFileSync(again)))
+    const hf = JSON.parse((await cli("info", folder, "--json")).stdout)
+    assert.strictEqual(hf.format, "hf")
+    assert.strictEqual(hf.parameters, parameterCount(presetConfig("llama3-tiny")))
+    assert.deepStrictEqual(hf.tensorTypes, { F32: 9 * 2 + 3 }) // layers, embedding, final norm, untied lm_head
 
     const json = JSON.parse((await cli("info", out, "--json")).stdout)
     const config = presetConfig("llama3-tiny")

@@ -2,12 +2,12 @@
  * `model init` (the project's own seeded Llama-architecture base model, as a GGUF llama.cpp loads) and `model info`
  * (architecture, sizes, tensor types and tokenizer facts of any GGUF or Hugging Face folder).
  */
-import { Console, Effect, Runtime, Schema } from "effect"
+import { Console, Effect, Option, Runtime, Schema } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import { dirname } from "node:path"
 import { describeModel, formatModelInfo } from "./ModelInfo.ts"
-import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyModel } from "./TinyModel.ts"
+import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyHfFolder, writeTinyModel } from "./TinyModel.ts"
 
 /** A failure already printed for the user; carries the process exit code. */
 export class ModelCommandFailed extends Schema.TaggedError<ModelCommandFailed>()("ModelCommandFailed", {
@@ -33,8 +33,12 @@ const init = Command.make("init", {
   type: Flag.Literals("type", TinyTensorType.literals).pipe(
     Flag.withDescription("type of the weight matrices (norms stay F32)"),
     Flag.withDefault("F32" as const)
+  ),
+  hfFolder: Flag.String("hf-folder").pipe(
+    Flag.withDescription("also write the same model as a Hugging Face folder (config.json, model.safetensors, tokenizer.json)"),
+    Flag.optional
   )
-}, Effect.fn("model.init")(function*({ preset, out, seed, type }) {
+}, Effect.fn("model.init")(function*({ preset, out, seed, type, hfFolder }) {
   const config = presetConfig(preset)
   yield* Console.error(`model init: ${preset}, ${(parameterCount(config) / 1e6).toFixed(2)}M parameters, ${type}, seed ${seed} -> ${out}`)
   let lastShown = -1
@@ -52,6 +56,10 @@ const init = Command.make("init", {
       }
     }
   })
+  if (Option.isSome(hfFolder)) {
+    yield* writeTinyHfFolder({ config, seed, folder: hfFolder.value, dtype: type === "F16" || type === "BF16" ? type : "F32" })
+    yield* Console.error(`model init: Hugging Face folder -> ${hfFolder.value}`)
+  }
   yield* Console.log(out)
 }, report)).pipe(Command.withDescription(
   "Write the project's own Llama-architecture model (seeded random weights, finance SPM tokenizer with placeholder tokens, chat template) as a GGUF that llama.cpp loads"
