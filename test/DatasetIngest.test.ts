@@ -9,6 +9,7 @@ import { DatasetPipeline, type PipelineOptions, type Summary } from "../src/Data
 import type { Reject } from "../src/Dataset/Ingest.ts"
 import { canonicalText } from "../src/Dataset/Normalize.ts"
 import { defaultRuleConfig } from "../src/Dataset/Rules.ts"
+import { assignSplit } from "../src/Dataset/Split.ts"
 
 const TestLayer = DatasetPipeline.layer.pipe(Layer.provide(NodeServices.layer))
 
@@ -244,6 +245,9 @@ describe("ingest: dedupe and split", () => {
         const y = readFileSync(join(b.dir, f), "utf8").replaceAll(b.dir.replace(/\/out$/, ""), "")
         assert.strictEqual(x, y, f)
       }
+      // the exported assignSplit is the rule the ingest applies
+      for (const r of a.test) assert.strictEqual(assignSplit(String(r.question), undefined, 7, 0.1), "test")
+      for (const r of a.train) assert.strictEqual(assignSplit(String(r.question), undefined, 7, 0.1), "train")
       const ratio = a.summary.test / (a.summary.train + a.summary.test)
       assert.isTrue(ratio > 0.05 && ratio < 0.15, `test ratio ${ratio}`)
       const trainQs = new Set(a.train.map((r) => canonicalText(String(r.question))))

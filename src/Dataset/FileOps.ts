@@ -3,7 +3,7 @@
  * reversible placeholder maps. Both stream: one write per batch, flat memory.
  */
 import { Effect, FileSystem, Path, Result, Stream } from "effect"
-import { DatasetInputError, DatasetOutputError } from "./Errors.ts"
+import { DatasetOutputError } from "./Errors.ts"
 import { decodeInput } from "./Input.ts"
 import { readLineBatches } from "./Lines.ts"
 import { normalizeRecord } from "./Normalize.ts"
@@ -101,5 +101,3 @@ export const normalizeFile = Effect.fn("Dataset.normalizeFile")(function*(option
   )
   return { records: done, failed, replaced }
 }, Effect.scoped)
-
-export type { DatasetInputError }

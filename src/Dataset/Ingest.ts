@@ -12,7 +12,7 @@ import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
 import { encodeRecord } from "./Record.ts"
 import { checkRules, type RuleConfig } from "./Rules.ts"
-import { canonicalFingerprint, canonicalHash, fingerprint, fingerprintBytes, FingerprintSet, fnv1a, sideOf, splitBasis } from "./Split.ts"
+import { canonicalFingerprint, fingerprint, fingerprintBytes, FingerprintSet, sideOf, splitBasis, splitKeyHash } from "./Split.ts"
 
 export interface IngestConfig {
   readonly seed: number
@@ -160,9 +160,7 @@ export class IngestProcessor {
     for (const v of violations) bump(c.warnings, v.rule)
     bump(c.formats, d.format)
     c.placeholdersReplaced += n.replaced
-    const keyHash = this.config.groupByTicker && record.tickers.length > 0
-      ? fnv1a(`tickers:${[...record.tickers].sort().join(",")}`, this.basis)
-      : canonicalHash(record.question, this.basis)
+    const keyHash = splitKeyHash(record.question, this.config.groupByTicker ? record.tickers : undefined, this.basis)
     return { split: sideOf(keyHash, this.config.testRatio), json: encodeRecord(record, d.extra) }
   }
 }

@@ -181,6 +181,12 @@ export const splitBasis = (seed: number): number => fnv1a(`split:${seed}`)
 export const sideOf = (keyHash: number, testRatio: number): SplitName =>
   keyHash / 0x1_0000_0000 < testRatio ? "test" : "train"
 
+/** The 32-bit split key of a record: its canonical question, or (grouped) its sorted tickers. */
+export const splitKeyHash = (question: string, tickers: ReadonlyArray<string> | undefined, basis: number): number =>
+  tickers !== undefined && tickers.length > 0
+    ? fnv1a(`tickers:${[...tickers].sort().join(",")}`, basis)
+    : canonicalHash(question, basis)
+
 /**
  * Which side a record falls on: by the canonical question, or (grouped) by its sorted tickers.
  * Same question (up to case, punctuation and spacing), same seed -> same side.
@@ -190,10 +196,4 @@ export const assignSplit = (
   tickers: ReadonlyArray<string> | undefined,
   seed: number,
   testRatio: number
-): SplitName => {
-  const basis = splitBasis(seed)
-  const h = tickers !== undefined && tickers.length > 0
-    ? fnv1a(`tickers:${[...tickers].sort().join(",")}`, basis)
-    : canonicalHash(question, basis)
-  return sideOf(h, testRatio)
-}
+): SplitName => sideOf(splitKeyHash(question, tickers, splitBasis(seed)), testRatio)
