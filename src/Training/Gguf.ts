@@ -6,7 +6,7 @@
  */
 import { Effect, Scope, Stream } from "effect"
 import { closeFile, openForRead, readAt, type ReadableFile } from "./BinaryFile.ts"
-import { blockLayout, dequantize, ggmlTypeName, tensorByteSize } from "./GgmlQuants.ts"
+import { blockLayout, dequantize, GgmlType, ggmlTypeName, tensorByteSize } from "./GgmlQuants.ts"
 import type { NamedTensor } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 
@@ -285,7 +285,11 @@ export const openGguf = (path: string): Effect.Effect<GgufFile, ModelFileError, 
               Effect.try({
                 try: (): NamedTensor => {
                   const info = byName.get(name)!
-                  return { name, shape: info.shape, data: dequantize(info.type, bytes, info.numel) }
+                  // F32: the fresh read buffer already is the float32 data, no second copy
+                  const data = info.type === GgmlType.F32
+                    ? new Float32Array(bytes.buffer, bytes.byteOffset, info.numel)
+                    : dequantize(info.type, bytes, info.numel)
+                  return { name, shape: info.shape, data }
                 },
                 catch: (cause) => fileError(path, cause instanceof Error ? cause.message : String(cause), name)
               }))
