@@ -13,6 +13,7 @@
  */
 import { Console, Effect, Option, Runtime, Schema } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
+import { statSync } from "node:fs"
 import { DatasetPipeline, type PipelineOptions, type Summary } from "./DatasetPipeline.ts"
 import { normalizeFile, writeSynthetic } from "./FileOps.ts"
 import type { Reject } from "./Ingest.ts"
@@ -38,28 +39,44 @@ const report = <A, E extends { readonly _tag: string; readonly message: string }
   self.pipe(Effect.catch((e) => (e instanceof DatasetCommandFailed ? Effect.fail(e) : fail(e.message, exitCodes[e._tag] ?? 1))))
 
 /**
- * Progress on stderr: a rewritten line with the rate on a terminal (at most 5 times a second), a plain log
- * line every 5 seconds otherwise.
+ * Progress on stderr: on a terminal, a bar (when the total is known) with the rate, redrawn at most 5
+ * times a second; otherwise a plain log line every 5 seconds.
  */
 export const progressReporter = (label: string, unit: string) => {
   const tty = process.stderr.isTTY === true
   const started = Date.now()
   let last = started
-  const line = (done: number) => {
+  const line = (done: number, fraction?: number) => {
     const secs = (Date.now() - started) / 1000
     const rate = secs > 0 ? Math.round(done / secs) : 0
-    return `${label}: ${done.toLocaleString("en-US")} ${unit}, ${rate.toLocaleString("en-US")} ${unit}/s, ${secs.toFixed(1)} s`
+    const bar = fraction === undefined || !tty ? "" : (() => {
+      const f = Math.max(0, Math.min(1, fraction))
+      const filled = Math.round(f * 20)
+      return `[${"#".repeat(filled)}${".".repeat(20 - filled)}] ${(f * 100).toFixed(0).padStart(3)}% `
+    })()
+    return `${label}: ${bar}${done.toLocaleString("en-US")} ${unit}, ${rate.toLocaleString("en-US")} ${unit}/s, ${secs.toFixed(1)} s`
   }
   return {
-    update: (done: number) =>
+    /** `fraction`: the share done (0..1) when the total is known */
+    update: (done: number, fraction?: number) =>
       Effect.sync(() => {
         const now = Date.now()
         if (now - last < (tty ? 200 : 5000)) return
         last = now
-        if (tty) process.stderr.write(`\r${line(done)}\x1b[K`)
-        else process.stderr.write(`${new Date(now).toISOString()} ${line(done)}\n`)
+        if (tty) process.stderr.write(`\r${line(done, fraction)}\x1b[K`)
+        else process.stderr.write(`${new Date(now).toISOString()} ${line(done, fraction)}\n`)
       }),
-    done: (done: number) => Effect.sync(() => process.stderr.write(`${tty ? "\r" : ""}${line(done)}${tty ? "\x1b[K" : ""}\n`))
+    done: (done: number) => Effect.sync(() => process.stderr.write(`${tty ? "\r" : ""}${line(done, tty ? 1 : undefined)}${tty ? "\x1b[K" : ""}\n`))
+  }
+}
+
+/** the size of a plain input file, for the progress bar (stdin and gzip have no known total) */
+const inputSize = (input: string): number | undefined => {
+  if (input === "-" || input.endsWith(".gz")) return undefined
+  try {
+    return statSync(input).size
+  } catch {
+    return undefined
   }
 }
 
@@ -103,7 +120,12 @@ const runIngest = (input: string, options: Omit<PipelineOptions, "input" | "onPr
   Effect.gen(function*() {
     const pipeline = yield* DatasetPipeline
     const progress = progressReporter(label, "lines")
-    const summary = yield* pipeline.run({ ...options, input, onProgress: (c) => progress.update(c.linesRead) }).pipe(
+    const total = inputSize(input)
+    const summary = yield* pipeline.run({
+      ...options,
+      input,
+      onProgress: (c) => progress.update(c.linesRead, total === undefined || total === 0 ? undefined : c.bytesRead / total)
+    }).pipe(
       Effect.tapError(() => Effect.sync(() => process.stderr.isTTY && process.stderr.write("\n")))
     )
     yield* progress.done(summary.linesRead)
@@ -118,7 +140,7 @@ const synth = Command.make("synth", {
   Effect.gen(function*() {
     if (count < 0) return yield* fail("--count must be 0 or more", 1)
     const progress = progressReporter("synth", "records")
-    yield* writeSynthetic({ count, seed, output, onProgress: (p) => progress.update(p.done) })
+    yield* writeSynthetic({ count, seed, output, onProgress: (p) => progress.update(p.done, count === 0 ? undefined : p.done / count) })
     yield* progress.done(count)
   }).pipe(report)).pipe(
   Command.withDescription("Write realistic synthetic finance Q&A records (seed schema, placeholdered answers, app-layout context); deterministic for a seed")

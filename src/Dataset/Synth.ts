@@ -86,6 +86,46 @@ const when = ["", " today", " right now", " at the moment", " this session"]
 /** lower-cases a leading capitalised word, never a symbol ("What" -> "what", "AAPL" stays) */
 const lowerFirst = (q: string) => (/^[A-Z][a-z]/.test(q) ? q.charAt(0).toLowerCase() + q.slice(1) : q)
 
+// Optional closing remarks, at most two per answer: they multiply the number of distinct answers, so a
+// large set is not mostly near-duplicates (which the ingest would drop).
+const priceAsides = [
+  "Intraday quotes can move quickly, so check the timestamp.", "The percent change is measured from the previous close.",
+  "Pre-market and after-hours prices can differ from the regular-session quote.", "Volume tells you how much conviction is behind the move.",
+  "A single day's move says little about the longer trend."
+]
+const valuationAsides = [
+  "A high multiple means the market expects growth; it is not a verdict on its own.", "Valuation alone does not time the market.",
+  "Compare the multiple with the company's own five-year history.", "Earnings-based ratios mislead when earnings are temporarily depressed.",
+  "Price-to-book matters most for banks and asset-heavy businesses.", "Forward estimates can change quickly after guidance updates."
+]
+const comparisonAsides = [
+  "A lower multiple is not automatically better: growth, margins and balance sheets matter too.", "Compare companies within the same sector for a fair read.",
+  "Market cap differences also change how much each stock moves on news.", "Check both companies' debt levels before drawing conclusions."
+]
+const technicalAsides = [
+  "Levels like these are zones, not exact prices.", "A break above resistance on strong volume would confirm strength.",
+  "A close below support would weaken the setup.", "Momentum readings can stay extreme for a while in strong trends.",
+  "Check the weekly chart for the bigger picture.", "Technical signals work best combined with a risk plan."
+]
+const earningsAsides = [
+  "Guidance often moves the stock more than the headline number.", "Options usually price in a larger move around the report.",
+  "Revenue growth and margins matter as much as the EPS beat or miss.", "Dates can shift; companies confirm them a few weeks ahead.",
+  "Compare the estimate with the same quarter last year to judge growth."
+]
+const dividendAsides = [
+  "A very high yield can signal that the market doubts the dividend is sustainable.", "Check the payout ratio to judge how safe the dividend is.",
+  "Dividends are not guaranteed and can be cut.", "Yield moves inversely with the share price.",
+  "Look at the history of dividend increases, not just today's yield."
+]
+const aside = (rng: Rng, pool: ReadonlyArray<string>) => {
+  const r = rng()
+  if (r < 0.3) return ""
+  const first = pick(rng, pool)
+  if (r < 0.75) return ` ${first}`
+  const second = pick(rng, pool)
+  return second === first ? ` ${first}` : ` ${first} ${second}`
+}
+
 const ask = (rng: Rng, q: string) => {
   const opener = pick(rng, openers)
   if (opener === "Hey, ") return opener + lowerFirst(q)
@@ -144,7 +184,7 @@ const price = (rng: Rng): Draft => {
     `${shortName(t)} (${t.symbol}) last traded at <PRICE>, ${mover(rng)} <CHANGE> on the day as of <TIMESTAMP>.`,
     `${t.symbol} is at <PRICE> (<CHANGE> today) as of <TIMESTAMP>.${rng() < 0.5 ? ` It is listed on the ${t.exchange} and sits in the ${t.sector} sector.` : ""}`,
     `The latest quote for ${t.symbol} is <PRICE>, which is <CHANGE> versus yesterday's close (as of <TIMESTAMP>).${rng() < 0.5 ? " Intraday quotes can move quickly, so check the timestamp." : ""}`
-  ])
+  ]) + aside(rng, priceAsides)
   return {
     intent: "price", question, answer, tickers: [t.symbol], sources: ["market_data_api"],
     rationale: "Price questions need the live quote: the price and the percent change come from the Current Prices section of the context.",
@@ -193,7 +233,7 @@ const valuation = (rng: Rng): Draft => {
     `${t.symbol} trades at a P/E of <PE> and a price-to-book of <PB>, with trailing EPS of <EPS> and a market cap of <MARKET_CAP>.`,
     `At <PRICE>, ${shortName(t)} is valued at <MARKET_CAP>. Its P/E ratio is <PE> and its P/B is <PB>.`,
     `${t.symbol}: P/E <PE>, P/B <PB>, EPS <EPS>, market cap <MARKET_CAP>. Compare these with ${t.sector} peers rather than the whole market.`
-  ]) + pick(rng, ["", " A high multiple means the market expects growth; it is not a verdict on its own.", " Valuation alone does not time the market."])
+  ]) + aside(rng, valuationAsides)
   return {
     intent: "valuation", question, answer, tickers: [t.symbol], sources: ["fundamental_data"],
     rationale: "Valuation answers quote the live multiples and market cap from the Fundamentals section and put them in sector context.",
@@ -221,7 +261,7 @@ const comparison = (rng: Rng): Draft => {
     `${a.symbol} trades at <PRICE_1> with a P/E of <PE_1>, while ${b.symbol} trades at <PRICE_2> with a P/E of <PE_2>. On price-to-book, ${a.symbol} is at <PB_1> versus <PB_2> for ${b.symbol}.`,
     `On valuation, ${a.symbol} (P/E <PE_1>, P/B <PB_1>) and ${b.symbol} (P/E <PE_2>, P/B <PB_2>) differ; today ${a.symbol} is <CHANGE_1> and ${b.symbol} is <CHANGE_2>.`,
     `${shortName(a)} is valued at <MARKET_CAP_1> and ${shortName(b)} at <MARKET_CAP_2>. Their P/E ratios are <PE_1> and <PE_2>.`
-  ]) + pick(rng, ["", " A lower multiple is not automatically better: growth, margins and balance sheets matter too."])
+  ]) + aside(rng, comparisonAsides)
   return {
     intent: "comparison", question, answer, tickers: [a.symbol, b.symbol], sources: ["market_data_api", "fundamental_data"],
     rationale: "Comparisons put the same live metrics side by side, read from the context for each symbol in order.",
@@ -253,7 +293,7 @@ const technical = (rng: Rng): Draft => {
     `${t.symbol} is in a <TREND> at <PRICE>, with support near <SUPPORT> and resistance near <RESISTANCE>. The RSI is <RSI>.`,
     `For ${t.symbol}, current technicals show: trend <TREND>, support at <SUPPORT>, resistance at <RESISTANCE>, RSI <RSI>. The 52-week range is <WEEK52_LOW> to <WEEK52_HIGH>.`,
     `Support sits around <SUPPORT> and resistance around <RESISTANCE> for ${t.symbol}, which last traded at <PRICE>. An RSI of <RSI> reads above 70 as overbought and below 30 as oversold.`
-  ])
+  ]) + aside(rng, technicalAsides)
   return {
     intent: "technical", question, answer, tickers: [t.symbol], sources: ["chart_data"],
     rationale: "Technical levels come from chart data in the context; the answer applies the standard RSI thresholds to them.",
@@ -281,7 +321,7 @@ const earnings = (rng: Rng): Draft => {
   const answer = pick(rng, [
     `${t.symbol} reports next on <EARNINGS_DATE>. Analysts expect EPS of <EPS_ESTIMATE> for the quarter, against trailing twelve-month EPS of <EPS>.`,
     `${shortName(t)}'s next report is scheduled for <EARNINGS_DATE>, with a consensus EPS estimate of <EPS_ESTIMATE>. The stock trades at <PRICE>, a P/E of <PE>.`
-  ]) + pick(rng, ["", " Guidance often moves the stock more than the headline number."])
+  ]) + aside(rng, earningsAsides)
   return {
     intent: "earnings", question, answer, tickers: [t.symbol], sources: ["earnings_calendar", "fundamental_data"],
     rationale: "Earnings answers use the scheduled date and consensus estimate from the context, never remembered figures.",
@@ -304,7 +344,7 @@ const dividend = (rng: Rng): Draft => {
   const answer = pick(rng, [
     `${t.symbol} yields <YIELD> at a price of <PRICE>, from an annual dividend of <DIVIDEND> per share. The payout ratio is <PAYOUT_RATIO>.`,
     `Yes. ${shortName(t)} pays <DIVIDEND> per share a year, a dividend yield of <YIELD> at today's price of <PRICE>.`
-  ]) + pick(rng, ["", " A very high yield can signal that the market doubts the dividend is sustainable."])
+  ]) + aside(rng, dividendAsides)
   return {
     intent: "dividend", question, answer, tickers: [t.symbol], sources: ["fundamental_data"],
     rationale: "Dividend answers quote the live yield and per-share dividend from the Fundamentals section.",
