@@ -397,6 +397,10 @@ export const runPipeline = Effect.fn("Pipeline.run")(function*(options: Pipeline
               : new StageFailed({ stage: name, detail: messageOf(error), input: tag !== undefined && inputErrorTags.has(tag) })
           )
         }),
+        Effect.onInterrupt(() => {
+          manifest.status = "interrupted"
+          return saveManifest.pipe(Effect.ignore)
+        }),
         Effect.tapError((e: StageFailed) =>
           Effect.gen(function*() {
             manifest.stages[name] = { status: "failed", key, startedAt, finishedAt: now(), error: e.detail }
