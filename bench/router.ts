@@ -107,22 +107,12 @@ const main = async () => {
     }
     process.stderr.write(`\rlatency round ${round + 1}/${ROUNDS}`)
   }
-  const stats = (xs: Array<number>) => ({ p50: percentile(xs, 50), p99: percentile(xs, 99) })
+  const stats = (xs: Array<number>) => ({ p50: percentile(xs, 50), p90: percentile(xs, 90), p99: percentile(xs, 99) })
   const d = stats(samples.direct)
   const e = stats(samples.effect)
   const f = stats(samples.facade)
   const ae = stats(added.effect)
   const af = stats(added.facade)
-  // the quietest round (lowest baseline p99): other processes' bursts dominate p99s on a shared machine, and a
-  // round's three paths were measured interleaved in the same window
-  const round = (xs: Array<number>, r: number) => xs.slice(r * PER_ROUND, (r + 1) * PER_ROUND)
-  const quietest = Array.from({ length: ROUNDS }, (_, r) => r)
-    .sort((a, b) => percentile(round(samples.direct, a), 99) - percentile(round(samples.direct, b), 99))[0]!
-  const q = {
-    direct: stats(round(samples.direct, quietest)),
-    effect: stats(round(samples.effect, quietest)),
-    facade: stats(round(samples.facade, quietest))
-  }
 
   // -- 2. failover -------------------------------------------------------------------------------------------------
   const failoverRouter = createRouter({
@@ -209,20 +199,15 @@ Effect's \`HttpClient\` over the same \`fetch\`).
 
 Added latency = Router minus the direct call made right before or after it (paired per iteration):
 
-| path | added p50 (ms) | added p99 (ms) | p99(Router) - p99(direct) (ms) |
-| --- | --- | --- | --- |
-| Effect API | ${ms(ae.p50)} | ${ms(ae.p99)} | ${ms(e.p99 - d.p99)} |
-| Promise facade | ${ms(af.p50)} | ${ms(af.p99)} | ${ms(f.p99 - d.p99)} |
+| path | added p50 (ms) | added p90 (ms) | added p99 (ms) | p99(Router) - p99(direct) (ms) |
+| --- | --- | --- | --- | --- |
+| Effect API | ${ms(ae.p50)} | ${ms(ae.p90)} | ${ms(ae.p99)} | ${ms(e.p99 - d.p99)} |
+| Promise facade | ${ms(af.p50)} | ${ms(af.p90)} | ${ms(af.p99)} | ${ms(f.p99 - d.p99)} |
 
-In the quietest round (round ${quietest + 1}, ${PER_ROUND} requests per path, lowest baseline p99):
-
-| path | p50 (ms) | p99 (ms) | p99 minus baseline p99 (ms) |
-| --- | --- | --- | --- |
-| direct \`fetch\` (baseline) | ${ms(q.direct.p50)} | ${ms(q.direct.p99)} | - |
-| Router, Effect API | ${ms(q.effect.p50)} | ${ms(q.effect.p99)} | ${ms(q.effect.p99 - q.direct.p99)} |
-| Router, Promise facade | ${ms(q.facade.p50)} | ${ms(q.facade.p99)} | ${ms(q.facade.p99 - q.direct.p99)} |
-
-Target: added p99 < 1 ms. The Router's work per request: classification (ticker table + intent rules), context
+Target: added p99 < 1 ms. ${ae.p99 < 1 && af.p99 < 1
+    ? "Met in this run."
+    : `Not shown by this run: the baseline's own p99 is ${ms(d.p99)} ms (its p50 ${ms(d.p50)} ms), so on this shared machine the p99 columns measure other processes' bursts rather than the Router; the added p50 (${ms(ae.p50)} ms Effect API, ${ms(af.p50)} ms facade) is the Router's steady cost.`}
+The Router's work per request: classification (ticker table + intent rules), context
 rendering, chain planning, breaker bookkeeping, attempt record, metrics update, answer annotations.
 
 **Failover when the first provider hangs** - ${FAILOVERS} requests; the first provider never answers, per-attempt timeout
@@ -239,7 +224,10 @@ baseline is the same two calls made by hand, interleaved with the Router's.
 | Router beyond the by-hand \`fetch\` baseline | ${ms(fo.p50 - fb.p50)} | ${ms(fo.p99 - fb.p99)} |
 | Router beyond the \`HttpClient\` baseline | ${ms(fo.p50 - fe.p50)} | ${ms(fo.p99 - fe.p99)} |
 
-Target: the per-attempt timeout plus < 5 ms.
+Target: the per-attempt timeout plus < 5 ms. ${fo.p50 - TIMEOUT_MS < 5
+    ? `Met at p50 (${ms(fo.p50 - TIMEOUT_MS)} ms beyond the timeout)`
+    : `Missed at p50 (${ms(fo.p50 - TIMEOUT_MS)} ms beyond the timeout)`}; the hand-made \`fetch\` sequence itself needs ${ms(fb.p50 - TIMEOUT_MS)} ms beyond
+the timeout here, and the Router adds ${ms(fo.p50 - fb.p50)} ms to it at p50 (${ms(fo.p50 - fe.p50)} ms over the same calls through Effect's \`HttpClient\`).
 `
   const path = new URL("../BENCHMARKS.md", import.meta.url)
   const text = readFileSync(path, "utf8")
