@@ -3,10 +3,11 @@
  * available here, beside llama.cpp (node-llama-cpp) on the same GGUF file, in the same run; and peak RSS of loading
  * against the float32 size of the weights.
  *
- * Each measurement runs in its own child process so its peak RSS (getrusage maxRSS) is its own. Models: the built-in
+ * Each measurement runs in its own child process so its peak RSS (VmHWM) is its own. Models: the built-in
  * `tiny` default (F32 GGUF) and TinyLlama-1.1B's shape (random F16 GGUF), both made by `writeTinyModel`.
  *
- *   node bench/model.ts [--quick] [--keep]     (--quick: tiny model only; --keep: keep the 2.2 GB 1.1B file)
+ *   node bench/model.ts [--quick] [--keep]
+ *   --quick: tiny model only, printed, BENCHMARKS.md left alone; --keep: keep the 2.2 GB 1.1B file in the tmp dir
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Layer } from "effect"
@@ -49,7 +50,19 @@ interface Result {
 
 const configs: Record<ModelName, LlamaConfig> = { tiny: presetConfig("tiny"), "1.1b": presetConfig("bench-1b") }
 
-const maxRss = () => process.resourceUsage().maxRSS * 1024
+/**
+ * Peak RSS of this process. Linux keeps getrusage's maxRSS across exec, so a child spawned by a big parent starts
+ * with the parent's peak; /proc's VmHWM belongs to the new address space and starts fresh.
+ */
+const maxRss = (): number => {
+  try {
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync("/proc/self/status", "utf8"))
+    if (hwm !== null) return Number(hwm[1]) * 1024
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024
+}
 
 /** token ids past the byte and special tokens, from a fixed LCG so both engines see the same prompt */
 const promptIds = (config: LlamaConfig, n: number): Array<number> => {
@@ -77,6 +90,24 @@ const best = (times: ReadonlyArray<Timing>): Timing =>
 
 // ---------------------------------------------------------------------------------------------------------------------
 // child: one measurement
+
+interface Measured {
+  readonly loadSeconds: number
+  readonly rssBeforeLoadBytes: number
+  readonly loadPeakRssBytes: number
+  readonly times: ReadonlyArray<Timing>
+  readonly decode: Result["decode"]
+}
+
+const resultOf = (job: Job, m: Measured): Result => ({
+  job,
+  loadSeconds: m.loadSeconds,
+  rssBeforeLoadBytes: m.rssBeforeLoadBytes,
+  loadPeakRssBytes: m.loadPeakRssBytes,
+  prefill: best(m.times),
+  ...(m.decode === undefined ? {} : { decode: m.decode }),
+  peakRssBytes: maxRss()
+})
 
 const runTfjs = async (job: Job): Promise<Result> => {
   const layer: Layer.Layer<Device, unknown> = job.engine === "wasm" ? Device.layerWasm : Device.layerCpu
@@ -109,15 +140,7 @@ const runTfjs = async (job: Job): Promise<Result> => {
     decode = { ...t, tokens }
   }
   model.dispose()
-  return {
-    job,
-    loadSeconds,
-    rssBeforeLoadBytes,
-    loadPeakRssBytes,
-    prefill: best(times),
-    ...(decode === undefined ? {} : { decode }),
-    peakRssBytes: maxRss()
-  }
+  return resultOf(job, { loadSeconds, rssBeforeLoadBytes, loadPeakRssBytes, times, decode })
 }
 
 const runLlamaCpp = async (job: Job): Promise<Result> => {
@@ -152,15 +175,7 @@ const runLlamaCpp = async (job: Job): Promise<Result> => {
   await context.dispose()
   await model.dispose()
   await llama.dispose()
-  return {
-    job,
-    loadSeconds,
-    rssBeforeLoadBytes,
-    loadPeakRssBytes,
-    prefill: best(times),
-    ...(decode === undefined ? {} : { decode }),
-    peakRssBytes: maxRss()
-  }
+  return resultOf(job, { loadSeconds, rssBeforeLoadBytes, loadPeakRssBytes, times, decode })
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -201,7 +216,7 @@ const report = (results: ReadonlyArray<Result>, started: Date, seconds: number):
     "The ratio column compares with llama.cpp on one thread, like our wasm backend (tfjs-backend-wasm has no threads",
     "under Node); llama.cpp's second thread mostly spins against the other load here. Each row ran in its own child process. Prefill = one forward pass over the prompt (best of the repeats after a",
     "warm-up); decode = greedy generation with the KV cache, one token per step. Load: RSS growth from just before",
-    "loading to the process's peak (getrusage maxRSS) while loading, against the float32 size of the weights.",
+    "loading to the process's peak (VmHWM) while loading, against the float32 size of the weights.",
     ""
   )
   for (const model of ["tiny", "1.1b"] as const) {
@@ -334,6 +349,7 @@ const main = async () => {
   fs.rmSync(tinyFile, { force: true })
   const body = report(results, started, (performance.now() - t0) / 1000)
   console.log(`\n${body}`)
+  if (quick) return
   writeSection(body)
   console.log("written to BENCHMARKS.md")
 }
