@@ -12,6 +12,7 @@
  * rounding between the two.
  */
 import { assert, layer } from "@effect/vitest"
+import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -109,38 +110,39 @@ const withBoth = <A>(
 
 const tokenize = (theirs: LlamaCppModel, text: string): Array<number> => [theirs.tokens.bos!, ...theirs.tokenize(text)].map(Number)
 
+/** F32 weights: every probability within 1e-4 of llama.cpp's at every position of every prompt, same top-5. */
+const compareF32 = (label: string, config: LlamaConfig) =>
+  withBoth(config, "F32", async (ours, theirs) => {
+    const context = await exactContext(theirs)
+    const sequence = context.getSequence()
+    let compared = 0
+    let peak = 0
+    let meanPeak = 0
+    for (const text of prompts) {
+      const tokens = tokenize(theirs, text)
+      assert.isAtLeast(tokens.length, 20)
+      assert.isBelow(tokens.length + 32, config.slidingWindow ?? Number.POSITIVE_INFINITY)
+      const expected = await llamaCppDistributions(sequence, tokens, config.vocabSize)
+      const actual = ourDistributions(ours, tokens)
+      expected.forEach((p, i) => {
+        assert.isBelow(maxAbsDiff(p, actual[i]!), 1e-4, `${label} "${text}" position ${i}`)
+        assert.deepStrictEqual(topK(actual[i]!, 5), topK(p, 5), `${label} "${text}" position ${i}`)
+        compared++
+      })
+      peak = Math.max(peak, ...expected.map((p) => Math.max(...p)))
+      meanPeak += expected.reduce((a, p) => a + Math.max(...p), 0) / expected.length / prompts.length
+    }
+    assert.isAbove(compared, 60)
+    // peaked: far from uniform (1/4096), so the tolerance and the top-5 comparison mean something
+    assert.isAbove(meanPeak, 0.1)
+    assert.isAbove(peak, 0.5)
+    await context.dispose()
+  })
+
 layer(Device.layerCpu)("Parity with llama.cpp", (it) => {
   for (const [label, config] of [["Llama-3-like", llama3Like], ["Mistral-like", mistralLike]] as const) {
     it.effect(`${label}, F32 weights: probabilities within 1e-4 at every position, identical top-5`, () =>
-      withBoth(config, "F32", async (ours, theirs) => {
-        const context = await exactContext(theirs)
-        const sequence = context.getSequence()
-        let compared = 0
-        let worst = 0
-        let peak = 0
-        let meanPeak = 0
-        for (const text of prompts) {
-          const tokens = tokenize(theirs, text)
-          assert.isAtLeast(tokens.length, 20)
-          assert.isBelow(tokens.length + 32, config.slidingWindow ?? Number.POSITIVE_INFINITY)
-          const expected = await llamaCppDistributions(sequence, tokens, config.vocabSize)
-          const actual = ourDistributions(ours, tokens)
-          expected.forEach((p, i) => {
-            worst = Math.max(worst, maxAbsDiff(p, actual[i]!))
-            assert.isBelow(maxAbsDiff(p, actual[i]!), 1e-4, `${label} "${text}" position ${i}`)
-            assert.deepStrictEqual(topK(actual[i]!, 5), topK(p, 5), `${label} "${text}" position ${i}`)
-            compared++
-          })
-          // the distributions are peaked enough for the comparison to mean something
-          peak = Math.max(peak, ...expected.map((p) => Math.max(...p)))
-          meanPeak += expected.reduce((a, p) => a + Math.max(...p), 0) / expected.length / prompts.length
-        }
-        assert.isAbove(compared, 60)
-        // peaked: far from uniform (1/4096), so the tolerance and the top-5 comparison mean something
-        assert.isAbove(meanPeak, 0.1)
-        assert.isAbove(peak, 0.5)
-        await context.dispose()
-      }))
+      compareF32(label, config))
 
     for (const type of ["F16", "Q8_0"] as const) {
       it.effect(`${label}, ${type} weights: KL(llama.cpp ‖ ours) <= 1e-3 per position, same 32-token greedy continuation`, () =>
@@ -198,4 +200,13 @@ layer(Device.layerCpu)("Parity with llama.cpp", (it) => {
       })
     }
   )
+})
+
+// the default device here (`--device auto` picks wasm): XNNPACK's kernels must give the same numbers
+layer(Device.layerWasm)("Parity with llama.cpp on the wasm backend", (it) => {
+  it.effect("Llama-3-like, F32 weights: probabilities within 1e-4 at every position, identical top-5", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(tf.getBackend(), "wasm")
+      yield* compareF32("Llama-3-like on wasm", llama3Like)
+    }))
 })
