@@ -1,7 +1,7 @@
 /**
  * `npm run bench:serve`: the inference server under load, beside node-llama-cpp called directly in the same run.
  *
- * - Model: a project-made random GGUF (`tiny` preset: 4 layers, d 192, vocab 4096) plus a LoRA adapter exported
+ * - Model: a project-made random GGUF (`small` preset: 8 layers, d 512, vocab 4096) plus a LoRA adapter exported
  *   from a PEFT folder, both written to a temp folder first. The server serves the adapter.
  * - Work per request: the app's `POST /infer` with the same question and context, greedy, at most GEN tokens.
  * - Server: autocannon (a maintained HTTP load generator) at concurrency 1, 4 and 16 against `/infer`; per-request
@@ -41,9 +41,9 @@ const PARALLEL = 4
 const THREADS = Number(process.env.BENCH_THREADS ?? 1)
 const ROUNDS = 3
 const LEVELS = [
-  { concurrency: 1, requests: 90 },
-  { concurrency: 4, requests: 180 },
-  { concurrency: 16, requests: 360 }
+  { concurrency: 1, requests: 45 },
+  { concurrency: 4, requests: 72 },
+  { concurrency: 16, requests: 144 }
 ]
 
 const question = "Should I buy AAPL at the current price, given its valuation?"
@@ -69,8 +69,8 @@ const merge = (runs: ReadonlyArray<Run>): Run => ({
 // files
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ff-bench-serve-"))
-const config = presetConfig("tiny")
-const base = path.join(dir, "tiny.gguf")
+const config = presetConfig("small")
+const base = path.join(dir, "small.gguf")
 const peft = path.join(dir, "peft")
 const adapter = path.join(dir, "adapter.gguf")
 console.log(`writing ${base} and a rank-16 adapter …`)
@@ -229,8 +229,49 @@ for (const level of LEVELS) {
 await server.close()
 await directContext.dispose()
 await model.dispose()
+
+// ---------------------------------------------------------------------------------------------------------------
+// part 2: the fixed cost per request (HTTP, validation, queue, Effect) on the `tiny` preset, where it is largest
+// relative to the model's work. One caller, direct and server strictly alternating, low percentiles: on a shared
+// machine the upper percentiles measure the neighbours, the low ones what each path itself costs.
+
+const FIXED_ROUNDS = 80
+const tinyBase = path.join(dir, "tiny.gguf")
+await Effect.runPromise(writeTinyModel({ config: presetConfig("tiny"), seed: 3, path: tinyBase, initStd: 0.1 }))
+const tinyModel = await llamaCpp.llama.loadModel({ modelPath: tinyBase })
+const tinyContext = await tinyModel.createContext({ sequences: 1, contextSize: 2048, threads: THREADS })
+const tinySequence = tinyContext.getSequence()
+const tinyPrompt = [tinyModel.tokens.bos!, ...tinyModel.tokenize(seedPrompt(context, question), false)]
+const tinyServer = await launchServer({ port: 0, engine: { base: tinyBase, parallel: 1, queueSize: 4, threads: THREADS, gpu: "off" } })
+const tinyBody = JSON.stringify({ question, context, max_length: tinyPrompt.length + GEN, temperature: 0 })
+const fixed = { direct: [] as Array<number>, server: [] as Array<number>, directTokens: 0, serverTokens: 0 }
+for (let round = 0; round < FIXED_ROUNDS + 5; round++) {
+  let t0 = performance.now()
+  await tinySequence.clearHistory()
+  const tokens: Array<Token> = []
+  for await (const step of tinySequence.evaluateWithMetadata([...tinyPrompt], { confidence: true }, { temperature: 0 })) {
+    if (tinyModel.isEogToken(step.token)) break
+    tokens.push(step.token)
+    if (tokens.length >= GEN) break
+  }
+  tinyModel.detokenize(tokens)
+  const directMs = performance.now() - t0
+  t0 = performance.now()
+  const reply = await fetch(`${tinyServer.url}/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: tinyBody })
+  const served = (await reply.json()) as { metadata: { completion_tokens: number } }
+  const serverMs = performance.now() - t0
+  if (round < 5) continue // warm-up
+  fixed.direct.push(directMs)
+  fixed.server.push(serverMs)
+  fixed.directTokens = tokens.length
+  fixed.serverTokens = served.metadata.completion_tokens
+}
+await tinyServer.close()
+await tinyContext.dispose()
+await tinyModel.dispose()
 await Effect.runPromise(Scope.close(scope, Exit.void))
 fs.rmSync(dir, { recursive: true, force: true })
+if (fixed.directTokens !== fixed.serverTokens) throw new Error(`token counts differ: ${fixed.directTokens} vs ${fixed.serverTokens}`)
 
 // ---------------------------------------------------------------------------------------------------------------
 // report
@@ -253,21 +294,34 @@ Measured ${date} on this ${os.cpus().length}-core machine, Node ${process.versio
 context), while other engineers' jobs shared the cores (1-minute load average ${load} at the end of the run), so
 read the ratios, which were measured side by side in interleaved rounds, rather than the absolute figures.
 
-Model: the project's random \`tiny\` GGUF (4 layers, d 192, vocab 4096, F32) with a rank-16 LoRA adapter on
+Model: the project's random \`small\` GGUF (8 layers, d 512, vocab 4096, F32) with a rank-16 LoRA adapter on
 q/k/v/o exported by \`export adapter\`; the server serves the adapter. Each request is the app's \`POST /infer\`
 (the same question and formatRAGContext context, ${promptTokens.length} prompt tokens, greedy, at most ${GEN} answer tokens).
 The server runs ${PARALLEL} sequences (\`--parallel ${PARALLEL}\`, queue 64); load from autocannon with
 \`connections\` = concurrency. The baseline is node-llama-cpp called directly in the same process: a context
 with the same adapter and ${PARALLEL} sequences, the same prompt tokens and sampling, the same per-token
-confidence (\`evaluateWithMetadata({confidence: true})\`, which /infer needs for its \`confidence\`; on this tiny
-model it costs node-llama-cpp about 0.25 ms per token, ~25% of a token, over plain \`evaluate\`, measured
-separately), the same number of concurrent callers. tokens/s counts generated tokens (the server's own
+confidence (\`evaluateWithMetadata({confidence: true})\`, which /infer needs for its \`confidence\`; on the
+\`tiny\` preset it cost node-llama-cpp about 0.25 ms per token over plain \`evaluate\`, measured separately), the
+same number of concurrent callers. tokens/s counts generated tokens (the server's own
 \`inference_generated_tokens_total\`).
 
 ${table.join("\n")}
 
 Server overhead at concurrency 1 (p50 latency, server / direct − 1): **${(overhead * 100).toFixed(1)}%** (target ≤ 5%).
 Throughput ratio server / direct by concurrency: ${throughputRatio}.
+
+Fixed cost per request, measured apart on the \`tiny\` preset (4 layers, d 192), where the model's own work is
+smallest, so the server's share is largest: one caller, ${FIXED_ROUNDS} rounds alternating node-llama-cpp direct and
+\`POST /infer\` over loopback (fetch), ${fixed.serverTokens} answer tokens each. Low percentiles, because on this shared machine
+the high ones measure the neighbours:
+
+| percentile | direct ms | server ms | server − direct ms | server / direct − 1 |
+| ---: | ---: | ---: | ---: | ---: |
+${[10, 25, 50].map((p) => {
+  const d = percentile(fixed.direct, p)
+  const v = percentile(fixed.server, p)
+  return `| p${p} | ${f1(d)} | ${f1(v)} | ${f1(v - d)} | ${((v / d - 1) * 100).toFixed(1)}% |`
+}).join("\n")}
 `
 const file = new URL("../BENCHMARKS.md", import.meta.url)
 const text = readFileSync(file, "utf8")

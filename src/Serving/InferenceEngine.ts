@@ -152,8 +152,8 @@ export interface GenerationResult {
 export interface GenerateHooks {
   /** the request passed validation and admission (it may still wait for a slot) */
   readonly onAdmitted?: Effect.Effect<void>
-  /** answer text as it becomes final (never text that a stop string may still swallow) */
-  readonly onText?: (text: string) => Effect.Effect<void>
+  /** answer text as it becomes final (never text that a stop string may still swallow); called synchronously */
+  readonly onText?: (text: string) => void
 }
 
 export type EngineState =
@@ -308,32 +308,43 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     return yield* Deferred.await(loaded).pipe(Effect.orDie)
   })
 
-  const admit = Effect.suspend(() => {
-    if (counters.active + counters.queued >= parallel + queueSize) {
-      // a rough wait: the queue ahead at the mean generation time seen so far
-      const meanMs = counters.generationMs / Math.max(1, counters.completionTokens) * 64
-      return Effect.fail(new EngineOverloaded({
-        active: counters.active,
-        queued: counters.queued,
-        retryAfterSeconds: Math.max(1, Math.ceil(((counters.queued + 1) / parallel) * meanMs / 1000))
-      }))
-    }
-    counters.queued++
-    return Effect.void
-  })
-
-  const withSlot = <A, E>(served: Served, onAdmitted: Effect.Effect<void>, use: (sequence: LlamaContextSequence) => Effect.Effect<A, E>) =>
-    admit.pipe(
-      Effect.andThen(onAdmitted),
-      Effect.andThen(
-        Effect.acquireUseRelease(
-          // the queued count drops once a permit is held or the wait is abandoned
-          slots.take(1).pipe(Effect.onExit(() => Effect.sync(() => counters.queued--)), Effect.tap(() => Effect.sync(() => counters.active++))),
-          () => Effect.acquireUseRelease(Queue.take(served.pool), use, (sequence) => Queue.offer(served.pool, sequence)),
-          () => Effect.sync(() => counters.active--).pipe(Effect.andThen(slots.release(1)))
-        )
+  /**
+   * Admission, then a slot: refused at once when the queue is full; otherwise it waits (interruptibly: a timeout
+   * or a disconnect while queued gives the place up) for a permit, then takes a sequence, which is always free
+   * while a permit is held (each context has `parallel` sequences).
+   */
+  const withSlot = <A, E>(
+    served: Served,
+    onAdmitted: Effect.Effect<void>,
+    use: (sequence: LlamaContextSequence) => Effect.Effect<A, E>
+  ): Effect.Effect<A, E | EngineOverloaded> =>
+    Effect.suspend((): Effect.Effect<A, E | EngineOverloaded> => {
+      if (counters.active + counters.queued >= parallel + queueSize) {
+        // a rough wait: the queue ahead at the mean generation time seen so far
+        const meanMs = counters.generationMs / Math.max(1, counters.completionTokens) * 64
+        return Effect.fail(new EngineOverloaded({
+          active: counters.active,
+          queued: counters.queued,
+          retryAfterSeconds: Math.max(1, Math.ceil(((counters.queued + 1) / parallel) * meanMs / 1000))
+        }))
+      }
+      counters.queued++
+      let queued = true
+      const leaveQueue = Effect.sync(() => {
+        if (queued) {
+          queued = false
+          counters.queued--
+        }
+      })
+      const running = Effect.suspend(() => {
+        counters.active++
+        return Effect.acquireUseRelease(Queue.take(served.pool), use, (sequence) => Queue.offer(served.pool, sequence))
+      }).pipe(Effect.ensuring(Effect.sync(() => counters.active--)))
+      return onAdmitted.pipe(
+        Effect.andThen(slots.withPermits(1)(leaveQueue.pipe(Effect.andThen(running)))),
+        Effect.ensuring(leaveQueue)
       )
-    )
+    })
 
   const generate = Effect.fn("InferenceEngine.generate")(function*(
     request: GenerateRequest,
@@ -365,14 +376,14 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     const stops = (request.stop ?? []).filter((s) => s !== "")
     const started = Date.now()
     const result = yield* withSlot(served, hooks.onAdmitted ?? Effect.void, (sequence) =>
-      Effect.scoped(decode(model, sequence, promptTokens, {
+      decode(model, sequence, promptTokens, {
         maxTokens,
         stops,
         temperature: request.temperature,
         topK: request.topK,
         topP: request.topP,
         seed: request.seed ?? Math.floor(Math.random() * 2 ** 31)
-      }, hooks.onText ?? (() => Effect.void))))
+      }, hooks.onText ?? (() => {})))
     const durationMs = Date.now() - started
     counters.completionTokens += result.completionTokens
     counters.generationMs += durationMs
@@ -404,26 +415,58 @@ interface DecodeOptions {
   readonly seed: number
 }
 
+interface DecodeOutcome {
+  readonly text: string
+  readonly finishReason: FinishReason
+  readonly completionTokens: number
+  readonly confidence: number
+}
+
 /**
- * Runs one generation on a sequence that this fiber owns. Byte-fallback tokens only form valid UTF-8 together, so
- * text is final up to the last complete character; what cannot change any more is passed to `onText`.
+ * Runs one generation on a sequence that this fiber owns. The token loop is plain async code (one Effect per
+ * generation, not per token: resuming a fiber per token cost ~0.1 ms each on a busy machine); interruption aborts
+ * the loop, and the Effect completes only after llama.cpp's generator has stopped, so the sequence is idle before
+ * it goes back to the pool.
  */
-const decode = Effect.fnUntraced(function*(
+const decode = (
   model: LlamaModel,
   sequence: LlamaContextSequence,
   promptTokens: ReadonlyArray<Token>,
   options: DecodeOptions,
-  onText: (text: string) => Effect.Effect<void>
-) {
-  yield* Effect.promise(() => sequence.clearHistory())
+  onText: (text: string) => void
+): Effect.Effect<DecodeOutcome, GenerationFailed> =>
+  Effect.callback<DecodeOutcome, GenerationFailed>((resume) => {
+    const controller = new AbortController()
+    const done = decodeLoop(model, sequence, promptTokens, options, onText, controller.signal)
+    done.then(
+      (outcome) => resume(Effect.succeed(outcome)),
+      (e) => resume(Effect.fail(new GenerationFailed({ detail: String((e as Error)?.message ?? e) })))
+    )
+    return Effect.promise(() => {
+      controller.abort()
+      return done.then(() => undefined, () => undefined)
+    })
+  })
+
+/**
+ * Byte-fallback tokens only form valid UTF-8 together, so text is final up to the last complete character; what
+ * cannot change any more is passed to `onText`.
+ */
+const decodeLoop = async (
+  model: LlamaModel,
+  sequence: LlamaContextSequence,
+  promptTokens: ReadonlyArray<Token>,
+  options: DecodeOptions,
+  onText: (text: string) => void,
+  signal: AbortSignal
+): Promise<DecodeOutcome> => {
+  await sequence.clearHistory()
   const iterator = sequence.evaluateWithMetadata([...promptTokens], { confidence: true }, {
     temperature: options.temperature,
     topK: options.topK,
     topP: options.topP,
     seed: options.seed
   })
-  // return() waits for the token in flight, so the sequence is idle before it goes back to the pool
-  yield* Effect.addFinalizer(() => Effect.promise(() => iterator.return()))
   const tokens: Array<Token> = []
   let confidenceSum = 0
   let sent = 0
@@ -431,50 +474,47 @@ const decode = Effect.fnUntraced(function*(
   let settledText = ""
   let settledTokens = 0
   let finishReason: FinishReason = "length"
-  while (tokens.length < options.maxTokens) {
-    const step = yield* Effect.tryPromise({
-      try: () => iterator.next(),
-      catch: (e) => new GenerationFailed({ detail: String((e as Error)?.message ?? e) })
-    })
-    if (step.done === true) {
-      finishReason = "stop"
-      break
+  try {
+    while (tokens.length < options.maxTokens && !signal.aborted) {
+      const step = await iterator.next()
+      if (step.done === true) {
+        finishReason = "stop"
+        break
+      }
+      const { token, confidence } = step.value
+      if (model.isEogToken(token)) {
+        finishReason = "stop"
+        if (tokens.length === 0) confidenceSum = confidence
+        break
+      }
+      tokens.push(token)
+      confidenceSum += confidence
+      // incremental: only the tokens after the last complete character are detokenized (with a little left context)
+      const tail = model.detokenize(tokens.slice(settledTokens), false, tokens.slice(Math.max(0, settledTokens - 8), settledTokens))
+      if (tail.endsWith("\uFFFD")) {
+        text = settledText + tail
+      } else {
+        settledText += tail
+        settledTokens = tokens.length
+        text = settledText
+      }
+      const stopAt = firstStopIndex(text, options.stops)
+      if (stopAt >= 0) {
+        text = text.slice(0, stopAt)
+        finishReason = "stop"
+        break
+      }
+      // an incomplete UTF-8 sequence detokenizes to U+FFFD until its last byte arrives
+      const settled = text.endsWith("\uFFFD") ? text.length - 1 : text.length - heldBackLength(text, options.stops)
+      if (settled > sent) {
+        onText(text.slice(sent, settled))
+        sent = settled
+      }
     }
-    const { token, confidence } = step.value
-    if (model.isEogToken(token)) {
-      finishReason = "stop"
-      if (tokens.length === 0) confidenceSum = confidence
-      break
-    }
-    tokens.push(token)
-    confidenceSum += confidence
-    // incremental: only the tokens after the last complete character are detokenized (with a little left context)
-    const tail = model.detokenize(tokens.slice(settledTokens), false, tokens.slice(Math.max(0, settledTokens - 8), settledTokens))
-    if (tail.endsWith("\uFFFD")) {
-      text = settledText + tail
-    } else {
-      settledText += tail
-      settledTokens = tokens.length
-      text = settledText
-    }
-    const stopAt = firstStopIndex(text, options.stops)
-    if (stopAt >= 0) {
-      text = text.slice(0, stopAt)
-      finishReason = "stop"
-      break
-    }
-    // an incomplete UTF-8 sequence detokenizes to U+FFFD until its last byte arrives
-    const settled = text.endsWith("\uFFFD") ? text.length - 1 : text.length - heldBackLength(text, options.stops)
-    if (settled > sent) {
-      yield* onText(text.slice(sent, settled))
-      sent = settled
-    }
+  } finally {
+    // stops llama.cpp's generator after the token in flight
+    await iterator.return()
   }
-  if (text.length > sent) yield* onText(text.slice(sent))
-  return {
-    text,
-    finishReason,
-    completionTokens: tokens.length,
-    confidence: confidenceSum / Math.max(1, tokens.length)
-  }
-})
+  if (text.length > sent && !signal.aborted) onText(text.slice(sent))
+  return { text, finishReason, completionTokens: tokens.length, confidence: confidenceSum / Math.max(1, tokens.length) }
+}

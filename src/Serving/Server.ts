@@ -218,12 +218,17 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       const admitted = yield* Deferred.make<void, ApiFailure>()
       const rehydrator = new StreamingRehydrator(placeholderValues(context), policy)
       const send = (text: string) => text === "" ? Effect.void : Queue.offer(queue, sse(frames.delta(text))).pipe(Effect.asVoid)
+      // called by the decode loop for each final piece of text (the queue is unbounded, so offering never waits)
+      const sendNow = (text: string) => {
+        const filled = rehydrator.push(text)
+        if (filled !== "") Queue.offerUnsafe(queue, sse(frames.delta(filled)))
+      }
       yield* run(request, {
         onAdmitted: Effect.gen(function*() {
           for (const frame of frames.start()) yield* Queue.offer(queue, sse(frame))
           yield* Deferred.succeed(admitted, undefined)
         }),
-        onText: (text) => send(rehydrator.push(text))
+        onText: sendNow
       }).pipe(
         Effect.matchEffect({
           onSuccess: (result) =>
