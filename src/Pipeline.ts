@@ -252,11 +252,12 @@ const trainSummary = (r: TrainResult, seconds: number, mode: string): TrainStage
   trainableParameters: r.trainableParameters
 })
 
-/** The text a base is pre-trained on: a record's answer and rationale as plain text, with no prompt around it. */
-export const pretrainText = (r: TrainingRecord): TrainExample => {
-  const text = r.rationale.trim() === "" ? r.answer : `${r.answer}\n${r.rationale}`
-  return { text, answerStart: 0, answerEnd: text.length }
-}
+/**
+ * The text a base is pre-trained on: a record's answer alone as plain text (then EOS), with no prompt around it.
+ * Answers only: with rationales appended (measured) the small base learned to run on past the answer, and greedy
+ * generations looped instead of stopping.
+ */
+export const pretrainText = (r: TrainingRecord): TrainExample => ({ text: r.answer, answerStart: 0, answerEnd: r.answer.length })
 
 /**
  * A full-parameter checkpoint (canonical HF names, model.safetensors) written as a GGUF with the base GGUF's
@@ -605,7 +606,7 @@ export const runPipeline = Effect.fn("Pipeline.run")(function*(options: Pipeline
         yield* checkpointToGguf(base.path, path.join(result.finalDir, "model.safetensors"), out)
         return {
           ran: true,
-          reason: "the project-made base has random weights: a short full-parameter pre-training on the training split's answers and rationales (no prompts) gives LoRA a language model to adapt",
+          reason: "the project-made base has random weights: a short full-parameter pre-training on the training split's answers (no prompts) gives LoRA a language model to adapt",
           loraBase: out,
           ...trainSummary(result, seconds, "full")
         } satisfies PretrainResult

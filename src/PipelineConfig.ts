@@ -132,7 +132,7 @@ export const defaultPipelineConfig: PipelineConfig = {
     seed: 42,
     shape: { hiddenSize: 128, intermediateSize: 256, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32 }
   },
-  pretrain: { enabled: "auto", steps: 60, batchSize: 8, learningRate: 3e-3, warmupSteps: 5, maxSeqLength: 128 },
+  pretrain: { enabled: "auto", steps: 90, batchSize: 8, learningRate: 3e-3, warmupSteps: 5, maxSeqLength: 128 },
   train: {
     mode: "lora",
     r: 16,

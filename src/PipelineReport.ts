@@ -190,7 +190,7 @@ export const renderMarkdownReport = (input: ReportInput): string => {
   if (input.pretrain.ran) {
     out.push("## Why the base was pre-trained", "",
       "The built-in base model is made by the project with random weights. A random model cannot show what LoRA adds, so the " +
-        "default first pre-trains it, full-parameter and with the same trainer, on the training split's answers and rationales " +
+        "default first pre-trains it, full-parameter and with the same trainer, on the training split's answers " +
         "as plain text (no Context/Question/Answer prompt). That pre-trained model is the **base** below; LoRA then teaches the " +
         "task (answering a question from its context) and the **tuned** model is the base plus the adapter. With your own " +
         "model (`--model`), this step does not run.", "")
