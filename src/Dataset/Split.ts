@@ -48,8 +48,23 @@ export const canonicalText = (s: string): string => {
   return out
 }
 
-/** the split key's hash: `fnv1a(canonicalText(s), basis)` (questions are short; no need to fuse the loops) */
-export const canonicalHash = (s: string, basis = 0x811c9dc5): number => fnv1a(canonicalText(s), basis)
+/** the split key's hash: `fnv1a(canonicalText(s), basis)`, computed without building the canonical text */
+export const canonicalHash = (s: string, basis = 0x811c9dc5): number => {
+  let h = basis >>> 0
+  let pending = false
+  let started = false
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i)
+    if (c >= 65 && c <= 90) c |= 32
+    if (keep(c)) {
+      if (pending && started) h = Math.imul(h ^ 32, FNV_PRIME)
+      pending = false
+      started = true
+      h = Math.imul(h ^ c, FNV_PRIME)
+    } else pending = true
+  }
+  return h >>> 0
+}
 
 /**
  * A 64-bit fingerprint of the canonical forms of a question and an answer (near-duplicate detection):

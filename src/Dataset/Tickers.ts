@@ -147,6 +147,11 @@ export const isKnownTicker = (symbol: string): boolean => tickerBySymbol.has(sym
 // position: the content rules call this for every record, so it is on the ingest's hot path.
 const isWordChar = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
 const isJoiner = (c: number) => c === 46 || c === 38 || c === 45 // . & -
+const wordChar = (() => {
+  const m = new Uint8Array(128)
+  for (let c = 0; c < 128; c++) m[c] = isWordChar(c) ? 1 : 0
+  return m
+})()
 /** end of the token starting at `i`: word characters, joined by . & - between word characters */
 const tokenEnd = (s: string, i: number) => {
   let j = i
@@ -205,13 +210,12 @@ const shapes = (() => {
   return m
 })()
 
-const lookup = (text: string, start: number, end: number): TokenEntry | undefined => {
-  if (shapes[(text.charCodeAt(start) & 127) * 32 + Math.min(end - start, 31)] === 0) return undefined
-  const list = tokenTable.get(hashRange(text, start, end))
-  if (list === undefined) return undefined
-  for (const e of list) if (e.token.length === end - start && text.startsWith(e.token, start)) return e
-  return undefined
-}
+// the low 16 bits of every table token's hash: most words that pass `shapes` stop here, before the Map
+const hashBits = (() => {
+  const m = new Uint8Array(1 << 16)
+  for (const h of tokenTable.keys()) m[h & 0xffff] = 1
+  return m
+})()
 
 /**
  * The ticker symbols named in a text (by symbol, cashtag or alias), each once, in order of first mention.
@@ -219,28 +223,42 @@ const lookup = (text: string, start: number, end: number): TokenEntry | undefine
  */
 export const findTickersInText = (text: string): ReadonlyArray<string> => {
   const found: Array<string> = []
-  const add = (symbol: string) => {
-    if (!found.includes(symbol)) found.push(symbol)
-  }
   const n = text.length
   let i = 0
   while (i < n) {
     const c = text.charCodeAt(i)
-    const cashtag = c === 36 && i + 1 < n && isWordChar(text.charCodeAt(i + 1))
-    if (!cashtag && !isWordChar(c)) {
+    const cashtag = c === 36 && i + 1 < n && wordChar[text.charCodeAt(i + 1)] === 1
+    if (!cashtag && (c >= 128 || wordChar[c] === 0)) {
       i++
       continue
     }
     const start = cashtag ? i + 1 : i
-    const end = tokenEnd(text, start)
+    // the token's end and its hash in one pass (the same as tokenEnd + hashRange)
+    let end = start
+    let h = 0x811c9dc5
+    for (;;) {
+      let d = end < n ? text.charCodeAt(end) : 0
+      while (d < 128 && wordChar[d] === 1) {
+        h = Math.imul(h ^ d, 0x01000193)
+        d = ++end < n ? text.charCodeAt(end) : 0
+      }
+      if ((d === 46 || d === 38 || d === 45) && end + 1 < n && isWordChar(text.charCodeAt(end + 1))) {
+        h = Math.imul(h ^ d, 0x01000193)
+        end++
+      } else break
+    }
     const before = i > 0 ? text.charCodeAt(i - 1) : 32
     i = end
     // a token glued to "&" or "." on its left is part of something else ("S&P", "x.AAPL")
     if (!cashtag && (before === 38 || before === 46)) continue
-    const e = lookup(text, start, end)
+    if (shapes[(text.charCodeAt(start) & 127) * 32 + Math.min(end - start, 31)] === 0 || hashBits[h & 0xffff] === 0) continue
+    const list = tokenTable.get(h >>> 0)
+    if (list === undefined) continue
+    let e: TokenEntry | undefined
+    for (const x of list) if (x.token.length === end - start && text.startsWith(x.token, start)) { e = x; break }
     if (e === undefined) continue
     if (cashtag) {
-      if (e.symbol !== undefined) add(e.symbol)
+      if (e.symbol !== undefined && !found.includes(e.symbol)) found.push(e.symbol)
       continue
     }
     let matched = false
@@ -249,16 +267,17 @@ export const findTickersInText = (text: string): ReadonlyArray<string> => {
       const after = start + alias.length
       const next = after < n ? text.charCodeAt(after) : 32
       if (isWordChar(next) || next === 38 || (next === 46 && isWordChar(text.charCodeAt(after + 1)))) continue
-      add(symbol)
+      if (!found.includes(symbol)) found.push(symbol)
       i = after
       matched = true
       break
     }
     if (matched) continue
-    if (e.plain !== undefined) add(e.plain)
-    else if (e.symbol !== undefined) {
+    if (e.plain !== undefined) {
+      if (!found.includes(e.plain)) found.push(e.plain)
+    } else if (e.symbol !== undefined) {
       const inParens = before === 40 && text.charCodeAt(end) === 41
-      if (inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) add(e.symbol)
+      if ((inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) && !found.includes(e.symbol)) found.push(e.symbol)
     }
   }
   return found
