@@ -1,0 +1,32 @@
+/**
+ * Bounding V8's young generation for the ingest (see Main.ts for why). V8 reads `--max-semi-space-size`
+ * only when the heap is created, so the only way for a CLI to set it for itself is to start again with
+ * the flag: `process.execve` replaces the running process (same pid, stdio, exit code), so no second
+ * process holds memory.
+ */
+
+/** semi-space size in MB: 8 keeps the ingest's speed (measured in BENCHMARKS.md) at a much lower peak RSS */
+export const datasetSemiSpaceMb = 8
+
+/**
+ * The argv to restart with, or undefined when the process should go on as it is: the flag is already
+ * set (command line or NODE_OPTIONS), or `DATASET_NO_REEXEC` is set.
+ */
+export const reexecArgs = (
+  execPath: string,
+  execArgv: ReadonlyArray<string>,
+  argv: ReadonlyArray<string>,
+  env: Readonly<Record<string, string | undefined>>
+): Array<string> | undefined => {
+  const flag = "--max-semi-space-size"
+  if (env.DATASET_NO_REEXEC !== undefined && env.DATASET_NO_REEXEC !== "" && env.DATASET_NO_REEXEC !== "0") return undefined
+  if (execArgv.some((a) => a.startsWith(flag)) || (env.NODE_OPTIONS ?? "").includes(flag)) return undefined
+  return [execPath, `${flag}=${datasetSemiSpaceMb}`, ...execArgv, ...argv.slice(1)]
+}
+
+/** Restarts this process once with a bounded young generation, where the platform can (not on Windows). */
+export const semiSpaceReexec = (): void => {
+  if (process.platform === "win32" || typeof process.execve !== "function") return
+  const args = reexecArgs(process.execPath, process.execArgv, process.argv, process.env)
+  if (args !== undefined) process.execve(process.execPath, args, { ...process.env, DATASET_NO_REEXEC: "1" })
+}
