@@ -216,8 +216,8 @@ const main = () => {
     ...["wasm", "cpu"].flatMap((b) => ["tiny", "100m"].map((s) => saved(b, s))),
     "",
     "Reading the figures: the ideal train/forward ratio with a frozen base is about 1/2 (backward costs about one",
-    "forward); QLoRA pays a JS dequantization of every NF4 weight in each forward and again in each backward, which",
-    "shows as a lower QLoRA/LoRA speed, while peak RSS also includes the float32 copy held while loading.",
+    "forward). QLoRA dequantizes every NF4 weight in JS in each forward and again in each backward; peak RSS includes",
+    "the float32 weights held while loading, before quantization. (Interpretation of a given run: see below it.)",
     ""
   ].join("\n")
   const file = new URL("../BENCHMARKS.md", import.meta.url).pathname
