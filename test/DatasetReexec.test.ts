@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { spawnSync } from "node:child_process"
-import { datasetSemiSpaceMb, reexecArgs } from "../src/Dataset/Reexec.ts"
+import { datasetSemiSpaceMb, reexecArgs, reexecEnv } from "../src/Dataset/Reexec.ts"
 
 describe("dataset entry: bounded young generation", () => {
   it("restarts with --max-semi-space-size unless it is already set or turned off", () => {
@@ -12,25 +12,31 @@ describe("dataset entry: bounded young generation", () => {
     expect(reexecArgs("/n", [], ["/n", "main.js"], { NODE_OPTIONS: "--max-semi-space-size=4" })).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "1" })).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "0" })).toEqual(["/n", flag, "main.js"])
+    expect(reexecEnv({ HOME: "/h", GONE: undefined })).toEqual({ HOME: "/h", MALLOC_ARENA_MAX: "2", DATASET_NO_REEXEC: "1" })
+    expect(reexecEnv({ MALLOC_ARENA_MAX: "8" }).MALLOC_ARENA_MAX).toBe("8")
   })
 
   it("the built entry runs with the flag, keeps the pid, and passes exit codes through", () => {
     // a preload module (carried over by the restart, like any node option) reports the final process's flags
-    const report = `--import=data:text/javascript,process.on("exit",(c)=>console.error("ENTRY"+JSON.stringify([process.pid,process.execArgv,c])))`
+    const report = `--import=data:text/javascript,process.on("exit",(c)=>console.error("ENTRY"+JSON.stringify([process.pid,process.execArgv,c,process.env.MALLOC_ARENA_MAX??null])))`
     const run = (env: Record<string, string>, args: ReadonlyArray<string>) => {
-      const r = spawnSync(process.execPath, [report, "dist/Dataset/Main.js", ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 60_000 })
+      const base = { ...process.env }
+      delete base.MALLOC_ARENA_MAX
+      const r = spawnSync(process.execPath, [report, "dist/Dataset/Main.js", ...args], { encoding: "utf8", env: { ...base, ...env }, timeout: 60_000 })
       const line = r.stderr.split("\n").find((l) => l.startsWith("ENTRY"))
-      return { code: r.status, pid: r.pid, entry: JSON.parse(line!.slice(5)) as [number, Array<string>, number] }
+      return { code: r.status, pid: r.pid, entry: JSON.parse(line!.slice(5)) as [number, Array<string>, number, string | null] }
     }
     const env = { DATASET_NO_REEXEC: "", NODE_OPTIONS: "" }
     const ok = run(env, ["--version"])
     expect(ok.code).toBe(0)
     expect(ok.entry[0]).toBe(ok.pid)
     expect(ok.entry[1]).toContain(`--max-semi-space-size=${datasetSemiSpaceMb}`)
+    expect(ok.entry[3]).toBe("2")
     const bad = run(env, ["split", "/nonexistent/input.jsonl"])
     expect(bad.code).not.toBe(0)
     expect(bad.entry[2]).toBe(bad.code)
     const off = run({ DATASET_NO_REEXEC: "1", NODE_OPTIONS: "" }, ["--version"])
     expect(off.entry[1].some((a) => a.startsWith("--max-semi-space-size"))).toBe(false)
+    expect(off.entry[3]).toBeNull()
   })
 })

@@ -1,7 +1,7 @@
 /**
  * The Dataset stage as one service: JSONL in (file, `.gz` file, or stdin as "-"), train/test/rejects
  * JSONL and a summary out. The input is an Effect Stream of byte chunks read with backpressure; each pull
- * of chunks is split into lines, processed (Ingest.ts) and appended to the outputs with one write per
+ * of chunks (64 KiB reads) is split into lines, processed (Ingest.ts) and appended to the outputs with one write per
  * file, so memory stays flat however large the input is. The `pipeline` command calls `run` directly.
  *
  * Outputs in `outDir`: `train.jsonl`, `test.jsonl`, `rejects.jsonl` (one JSON object per rejected line:
@@ -73,7 +73,7 @@ export const inputBytes = (input: string): Stream.Stream<Uint8Array, DatasetInpu
   NodeStream.fromReadable<Uint8Array, DatasetInputError>({
     evaluate: () => {
       if (input === "-") return process.stdin
-      const file = createReadStream(input, { highWaterMark: 1 << 18 })
+      const file = createReadStream(input, { highWaterMark: 1 << 16 })
       if (!input.endsWith(".gz")) return file
       const gunzip = createGunzip({ chunkSize: 1 << 20 })
       file.on("error", (e) => gunzip.destroy(e))
@@ -122,8 +122,18 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
           yield* fs.makeDirectory(outDir, { recursive: true }).pipe(Effect.mapError(outError(outDir)))
           files = { train: yield* open(outputs.train), test: yield* open(outputs.test), rejects: yield* open(outputs.rejects) }
         }
+        // one reused buffer for every write (they run one after another): a fresh Buffer per write left
+        // tens of MB of dead ArrayBuffers waiting for the GC, and fragmented the native heap
+        let scratch = Buffer.allocUnsafe(1 << 20)
+        const encode = (text: string) => {
+          if (text.length * 3 > scratch.length) {
+            const bytes = Buffer.byteLength(text)
+            if (bytes > scratch.length) scratch = Buffer.allocUnsafe(Math.max(bytes, scratch.length * 2))
+          }
+          return scratch.subarray(0, scratch.write(text))
+        }
         const write = (file: FileSystem.File | undefined, name: string | undefined, text: string) =>
-          text === "" || file === undefined ? Effect.void : file.writeAll(Buffer.from(text)).pipe(Effect.mapError(outError(name ?? "")))
+          text === "" || file === undefined ? Effect.void : Effect.suspend(() => file.writeAll(encode(text))).pipe(Effect.mapError(outError(name ?? "")))
 
         const splitter = new LineSplitter(options.maxLineBytes ?? 1024 * 1024)
         const processor = new IngestProcessor(config, options.strict ?? false)
