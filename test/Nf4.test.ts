@@ -3,7 +3,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import { registerGradients } from "../src/Training/Device.ts"
 import { beforeAll, describe, expect, it } from "vitest"
 import { SeededRng } from "../src/Training/Collate.ts"
-import { DYNAMIC_8BIT_CODE, dequantizeNf4, NF4_CODE, nf4Bytes, nf4Linear, quantizeNf4 } from "../src/Training/Nf4.ts"
+import { DYNAMIC_8BIT_CODE, dequantizeNf4, frozenLinear, NF4_CODE, nf4Bytes, nf4Linear, quantizeNf4 } from "../src/Training/Nf4.ts"
 
 beforeAll(async () => {
   await registerGradients()
@@ -132,6 +132,24 @@ describe("NF4 quantization", () => {
       const g = tf.grad(f)(x).dataSync()
       const gRef = tf.grad(fRef)(x).dataSync()
       expect(Array.from(g)).toEqual(Array.from(gRef))
+    })
+    expect(tf.memory().numTensors).toBe(before)
+  })
+
+  it("the frozen dense base computes x Wᵀ and dx = dy W through plain matMuls", () => {
+    const [out, inF] = [20, 36]
+    const before = tf.memory().numTensors
+    tf.tidy(() => {
+      const w = tf.tensor2d(gaussian(out * inF, 21), [out, inF])
+      const layer = frozenLinear("model.layers.0.mlp.up_proj", w)
+      const x = tf.tensor3d(gaussian(2 * 3 * inF, 22), [2, 3, inF])
+      const ref = (z: tf.Tensor) => tf.reshape(tf.matMul(tf.reshape(z, [6, inF]), w, false, true), [2, 3, out])
+      // transpose-then-multiply may sum in another order than the transposed kernel: equal to float32 rounding
+      expect(tf.max(tf.abs(tf.sub(layer.apply(x), ref(x)))).dataSync()[0]).toBeLessThan(1e-5)
+      const g = tf.grad((z: tf.Tensor) => tf.sum(tf.square(layer.apply(z))))(x)
+      const gRef = tf.grad((z: tf.Tensor) => tf.sum(tf.square(ref(z))))(x)
+      expect(tf.max(tf.abs(tf.sub(g, gRef))).dataSync()[0]).toBeLessThan(1e-4)
+      expect(tf.max(tf.abs(gRef)).dataSync()[0]).toBeGreaterThan(0.1)
     })
     expect(tf.memory().numTensors).toBe(before)
   })

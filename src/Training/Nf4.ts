@@ -154,6 +154,34 @@ export const nf4Bytes = (q: Nf4Tensor): number =>
   q.packed.byteLength + q.absmax.byteLength + q.scaleAbsmax.byteLength + (q.absmax instanceof Uint8Array ? 4 : 0)
 
 /**
+ * x Wᵀ through an explicit transpose: tfjs-backend-wasm's matMul with a transposed operand runs about 10x slower than
+ * a transpose plus a plain matMul (bench:train, BENCHMARKS.md), and these frozen products are most of a step.
+ */
+export const matMulTransposed = (x: tf.Tensor, w: tf.Tensor): tf.Tensor => {
+  const wt = tf.transpose(w)
+  const y = tf.matMul(x as tf.Tensor2D, wt as tf.Tensor2D)
+  wt.dispose()
+  return y
+}
+
+/**
+ * A frozen dense layer y = x Wᵀ (W [out, in], not owned) whose custom gradient gives only dx = dy W, with plain
+ * matMuls both ways. LoRA wraps it instead of the model's own dense layer: same values, several times faster backward.
+ */
+export const frozenLinear = (name: string, weight: tf.Tensor2D): LinearLayer => {
+  const [outFeatures, inFeatures] = weight.shape
+  const matmul = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const x = args[0] as tf.Tensor
+    const y = matMulTransposed(tf.reshape(x, [-1, inFeatures]), weight)
+    return {
+      value: tf.reshape(y, [...x.shape.slice(0, -1), outFeatures]),
+      gradFunc: (dy: tf.Tensor) => tf.reshape(tf.matMul(tf.reshape(dy, [-1, outFeatures]) as tf.Tensor2D, weight), x.shape)
+    }
+  })
+  return { name, inFeatures, outFeatures, apply: (x) => matmul(x), dispose: () => {} }
+}
+
+/**
  * A frozen linear layer over an NF4 weight: y = x Wᵀ with W dequantized into a scratch buffer per call.
  * The custom gradient recomputes W for dx = dy W, so only the input is kept for the backward pass.
  */
@@ -166,7 +194,7 @@ export const nf4Linear = (name: string, q: Nf4Tensor): LinearLayer => {
     const save = args[1] as tf.GradSaveFunc
     const x2 = tf.reshape(x, [-1, inFeatures])
     const w = weight()
-    const y = tf.matMul(x2, w, false, true)
+    const y = matMulTransposed(x2, w)
     w.dispose()
     save([])
     return {

@@ -45,7 +45,7 @@ import { DenseLinear, LlamaModel, outputLinearName } from "./LlamaModel.ts"
 import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform, resolveTargets } from "./Lora.ts"
 import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
 import { type LinearLayer, type LinearModule, type LlamaConfig, type NamedTensor, weightNames } from "./ModelContracts.ts"
-import { nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
+import { frozenLinear, nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
 import { SeededRng } from "./Collate.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
@@ -197,9 +197,12 @@ export const buildTrainee = async (input: TrainingInput, config: TrainConfig): P
       layer.dispose() // the dense copy goes; only codes and scales stay
       baseMemoryBytes += nf4Bytes(q)
       frozen = nf4Linear(name, q)
-    } else if (layer instanceof DenseLinear && !counted.has(layer.weight)) {
-      counted.add(layer.weight)
-      baseMemoryBytes += layer.weight.size * 4
+    } else if (layer instanceof DenseLinear) {
+      if (!counted.has(layer.weight)) {
+        counted.add(layer.weight)
+        baseMemoryBytes += layer.weight.size * 4
+      }
+      frozen = frozenLinear(name, layer.weight)
     }
     return lora(name, frozen)
   })
