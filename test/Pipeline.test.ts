@@ -167,6 +167,17 @@ describe("pipeline on a miniature default", () => {
     }
   })
 
+  it("--require-improvement exits 4 exactly when the tuned model does not beat the base on all three gate metrics", async () => {
+    const gated = await cli("--config", configFile, "--require-improvement")
+    const evaluation = readManifest().stages["evaluate"]!.result as {
+      base: { metrics: Record<string, number> }
+      tuned: { metrics: Record<string, number> }
+    }
+    const better = ["rougeL", "factuality", "placeholder_f1"].every((m) => evaluation.tuned.metrics[m]! > evaluation.base.metrics[m]!)
+    expect(gated.code).toBe(better ? 0 : 4)
+    if (!better) expect(gated.stderr).toContain("does not beat the base on")
+  })
+
   it("an interrupted stage (left 'running' in run.json) is run again, the finished ones are not", async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(out, "run.json"), "utf8"))
     manifest.stages.evaluate.status = "running"
