@@ -218,6 +218,7 @@ const main = () => {
     "Reading the figures: the ideal train/forward ratio with a frozen base is about 1/2 (backward costs about one",
     "forward). QLoRA dequantizes every NF4 weight in JS in each forward and again in each backward; peak RSS includes",
     "the float32 weights held while loading, before quantization. (Interpretation of a given run: see below it.)",
+    "",
     ""
   ].join("\n")
   const file = new URL("../BENCHMARKS.md", import.meta.url).pathname
