@@ -144,7 +144,8 @@ export const defaultPipelineConfig: PipelineConfig = {
     maxSteps: 40,
     batchSize: 8,
     gradientAccumulationSteps: 1,
-    learningRate: 3e-3,
+    // measured: 1e-2 gave a clear held-out ROUGE-L gain where 3e-3 did not, in the same 40 steps
+    learningRate: 1e-2,
     lrScheduler: "linear",
     warmupSteps: 4,
     maxSeqLength: 256,
