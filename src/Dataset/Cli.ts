@@ -11,7 +11,7 @@
  * output cannot be read or written, or a flag is invalid; 2 `--strict` met a bad line (the message names
  * file, line, field and reason); 3 the reject rate is over `--max-reject-rate` (outputs are still written).
  */
-import { Console, Effect, Option, Runtime, Schema } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { statSync } from "node:fs"
 import { DatasetPipeline, type PipelineOptions, type Summary } from "./DatasetPipeline.ts"
@@ -19,24 +19,15 @@ import { normalizeFile, writeSynthetic } from "./FileOps.ts"
 import type { Reject } from "./Ingest.ts"
 import { defaultRuleConfig, parseRuleConfig, ruleNames, type RuleConfig } from "./Rules.ts"
 import { computeStats, renderStats } from "./Stats.ts"
+import { CommandFailed, failCommand } from "../CommandFailed.ts"
 
-/** A failure already printed for the user; carries the process exit code. */
-export class DatasetCommandFailed extends Schema.TaggedError<DatasetCommandFailed>()("DatasetCommandFailed", {
-  message: Schema.String,
-  exitCode: Schema.Int
-}) {
-  override readonly [Runtime.errorExitCode] = this.exitCode
-  override readonly [Runtime.errorReported] = false
-}
-
-const fail = (message: string, exitCode: number) =>
-  Effect.andThen(Console.error(`dataset: ${message}`), Effect.fail(new DatasetCommandFailed({ message, exitCode })))
+const fail = (message: string, exitCode: number) => failCommand("dataset", message, exitCode)
 
 const exitCodes: Record<string, number> = { StrictModeViolation: 2, RejectRateExceeded: 3 }
 
 /** Prints a stage error without a stack trace and exits with its code. */
 const report = <A, E extends { readonly _tag: string; readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.catch((e) => (e instanceof DatasetCommandFailed ? Effect.fail(e) : fail(e.message, exitCodes[e._tag] ?? 1))))
+  self.pipe(Effect.catch((e) => (e instanceof CommandFailed ? Effect.fail(e) : fail(e.message, exitCodes[e._tag] ?? 1))))
 
 /**
  * Progress on stderr: on a terminal, a bar (when the total is known) with the rate, redrawn at most 5

@@ -12,7 +12,7 @@
  * Exit codes: 0 success; 1 the run failed (every generation failed, files unwritable); 2 bad input (flags, split
  * or sheet contents, cron expression); 3 `eval check` found a regression (or nothing to check).
  */
-import { Console, Cron, Duration, Effect, FileSystem, Layer, Option, Path, Result, Runtime, Schedule, Schema } from "effect"
+import { Console, Cron, Duration, Effect, FileSystem, Layer, Option, Path, Result, Schedule } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { type Aggregate } from "./RunFiles.ts"
 import { EvalScheduler, type RegressionReference } from "./EvalScheduler.ts"
@@ -26,23 +26,14 @@ import { layerModelCore } from "./ModelCoreGenerator.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { Rubric, rubricMarkdown } from "./Rubric.ts"
 import { RunHistory, type RunRow } from "./RunHistory.ts"
+import { CommandFailed, failCommand } from "../CommandFailed.ts"
 
-/** A failure already printed for the user; carries the process exit code. */
-export class EvalCommandFailed extends Schema.TaggedError<EvalCommandFailed>()("EvalCommandFailed", {
-  message: Schema.String,
-  exitCode: Schema.Int
-}) {
-  override readonly [Runtime.errorExitCode] = this.exitCode
-  override readonly [Runtime.errorReported] = false
-}
-
-const fail = (message: string, exitCode: number) =>
-  Effect.andThen(Console.error(`eval: ${message}`), Effect.fail(new EvalCommandFailed({ message, exitCode })))
+const fail = (message: string, exitCode: number) => failCommand("eval", message, exitCode)
 
 /** Maps a stage error to a printed message and an exit code (2 for input errors, 1 otherwise). */
 const report = <A, E extends { readonly _tag: string; readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
   self.pipe(Effect.catch((e) =>
-    e instanceof EvalCommandFailed
+    e instanceof CommandFailed
       ? Effect.fail(e) // already printed
       : fail(e.message, inputErrors.has(e._tag) ? 2 : e._tag === "RegressionDetected" || e._tag === "NothingToCheck" ? 3 : 1)
   ))

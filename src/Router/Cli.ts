@@ -4,23 +4,14 @@
  *
  * Exit codes: 0 answered, 2 bad input (question, context file, unknown model), 3 every provider unavailable.
  */
-import { Console, Effect, FileSystem, Option, Runtime, Schema, Stream } from "effect"
+import { Console, Effect, FileSystem, Option, Stream } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import type { BreakerSnapshot } from "./CircuitBreaker.ts"
 import type { Attempt } from "./Errors.ts"
 import { type Explanation, ModelRouter, type RouteAnswer, type RouteContext } from "./ModelRouter.ts"
+import { failCommand } from "../CommandFailed.ts"
 
-/** A failure already printed for the user; carries the process exit code. */
-export class RouteCommandFailed extends Schema.TaggedError<RouteCommandFailed>()("RouteCommandFailed", {
-  message: Schema.String,
-  exitCode: Schema.Int
-}) {
-  override readonly [Runtime.errorExitCode] = this.exitCode
-  override readonly [Runtime.errorReported] = false
-}
-
-const fail = (message: string, exitCode: number) =>
-  Effect.andThen(Console.error(`route: ${message}`), Effect.fail(new RouteCommandFailed({ message, exitCode })))
+const fail = (message: string, exitCode: number) => failCommand("route", message, exitCode)
 
 const readContext = Effect.fnUntraced(function*(file: string) {
   const fs = yield* FileSystem.FileSystem

@@ -2,26 +2,17 @@
  * `model init` (the project's own seeded Llama-architecture base model, as a GGUF llama.cpp loads) and `model info`
  * (architecture, sizes, tensor types and tokenizer facts of any GGUF or Hugging Face folder).
  */
-import { Console, Effect, Option, Runtime, Schema } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import { dirname } from "node:path"
 import { describeModel, formatModelInfo } from "./ModelInfo.ts"
 import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyHfFolder, writeTinyModel } from "./TinyModel.ts"
-
-/** A failure already printed for the user; carries the process exit code. */
-export class ModelCommandFailed extends Schema.TaggedError<ModelCommandFailed>()("ModelCommandFailed", {
-  message: Schema.String,
-  exitCode: Schema.Int
-}) {
-  override readonly [Runtime.errorExitCode] = this.exitCode
-  override readonly [Runtime.errorReported] = false
-}
+import { CommandFailed, failCommand } from "../CommandFailed.ts"
 
 /** Prints an error without a stack trace and exits with code 1. */
 const report = <A, E extends { readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.catch((e) =>
-    Effect.andThen(Console.error(`model: ${e.message}`), Effect.fail(new ModelCommandFailed({ message: e.message, exitCode: 1 })))))
+  self.pipe(Effect.catch((e) => failCommand("model", e.message, 1)))
 
 const init = Command.make("init", {
   preset: Flag.Literals("preset", TinyPreset.literals).pipe(
@@ -42,7 +33,7 @@ const init = Command.make("init", {
   const config = presetConfig(preset)
   yield* Console.error(`model init: ${preset}, ${(parameterCount(config) / 1e6).toFixed(2)}M parameters, ${type}, seed ${seed} -> ${out}`)
   let lastShown = -1
-  yield* Effect.try({ try: () => fs.mkdirSync(dirname(out), { recursive: true }), catch: (e) => new ModelCommandFailed({ message: String(e), exitCode: 1 }) })
+  yield* Effect.try({ try: () => fs.mkdirSync(dirname(out), { recursive: true }), catch: (e) => new CommandFailed({ command: "model", message: String(e), exitCode: 1 }) })
   yield* writeTinyModel({
     config,
     seed,

@@ -5,23 +5,14 @@
  * Exit codes: 0 trained (or stopped early), 2 bad config or flag, 3 unreadable or invalid model/data files,
  * 4 no usable device, 1 training failed; Ctrl-C saves a checkpoint and exits with 130.
  */
-import { Console, Effect, Layer, Option, Runtime, Schema } from "effect"
+import { Console, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Device } from "./Device.ts"
 import { configFieldKinds, parseFlagValue, resolveTrainConfig, type TrainConfig } from "./TrainConfig.ts"
 import { Trainer } from "./Trainer.ts"
+import { failCommand } from "../CommandFailed.ts"
 
-/** A failure already printed for the user; carries the process exit code. */
-export class TrainCommandFailed extends Schema.TaggedError<TrainCommandFailed>()("TrainCommandFailed", {
-  message: Schema.String,
-  exitCode: Schema.Int
-}) {
-  override readonly [Runtime.errorExitCode] = this.exitCode
-  override readonly [Runtime.errorReported] = false
-}
-
-const fail = (message: string, exitCode: number) =>
-  Effect.andThen(Console.error(`train: ${message}`), Effect.fail(new TrainCommandFailed({ message, exitCode })))
+const fail = (message: string, exitCode: number) => failCommand("train", message, exitCode)
 
 const descriptions: Record<keyof TrainConfig, string> = {
   model: "base model: a GGUF file or a Hugging Face folder",
