@@ -603,6 +603,8 @@ export const runPipeline = Effect.fn("Pipeline.run")(function*(options: Pipeline
         )
         const seconds = (performance.now() - started) / 1000
         const out = path.join(modelDir, "pretrained.gguf")
+        // model/ exists only when the base stage made the base (not with --model and pretrain.enabled: on)
+        yield* fs.makeDirectory(modelDir, { recursive: true })
         yield* checkpointToGguf(base.path, path.join(result.finalDir, "model.safetensors"), out)
         return {
           ran: true,
