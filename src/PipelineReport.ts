@@ -104,7 +104,8 @@ export interface ReportInput {
 export const formatSeconds = (s: number | undefined): string => {
   if (s === undefined) return "-"
   if (s < 60) return `${s.toFixed(1)} s`
-  return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`
+  const whole = Math.round(s) // round first, so 119.6 s reads 2m00s, not 1m60s
+  return `${Math.floor(whole / 60)}m${String(whole % 60).padStart(2, "0")}s`
 }
 const fmt = (x: number | null | undefined, digits = 3) => (x === null || x === undefined ? "-" : x.toFixed(digits))
 const signed = (x: number, digits = 3) => `${x >= 0 ? "+" : ""}${x.toFixed(digits)}`
