@@ -13,10 +13,11 @@
  * The process RSS of `dataset --help` (everything loaded, no data) is the memory baseline.
  */
 import { execFileSync, spawnSync } from "node:child_process"
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { createReadStream, mkdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { LineSplitter, type RawLine } from "../src/Dataset/LineSplitter.ts"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 const node = process.execPath
 const root = new URL("..", import.meta.url).pathname
@@ -140,12 +141,5 @@ const section = [
   ""
 ].join("\n")
 
-const path = join(root, "BENCHMARKS.md")
-const md = existsSync(path) ? readFileSync(path, "utf8") : "# Benchmarks\n\n## Dataset (`npm run bench:dataset`)\n"
-const start = md.indexOf("## Dataset")
-if (start < 0) throw new Error("BENCHMARKS.md has no ## Dataset section")
-const headerEnd = md.indexOf("\n", start) + 1
-const next = md.indexOf("\n## ", headerEnd)
-const updated = md.slice(0, headerEnd) + section + (next < 0 ? "" : md.slice(next))
-writeFileSync(path, updated)
+writeBenchmarkSection("## Dataset", "## Dataset (`npm run bench:dataset`)\n" + section)
 console.log(section)

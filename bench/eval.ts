@@ -10,10 +10,10 @@
  *
  * Writes the results into the `## Evaluation metrics` section of BENCHMARKS.md.
  */
-import { readFileSync, writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { corpusBleu, sentenceBleu, tokenize13a } from "../src/Evaluation/Bleu.ts"
 import { rougeScores, rougeTokenize } from "../src/Evaluation/Rouge.ts"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 const loadAtStart = loadavg()[0]!
 const PAIRS = 10_000
@@ -115,11 +115,6 @@ Target (10k pairs in under 1 s each): sentence BLEU ${met(results[2]!.ms)}, ROUG
 Peak RSS of the whole benchmark process: ${peakRssMiB.toFixed(0)} MiB.
 `
 
-const file = new URL("../BENCHMARKS.md", import.meta.url)
-const current = readFileSync(file, "utf8")
-const start = current.indexOf("## Evaluation metrics")
-const next = current.indexOf("\n## ", start + 1)
-if (start < 0) throw new Error("BENCHMARKS.md has no '## Evaluation metrics' section")
-writeFileSync(file, current.slice(0, start) + section + (next < 0 ? "" : current.slice(next)))
+writeBenchmarkSection("## Evaluation metrics", section)
 console.log(section)
 if (sink === 42) console.log("") // keeps the work observable

@@ -22,6 +22,7 @@ import { generate } from "../src/Training/Generation.ts"
 import { LlamaModel } from "../src/Training/LlamaModel.ts"
 import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
 import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 type ModelName = "tiny" | "1.1b"
 type Engine = "wasm" | "cpu" | "llama.cpp-1t" | "llama.cpp-2t"
@@ -182,7 +183,6 @@ const runLlamaCpp = async (job: Job): Promise<Result> => {
 // parent: make the files, run the children, write BENCHMARKS.md
 
 const self = fileURLToPath(import.meta.url)
-const root = path.resolve(path.dirname(self), "..")
 
 const runChild = (job: Job): Result => {
   const child = spawnSync(process.execPath, [self, "--child", JSON.stringify(job)], {
@@ -284,14 +284,8 @@ const report = (results: ReadonlyArray<Result>, started: Date, seconds: number):
 }
 
 const writeSection = (body: string) => {
-  const file = path.join(root, "BENCHMARKS.md")
-  const text = fs.readFileSync(file, "utf8")
   const header = "## Model forward (`npm run bench:model`)"
-  const start = text.indexOf(header)
-  if (start < 0) throw new Error(`BENCHMARKS.md has no "${header}" section`)
-  const next = text.indexOf("\n## ", start + header.length)
-  const end = next < 0 ? text.length : next + 1
-  fs.writeFileSync(file, `${text.slice(0, start)}${header}\n\n${body.trimEnd()}\n\n${text.slice(end)}`)
+  writeBenchmarkSection(header, `${header}\n\n${body.trimEnd()}\n`)
 }
 
 const main = async () => {

@@ -11,12 +11,12 @@
  */
 import { Effect, ManagedRuntime } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
-import { readFileSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { cpus, loadavg } from "node:os"
 import { createRouter } from "../src/Router/Facade.ts"
 import { ModelRouter } from "../src/Router/ModelRouter.ts"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 const ROUNDS = 10
 const PER_ROUND = 300
@@ -229,12 +229,7 @@ Target: the per-attempt timeout plus < 5 ms. ${fo.p50 - TIMEOUT_MS < 5
     : `Missed at p50 (${ms(fo.p50 - TIMEOUT_MS)} ms beyond the timeout)`}; the hand-made \`fetch\` sequence itself needs ${ms(fb.p50 - TIMEOUT_MS)} ms beyond
 the timeout here, and the Router adds ${ms(fo.p50 - fb.p50)} ms to it at p50 (${ms(fo.p50 - fe.p50)} ms over the same calls through Effect's \`HttpClient\`).
 `
-  const path = new URL("../BENCHMARKS.md", import.meta.url)
-  const text = readFileSync(path, "utf8")
-  const start = text.indexOf("## Router (`npm run bench:router`)")
-  if (start < 0) throw new Error("BENCHMARKS.md has no '## Router' section")
-  const next = text.indexOf("\n## ", start + 1)
-  writeFileSync(path, text.slice(0, start) + section + (next < 0 ? "" : text.slice(next)))
+  writeBenchmarkSection("## Router (`npm run bench:router`)", section)
   console.log(section)
 }
 

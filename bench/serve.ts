@@ -15,7 +15,6 @@
  */
 import { NodeServices } from "@effect/platform-node"
 import { Effect, Exit, Scope } from "effect"
-import { readFileSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -28,6 +27,7 @@ import { LlamaCpp } from "../src/Training/LlamaCpp.ts"
 import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
 import { writeSafetensors } from "../src/Training/Safetensors.ts"
 import { weightNames } from "../src/Training/ModelContracts.ts"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 // autocannon ships no types; this is the part of its API used here
 interface AutocannonInstance {
@@ -338,10 +338,5 @@ ${(fixedCost / percentile(one.direct.latencies, 50) * 100).toFixed(1)}% of a \`s
 ${(fixedCost / percentile(fixed.direct, 25) * 100).toFixed(1)}% of a \`tiny\`-model one (not met: with a model this small a whole 32-token answer
 takes ~${f1(percentile(fixed.direct, 25))} ms, and the fixed cost is a few tokens' worth).
 `
-const file = new URL("../BENCHMARKS.md", import.meta.url)
-const text = readFileSync(file, "utf8")
-const start = text.indexOf("## Serving")
-if (start < 0) throw new Error("BENCHMARKS.md has no '## Serving' section")
-const end = text.indexOf("\n## ", start + 1)
-writeFileSync(file, text.slice(0, start) + section + (end < 0 ? "" : text.slice(end)))
+writeBenchmarkSection("## Serving", section)
 console.log(section)

@@ -8,8 +8,8 @@
  *   node bench/train.ts --case wasm:tiny:lora   one case, prints JSON
  */
 import { execFileSync } from "node:child_process"
-import * as fs from "node:fs"
 import * as os from "node:os"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 const args = process.argv.slice(2)
 
@@ -221,11 +221,7 @@ const main = () => {
     "",
     ""
   ].join("\n")
-  const file = new URL("../BENCHMARKS.md", import.meta.url).pathname
-  const text = fs.readFileSync(file, "utf8")
-  const start = text.indexOf("## Training")
-  const next = text.indexOf("\n## ", start + 1)
-  fs.writeFileSync(file, text.slice(0, start) + section + (next === -1 ? "" : text.slice(next + 1)))
+  writeBenchmarkSection("## Training", section.trimEnd() + "\n")
   console.log(section)
 }
 

@@ -24,6 +24,7 @@ import { readGgufHeader } from "../src/Training/Gguf.ts"
 import type { NamedTensor } from "../src/Training/ModelContracts.ts"
 import { loadModelSource } from "../src/Training/ModelLoader.ts"
 import { parameterCount, presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 const maxRss = () => process.resourceUsage().maxRSS * 1024
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`
@@ -166,11 +167,6 @@ const section = [
   "figures here: with the cores oversubscribed, a pass that was descheduled loses its best-of-5.",
   ""
 ].join("\n")
-const bench = path.join(path.dirname(self), "..", "BENCHMARKS.md")
-const text = fs.readFileSync(bench, "utf8")
 const header = "## Weights and formats (`npm run bench:weights`)"
-const start = text.indexOf(header)
-if (start < 0) throw new Error(`BENCHMARKS.md has no "${header}" section`)
-const next = text.indexOf("\n## ", start + header.length)
-fs.writeFileSync(bench, text.slice(0, start) + header + "\n\n" + section + (next < 0 ? "" : text.slice(next)))
+writeBenchmarkSection(header, header + "\n\n" + section)
 console.log("written to BENCHMARKS.md")
