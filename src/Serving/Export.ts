@@ -16,15 +16,21 @@
  *
  * Merged GGUF: every base tensor is copied; each adapted weight is brought to HF layout, `W + scale · B · A` is
  * added in float32, and the result is permuted back and written in the requested type. Metadata (tokenizer, chat
- * template, hyper-parameters) is the base's, so the merged file is a drop-in for the base.
+ * template, hyper-parameters) is the base's, so the merged file is a drop-in for the base. From a Hugging Face
+ * folder base, the hyper-parameters come from config.json and the tokenizer is converted from tokenizer.json
+ * (HfVocabulary.ts), as llama.cpp's convert_hf_to_gguf.py does.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
 import { gguf, type GgufValue, openGguf } from "../Training/Gguf.ts"
-import { ggufNameOf, hfNameOf, permuteQkForGguf, qkHeadsFor, unpermuteQkFromGguf } from "../Training/GgufNames.ts"
+import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor, unpermuteQkFromGguf } from "../Training/GgufNames.ts"
 import { GgmlType } from "../Training/GgmlQuants.ts"
 import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Training/GgufWriter.ts"
 import { fileError, toFileError } from "../Training/ModelFileError.ts"
+import { loadHfFolder } from "../Training/ModelLoader.ts"
 import { ADAPTER_CONFIG, readPeftAdapter } from "../Training/PeftAdapter.ts"
+import { openSafetensors, type SafetensorsFile } from "../Training/Safetensors.ts"
+import { llamaMetadata } from "../Training/TinyModel.ts"
+import { readHfVocabulary } from "./HfVocabulary.ts"
 import { type AdapterDescription, type BaseDescription, checkAdapter, describeBase } from "./Preflight.ts"
 
 /** The fields of adapter_config.json that decide the scale of each module (others are read by PeftAdapter). */
@@ -190,7 +196,7 @@ export const MergedType = Schema.Literals(["f32", "f16", "q8_0"])
 export type MergedType = typeof MergedType.Type
 
 export interface ExportMergedOptions {
-  /** the base model GGUF */
+  /** the base model: a GGUF file, or a Hugging Face folder (config.json, safetensors, tokenizer.json) */
   readonly base: string
   /** PEFT adapter folder */
   readonly adapter: string
@@ -219,51 +225,114 @@ export const addLowRank = (w: Float32Array, b: Float32Array, a: Float32Array, ou
   }
 }
 
-/** `export merged`: base GGUF + PEFT adapter -> one standalone GGUF with the base's tokenizer and chat template. */
+/** The type a merged tensor is written in: vectors stay F32 (as llama.cpp's converter keeps norms), and Q8_0 falls
+ * back to F16 for rows that are not whole 32-value blocks. */
+const mergedTensorType = (shape: ReadonlyArray<number>, target: GgufWriteType): GgufWriteType =>
+  shape.length < 2 ? "F32" : target === "Q8_0" && shape[shape.length - 1]! % 32 !== 0 ? "F16" : target
+
+/** `W + scale · B · A` in HF layout, then permuted for llama.cpp when W is Q or K. */
+const mergeInHfLayout = (w: Float32Array, shape: ReadonlyArray<number>, pair: AdapterPair | undefined, heads: number | undefined) => {
+  const [out, cols] = shape as [number, number]
+  if (pair !== undefined) addLowRank(w, pair.b.data, pair.a.data, out, pair.rank, cols, pair.scale)
+  return heads === undefined ? w : permuteQkForGguf(w, out, heads)
+}
+
+interface MergedPlan {
+  readonly metadata: ReadonlyArray<readonly [string, GgufValue]>
+  readonly tensors: ReadonlyArray<GgufTensorToWrite>
+}
+
+/** A GGUF base: every metadata key copied (file type updated), every tensor copied or merged. */
+const mergedFromGguf = Effect.fn("Export.mergedFromGguf")(function*(
+  options: ExportMergedOptions,
+  base: BaseDescription,
+  byWeight: ReadonlyMap<string, AdapterPair>
+) {
+  const target = writeTypes[options.type]
+  const file = yield* openGguf(options.base)
+  const metadata = [...file.metadata].map(([k, v]): readonly [string, GgufValue] =>
+    k === "general.file_type" ? [k, gguf.u32(fileTypes[options.type])] : [k, v])
+  if (!file.metadata.has("general.file_type")) metadata.push(["general.file_type", gguf.u32(fileTypes[options.type])])
+  const read = (name: string) => Effect.runSync(file.readTensor(name)).data
+  const tensors = file.tensors.map((info): GgufTensorToWrite => {
+    const pair = byWeight.get(info.name)
+    const type = mergedTensorType(info.shape, target)
+    if (pair === undefined) {
+      const sameType = (type === "F32" && info.type === GgmlType.F32) || (type === "F16" && info.type === GgmlType.F16) ||
+        (type === "Q8_0" && info.type === GgmlType.Q8_0)
+      return sameType
+        ? { name: info.name, shape: info.shape, rawType: info.type, raw: () => Effect.runSync(file.readRaw(info.name)) }
+        : { name: info.name, shape: info.shape, type, data: () => read(info.name) }
+    }
+    const heads = qkHeadsFor(info.name, base)
+    // merge in HF layout, as PEFT does, then back to llama.cpp's row order
+    const hfLayout = () => heads === undefined ? read(info.name) : unpermuteQkFromGguf(read(info.name), info.shape[0]!, heads)
+    return { name: info.name, shape: info.shape, type, data: () => mergeInHfLayout(hfLayout(), info.shape, pair, heads) }
+  })
+  return { metadata, tensors } satisfies MergedPlan
+})
+
+/** The safetensors handle holding each weight of an HF folder (the shard index's map, else every file's header). */
+const openHfWeights = Effect.fn("Export.openHfWeights")(function*(folder: string, names: ReadonlyArray<string>) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  const entries = yield* fs.readDirectory(folder).pipe(Effect.mapError(toFileError(folder)))
+  const files = entries.filter((f) => f.endsWith(".safetensors") && !f.startsWith("adapter_")).sort()
+  const handles = new Map<string, SafetensorsFile>()
+  for (const f of files) {
+    const handle = yield* openSafetensors(path.join(folder, f))
+    for (const name of names) if (!handles.has(name) && handle.info(name) !== undefined) handles.set(name, handle)
+  }
+  return handles
+})
+
+/**
+ * An HF folder base: config.json's hyper-parameters as llama.cpp's converter writes them, the tokenizer converted
+ * from tokenizer.json (HfVocabulary), weights merged in their own (HF) layout and Q/K permuted for llama.cpp.
+ */
+const mergedFromHf = Effect.fn("Export.mergedFromHf")(function*(
+  options: ExportMergedOptions,
+  byWeight: ReadonlyMap<string, AdapterPair>
+) {
+  const path = yield* Path.Path
+  const source = yield* loadHfFolder(options.base)
+  const config = source.config
+  const vocabulary = yield* readHfVocabulary(options.base, config.vocabSize)
+  const handles = yield* openHfWeights(options.base, source.tensorNames)
+  const target = writeTypes[options.type]
+  const metadata: Array<readonly [string, GgufValue]> = [
+    ["general.architecture", gguf.string("llama")],
+    ["general.type", gguf.string("model")],
+    ["general.name", gguf.string(path.basename(path.resolve(options.base)))],
+    ["general.file_type", gguf.u32(fileTypes[options.type])],
+    ...llamaMetadata(config),
+    ...vocabulary.metadata
+  ]
+  const tensors = source.tensorNames.map((hfName): GgufTensorToWrite => {
+    const name = ggufNameOf(hfName)!
+    const handle = handles.get(hfName)!
+    const shape = handle.info(hfName)!.shape
+    const heads = qkHeadsFor(name, config)
+    const data = () => mergeInHfLayout(Effect.runSync(handle.readTensor(hfName)).data, shape, byWeight.get(name), heads)
+    return { name, shape, type: mergedTensorType(shape, target), data }
+  })
+  if (config.ropeScaling !== undefined) {
+    tensors.unshift({ name: "rope_freqs.weight", shape: [config.headDim / 2], type: "F32", data: llama3RopeFactors(config.ropeScaling, config.ropeTheta, config.headDim) })
+  }
+  return { metadata, tensors } satisfies MergedPlan
+})
+
+/**
+ * `export merged`: base (GGUF file or HF folder) + PEFT adapter -> one standalone GGUF with the base's tokenizer and
+ * chat template.
+ */
 export const exportMerged = Effect.fn("Export.merged")(function*(options: ExportMergedOptions) {
   const fs = yield* FileSystem.FileSystem
   const [adapter, base] = yield* Effect.all([loadPeftAdapter(options.adapter), describeBase(options.base)])
-  if (base.format !== "gguf") {
-    return yield* fileError(options.base, "merging needs a GGUF base (its tokenizer and chat template are copied from it)")
-  }
   yield* checkAdapter(describePeft(adapter), base)
   const byWeight = new Map(adapter.pairs.map((p) => [ggufNameOf(`${p.module}.weight`)!, p]))
-  const target = writeTypes[options.type]
   const written = yield* Effect.scoped(Effect.gen(function*() {
-    const file = yield* openGguf(options.base)
-    const metadata = [...file.metadata].map(([k, v]): readonly [string, GgufValue] =>
-      k === "general.file_type" ? [k, gguf.u32(fileTypes[options.type])] : [k, v])
-    if (!file.metadata.has("general.file_type")) metadata.push(["general.file_type", gguf.u32(fileTypes[options.type])])
-    const read = (name: string) => Effect.runSync(file.readTensor(name)).data
-    const tensors = file.tensors.map((info): GgufTensorToWrite => {
-      const pair = byWeight.get(info.name)
-      // norms and other vectors stay F32, as llama.cpp's converter keeps them
-      const type: GgufWriteType = info.shape.length < 2
-        ? "F32"
-        : target === "Q8_0" && info.shape[info.shape.length - 1]! % 32 !== 0
-        ? "F16"
-        : target
-      if (pair === undefined) {
-        const sameType = (type === "F32" && info.type === GgmlType.F32) || (type === "F16" && info.type === GgmlType.F16) ||
-          (type === "Q8_0" && info.type === GgmlType.Q8_0)
-        return sameType
-          ? { name: info.name, shape: info.shape, rawType: info.type, raw: () => Effect.runSync(file.readRaw(info.name)) }
-          : { name: info.name, shape: info.shape, type, data: () => read(info.name) }
-      }
-      return {
-        name: info.name,
-        shape: info.shape,
-        type,
-        data: () => {
-          const [out, cols] = info.shape as [number, number]
-          const heads = qkHeadsFor(info.name, base)
-          // merge in HF layout, as PEFT does, then back to llama.cpp's row order
-          const w = heads === undefined ? read(info.name) : unpermuteQkFromGguf(read(info.name), out, heads)
-          addLowRank(w, pair.b.data, pair.a.data, out, pair.rank, cols, pair.scale)
-          return heads === undefined ? w : permuteQkForGguf(w, out, heads)
-        }
-      }
-    })
+    const { metadata, tensors } = base.format === "gguf" ? yield* mergedFromGguf(options, base, byWeight) : yield* mergedFromHf(options, byWeight)
     yield* writeGguf(options.out, { metadata, tensors, ...(options.onTensor === undefined ? {} : { onTensor: options.onTensor }) })
     return tensors.length
   }))
