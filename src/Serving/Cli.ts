@@ -46,7 +46,7 @@ const adapterCommand = Command.make("adapter", {
   ))
 
 const mergedCommand = Command.make("merged", {
-  base: Flag.String("base").pipe(Flag.withDescription("the base model GGUF (its tokenizer and chat template are kept)")),
+  base: Flag.String("base").pipe(Flag.withDescription("the base model: a GGUF file, or a Hugging Face folder (config.json, safetensors, tokenizer.json); its tokenizer and chat template are kept")),
   adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder")),
   out: Flag.String("out").pipe(Flag.withDescription("the merged model GGUF to write")),
   type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDefault("f16" as const), Flag.withDescription("tensor type of the 2-D weights"))
