@@ -11,6 +11,7 @@ import { assert, layer } from "@effect/vitest"
 import { NodeServices } from "@effect/platform-node"
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Layer } from "effect"
+import { afterAll } from "vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { LlamaModel as LlamaCppModel } from "node-llama-cpp"
@@ -33,6 +34,7 @@ import { exactContext, llamaCppDistributions, maxAbsDiff, ourDistributions, topK
 import { tempDir, tinyConfig, writePeft } from "./ServeFixtures.ts"
 
 const dir = tempDir("merged-hf")
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
 
 // ---------------------------------------------------------------------------------------------------------------
 // A Llama-3 style byte-level BPE, trained here
@@ -207,6 +209,9 @@ const corpus = [
   "numbers 0 1 22 333 4444 55555 3.14159 -42 +7 1,000,000 10-K 10-Q"
 ]
 
+/** the mixed corpus and every line of the finance corpus the byte-level tokenizer was trained on */
+const texts = [...corpus, ...financeCorpus.split("\n").filter((line) => line.length > 0)]
+
 const prompts = [
   "Context: AAPL closed at <PRICE> (<CHANGE>) after earnings.\nQuestion: Why did the stock rise?\nAnswer: ",
   "<SYMBOL> trades near its support with strong momentum; P/E 23.4x and rates at 5.25%."
@@ -254,10 +259,10 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
         assert.deepStrictEqual([cpp.bos, cpp.eos], [hf.bos, hf.eos])
         assert.isDefined(cpp.bos)
         let tokens = 0
-        for (const text of corpus) {
+        for (const text of texts) {
           const expected = hf.tokenize(text)
           assert.deepStrictEqual(cpp.tokenize(text, { special: true }), expected, JSON.stringify(text))
-          tokens += expected.length
+          if (corpus.includes(text)) tokens += expected.length
         }
         // not bytes: the merges are in use (the corpus has ~700 characters)
         assert.isBelow(tokens, 520)
@@ -316,6 +321,51 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
         adapted.dispose()
         ours.dispose()
         assert.strictEqual(tf.memory().numTensors, tensorsBefore)
+      }).pipe(Effect.scoped))
+  }
+
+  // the same vocabularies under the other pre-tokenization / normalization setups the converter supports
+  const variants = [
+    {
+      name: "GPT-2 ByteLevel regex (gpt-2)",
+      from: cases[0],
+      pre: "gpt-2",
+      edit: (json: Record<string, unknown>) => ({
+        ...json,
+        pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
+        model: { ...(json.model as object), ignore_merges: false }
+      })
+    },
+    {
+      name: "Llama-2 legacy normalizer (Prepend ▁ + Replace)",
+      from: cases[1],
+      pre: "default",
+      edit: (json: Record<string, unknown>) => ({
+        ...json,
+        normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "\u2581" }, json.normalizer] }
+      })
+    }
+  ] as const
+  for (const v of variants) {
+    it.effect(`tokenizer variant ${v.name}: llama.cpp tokenizes the merged GGUF as @huggingface/tokenizers does`, () =>
+      Effect.gen(function*() {
+        yield* setup()
+        const folder = path.join(dir, `variant-${v.pre}`)
+        fs.cpSync(v.from.folder, folder, { recursive: true })
+        const json = JSON.parse(fs.readFileSync(path.join(folder, "tokenizer.json"), "utf8")) as Record<string, unknown>
+        writeJson(path.join(folder, "tokenizer.json"), v.edit(json))
+        const out = path.join(dir, `variant-${v.pre}.gguf`)
+        yield* exportMerged({ base: folder, adapter: `${v.from.folder}-peft`, out, type: "f16" })
+        const header = yield* readGgufHeader(out)
+        assert.strictEqual(metaString(header, "tokenizer.ggml.pre"), v.pre)
+        const tokenizers = yield* Tokenizer
+        const cpp = yield* tokenizers.load(out)
+        const hf = yield* tokenizers.load(folder)
+        for (const text of texts) assert.deepStrictEqual(cpp.tokenize(text, { special: true }), hf.tokenize(text), JSON.stringify(text))
+        // the variant matters: the original folder's tokenizer splits some text differently
+        const original = yield* tokenizers.load(v.from.folder)
+        const differ = texts.filter((text) => JSON.stringify(original.tokenize(text)) !== JSON.stringify(hf.tokenize(text)))
+        assert.isAbove(differ.length, 0)
       }).pipe(Effect.scoped))
   }
 

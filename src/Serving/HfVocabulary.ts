@@ -9,7 +9,7 @@
  *   scores minus the rank of the first merge that builds it, which is the SentencePiece score order the HF merges
  *   were generated from. Added tokens inside the base vocabulary keep their added type (user-defined / control)
  *   instead of becoming normal, so placeholders stay one token.
- * - Byte-level BPE: the pre-tokenizer is recognised by its regex (llama.cpp hashes a tokenization instead, which needs
+ * - Byte-level BPE: the pre-tokenizer (llama-bpe, qwen2 or gpt-2) is recognised by its regex (llama.cpp hashes a tokenization instead, which needs
  *   Python transformers); an unknown regex is refused rather than tokenized with the wrong one.
  *
  * Everything explicit (add_bos/add_eos, add_space_prefix), so llama.cpp's per-type defaults never decide.
@@ -30,7 +30,7 @@ const knownPreTokenizers: ReadonlyArray<{ readonly pre: string; readonly regex: 
     regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
   },
   // what a ByteLevel pre-tokenizer with use_regex applies
-  { pre: "gpt2", regex: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+" }
+  { pre: "gpt-2", regex: "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+" }
 ]
 
 const AddedToken = Schema.Struct({
@@ -159,7 +159,7 @@ const byteLevelPre = (json: TokenizerJson, file: string): string => {
   })
   const others = steps.filter((s) => s.type !== "ByteLevel" && s.type !== "Split")
   if (others.length > 0) throw fileError(file, `unsupported pre-tokenizer ${JSON.stringify(others[0]!.type)}`, "pre_tokenizer")
-  if (byteLevel[0]!.use_regex !== false) regexes.push(knownPreTokenizers.find((k) => k.pre === "gpt2")!.regex)
+  if (byteLevel[0]!.use_regex !== false) regexes.push(knownPreTokenizers.find((k) => k.pre === "gpt-2")!.regex)
   if (regexes.length !== 1) throw fileError(file, `expected one split regex, found ${regexes.length}`, "pre_tokenizer")
   const known = knownPreTokenizers.find((k) => k.regex === regexes[0])
   if (known === undefined) {
