@@ -131,11 +131,24 @@ export const marketDataIn = (context: unknown): string | undefined => {
 
 const round = (x: number) => Math.round(x * 1000) / 1000
 
+// compiling a RegExp costs more than the rest of a classification: one per symbol, kept (bounded, since a
+// custom `findTickers` may return anything)
+const symbolPatterns = new Map<string, RegExp>()
+const symbolPattern = (symbol: string): RegExp => {
+  let pattern = symbolPatterns.get(symbol)
+  if (pattern === undefined) {
+    if (symbolPatterns.size >= 4096) symbolPatterns.clear()
+    pattern = new RegExp(`(?<![A-Za-z0-9])\\$?${symbol.replace(/[.^$*+?()[\]{}|\\]/g, "\\$&")}(?![A-Za-z0-9])`)
+    symbolPatterns.set(symbol, pattern)
+  }
+  return pattern
+}
+
 export const classify = (input: ClassifierInput, settings: ClassificationSettings): Classification => {
   const hits: Array<RuleHit> = []
   const tickers = settings.findTickers(input.query)
   // a symbol written out ("AAPL", "$AAPL") is unmistakable; a company alias alone ("apple") is weaker evidence
-  const bySymbol = tickers.filter((t) => new RegExp(`(?<![A-Za-z0-9])\\$?${t.replace(/[.^$*+?()[\]{}|\\]/g, "\\$&")}(?![A-Za-z0-9])`).test(input.query))
+  const bySymbol = tickers.filter((t) => symbolPattern(t).test(input.query))
   const byAlias = tickers.filter((t) => !bySymbol.includes(t))
   if (bySymbol.length > 0) hits.push({ rule: "ticker", weight: settings.tickerWeight, match: bySymbol.join(",") })
   if (byAlias.length > 0) hits.push({ rule: "company", weight: settings.companyWeight, match: byAlias.join(",") })

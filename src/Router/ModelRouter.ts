@@ -6,7 +6,7 @@
  * Every router owns its state (breakers, key cursors, metric registry, health fiber): two routers with
  * different configs live side by side in one process.
  */
-import { Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Option, Random, Schedule, Schema, Stream } from "effect"
+import { Clock, Context, Deferred, Effect, Exit, Layer, Option, Random, Schedule, Schema, Stream } from "effect"
 import { FetchHttpClient, HttpClient } from "effect/http"
 import { RagContext, renderRagContext } from "../Dataset/RagContext.ts"
 import { type BreakerSnapshot, CircuitBreaker, type Permit } from "./CircuitBreaker.ts"
@@ -155,8 +155,9 @@ const renderContext = (context: unknown): Effect.Effect<string, InvalidRouteRequ
 }
 
 const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
+  // streaming and health checks go through Effect's HttpClient; answers through plain `fetch` (see Providers.complete)
   const client = yield* HttpClient.HttpClient
-  const routerScope = yield* Effect.scope
+  const fetch = yield* FetchHttpClient.Fetch
   const metrics = new RouterMetrics(config.name)
   const providers = new Map<string, ProviderState>(config.providers.map((p) => [p.name, {
     config: p,
@@ -239,27 +240,20 @@ const makeRouter = Effect.fnUntraced(function*(config: RouterConfig) {
     const start = yield* Clock.currentTimeMillis
     const timeoutMs = Math.max(0, Math.min(p.attemptTimeoutMs ?? st.attemptTimeoutMs, st.deadlineAt - start))
     const key = l.keyIndex === undefined ? undefined : p.apiKeys[l.keyIndex]
-    // The call runs in the router's scope so that giving up on it (timeout, lost hedge, caller gone) only
-    // signals its interruption - which aborts the HTTP request - without waiting for the aborted request to
-    // wind down (a few ms in undici) before failing over. Closing the router interrupts any stragglers.
-    const call = yield* Effect.forkIn(Providers.complete(client, p, key, prompt), routerScope, { startImmediately: true })
-    const exit = yield* Fiber.await(call).pipe(
+    // Giving up on the call (timeout, lost hedge, caller gone) aborts its fetch and returns at once, without
+    // waiting for the aborted request to wind down, so a failover starts right after the timeout.
+    const exit = yield* Providers.complete(fetch, p, key, prompt).pipe(
       Effect.timeoutOrElse({
         duration: timeoutMs,
-        orElse: () =>
-          Effect.sync(() => {
-            call.interruptUnsafe()
-            return Exit.fail(new ProviderFailure({ provider: p.name, kind: "timeout", detail: `no answer within ${timeoutMs} ms` }))
-          })
+        orElse: () => Effect.fail(new ProviderFailure({ provider: p.name, kind: "timeout", detail: `no answer within ${timeoutMs} ms` }))
       }),
+      Effect.exit,
       Effect.onInterrupt(() =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          call.interruptUnsafe()
-          return Effect.andThen(
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.andThen(
             settle(l, "interrupted", now),
             record(st, { provider: p.name, ...keyLabel(l.keyIndex), outcome: "interrupted", durationMs: now - start }, p.name)
-          )
-        })
+          ))
       )
     )
     const end = yield* Clock.currentTimeMillis

@@ -121,20 +121,23 @@ const transportFailure = (provider: string) => (e: HttpClientError.HttpClientErr
     detail: truncate(e.reason.message || e.message, 300)
   })
 
-/** Turns a non-2xx response into a ProviderFailure (reading a bounded part of its body for the detail). */
+/** A non-2xx reply as a ProviderFailure (`body` gives the detail). */
+const failureOfStatus = (provider: string, status: number, retryAfter: string | undefined, body: string) => {
+  const retryAfterMs = parseRetryAfter(retryAfter, Date.now())
+  return new ProviderFailure({
+    provider,
+    kind: kindOfStatus(status),
+    status,
+    ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+    detail: truncate(body.trim() || `HTTP ${status}`, 300)
+  })
+}
+
+/** Turns a non-2xx `HttpClient` response into a ProviderFailure (reading its body for the detail). */
 const statusFailure = (provider: string, response: HttpClientResponse.HttpClientResponse) =>
   response.text.pipe(
     Effect.orElseSucceed(() => ""),
-    Effect.map((body) => {
-      const retryAfterMs = parseRetryAfter(response.headers["retry-after"], Date.now())
-      return new ProviderFailure({
-        provider,
-        kind: kindOfStatus(response.status),
-        status: response.status,
-        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-        detail: truncate(body.trim() || `HTTP ${response.status}`, 300)
-      })
-    })
+    Effect.map((body) => failureOfStatus(provider, response.status, response.headers["retry-after"], body))
   )
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -184,17 +187,29 @@ const ollamaBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) 
   }
 })
 
-/** The HTTP request for one call (`key` is the API key for this attempt, if the provider uses keys). */
-export const buildRequest = (
+/** One HTTP call as plain data: what `complete` hands to `fetch` and `stream` to Effect's `HttpClient`. */
+export interface ProviderCall {
+  readonly url: string
+  readonly headers: Readonly<Record<string, string>>
+  /** the JSON body, already serialized */
+  readonly body: string
+}
+
+const json = { "content-type": "application/json" }
+
+/** The HTTP call for one attempt (`key` is the API key for this attempt, if the provider uses keys). */
+export const buildCall = (
   p: ProviderConfig,
   key: Redacted.Redacted<string> | undefined,
   prompt: ProviderPrompt,
   stream: boolean
-): HttpClientRequest.HttpClientRequest => {
+): ProviderCall => {
   switch (p.kind) {
     case "local-infer":
-      return HttpClientRequest.post(`${p.baseUrl}/infer`).pipe(
-        HttpClientRequest.bodyJsonUnsafe({
+      return {
+        url: `${p.baseUrl}/infer`,
+        headers: json,
+        body: JSON.stringify({
           question: prompt.question,
           context: prompt.context,
           max_length: prompt.maxTokens ?? p.maxTokens,
@@ -202,75 +217,118 @@ export const buildRequest = (
           ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
           ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
         })
-      )
-    case "openai": {
-      const request = HttpClientRequest.post(`${p.baseUrl}/chat/completions`).pipe(
-        HttpClientRequest.bodyJsonUnsafe(openAiBody(p, prompt, stream))
-      )
-      return key === undefined ? request : HttpClientRequest.bearerToken(request, key)
-    }
+      }
+    case "openai":
+      return {
+        url: `${p.baseUrl}/chat/completions`,
+        headers: key === undefined ? json : { ...json, authorization: `Bearer ${Redacted.value(key)}` },
+        body: JSON.stringify(openAiBody(p, prompt, stream))
+      }
     case "gemini": {
-      const method = stream ? "streamGenerateContent" : "generateContent"
-      const request = HttpClientRequest.post(`${p.baseUrl}/models/${encodeURIComponent(p.model)}:${method}`).pipe(
-        HttpClientRequest.bodyJsonUnsafe(geminiBody(p, prompt)),
-        stream ? HttpClientRequest.setUrlParam("alt", "sse") : (r) => r
-      )
-      return key === undefined ? request : HttpClientRequest.setHeader(request, "x-goog-api-key", Redacted.value(key))
+      const method = stream ? "streamGenerateContent?alt=sse" : "generateContent"
+      return {
+        url: `${p.baseUrl}/models/${encodeURIComponent(p.model)}:${method}`,
+        headers: key === undefined ? json : { ...json, "x-goog-api-key": Redacted.value(key) },
+        body: JSON.stringify(geminiBody(p, prompt))
+      }
     }
     case "ollama":
-      return HttpClientRequest.post(`${p.baseUrl}/api/generate`).pipe(
-        HttpClientRequest.bodyJsonUnsafe(ollamaBody(p, prompt, stream))
-      )
+      return { url: `${p.baseUrl}/api/generate`, headers: json, body: JSON.stringify(ollamaBody(p, prompt, stream)) }
   }
+}
+
+/** The same call as an Effect `HttpClientRequest` (the streaming path reads its body as an Effect `Stream`). */
+export const buildRequest = (
+  p: ProviderConfig,
+  key: Redacted.Redacted<string> | undefined,
+  prompt: ProviderPrompt,
+  stream: boolean
+): HttpClientRequest.HttpClientRequest => {
+  const call = buildCall(p, key, prompt, stream)
+  return HttpClientRequest.post(call.url).pipe(
+    HttpClientRequest.setHeaders(call.headers),
+    HttpClientRequest.bodyText(call.body, "application/json")
+  )
 }
 
 const geminiText = (reply: typeof GeminiReply.Type) =>
   reply.candidates[0].content.parts.map((part) => part.text ?? "").join("")
 
-/** One non-streaming call. */
+/** The `fetch` a router calls providers with (the platform's by default: undici's keep-alive pool in Node). */
+export type Fetch = (input: string, init: RequestInit) => Promise<Response>
+
+/** What a transport error says, with its cause's code (`fetch failed (ECONNREFUSED)`). */
+const describeFetchError = (e: unknown): string => {
+  if (!(e instanceof Error)) return String(e)
+  const cause = e.cause as { code?: unknown; message?: unknown } | undefined
+  const code = typeof cause?.code === "string" ? cause.code : typeof cause?.message === "string" ? cause.message : undefined
+  return code === undefined || e.message.includes(code) ? e.message : `${e.message} (${code})`
+}
+
+const fromReply = (p: ProviderConfig, body: string): Result.Result<Completion, ProviderFailure> => {
+  switch (p.kind) {
+    case "local-infer":
+      return Result.map(decodeInfer(p.name, body), (r) => ({
+        text: r.answer,
+        ...(r.confidence !== undefined ? { confidence: r.confidence } : {}),
+        ...(r.model_version !== undefined ? { modelVersion: r.model_version } : {}),
+        ...usage(r.metadata?.prompt_tokens, r.metadata?.completion_tokens)
+      }))
+    case "openai":
+      return Result.map(decodeOpenAi(p.name, body), (r) => ({
+        text: r.choices[0].message.content ?? "",
+        ...(r.model !== undefined ? { modelVersion: r.model } : {}),
+        ...usage(r.usage?.prompt_tokens, r.usage?.completion_tokens)
+      }))
+    case "gemini":
+      return Result.map(decodeGemini(p.name, body), (r) => ({
+        text: geminiText(r),
+        ...(r.modelVersion !== undefined ? { modelVersion: r.modelVersion } : {}),
+        ...usage(r.usageMetadata?.promptTokenCount, r.usageMetadata?.candidatesTokenCount)
+      }))
+    case "ollama":
+      return Result.map(decodeOllama(p.name, body), (r) => ({
+        text: r.response,
+        ...(r.model !== undefined ? { modelVersion: r.model } : {}),
+        ...usage(r.prompt_eval_count, r.eval_count)
+      }))
+  }
+}
+
+/**
+ * One non-streaming call, straight through `fetch`: the request path a latency-sensitive router wants
+ * (no client middleware, spans or response wrappers per request; the Router's own span covers the call).
+ * Interrupting it aborts the request at once, without waiting for the connection to wind down.
+ */
 export const complete = (
-  client: HttpClient.HttpClient,
+  fetch: Fetch,
   p: ProviderConfig,
   key: Redacted.Redacted<string> | undefined,
   prompt: ProviderPrompt
-): Effect.Effect<Completion, ProviderFailure> =>
-  client.execute(buildRequest(p, key, prompt, false)).pipe(
-    Effect.mapError(transportFailure(p.name)),
-    Effect.flatMap((response) =>
-      response.status >= 300
-        ? Effect.flatMap(statusFailure(p.name, response), Effect.fail)
-        : Effect.mapError(response.text, transportFailure(p.name))
-    ),
-    Effect.flatMap((body): Effect.Effect<Completion, ProviderFailure> => {
-      switch (p.kind) {
-        case "local-infer":
-          return Effect.fromResult(Result.map(decodeInfer(p.name, body), (r) => ({
-            text: r.answer,
-            ...(r.confidence !== undefined ? { confidence: r.confidence } : {}),
-            ...(r.model_version !== undefined ? { modelVersion: r.model_version } : {}),
-            ...usage(r.metadata?.prompt_tokens, r.metadata?.completion_tokens)
-          })))
-        case "openai":
-          return Effect.fromResult(Result.map(decodeOpenAi(p.name, body), (r) => ({
-            text: r.choices[0].message.content ?? "",
-            ...(r.model !== undefined ? { modelVersion: r.model } : {}),
-            ...usage(r.usage?.prompt_tokens, r.usage?.completion_tokens)
-          })))
-        case "gemini":
-          return Effect.fromResult(Result.map(decodeGemini(p.name, body), (r) => ({
-            text: geminiText(r),
-            ...(r.modelVersion !== undefined ? { modelVersion: r.modelVersion } : {}),
-            ...usage(r.usageMetadata?.promptTokenCount, r.usageMetadata?.candidatesTokenCount)
-          })))
-        case "ollama":
-          return Effect.fromResult(Result.map(decodeOllama(p.name, body), (r) => ({
-            text: r.response,
-            ...(r.model !== undefined ? { modelVersion: r.model } : {}),
-            ...usage(r.prompt_eval_count, r.eval_count)
-          })))
-      }
-    })
+): Effect.Effect<Completion, ProviderFailure> => {
+  const call = buildCall(p, key, prompt, false)
+  return Effect.flatMap(
+    Effect.tryPromise({
+      try: async (signal) => {
+        const response = await fetch(call.url, { method: "POST", headers: call.headers, body: call.body, signal })
+        const stage = { response, body: "" }
+        try {
+          stage.body = await response.text()
+        } catch (e) {
+          // headers came but the body broke off: a lost connection, whatever the status said
+          throw new ProviderFailure({ provider: p.name, kind: "connection", detail: `response body broke off: ${truncate(describeFetchError(e), 200)}` })
+        }
+        return stage
+      },
+      catch: (e) =>
+        e instanceof ProviderFailure ? e : new ProviderFailure({ provider: p.name, kind: "connection", detail: truncate(describeFetchError(e), 300) })
+    }),
+    ({ response, body }) => {
+      if (response.status < 300) return Effect.fromResult(fromReply(p, body))
+      return Effect.fail(failureOfStatus(p.name, response.status, response.headers.get("retry-after") ?? undefined, body))
+    }
   )
+}
 
 const sseData = (provider: string) => (self: Stream.Stream<Uint8Array, ProviderFailure>) =>
   self.pipe(

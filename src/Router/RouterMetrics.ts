@@ -3,7 +3,7 @@
  * `MetricRegistry` (so two routers in one process never mix their counts) and renders them in the
  * Prometheus text format with `PrometheusMetrics.format`.
  */
-import { Effect, Metric } from "effect"
+import { Context, Effect, Metric } from "effect"
 import { PrometheusMetrics } from "effect/observability"
 import type { BreakerState } from "./CircuitBreaker.ts"
 
@@ -32,45 +32,52 @@ const stateValue: Record<BreakerState, number> = { closed: 0, half_open: 1, open
 export class RouterMetrics {
   readonly registry: Metric.MetricRegistry = new Map()
   private readonly routerName: string
+  // the context every update runs against: only this router's registry
+  private readonly context: Context.Context<never>
   constructor(routerName: string) {
     this.routerName = routerName
+    this.context = Context.make(Metric.MetricRegistry, this.registry) as Context.Context<never>
   }
 
-  // attributed metrics are built once per label set: this runs on every attempt of every request
-  private readonly attributed = new Map<string, { readonly count: Metric.Counter<number>; readonly latency: Metric.Histogram<number> }>()
+  // Attributed metrics are built once per label set and updated in place: this runs on every request, and
+  // building them (or providing the registry as a service) per update cost more than the update itself.
+  private readonly attributed = new Map<string, Metric.Metric<number, unknown>>()
 
-  private run(effect: Effect.Effect<void>): Effect.Effect<void> {
-    return Effect.provideService(effect, Metric.MetricRegistry, this.registry)
+  private metric(base: Metric.Metric<number, unknown>, attributes: Readonly<Record<string, string>>): Metric.Metric<number, unknown> {
+    const key = `${base.id}\u0000${Object.values(attributes).join("\u0000")}`
+    let m = this.attributed.get(key)
+    if (m === undefined) {
+      m = Metric.withAttributes(base, { router: this.routerName, ...attributes })
+      this.attributed.set(key, m)
+    }
+    return m
+  }
+
+  private update(base: Metric.Metric<number, unknown>, attributes: Readonly<Record<string, string>>, value: number): void {
+    this.metric(base, attributes).updateUnsafe(value, this.context)
   }
 
   attempt(provider: string, outcome: string, durationMs: number): Effect.Effect<void> {
-    const key = `${provider}\u0000${outcome}`
-    let m = this.attributed.get(key)
-    if (m === undefined) {
-      const attributes = { router: this.routerName, provider }
-      m = {
-        count: Metric.withAttributes(requests, { ...attributes, outcome }),
-        latency: Metric.withAttributes(latency, attributes)
-      }
-      this.attributed.set(key, m)
-    }
-    return this.run(Effect.andThen(Metric.update(m.count, 1), Metric.update(m.latency, durationMs)))
+    return Effect.sync(() => {
+      this.update(requests, { provider, outcome }, 1)
+      this.update(latency, { provider }, durationMs)
+    })
   }
 
   breaker(breaker: string, state: BreakerState): Effect.Effect<void> {
-    return this.run(Metric.update(Metric.withAttributes(breakerState, { router: this.routerName, breaker }), stateValue[state]))
+    return Effect.sync(() => this.update(breakerState, { breaker }, stateValue[state]))
   }
 
   fallback(from: string, to: string): Effect.Effect<void> {
-    return this.run(Metric.update(Metric.withAttributes(fallbacks, { router: this.routerName, from, to }), 1))
+    return Effect.sync(() => this.update(fallbacks, { from, to }, 1))
   }
 
   request(outcome: "answered" | "unavailable" | "invalid"): Effect.Effect<void> {
-    return this.run(Metric.update(Metric.withAttributes(routed, { router: this.routerName, outcome }), 1))
+    return Effect.sync(() => this.update(routed, { outcome }, 1))
   }
 
   health(provider: string, up: boolean): Effect.Effect<void> {
-    return this.run(Metric.update(Metric.withAttributes(health, { router: this.routerName, provider }), up ? 1 : 0))
+    return Effect.sync(() => this.update(health, { provider }, up ? 1 : 0))
   }
 
   /** Prometheus exposition text of this router's metrics. */
