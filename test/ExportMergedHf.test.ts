@@ -337,6 +337,35 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
       })
     },
     {
+      name: "Qwen2 split regex (qwen2)",
+      from: cases[0],
+      pre: "qwen2",
+      edit: (json: Record<string, unknown>) => ({
+        ...json,
+        pre_tokenizer: {
+          type: "Sequence",
+          pretokenizers: [
+            { type: "Split", pattern: { Regex: llama3Regex.replace("\\p{N}{1,3}", "\\p{N}") }, behavior: "Isolated", invert: false },
+            { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false }
+          ]
+        }
+      })
+    },
+    {
+      name: "Metaspace pre-tokenizer (prepend_scheme always)",
+      from: cases[1],
+      pre: "default",
+      // llama.cpp always puts "▁" first, also after each added token; HF's Metaspace only before a segment that does
+      // not start with a space: they agree on text that neither starts with a space nor holds added tokens (a known
+      // llama.cpp limitation, documented in HfVocabulary.ts)
+      plainTextOnly: true,
+      edit: (json: Record<string, unknown>) => ({
+        ...json,
+        normalizer: null,
+        pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "always", split: false }
+      })
+    },
+    {
       name: "Llama-2 legacy normalizer (Prepend ▁ + Replace)",
       from: cases[1],
       pre: "default",
@@ -350,18 +379,20 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
     it.effect(`tokenizer variant ${v.name}: llama.cpp tokenizes the merged GGUF as @huggingface/tokenizers does`, () =>
       Effect.gen(function*() {
         yield* setup()
-        const folder = path.join(dir, `variant-${v.pre}`)
+        const folder = path.join(dir, `variant-${variants.indexOf(v)}`)
         fs.cpSync(v.from.folder, folder, { recursive: true })
         const json = JSON.parse(fs.readFileSync(path.join(folder, "tokenizer.json"), "utf8")) as Record<string, unknown>
         writeJson(path.join(folder, "tokenizer.json"), v.edit(json))
-        const out = path.join(dir, `variant-${v.pre}.gguf`)
+        const out = `${folder}.gguf`
         yield* exportMerged({ base: folder, adapter: `${v.from.folder}-peft`, out, type: "f16" })
         const header = yield* readGgufHeader(out)
         assert.strictEqual(metaString(header, "tokenizer.ggml.pre"), v.pre)
         const tokenizers = yield* Tokenizer
         const cpp = yield* tokenizers.load(out)
         const hf = yield* tokenizers.load(folder)
-        for (const text of texts) assert.deepStrictEqual(cpp.tokenize(text, { special: true }), hf.tokenize(text), JSON.stringify(text))
+        const compared = "plainTextOnly" in v ? texts.filter((text) => !/<[A-Z|]/.test(text) && !/^\s/.test(text)) : texts
+        assert.isAbove(compared.length, 20)
+        for (const text of compared) assert.deepStrictEqual(cpp.tokenize(text, { special: true }), hf.tokenize(text), JSON.stringify(text))
         // the variant matters: the original folder's tokenizer splits some text differently
         const original = yield* tokenizers.load(v.from.folder)
         const differ = texts.filter((text) => JSON.stringify(original.tokenize(text)) !== JSON.stringify(hf.tokenize(text)))

@@ -13,6 +13,11 @@
  *   Python transformers); an unknown regex is refused rather than tokenized with the wrong one.
  *
  * Everything explicit (add_bos/add_eos, add_space_prefix), so llama.cpp's per-type defaults never decide.
+ *
+ * Known limit (llama.cpp's, not fixable in metadata): its SentencePiece tokenizer always puts the "▁" prefix first,
+ * and again after every added token, as SentencePiece and HF's `Prepend` normalizer (Llama 2, Mistral, TinyLlama)
+ * do; HF's `Metaspace` pre-tokenizer (legacy = false conversions) skips it before text that starts with a space, and
+ * with `prepend_scheme: "first"` after added tokens, so there the two differ on such text.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
 import { TokenType } from "../Training/FinanceVocabulary.ts"
