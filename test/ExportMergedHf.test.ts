@@ -453,7 +453,9 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
       assert.throws(() => ggufVocabularyFromHf({ tokenizer: unigram, tokenizerConfig: {}, modelConfig: {}, paths }, 4), /t\.json: model\.type: unsupported tokenizer model "Unigram"/)
       const splitting = { model: { type: "BPE", byte_fallback: true, vocab: { a: 0 } }, pre_tokenizer: { type: "Metaspace", replacement: "\u2581", split: true } }
       assert.throws(() => ggufVocabularyFromHf({ tokenizer: splitting, tokenizerConfig: {}, modelConfig: {}, paths }, 4), /pre_tokenizer\.split/)
-      const tooBig = { model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 9 } } }
+      const unescaped = { model: { type: "BPE", byte_fallback: true, vocab: { a: 0 } }, normalizer: null, pre_tokenizer: null }
+      assert.throws(() => ggufVocabularyFromHf({ tokenizer: unescaped, tokenizerConfig: {}, modelConfig: {}, paths }, 4), /t\.json: normalizer: .*turn spaces into "▁"/)
+      const tooBig = { model: { type: "BPE", byte_fallback: true, vocab: { a: 0, b: 9 } }, pre_tokenizer: { type: "Metaspace", replacement: "\u2581" } }
       assert.throws(() => ggufVocabularyFromHf({ tokenizer: tooBig, tokenizerConfig: {}, modelConfig: {}, paths }, 4), /outside the model's 4 embedding rows/)
     }))
 })

@@ -272,12 +272,26 @@ const mergedFromGguf = Effect.fn("Export.mergedFromGguf")(function*(
   return { metadata, tensors } satisfies MergedPlan
 })
 
-/** The safetensors handle holding each weight of an HF folder (the shard index's map, else every file's header). */
-const openHfWeights = Effect.fn("Export.openHfWeights")(function*(folder: string, names: ReadonlyArray<string>) {
+const decodeShardIndex = Schema.decodeUnknownEffect(Schema.fromJsonString(Schema.Struct({ weight_map: Schema.Record(Schema.String, Schema.String) })))
+
+/** The weight files of an HF folder: the shard index's files, else every *.safetensors but an adapter's. */
+const hfWeightFiles = Effect.fn("Export.hfWeightFiles")(function*(folder: string) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
+  const indexPath = path.join(folder, "model.safetensors.index.json")
+  if (yield* fs.exists(indexPath).pipe(Effect.orElseSucceed(() => false))) {
+    const text = yield* fs.readFileString(indexPath).pipe(Effect.mapError(toFileError(indexPath)))
+    const index = yield* decodeShardIndex(text).pipe(Effect.mapError((e) => fileError(indexPath, e.message)))
+    return [...new Set(Object.values(index.weight_map))].sort()
+  }
   const entries = yield* fs.readDirectory(folder).pipe(Effect.mapError(toFileError(folder)))
-  const files = entries.filter((f) => f.endsWith(".safetensors") && !f.startsWith("adapter_")).sort()
+  return entries.filter((f) => f.endsWith(".safetensors") && !f.startsWith("adapter_")).sort()
+})
+
+/** The safetensors handle holding each named weight of an HF folder (open for the scope). */
+const openHfWeights = Effect.fn("Export.openHfWeights")(function*(folder: string, names: ReadonlyArray<string>) {
+  const path = yield* Path.Path
+  const files = yield* hfWeightFiles(folder)
   const handles = new Map<string, SafetensorsFile>()
   for (const f of files) {
     const handle = yield* openSafetensors(path.join(folder, f))

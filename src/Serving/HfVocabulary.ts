@@ -129,9 +129,10 @@ const space = "\u2581"
 /** SentencePiece-derived BPE: llama.cpp's "llama" tokenizer adds the "▁" prefix itself and replaces spaces. */
 const spmSpacePrefix = (json: TokenizerJson, file: string): boolean => {
   let prefix = false
+  let escapesSpaces = false
   for (const n of flatten(json.normalizer, "normalizers")) {
     if (n.type === "Prepend" && n.prepend === space) prefix = true
-    else if (n.type === "Replace" && stringPattern(n) === " " && n.content === space) continue
+    else if (n.type === "Replace" && stringPattern(n) === " " && n.content === space) escapesSpaces = true
     else throw fileError(file, `unsupported normalizer ${JSON.stringify(n.type)} for a SentencePiece-style tokenizer (supported: Prepend "▁", Replace " " -> "▁")`, "normalizer")
   }
   for (const p of flatten(json.pre_tokenizer, "pretokenizers")) {
@@ -141,6 +142,11 @@ const spmSpacePrefix = (json: TokenizerJson, file: string): boolean => {
     if (p.split === true) throw fileError(file, "a Metaspace pre-tokenizer that splits on spaces has no llama.cpp equivalent", "pre_tokenizer.split")
     const scheme = typeof p.prepend_scheme === "string" ? p.prepend_scheme : p.add_prefix_space === false ? "never" : "always"
     if (scheme !== "never") prefix = true
+    escapesSpaces = true
+  }
+  // llama.cpp's SentencePiece tokenizer always writes spaces as "▁"
+  if (!escapesSpaces) {
+    throw fileError(file, "a SentencePiece-style tokenizer must turn spaces into \"▁\" (a Replace normalizer or a Metaspace pre-tokenizer), as llama.cpp's does", "normalizer")
   }
   return prefix
 }
