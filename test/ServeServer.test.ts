@@ -349,6 +349,82 @@ describe("load and cancellation", () => {
   })
 })
 
+describe("a busy server: one slot, a model wide enough to keep it busy for seconds", () => {
+  let busy: Server | undefined
+  const wide = path.join(dir, "wide.gguf")
+  // greedy "Hold" on this model runs to max_tokens (no end-of-text), a few seconds of work on one thread
+  const holderBody = { prompt: "Hold", max_tokens: 2000, temperature: 0 }
+  const tokensTotal = () => metric(busy!.url, "inference_generated_tokens_total{model=\"wide\"}").then((n) => n ?? 0)
+  const requests = async (route: string, status: number) => {
+    const text = await (await fetch(`${busy!.url}/metrics`)).text()
+    const line = text.split("\n").find((l) => l.startsWith(`http_requests_total{route="${route}",status="${status}"}`))
+    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+  }
+
+  beforeAll(async () => {
+    await writeBase(wide, { ...tinyConfig, hiddenSize: 512, intermediateSize: 1024, numLayers: 4, numHeads: 8, numKvHeads: 4, headDim: 64 })
+    busy = await launchServer({ port: 0, engine: { base: wide, parallel: 1, queueSize: 2, threads: 1 } })
+  })
+  afterAll(async () => {
+    await busy?.close()
+  })
+
+  /** A streamed generation that holds the one slot until aborted; `ended` says whether its stream finished. */
+  const startHolder = async () => {
+    const controller = new AbortController()
+    const response = await post(`${busy!.url}/v1/completions`, { ...holderBody, stream: true }, { signal: controller.signal })
+    const reader = response.body!.getReader()
+    await reader.read()
+    const state = { ended: false }
+    const drained = (async () => {
+      while (!(await reader.read()).done) { /* keep reading */ }
+      state.ended = true
+    })().catch(() => {})
+    return { state, stop: async () => { controller.abort(); await drained } }
+  }
+
+  it("a request that gives up while queued leaves the queue, and never runs", async () => {
+    const url = busy!.url
+    const tokensBefore = await tokensTotal()
+    const holder = await startHolder()
+    await waitFor(async () => (await metric(url, "inference_active_generations")) === 1, "the slot to be busy")
+    const waiting = new AbortController()
+    const queued = post(`${url}/infer`, { question: "queued?", max_length: 160 }, { signal: waiting.signal }).then(() => "answered", () => "aborted")
+    await waitFor(async () => (await metric(url, "inference_queue_depth")) === 1, "the request to queue")
+    waiting.abort()
+    expect(await queued).toBe("aborted")
+    await waitFor(async () => (await metric(url, "inference_queue_depth")) === 0, "the queue to empty")
+    // the place was given up while the holder still has the slot, not when the slot came free
+    expect(await metric(url, "inference_active_generations")).toBe(1)
+    expect(holder.state.ended).toBe(false)
+    await waitFor(async () => (await requests("/infer", 499)) === 1, "the queued request to be counted as closed by the client")
+    await holder.stop()
+    await waitFor(async () => (await metric(url, "inference_active_generations")) === 0, "the slot to be freed")
+    const third = await post(`${url}/infer`, { question: "after", max_length: 160 })
+    expect(third.status).toBe(200)
+    const answer = await json<Api.InferResponse>(third)
+    // only the third request generated: neither the aborted holder nor the request that left the queue
+    expect(await tokensTotal() - tokensBefore).toBe(answer.metadata.completion_tokens)
+  })
+
+  it("a client that disconnects mid-generation (not streamed) frees the slot and the generation is not completed", async () => {
+    const url = busy!.url
+    const tokensBefore = await tokensTotal()
+    const closedBefore = await requests("/v1/completions", 499)
+    const controller = new AbortController()
+    const request = post(`${url}/v1/completions`, holderBody, { signal: controller.signal }).then(() => "answered", () => "aborted")
+    await waitFor(async () => (await metric(url, "inference_active_generations")) === 1, "the generation to start")
+    controller.abort()
+    expect(await request).toBe("aborted")
+    await waitFor(async () => (await metric(url, "inference_active_generations")) === 0, "the slot to be freed")
+    expect(await tokensTotal()).toBe(tokensBefore)
+    expect(await requests("/v1/completions", 499)).toBe(closedBefore + 1)
+    const next = await post(`${url}/v1/completions`, { prompt: "Again", max_tokens: 4, temperature: 0 })
+    expect(next.status).toBe(200)
+    expect((await json<Api.Completion>(next)).usage!.completion_tokens).toBeGreaterThan(0)
+  })
+})
+
 describe("a guarded server: loading, auth, timeouts", () => {
   let guarded: Server | undefined
   const gate = Effect.runSync(Deferred.make<void>())

@@ -434,6 +434,10 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
         ? Effect.fail(failure(401, "missing or wrong bearer token", "authentication_error", { code: "invalid_api_key" }))
         : route.handle
     const response = yield* handled.pipe(
+      // Effect's HTTP server runs the whole request uninterruptibly (HttpEffect.toHandled) and leaves it to the
+      // router to open the handler up, as HttpRouter does; without this a client that disconnects while its
+      // request waits for a slot is only noticed when the slot comes free, and the request then runs anyway
+      Effect.interruptible,
       Effect.catchTag("ApiFailure", (f) => Effect.succeed(failureResponse(f))),
       // a defect is logged with its cause; the client only learns that it happened
       Effect.catchCause((cause) =>
