@@ -89,7 +89,11 @@ const ingestFlags = {
     Flag.withDescription("keep unknown top-level fields (written after the canonical ones); default: drop and count them"),
     Flag.withDefault(false)
   ),
-  maxLineBytes: Flag.Int("max-line-bytes").pipe(Flag.withDescription("reject lines longer than this"), Flag.withDefault(1024 * 1024))
+  maxLineBytes: Flag.Int("max-line-bytes").pipe(Flag.withDescription("reject lines longer than this"), Flag.withDefault(1024 * 1024)),
+  workers: Flag.Int("workers").pipe(
+    Flag.withDescription("worker threads for parsing and normalization on large inputs (default: one per core beyond the first, at most 3; 0: main thread only); outputs are the same for any number"),
+    Flag.optional
+  )
 }
 
 const parseRules = (spec: string) => {
@@ -150,7 +154,7 @@ const validate = Command.make("validate", {
     const onReject = (r: Reject) =>
       printed++ < f.maxErrors ? Console.error(`${name}:${r.line}: ${r.field}: ${r.reason} [${r.code}]`) : Effect.void
     const summary = yield* runIngest(f.input, {
-      strict: f.strict, rules, keepExtra: f.keepExtra, maxLineBytes: f.maxLineBytes, onReject,
+      strict: f.strict, rules, keepExtra: f.keepExtra, maxLineBytes: f.maxLineBytes, ...(Option.isSome(f.workers) ? { workers: f.workers.value } : {}), onReject,
       ...(Option.isSome(f.maxRejectRate) ? { maxRejectRate: f.maxRejectRate.value } : {})
     }, "validate")
     yield* printSummary(summary)
@@ -191,7 +195,7 @@ const split = Command.make("split", {
     const rules = yield* parseRules(f.rules)
     const summary = yield* runIngest(f.input, {
       outDir: f.outDir, seed: f.seed, testRatio: f.testRatio, groupByTicker: f.groupByTicker,
-      strict: f.strict, rules, keepExtra: f.keepExtra, maxLineBytes: f.maxLineBytes,
+      strict: f.strict, rules, keepExtra: f.keepExtra, maxLineBytes: f.maxLineBytes, ...(Option.isSome(f.workers) ? { workers: f.workers.value } : {}),
       ...(Option.isSome(f.maxRejectRate) ? { maxRejectRate: f.maxRejectRate.value } : {})
     }, "split")
     yield* printSummary(summary)

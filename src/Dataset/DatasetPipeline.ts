@@ -13,7 +13,9 @@ import { Context, Effect, FileSystem, Layer, Path, Schema, Stream } from "effect
 import { createReadStream } from "node:fs"
 import { createGunzip } from "node:zlib"
 import { DatasetInputError, DatasetOutputError, RejectRateExceeded, StrictModeViolation } from "./Errors.ts"
-import { IngestProcessor, type IngestConfig, type Reject } from "./Ingest.ts"
+import { analyzeBatch, type BatchAnalysis } from "./Analyze.ts"
+import { fullDecoder, IngestProcessor, type IngestConfig, type PreparedBatch, type Reject } from "./Ingest.ts"
+import { defaultIngestWorkers, IngestWorkers } from "./IngestWorkers.ts"
 import { LineSplitter, type RawLine } from "./LineSplitter.ts"
 import { defaultRuleConfig, type RuleConfig } from "./Rules.ts"
 
@@ -37,6 +39,13 @@ export interface PipelineOptions {
   readonly rejectTextChars?: number
   /** called for every rejected line, in order */
   readonly onReject?: (reject: Reject) => Effect.Effect<void>
+  /**
+   * worker threads for parsing, validation and normalization (default: one per core beyond the first, at
+   * most 3); 0 does everything on the main thread. Outputs are byte-identical for any number.
+   */
+  readonly workers?: number
+  /** workers start only once this many lines have been read, so small inputs never pay for them (default 20,000) */
+  readonly workersAfterLines?: number
   /** called once per processed batch (the CLI throttles it into a progress line) */
   readonly onProgress?: (counts: { readonly linesRead: number; readonly bytesRead: number }) => Effect.Effect<void>
 }
@@ -132,15 +141,28 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
           }
           return scratch.subarray(0, scratch.write(text))
         }
-        const write = (file: FileSystem.File | undefined, name: string | undefined, text: string) =>
-          text === "" || file === undefined ? Effect.void : Effect.suspend(() => file.writeAll(encode(text))).pipe(Effect.mapError(outError(name ?? "")))
+        const write = (file: FileSystem.File | undefined, name: string | undefined, data: string | Uint8Array) =>
+          data.length === 0 || file === undefined
+            ? Effect.void
+            : Effect.suspend(() => file.writeAll(typeof data === "string" ? encode(data) : data)).pipe(Effect.mapError(outError(name ?? "")))
 
         const splitter = new LineSplitter(options.maxLineBytes ?? 1024 * 1024)
         const processor = new IngestProcessor(config, options.strict ?? false)
+        const workerCount = options.workers ?? defaultIngestWorkers()
+        const workersAfter = options.workersAfterLines ?? 20_000
+        let pool: IngestWorkers | undefined
+        const startPool = Effect.acquireRelease(
+          Effect.sync(() => new IngestWorkers(workerCount, config)),
+          (p) => Effect.promise(() => p.close())
+        )
         let bytesRead = 0
-        const handle = (lines: ReadonlyArray<RawLine>) =>
+        let linesSeen = 0
+        // batches in input order: analyzed here at once, or by a worker later (committed when it is back)
+        const pending: Array<{ readonly batch: PreparedBatch; analysis: BatchAnalysis | undefined; readonly promise?: Promise<BatchAnalysis> }> = []
+        const maxPending = 2 + 4 * workerCount
+        const commit = (batch: PreparedBatch, analysis: BatchAnalysis) =>
           Effect.gen(function*() {
-            const out = processor.process(lines)
+            const out = processor.commit(batch, analysis)
             yield* write(files?.train, outputs?.train, out.train)
             yield* write(files?.test, outputs?.test, out.test)
             yield* write(files?.rejects, outputs?.rejects, out.rejects)
@@ -150,6 +172,41 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
               return yield* new StrictModeViolation({ file: input === "-" ? "<stdin>" : input, line: r.line, field: r.field, reason: r.reason })
             }
             if (options.onProgress) yield* options.onProgress({ linesRead: processor.counts.linesRead, bytesRead })
+          })
+        /** commits the batches at the head that are analyzed; waits for the head when too many are out (or at the end) */
+        const drain = (all: boolean) =>
+          Effect.gen(function*() {
+            while (pending.length > 0) {
+              const head = pending[0]!
+              if (head.analysis === undefined) {
+                if (!all && pending.length <= maxPending) return
+                head.analysis = yield* Effect.tryPromise({
+                  try: () => head.promise!,
+                  catch: (e) => new DatasetInputError({ file: input, detail: `ingest worker failed: ${e instanceof Error ? e.message : String(e)}` })
+                })
+              }
+              pending.shift()
+              yield* commit(head.batch, head.analysis)
+            }
+          })
+        const handle = (lines: ReadonlyArray<RawLine>) =>
+          Effect.gen(function*() {
+            linesSeen += lines.length
+            // small inputs never pay for starting workers
+            if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) pool = yield* startPool
+            const batch = processor.prepare(lines)
+            const sent = pool?.analyze(batch.texts)
+            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.texts, config, fullDecoder) })
+            else {
+              const entry: (typeof pending)[number] = {
+                batch,
+                analysis: undefined,
+                promise: sent.then((a) => (entry.analysis = a))
+              }
+              entry.promise!.catch(() => {}) // awaited in drain; a failure after the run ends is not unhandled
+              pending.push(entry)
+            }
+            yield* drain(false)
           })
 
         yield* inputBytes(input).pipe(
@@ -165,6 +222,7 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         const tail: Array<RawLine> = []
         splitter.end(tail)
         if (tail.length > 0) yield* handle(tail)
+        yield* drain(true)
 
         const c = processor.counts
         const summary: Summary = {

@@ -1,18 +1,30 @@
 /**
- * The per-line work of the ingest, synchronous and allocation-light: decode -> map to the canonical
- * record -> normalize -> content rules -> dedupe -> split -> encode. `IngestProcessor.process` turns a
- * batch of raw lines into the text to append to each output, so the streaming layer (DatasetPipeline)
- * does one write per output per batch. Every non-blank line ends as exactly one of: train, test,
- * duplicate (exact or normalized) or rejected.
+ * The per-line work of the ingest, in two halves so the first can run on another thread:
+ *
+ * 1. `analyzeBatch` (pure, no state): decode -> map to the canonical record -> normalize -> content rules
+ *    -> fingerprints and split hash -> encode, for a batch of line texts. Its result is a few typed arrays
+ *    and one byte buffer (cheap to transfer between threads), plus notes for the rare lines that need more
+ *    (rejects, warnings, extra fields, non-seed formats).
+ * 2. `IngestProcessor.commit` (in input order, on the main thread): dedupe, split, counts, and the bytes to
+ *    append to each output.
+ *
+ * Both halves run the same code whether the analysis ran here or in a worker (IngestWorkers.ts), so the
+ * outputs are byte-identical for any number of workers. Every non-blank line ends as exactly one of:
+ * train, test, duplicate (exact or normalized) or rejected.
  */
+import { Buffer } from "node:buffer"
 import { Result } from "effect"
+import { analyzeBatch, type BatchAnalysis, DEFERRED, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
 import { decodeInput } from "./Input.ts"
 import type { RawLine } from "./LineSplitter.ts"
-import { normalizeRecord } from "./Normalize.ts"
-import { hasLivePlaceholder } from "./Placeholders.ts"
-import { encodeRecord } from "./Record.ts"
-import { checkRules, type RuleConfig } from "./Rules.ts"
-import { canonicalFingerprint, fingerprint, fingerprintBytes, FingerprintSet, sideOf, splitBasis, splitKeyHash } from "./Split.ts"
+import type { RuleConfig } from "./Rules.ts"
+import { DedupeTable, fingerprint, fingerprintBytes, sideOf } from "./Split.ts"
+
+/** The main thread's decoder: every input format, with the Schema's error messages. */
+export const fullDecoder: LineDecoder = (json, keepExtra) => {
+  const r = decodeInput(json, keepExtra)
+  return Result.isFailure(r) ? { issue: r.failure } : { decoded: r.success }
+}
 
 export interface IngestConfig {
   readonly seed: number
@@ -51,14 +63,31 @@ export interface Counts {
   extraFields: Record<string, number>
 }
 
+/** A batch read on the main thread, ready to be analyzed anywhere and committed here. */
+export interface PreparedBatch {
+  readonly lines: ReadonlyArray<RawLine>
+  /** the texts to analyze ("" for blank and problem lines) */
+  readonly texts: Array<string>
+  /** per line, the exact fingerprint of its bytes (hi, lo): taken now, while the read chunk is valid */
+  readonly lineFps: Uint32Array
+}
+
 export interface BatchOutput {
-  train: string
-  test: string
+  /** bytes to append to train.jsonl / test.jsonl (valid until the next commit) */
+  train: Uint8Array
+  test: Uint8Array
   rejects: string
   /** the rejected lines of this batch (rare, so kept as objects for callers that print them) */
   rejectList: Array<Reject>
   /** set in strict mode at the first rejected line; the outputs hold only the lines before it */
   firstReject: Reject | undefined
+}
+
+/** a larger copy of the first `used` bytes of `buf` */
+const grow = (buf: Buffer, used: number, need: number): Buffer => {
+  const next = Buffer.allocUnsafe(Math.max(need, buf.length * 2))
+  buf.copy(next, 0, 0, used)
+  return next
 }
 
 const bump = (m: Record<string, number>, k: string) => {
@@ -71,96 +100,117 @@ export class IngestProcessor {
     linesRead: 0, blankLines: 0, records: 0, train: 0, test: 0, duplicatesExact: 0, duplicatesNormalized: 0,
     rejected: 0, placeholdersReplaced: 0, rejectReasons: {}, warnings: {}, formats: {}, extraFields: {}
   }
-  private readonly exact = new FingerprintSet()
-  private readonly normalized = new FingerprintSet()
-  private readonly config: IngestConfig
+  private readonly seen = new DedupeTable()
+  readonly config: IngestConfig
   private readonly strict: boolean
-  private readonly basis: number
+  // output buffers reused by every commit (the caller writes them before the next one)
+  private trainOut: Buffer = Buffer.allocUnsafe(1 << 20)
+  private testOut: Buffer = Buffer.allocUnsafe(1 << 18)
   constructor(config: IngestConfig, strict: boolean) {
     this.config = config
-    this.basis = splitBasis(config.seed)
     this.strict = strict
   }
 
+  /** the whole per-batch work on this thread: prepare, analyze, commit */
   process(lines: ReadonlyArray<RawLine>): BatchOutput {
-    let train = ""
-    let test = ""
+    const batch = this.prepare(lines)
+    return this.commit(batch, analyzeBatch(batch.texts, this.config, fullDecoder))
+  }
+
+  prepare(lines: ReadonlyArray<RawLine>): PreparedBatch {
+    const texts: Array<string> = new Array(lines.length)
+    const lineFps = new Uint32Array(lines.length * 2)
+    for (let i = 0; i < lines.length; i++) {
+      const raw = lines[i]!
+      if (raw.problem !== undefined || blank.test(raw.text)) {
+        texts[i] = ""
+        continue
+      }
+      texts[i] = raw.text
+      const fp = raw.bytes !== undefined ? fingerprintBytes(raw.bytes) : fingerprint(raw.text)
+      lineFps[2 * i] = fp.hi
+      lineFps[2 * i + 1] = fp.lo
+    }
+    return { lines, texts, lineFps }
+  }
+
+  /** Dedupe, split and count one analyzed batch; batches must be committed in input order. */
+  commit(batch: PreparedBatch, analysis: BatchAnalysis): BatchOutput {
+    const c = this.counts
+    const { lines, lineFps } = batch
+    let trainUsed = 0
+    let testUsed = 0
     let rejects = ""
     const rejectList: Array<Reject> = []
-    const c = this.counts
-    for (const raw of lines) {
+    let note = 0
+    const ratio = this.config.testRatio
+    const done = (firstReject: Reject | undefined): BatchOutput =>
+      ({ train: this.trainOut.subarray(0, trainUsed), test: this.testOut.subarray(0, testUsed), rejects, rejectList, firstReject })
+    for (let i = 0; i < lines.length; i++) {
+      const raw = lines[i]!
       c.linesRead++
-      if (raw.problem === undefined && blank.test(raw.text)) {
+      let a = analysis
+      let m = i * META
+      let lineNote = note < a.notes.length && a.notes[note]!.i === i ? a.notes[note++] : undefined
+      if (a.meta[m] === DEFERRED) {
+        // a line the worker could not decode alone: the full decoder, here, explains it
+        a = analyzeBatch([raw.text], this.config, fullDecoder)
+        m = 0
+        lineNote = a.notes[0]
+      }
+      let reject: Reject | undefined
+      if (raw.problem === "too_long") reject = this.reject(raw, "line_too_long", "<line>", `line is ${raw.byteLength} bytes, over the limit`)
+      else if (raw.problem === "invalid_utf8") reject = this.reject(raw, "invalid_utf8", "<line>", "line is not valid UTF-8")
+      else if (a.meta[m] === SKIPPED) {
         c.blankLines++
         continue
+      } else if (a.meta[m] === REJECTED) {
+        const r = lineNote!.reject!
+        reject = this.reject(raw, r.code, r.field, r.reason)
       }
       c.records++
-      const outcome = this.one(raw)
-      if (typeof outcome === "string") {
-        if (outcome === "exact") c.duplicatesExact++
-        else if (outcome === "normalized") c.duplicatesNormalized++
-        continue
-      }
-      if ("code" in outcome) {
+      if (reject !== undefined) {
+        if (lineNote?.extraKeys !== undefined) for (const k of lineNote.extraKeys) bump(c.extraFields, k)
         c.rejected++
-        bump(c.rejectReasons, outcome.code)
-        rejectList.push(outcome)
-        if (this.strict) return { train, test, rejects: rejects + JSON.stringify(outcome) + "\n", rejectList, firstReject: outcome }
-        rejects += JSON.stringify(outcome) + "\n"
+        bump(c.rejectReasons, reject.code)
+        rejectList.push(reject)
+        rejects += JSON.stringify(reject) + "\n"
+        if (this.strict) return done(reject)
         continue
       }
-      if (outcome.split === "test") {
+      const seen = this.seen.add(a.meta[m + 1]!, a.meta[m + 2]!, lineFps[2 * i]!, lineFps[2 * i + 1]!)
+      if (seen === "exact") {
+        c.duplicatesExact++
+        continue
+      }
+      if (lineNote?.extraKeys !== undefined) for (const k of lineNote.extraKeys) bump(c.extraFields, k)
+      if (seen === "normalized") {
+        c.duplicatesNormalized++
+        continue
+      }
+      if (lineNote?.warnings !== undefined) for (const w of lineNote.warnings) bump(c.warnings, w)
+      bump(c.formats, lineNote?.format ?? "seed")
+      c.placeholdersReplaced += a.meta[m + 4]!
+      const k = m / META
+      const record = a.bytes.subarray(k === 0 ? 0 : a.ends[k - 1]!, a.ends[k]!)
+      if (sideOf(a.meta[m + 3]!, ratio) === "test") {
         c.test++
-        test += outcome.json + "\n"
+        if (testUsed + record.length > this.testOut.length) this.testOut = grow(this.testOut, testUsed, testUsed + record.length)
+        this.testOut.set(record, testUsed)
+        testUsed += record.length
       } else {
         c.train++
-        train += outcome.json + "\n"
+        if (trainUsed + record.length > this.trainOut.length) this.trainOut = grow(this.trainOut, trainUsed, trainUsed + record.length)
+        this.trainOut.set(record, trainUsed)
+        trainUsed += record.length
       }
     }
-    return { train, test, rejects, rejectList, firstReject: undefined }
+    return done(undefined)
   }
 
   private reject(raw: RawLine, code: string, field: string, reason: string): Reject {
     const text = raw.problem !== undefined ? (raw.preview ?? "") : raw.text
     const max = this.config.rejectTextChars
     return { line: raw.lineNo, code, field, reason, text: text.length > max ? text.slice(0, max) + "…" : text }
-  }
-
-  private one(raw: RawLine): Reject | "exact" | "normalized" | { split: "train" | "test"; json: string } {
-    if (raw.problem === "too_long") {
-      return this.reject(raw, "line_too_long", "<line>", `line is ${raw.byteLength} bytes, over the limit`)
-    }
-    if (raw.problem === "invalid_utf8") return this.reject(raw, "invalid_utf8", "<line>", "line is not valid UTF-8")
-    const line = raw.text
-    // exact duplicates are checked against accepted lines only, so a repeated bad line is rejected again
-    const lineFp = raw.bytes !== undefined ? fingerprintBytes(raw.bytes) : fingerprint(line)
-    if (this.exact.has(lineFp)) return "exact"
-    let json: unknown
-    try {
-      json = JSON.parse(line)
-    } catch (e) {
-      return this.reject(raw, "invalid_json", "<root>", `invalid JSON: ${(e as Error).message}`)
-    }
-    const decoded = decodeInput(json, this.config.keepExtra)
-    if (Result.isFailure(decoded)) return this.reject(raw, "schema", decoded.failure.field, decoded.failure.reason)
-    const d = decoded.success
-    const c = this.counts
-    for (const k of d.extraKeys) bump(c.extraFields, k)
-    const n = normalizeRecord(d.record)
-    let record = n.record
-    if (d.deriveContextRequired && hasLivePlaceholder(record.answer)) record = { ...record, context_required: true }
-    const violations = checkRules(record, this.config.rules)
-    const fatal = violations.find((v) => this.config.rules[v.rule] === "reject")
-    if (fatal) return this.reject(raw, fatal.rule, fatal.field, fatal.reason)
-    if (!this.normalized.add(canonicalFingerprint(record.question, record.answer))) {
-      this.exact.add(lineFp)
-      return "normalized"
-    }
-    this.exact.add(lineFp)
-    for (const v of violations) bump(c.warnings, v.rule)
-    bump(c.formats, d.format)
-    c.placeholdersReplaced += n.replaced
-    const keyHash = splitKeyHash(record.question, this.config.groupByTicker ? record.tickers : undefined, this.basis)
-    return { split: sideOf(keyHash, this.config.testRatio), json: encodeRecord(record, d.extra) }
   }
 }

@@ -20,7 +20,10 @@
  */
 import { Result, Schema, SchemaIssue } from "effect"
 import { NonBlankString, RecordContext, TrainingRecord, Citation } from "./Record.ts"
+import { isSeedInput, seedDecoded, splitExtra, type Decoded, type InputIssue } from "./SeedRecord.ts"
 import { findTickersInText } from "./Tickers.ts"
+
+export { isSeedInput, seedKeys, type Decoded, type InputFormat, type InputIssue } from "./SeedRecord.ts"
 
 /** The seed record as read: the lenient input form of TrainingRecord. */
 export const SeedInput = Schema.Struct({
@@ -48,24 +51,6 @@ export const PairInput = Schema.Struct({
   completion: Schema.Union([Schema.String, Schema.Array(ChatMessage)])
 })
 
-export type InputFormat = "seed" | "chat" | "pair"
-
-/** A line that could not become a record: the field path (`tickers.0`, `<root>`) and why. */
-export interface InputIssue {
-  readonly field: string
-  readonly reason: string
-}
-
-export interface Decoded {
-  readonly format: InputFormat
-  readonly record: TrainingRecord
-  /** present only when true: `context_required` was absent and must be derived after normalization */
-  readonly deriveContextRequired: boolean
-  readonly extra: Readonly<Record<string, unknown>> | undefined
-  readonly extraKeys: ReadonlyArray<string>
-}
-
-const seedKeys = new Set(Object.keys(SeedInput.fields))
 const chatKeys = new Set(["messages", "category"])
 const pairKeys = new Set(["prompt", "completion"])
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
@@ -92,29 +77,6 @@ const firstIssue = (error: Schema.SchemaError, input: unknown): InputIssue => {
 }
 
 const decodeSeedSchema = Schema.decodeUnknownResult(SeedInput)
-const nonBlank = /\S/
-const isStringArray = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === "string")
-const isCitations = (v: unknown) =>
-  Array.isArray(v) && v.every((c) =>
-    c !== null && typeof c === "object" && !Array.isArray(c) &&
-    typeof c.source === "string" && nonBlank.test(c.source) && typeof c.timestamp === "string")
-
-/**
- * A hand-written check that accepts exactly what SeedInput accepts (a test compares the two on random
- * values). The ingest decodes most lines through it, because it allocates nothing; the Schema decodes
- * the rest and explains what is wrong.
- */
-export const isSeedInput = (o: Record<string, unknown>): o is typeof SeedInput.Type =>
-  typeof o.question === "string" && nonBlank.test(o.question) &&
-  typeof o.answer === "string" && nonBlank.test(o.answer) &&
-  (o.rationale === undefined ? !("rationale" in o) : typeof o.rationale === "string") &&
-  (o.tickers === undefined ? !("tickers" in o) : isStringArray(o.tickers)) &&
-  (o.citations === undefined ? !("citations" in o) : isCitations(o.citations)) &&
-  (o.context_required === undefined ? !("context_required" in o) : typeof o.context_required === "boolean") &&
-  (o.risk_note === undefined ? !("risk_note" in o) : typeof o.risk_note === "string") &&
-  (o.context === undefined ? !("context" in o) : typeof o.context === "string" || (o.context !== null && typeof o.context === "object" && !Array.isArray(o.context))) &&
-  (o.intent === undefined ? !("intent" in o) : typeof o.intent === "string")
-
 const decodeSeed = (o: Record<string, unknown>, options: { readonly errors: "first" }) =>
   isSeedInput(o) ? Result.succeed(o) : decodeSeedSchema(o, options)
 const decodeChat = Schema.decodeUnknownResult(ChatInput)
@@ -130,17 +92,6 @@ export const closingDisclaimer = (answer: string): string | undefined => {
 }
 
 const seedPrompt = /^Context:\s?([\s\S]*?)\nQuestion:\s?([\s\S]*?)(?:\nAnswer:\s*)?$/
-
-const splitExtra = (obj: Record<string, unknown>, known: ReadonlySet<string>, keepExtra: boolean) => {
-  let extraKeys: Array<string> | undefined
-  let extra: Record<string, unknown> | undefined
-  for (const k in obj) {
-    if (known.has(k)) continue
-    ;(extraKeys ??= []).push(k)
-    if (keepExtra) (extra ??= {})[k] = obj[k]
-  }
-  return { extra, extraKeys: extraKeys ?? [] }
-}
 
 const fromConversation = (messages: ReadonlyArray<typeof ChatMessage.Type>): { question?: string; answer?: string } => {
   let a = -1
@@ -219,25 +170,7 @@ export const decodeInput = (json: unknown, keepExtra: boolean): Result.Result<De
   }
   const r = decodeSeed(obj, { errors: "first" })
   if (Result.isFailure(r)) return Result.fail(firstIssue(r.failure, obj))
-  const s = r.success
-  const { extra, extraKeys } = splitExtra(obj, seedKeys, keepExtra)
-  return Result.succeed({
-    format: "seed",
-    record: {
-      question: s.question,
-      answer: s.answer,
-      rationale: s.rationale ?? "",
-      tickers: s.tickers ?? findTickersInText(`${s.question} ${s.answer}`),
-      citations: s.citations ?? [],
-      context_required: s.context_required ?? false,
-      ...(s.risk_note !== undefined ? { risk_note: s.risk_note } : {}),
-      ...(s.context !== undefined ? { context: s.context } : {}),
-      ...(s.intent !== undefined ? { intent: s.intent } : {})
-    },
-    deriveContextRequired: s.context_required === undefined,
-    extra,
-    extraKeys
-  })
+  return Result.succeed(seedDecoded(r.success, obj, keepExtra))
 }
 
 /** The canonical schema, re-exported for callers that decode already-canonical files (the Trainer). */

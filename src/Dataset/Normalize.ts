@@ -2,15 +2,13 @@
  * Record-level normalization: live values in the question, answer, rationale and risk note become typed
  * placeholders (Placeholders.ts), and citation timestamps that are ISO-8601 become `<TIMESTAMP>`. The
  * context is never normalized: it is where the live values live. The map of what each placeholder
- * replaced makes the step reversible (`rehydrateRecord`).
+ * replaced makes the step reversible (`rehydrateRecord`). Schema-free, as Placeholders.ts (worker threads).
  */
-import { Schema } from "effect"
-import { normalizeText, rehydrateText, Replacement } from "./Placeholders.ts"
+import { normalizeText, rehydrateText, type Replacement } from "./Placeholders.ts"
 import type { TrainingRecord } from "./Record.ts"
 
-/** field path (`answer`, `citations.0.timestamp`) -> the replacements made in it, in order */
-export const PlaceholderMap = Schema.Record(Schema.String, Schema.Array(Replacement))
-export type PlaceholderMap = typeof PlaceholderMap.Type
+/** field path (`answer`, `citations.0.timestamp`) -> the replacements made in it, in order (Schema: DatasetSchemas.ts) */
+export type PlaceholderMap = Readonly<Record<string, ReadonlyArray<Replacement>>>
 
 const isoTimestamp = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/
 

@@ -12,8 +12,10 @@
  *
  * Numbers that are not live data are left alone: list markers ("1)"), counts ("3 factors"), form names
  * ("10-K"), years ("in 2024"), windows ("50-day"), and anything right after a placeholder (`<CHANGE>%`).
+ *
+ * No Schema here (the Schemas are in DatasetSchemas.ts): this module runs in the ingest's worker threads,
+ * where loading `effect` would cost about 25 MB each.
  */
-import { Schema } from "effect"
 
 /** The placeholder types the normalizer writes. */
 export const liveTypes = [
@@ -28,8 +30,8 @@ export const liveTypes = [
   "EPS",
   "YIELD"
 ] as const
-export const LiveType = Schema.Literals(liveTypes)
-export type LiveType = typeof LiveType.Type
+/** one of `liveTypes` (its Schema is `LiveType` in DatasetSchemas.ts) */
+export type LiveType = (typeof liveTypes)[number]
 
 /** What an existing placeholder stands for: a live value, a score, a symbol, or free text (`<REASON_1>`). */
 export type BaseType = LiveType | "SCORE" | "SYMBOL" | "TEXT"
@@ -207,13 +209,12 @@ export const detectValues = (text: string): Array<DetectedValue> => {
 // ---------------------------------------------------------------------------------------------------------
 // Normalization, reversible
 
-/** What one placeholder replaced: `at` is the placeholder's offset in the normalized text. */
-export const Replacement = Schema.Struct({
-  placeholder: Schema.String,
-  value: Schema.String,
-  at: Schema.Int
-})
-export type Replacement = typeof Replacement.Type
+/** What one placeholder replaced: `at` is the placeholder's offset in the normalized text (Schema: DatasetSchemas.ts). */
+export interface Replacement {
+  readonly placeholder: string
+  readonly value: string
+  readonly at: number
+}
 
 export interface NormalizedText {
   readonly text: string

@@ -3,7 +3,6 @@
  * line goes to rejects.jsonl with the rule's name), `warn` (kept, counted in the summary), or `off`.
  * Rules run on the normalized record.
  */
-import { Schema } from "effect"
 import { hasLivePlaceholder, isPlaceholder } from "./Placeholders.ts"
 import { isTimestampValue } from "./Normalize.ts"
 import type { TrainingRecord } from "./Record.ts"
@@ -23,10 +22,10 @@ export const ruleNames = [
   /** tickers named in the question or answer appear in `tickers` */
   "tickers_in_text"
 ] as const
-export const RuleName = Schema.Literals(ruleNames)
-export type RuleName = typeof RuleName.Type
-export const Severity = Schema.Literals(["reject", "warn", "off"])
-export type Severity = typeof Severity.Type
+// Schema-free, as Placeholders.ts (worker threads); the Schemas are in DatasetSchemas.ts
+export type RuleName = (typeof ruleNames)[number]
+export const severities = ["reject", "warn", "off"] as const
+export type Severity = (typeof severities)[number]
 export type RuleConfig = Readonly<Record<RuleName, Severity>>
 
 export const defaultRuleConfig: RuleConfig = {

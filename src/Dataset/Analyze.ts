@@ -1,0 +1,151 @@
+/**
+ * The pure half of the ingest's per-line work (see Ingest.ts): decode -> canonical record -> normalize ->
+ * content rules -> fingerprints and split hash -> encode, for a batch of line texts. It holds no state,
+ * so it runs the same on the main thread or in a worker (IngestWorker.ts), and imports nothing from
+ * `effect` (through Placeholders, Normalize, Rules, SeedRecord, RecordEncode, Split, Tickers), so a worker
+ * stays small. The result is a few typed arrays and one byte buffer (transferred between threads, not
+ * copied), plus notes for the rare lines that need more (rejects, warnings, extra fields, other formats).
+ */
+import { Buffer } from "node:buffer"
+import type { Decoded, InputFormat, InputIssue } from "./SeedRecord.ts"
+import { isSeedInput, seedDecoded } from "./SeedRecord.ts"
+import { normalizeRecord } from "./Normalize.ts"
+import { hasLivePlaceholder } from "./Placeholders.ts"
+import { encodeRecord } from "./RecordEncode.ts"
+import { checkRules, type RuleConfig } from "./Rules.ts"
+import { canonicalFingerprint, splitBasis, splitKeyHash } from "./Split.ts"
+
+/** The rare per-line facts that do not fit the typed arrays of a BatchAnalysis. */
+export interface LineNote {
+  /** index of the line in its batch */
+  readonly i: number
+  readonly reject?: { readonly code: string; readonly field: string; readonly reason: string }
+  /** rules broken at severity `warn`, one entry per violation */
+  readonly warnings?: ReadonlyArray<string>
+  readonly extraKeys?: ReadonlyArray<string>
+  /** set when not "seed" */
+  readonly format?: InputFormat
+}
+
+/** What `analyzeBatch` found in a batch of lines: transferable arrays plus a few notes. */
+export interface BatchAnalysis {
+  /** per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced */
+  readonly meta: Uint32Array
+  /** the encoded records of the valid lines, each ending in "\n" (UTF-8) */
+  readonly bytes: Uint8Array
+  /** per line, the end of its record in `bytes` (the start is the previous line's end) */
+  readonly ends: Uint32Array
+  readonly notes: Array<LineNote>
+}
+
+export const META = 5
+export const OK = 0
+export const REJECTED = 1
+/** a blank or problem line: the main thread counts it */
+export const SKIPPED = 2
+/** a line the worker's decoder left to the main thread (not a valid seed record) */
+export const DEFERRED = 3
+
+/** What the analysis needs of the configuration (sent to workers once). */
+export interface AnalyzeConfig {
+  readonly seed: number
+  readonly groupByTicker: boolean
+  readonly rules: RuleConfig
+  readonly keepExtra: boolean
+}
+
+/** JSON value -> canonical record, a decode issue, or undefined to leave the line to the main thread */
+export type LineDecoder = (json: unknown, keepExtra: boolean) => { readonly decoded: Decoded } | { readonly issue: InputIssue } | undefined
+
+/** The worker's decoder: seed records that pass the hand-written check; everything else is deferred. */
+export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) return undefined
+  const o = json as Record<string, unknown>
+  if ("messages" in o || ("prompt" in o && "completion" in o) || !isSeedInput(o)) return undefined
+  return { decoded: seedDecoded(o, o, keepExtra) }
+}
+
+/**
+ * Analyzes a batch of line texts; "" marks a line the caller handles itself (blank, or a problem line).
+ * Pure: the same texts and configuration give the same result on any thread.
+ */
+export const analyzeBatch = (texts: ReadonlyArray<string>, config: AnalyzeConfig, decode: LineDecoder): BatchAnalysis => {
+  const n = texts.length
+  const meta = new Uint32Array(n * META)
+  const ends = new Uint32Array(n)
+  const notes: Array<LineNote> = []
+  let size = 0
+  for (const t of texts) size += t.length
+  // never from Buffer's shared pool: a worker transfers this buffer's memory to the main thread
+  let bytes = Buffer.allocUnsafeSlow(Math.max(1024, size + (size >>> 2)))
+  let used = 0
+  const basis = splitBasis(config.seed)
+  const rules = config.rules
+  for (let i = 0; i < n; i++) {
+    const line = texts[i]!
+    const m = i * META
+    ends[i] = used
+    if (line === "") {
+      meta[m] = SKIPPED
+      continue
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(line)
+    } catch (e) {
+      meta[m] = REJECTED
+      notes.push({ i, reject: { code: "invalid_json", field: "<root>", reason: `invalid JSON: ${(e as Error).message}` } })
+      continue
+    }
+    const decoded = decode(json, config.keepExtra)
+    if (decoded === undefined) {
+      meta[m] = DEFERRED
+      continue
+    }
+    if ("issue" in decoded) {
+      meta[m] = REJECTED
+      notes.push({ i, reject: { code: "schema", field: decoded.issue.field, reason: decoded.issue.reason } })
+      continue
+    }
+    const d = decoded.decoded
+    const nr = normalizeRecord(d.record)
+    let record = nr.record
+    if (d.deriveContextRequired && hasLivePlaceholder(record.answer)) record = { ...record, context_required: true }
+    const violations = checkRules(record, rules)
+    let fatal: (typeof violations)[number] | undefined
+    for (const v of violations) if (rules[v.rule] === "reject") { fatal = v; break }
+    if (fatal !== undefined) {
+      meta[m] = REJECTED
+      // extra fields are counted for every decoded line that is not an exact copy, rejected or not
+      notes.push({ i, reject: { code: fatal.rule, field: fatal.field, reason: fatal.reason }, ...(d.extraKeys.length > 0 ? { extraKeys: d.extraKeys } : {}) })
+      continue
+    }
+    const fp = canonicalFingerprint(record.question, record.answer)
+    meta[m] = OK
+    meta[m + 1] = fp.hi
+    meta[m + 2] = fp.lo
+    meta[m + 3] = splitKeyHash(record.question, config.groupByTicker ? record.tickers : undefined, basis)
+    meta[m + 4] = nr.replaced
+    if (violations.length > 0 || d.extraKeys.length > 0 || d.format !== "seed") {
+      notes.push({
+        i,
+        ...(violations.length > 0 ? { warnings: violations.map((v) => v.rule) } : {}),
+        ...(d.extraKeys.length > 0 ? { extraKeys: d.extraKeys } : {}),
+        ...(d.format !== "seed" ? { format: d.format } : {})
+      })
+    }
+    const text = encodeRecord(record, d.extra) + "\n"
+    if (used + text.length * 3 > bytes.length) {
+      const need = used + Buffer.byteLength(text)
+      if (need > bytes.length) {
+        const grown = Buffer.allocUnsafeSlow(Math.max(need, bytes.length * 2))
+        bytes.copy(grown, 0, 0, used)
+        bytes = grown
+      }
+    }
+    used += bytes.write(text, used)
+    ends[i] = used
+  }
+  return { meta, bytes: bytes.subarray(0, used), ends, notes }
+}
+

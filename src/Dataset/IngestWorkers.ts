@@ -1,0 +1,81 @@
+/**
+ * Worker threads for the ingest's pure half (`analyzeBatch`: JSON parse, decode, normalize, rules,
+ * fingerprints, encoding — nearly all of its CPU). The main thread keeps reading, deduping, splitting and
+ * writing in input order, and analyzes batches itself whenever every worker already has work queued, so
+ * on two cores both are busy. Batches go out as arrays of line texts and come back as typed arrays whose
+ * memory is transferred, not copied.
+ */
+import { availableParallelism } from "node:os"
+import { Worker } from "node:worker_threads"
+import type { AnalyzeConfig, BatchAnalysis } from "./Analyze.ts"
+
+/** One worker per core beyond the first, at most 3 (each costs about 40 MB of memory). */
+export const defaultIngestWorkers = (): number => Math.max(0, Math.min(3, availableParallelism() - 1))
+
+// the compiled entry next to this file (dist/), or the TypeScript source when run from src/ (tests)
+const entry = new URL(import.meta.url.endsWith(".ts") ? "./IngestWorker.ts" : "./IngestWorker.js", import.meta.url)
+
+interface Slot {
+  readonly worker: Worker
+  queued: number
+}
+
+export class IngestWorkers {
+  private readonly slots: Array<Slot> = []
+  private readonly waiting = new Map<number, { readonly slot: Slot; readonly resolve: (a: BatchAnalysis) => void; readonly reject: (e: Error) => void }>()
+  private nextId = 0
+  private failure: Error | undefined
+  /** batches a worker may have queued before the main thread analyzes the next one itself */
+  private readonly depth: number
+
+  constructor(count: number, config: AnalyzeConfig, depth = 2) {
+    this.depth = depth
+    for (let k = 0; k < count; k++) {
+      // a small young generation: the worker's garbage is short-lived strings, and every MB counts twice
+      const worker = new Worker(entry, { workerData: config, resourceLimits: { maxYoungGenerationSizeMb: 16 } })
+      const slot: Slot = { worker, queued: 0 }
+      worker.on("message", (msg: { readonly id: number; readonly analysis: BatchAnalysis }) => {
+        const w = this.waiting.get(msg.id)
+        if (w === undefined) return
+        this.waiting.delete(msg.id)
+        w.slot.queued--
+        w.resolve(msg.analysis)
+      })
+      worker.on("error", (e) => this.fail(e))
+      worker.on("exit", (code) => this.fail(new Error(`worker exited with code ${code}`)))
+      this.slots.push(slot)
+    }
+  }
+
+  private fail(e: Error) {
+    this.failure ??= e
+    for (const w of this.waiting.values()) w.reject(this.failure)
+    this.waiting.clear()
+  }
+
+  /** the least busy worker with room for another batch, or undefined */
+  private free(): Slot | undefined {
+    if (this.failure !== undefined) return undefined
+    let best: Slot | undefined
+    for (const s of this.slots) if (s.queued < this.depth && (best === undefined || s.queued < best.queued)) best = s
+    return best
+  }
+
+  /** Sends a batch to a worker with room, or returns undefined when all are busy (analyze it here). */
+  analyze(texts: ReadonlyArray<string>): Promise<BatchAnalysis> | undefined {
+    const slot = this.free()
+    if (slot === undefined) return undefined
+    const id = this.nextId++
+    slot.queued++
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { slot, resolve, reject })
+      slot.worker.postMessage({ id, texts })
+    })
+  }
+
+  async close(): Promise<void> {
+    this.failure ??= new Error("closed")
+    for (const s of this.slots) s.worker.removeAllListeners("exit")
+    await Promise.all(this.slots.map((s) => s.worker.terminate()))
+  }
+}
