@@ -96,7 +96,7 @@ export const EvalSection = Schema.Struct({
 
 export const ExportSection = Schema.Struct({
   merged: Schema.Boolean.annotate(doc("Also write the base with the adapter merged in, as one standalone GGUF.")),
-  mergedType: MergedType.annotate(doc("Tensor type of the merged GGUF."))
+  mergedType: MergedType.annotate(doc("Tensor type of the merged GGUF, and of an HF folder base converted to GGUF for llama.cpp."))
 })
 
 export const ServeSection = Schema.Struct({

@@ -15,7 +15,7 @@ import { afterAll } from "vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { LlamaModel as LlamaCppModel } from "node-llama-cpp"
-import { exportMerged } from "../src/Serving/Export.ts"
+import { convertHfBase, exportMerged } from "../src/Serving/Export.ts"
 import { ggufVocabularyFromHf } from "../src/Serving/HfVocabulary.ts"
 import { SeededRng } from "../src/Training/Collate.ts"
 import { Device } from "../src/Training/Device.ts"
@@ -399,6 +399,44 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
         assert.isAbove(differ.length, 0)
       }).pipe(Effect.scoped))
   }
+
+  it.effect("export base: the HF folder alone as GGUF equals the tfjs model of the folder; a GGUF base is refused", () =>
+    Effect.gen(function*() {
+      yield* setup()
+      const c = cases[1]
+      const out = path.join(dir, "converted-base.gguf")
+      const report = yield* convertHfBase({ base: c.folder, out, type: "f32" })
+      assert.strictEqual(report.modules, 0)
+      const header = yield* readGgufHeader(out)
+      assert.strictEqual(metaString(header, "tokenizer.ggml.model"), "llama")
+      assert.strictEqual(metaString(header, "tokenizer.chat_template"), c.template)
+      const tensorsBefore = tf.memory().numTensors
+      const ours = yield* LlamaModel.load(c.folder)
+      const llamaCpp = yield* LlamaCpp
+      const theirs: LlamaCppModel = yield* llamaCpp.loadModel({ modelPath: out })
+      const context = yield* Effect.promise(() => exactContext(theirs, 128))
+      const sequence = context.getSequence()
+      let worst = 0, compared = 0
+      for (const text of prompts) {
+        const tokens = [Number(theirs.tokens.bos!), ...theirs.tokenize(text, false).map(Number)]
+        const expected = yield* Effect.promise(() => llamaCppDistributions(sequence, tokens, c.config.vocabSize))
+        const actual = ourDistributions(ours, tokens)
+        expected.forEach((p, i) => {
+          worst = Math.max(worst, maxAbsDiff(p, actual[i]!))
+          assert.deepStrictEqual(topK(actual[i]!, 5), topK(p, 5))
+          compared++
+        })
+      }
+      yield* Effect.promise(() => context.dispose())
+      assert.isAbove(compared, 30)
+      assert.isBelow(worst, 1e-4)
+      ours.dispose()
+      assert.strictEqual(tf.memory().numTensors, tensorsBefore)
+
+      const refused = yield* Effect.flip(convertHfBase({ base: out, out: path.join(dir, "again.gguf"), type: "f32" }))
+      assert.include(refused.message, "is a GGUF already")
+      assert.isFalse(fs.existsSync(path.join(dir, "again.gguf")))
+    }).pipe(Effect.scoped))
 
   it.effect("q8_0 from an HF folder: quantized 2-D weights, F32 norms, close to the f32 merge", () =>
     Effect.gen(function*() {

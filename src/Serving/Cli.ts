@@ -1,5 +1,5 @@
 /**
- * The Serving stage's commands: `export adapter`, `export merged` and `serve`.
+ * The Serving stage's commands: `export adapter`, `export merged`, `export base` and `serve`.
  *
  * Exit codes: 0 done; 1 a file could not be read or written (the message names it); 3 preflight: the adapter does
  * not fit the base (every mismatch is listed, with the likely cause); 4 the server could not load its models or
@@ -9,7 +9,7 @@ import { Config, Console, Effect, FileSystem, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
 import { PlaceholderPolicy } from "./Api.ts"
-import { exportAdapter, exportMerged, MergedType } from "./Export.ts"
+import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
 import * as Server from "./Server.ts"
 
@@ -57,9 +57,22 @@ const mergedCommand = Command.make("merged", {
     Effect.catch(reportFailure)
   )).pipe(Command.withDescription("Merge a PEFT LoRA adapter into its base and write a standalone GGUF (f32, f16 or q8_0)"))
 
+const baseCommand = Command.make("base", {
+  base: Flag.String("base").pipe(Flag.withDescription("a Hugging Face model folder (config.json, safetensors, tokenizer.json)")),
+  out: Flag.String("out").pipe(Flag.withDescription("the GGUF to write")),
+  type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDefault("f16" as const), Flag.withDescription("tensor type of the 2-D weights"))
+}, (flags) =>
+  Console.error(`converting ${flags.base} to GGUF (${flags.type})`).pipe(
+    Effect.andThen(convertHfBase({ ...flags, onTensor: progressLine })),
+    Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.tensors} tensors, ${r.bytes} bytes`)),
+    Effect.catch(reportFailure)
+  )).pipe(Command.withDescription(
+    "Convert a Hugging Face base folder to a GGUF with its tokenizer and chat template, so llama.cpp can serve it with adapters exported against the folder"
+  ))
+
 export const exportCommand = Command.make("export").pipe(
   Command.withDescription("Export trained adapters as GGUF for llama.cpp / node-llama-cpp"),
-  Command.withSubcommands([adapterCommand, mergedCommand])
+  Command.withSubcommands([adapterCommand, mergedCommand, baseCommand])
 )
 
 /**

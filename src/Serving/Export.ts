@@ -305,7 +305,7 @@ const openHfWeights = Effect.fn("Export.openHfWeights")(function*(folder: string
  * from tokenizer.json (HfVocabulary), weights merged in their own (HF) layout and Q/K permuted for llama.cpp.
  */
 const mergedFromHf = Effect.fn("Export.mergedFromHf")(function*(
-  options: ExportMergedOptions,
+  options: { readonly base: string; readonly type: MergedType },
   byWeight: ReadonlyMap<string, AdapterPair>
 ) {
   const path = yield* Path.Path
@@ -356,3 +356,29 @@ export const exportMerged = Effect.fn("Export.merged")(function*(options: Export
 
 /** For tests and tools: the HF weight name an adapter GGUF tensor belongs to. */
 export const adapterTensorBase = (name: string): string | undefined => hfNameOf(name.replace(/\.lora_[ab]$/, ""))
+
+export interface ConvertBaseOptions {
+  /** a Hugging Face folder (config.json, safetensors, tokenizer.json) */
+  readonly base: string
+  readonly out: string
+  readonly type: MergedType
+  readonly onTensor?: (index: number, total: number, name: string) => void
+}
+
+/**
+ * `export base`: a Hugging Face folder as a GGUF llama.cpp loads (what llama.cpp's convert_hf_to_gguf.py does for
+ * Llama-family models): the merge of `export merged` with no adapter. Adapters exported against the folder (`export
+ * adapter --base FOLDER`) apply to it, so an HF base can be evaluated and served with its adapters.
+ */
+export const convertHfBase = Effect.fn("Export.convertHfBase")(function*(options: ConvertBaseOptions) {
+  const fs = yield* FileSystem.FileSystem
+  const base = yield* describeBase(options.base)
+  if (base.format === "gguf") return yield* fileError(options.base, "is a GGUF already; `export base` converts a Hugging Face folder")
+  const written = yield* Effect.scoped(Effect.gen(function*() {
+    const { metadata, tensors } = yield* mergedFromHf(options, new Map())
+    yield* writeGguf(options.out, { metadata, tensors, ...(options.onTensor === undefined ? {} : { onTensor: options.onTensor }) })
+    return tensors.length
+  }))
+  const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
+  return { out: options.out, tensors: written, modules: 0, alpha: 0, bytes: Number(stat.size) } satisfies ExportReport
+})
