@@ -15,17 +15,16 @@
  * Writes the results into the `## Router` section of BENCHMARKS.md. Loopback only; every loop is bounded.
  */
 import { Effect, ManagedRuntime } from "effect"
-import { createServer, type Server } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type ChildProcess, spawn } from "node:child_process"
 import { cpus, loadavg } from "node:os"
-import { PerformanceObserver } from "node:perf_hooks"
+import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { createRouter } from "../src/Router/Facade.ts"
 import { ModelRouter } from "../src/Router/ModelRouter.ts"
 import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
-const ITERATIONS = 6_000
+const ITERATIONS = 12_000
 const BLOCK = 500
 const WARMUP = 1_000
 const BOOTSTRAP = 1_000
@@ -37,22 +36,46 @@ const TIMEOUT_MS = 100
 setFlagsFromString("--expose-gc")
 const fullGc = runInNewContext("gc") as () => void
 
+/**
+ * The providers run in a child process, as a real provider does: the timed process holds only the callers,
+ * so its allocations (and the GC pauses they cause) are the client side's alone. One server answers at once,
+ * one never answers (the failover benchmark).
+ */
+const providerScript = `
+import { createServer } from "node:http"
 const reply = JSON.stringify({ answer: "AAPL trades at <PRICE>.", confidence: 0.9, model_version: "bench", latency_ms: 0 })
-
-const startServer = (hang: boolean) =>
-  new Promise<{ server: Server; url: string }>((resolve) => {
-    const server = createServer((req, res) => {
-      const chunks: Array<Buffer> = []
-      req.on("data", (c: Buffer) => chunks.push(c))
-      req.on("end", () => {
-        if (hang) return // never answers; the client's abort closes the socket
-        JSON.parse(Buffer.concat(chunks).toString("utf8"))
-        res.writeHead(200, { "content-type": "application/json" })
-        res.end(reply)
-      })
+const listen = (hang) => new Promise((resolve) => {
+  const server = createServer((req, res) => {
+    const chunks = []
+    req.on("data", (c) => chunks.push(c))
+    req.on("end", () => {
+      if (hang) return // never answers; the client's abort closes the socket
+      JSON.parse(Buffer.concat(chunks).toString("utf8"))
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(reply)
     })
-    server.keepAliveTimeout = 60_000
-    server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }))
+  })
+  server.keepAliveTimeout = 60000
+  server.listen(0, "127.0.0.1", () => resolve(server.address().port))
+})
+const [fast, slow] = [await listen(false), await listen(true)]
+process.stdout.write(JSON.stringify({ fast, slow }) + "\\n")
+process.stdin.resume()
+process.stdin.on("end", () => process.exit(0)) // exits with the benchmark
+`
+
+const startProviders = () =>
+  new Promise<{ child: ChildProcess; fast: string; slow: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, ["--input-type=module", "-e", providerScript], { stdio: ["pipe", "pipe", "inherit"] })
+    child.once("error", reject)
+    child.once("exit", (code) => reject(new Error(`the provider process exited (${code}) before listening`)))
+    let out = ""
+    child.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString("utf8")
+      if (!out.includes("\n")) return
+      const ports = JSON.parse(out) as { fast: number; slow: number }
+      resolve({ child, fast: `http://127.0.0.1:${ports.fast}`, slow: `http://127.0.0.1:${ports.slow}` })
+    })
   })
 
 const percentile = (sorted: ArrayLike<number>, p: number) =>
@@ -74,8 +97,9 @@ const context = "Current Symbol: AAPL\n\nCurrent Prices:\n  AAPL: $189.50 (+0.45
 const main = async () => {
   const loadBefore = loadavg()
   const startedAt = Date.now()
-  const fast = await startServer(false)
-  const slow = await startServer(true)
+  const providers = await startProviders()
+  const fast = { url: providers.fast }
+  const slow = { url: providers.slow }
 
   // -- 1. added latency --------------------------------------------------------------------------------------------
   const direct = async () => {
@@ -119,9 +143,13 @@ const main = async () => {
   for (let i = 0; i < WARMUP; i++) for (const p of paths) await p.run()
 
   // GC pauses, to tell how many of the slowest calls overlapped one
-  const gcs: Array<{ start: number; end: number }> = []
+  const gcs: Array<{ start: number; end: number; major: boolean }> = []
   const gcObserver = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gcs.push({ start: e.startTime, end: e.startTime + e.duration })
+    for (const e of list.getEntries()) {
+      // kind 1 is a scavenge (young generation); the others are mark-compact work and weak callbacks
+      const kind = ((e as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind
+      gcs.push({ start: e.startTime, end: e.startTime + e.duration, major: kind !== 1 })
+    }
   })
   gcObserver.observe({ entryTypes: ["gc"] })
   const random = prng(7)
@@ -198,6 +226,15 @@ const main = async () => {
     }
   })
   const [control, viaEffectRow, viaFacadeRow] = added as [typeof added[0], typeof added[0], typeof added[0]]
+  // the forced GCs between blocks are not counted: they ran outside the timed calls
+  const timedGcs = gcs.filter((g) => samples.some((xs, k) => {
+    const i = starts[k]!.findIndex((t0, j) => t0 <= g.start && g.start < t0 + xs[j]!)
+    return i >= 0
+  }))
+  const gcPauses = (major: boolean) => {
+    const ds = sortedCopy(timedGcs.filter((g) => g.major === major).map((g) => g.end - g.start))
+    return ds.length === 0 ? "none" : `${ds.length} (median ${ms(percentile(ds, 50))} ms, longest ${ms(ds[ds.length - 1]!)} ms)`
+  }
 
   // -- 2. failover -------------------------------------------------------------------------------------------------
   const failoverRouter = createRouter({
@@ -261,9 +298,7 @@ const main = async () => {
   const fe = stats(failoverEffect)
 
   await Promise.all([facade.close(), failoverRouter.close(), rt.dispose()])
-  fast.server.close()
-  slow.server.closeAllConnections()
-  slow.server.close()
+  providers.child.stdin!.end()
 
   // -- report ------------------------------------------------------------------------------------------------------
   const loadAfter = loadavg()
@@ -303,7 +338,10 @@ sees. ${met(viaEffectRow) && met(viaFacadeRow)
 The last column is not the added latency: the p99 of per-iteration differences (Router call minus the direct call
 of the same iteration) measures how unlike two calls made a millisecond apart are, which is the machine's jitter -
 the A/A control row, two identical plain \`fetch\` calls, shows what that column reads when nothing at all is added
-(${ms(control.pairedP99)} ms here). GC pauses overlapped these of the slowest 1% of calls: ${gcRow}.
+(${ms(control.pairedP99)} ms here).
+GC during the timed calls: scavenges ${gcPauses(false)}, other GC work ${gcPauses(true)}. GC pauses overlapped these of
+the slowest 1% of calls: ${gcRow}; a call that allocates more triggers more of them, so they are part of what a
+Router adds.
 The Router's work per request: classification (ticker table + intent rules), context rendering, chain planning,
 breaker bookkeeping, a per-attempt timeout, the attempt record, metrics, a span, the answer's Schema decode and
 annotations.

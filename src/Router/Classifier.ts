@@ -153,15 +153,15 @@ export const classify = (input: ClassifierInput, settings: ClassificationSetting
   if (bySymbol.length > 0) hits.push({ rule: "ticker", weight: settings.tickerWeight, match: bySymbol.join(",") })
   if (byAlias.length > 0) hits.push({ rule: "company", weight: settings.companyWeight, match: byAlias.join(",") })
   const found: Array<Intent> = []
-  const groupBest = new Map<string, number>()
+  const groupBest: Record<string, number> = Object.create(null)
   for (const rule of settings.intentRules) {
     const m = rule.pattern.exec(input.query)
     if (m !== null && !found.includes(rule.intent)) {
       found.push(rule.intent)
       // within a group only the strongest rule counts; the others are listed with the weight they add (0)
-      const best = rule.group === undefined ? 0 : groupBest.get(rule.group) ?? 0
+      const best = rule.group === undefined ? 0 : groupBest[rule.group] ?? 0
       const weight = Math.max(0, rule.weight - best)
-      if (rule.group !== undefined) groupBest.set(rule.group, Math.max(best, rule.weight))
+      if (rule.group !== undefined) groupBest[rule.group] = Math.max(best, rule.weight)
       hits.push({ rule: `intent:${rule.intent}`, weight, match: m[0] })
     }
   }

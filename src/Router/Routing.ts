@@ -34,8 +34,19 @@ export class UnknownProvider extends Error {
  * providers that support them. Breaker state is not consulted here: the Router skips open breakers while
  * walking the chain, and records the skip.
  */
+// built once per config: planning runs on every request
+const providersByName = new WeakMap<RouterConfig, ReadonlyMap<string, ProviderConfig>>()
+const byNameOf = (config: RouterConfig): ReadonlyMap<string, ProviderConfig> => {
+  let byName = providersByName.get(config)
+  if (byName === undefined) {
+    byName = new Map(config.providers.map((p) => [p.name, p]))
+    providersByName.set(config, byName)
+  }
+  return byName
+}
+
 export const planChain = (config: RouterConfig, classification: Classification, options: PlanOptions): Plan => {
-  const byName = new Map(config.providers.map((p) => [p.name, p]))
+  const byName = byNameOf(config)
   const base = classification.domain ? config.domainChain : config.generalChain
   const reasons: Array<string> = [
     `${classification.domain ? "domain" : "general"} query (${classification.explanation}) -> ${classification.domain ? "domainChain" : "generalChain"}`
