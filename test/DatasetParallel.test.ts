@@ -4,9 +4,9 @@ import { Effect, Exit, Layer } from "effect"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { analyzeBatch, DEFERRED, META, seedOnlyDecoder } from "../src/Dataset/Analyze.ts"
+import { analyzeBatch, DEFERRED, META, seedOnlyDecoder, SKIPPED } from "../src/Dataset/Analyze.ts"
 import { DatasetPipeline, type PipelineOptions } from "../src/Dataset/DatasetPipeline.ts"
-import { fullDecoder } from "../src/Dataset/Ingest.ts"
+import { batchInput, fullDecoder } from "../src/Dataset/Ingest.ts"
 import { IngestWorkers } from "../src/Dataset/IngestWorkers.ts"
 import { SeedInput } from "../src/Dataset/Input.ts"
 import { defaultRuleConfig } from "../src/Dataset/Rules.ts"
@@ -101,19 +101,21 @@ describe("ingest on worker threads", () => {
     }))
 
   it("a worker analyzes a batch exactly as the main thread does, and defers what it cannot decode alone", async () => {
-    const texts = [line(seedRecord(1)), "", line({ messages: [{ role: "user", content: "Q?" }, { role: "assistant", content: "A." }] }), line(seedRecord(2)), line({ question: 3 })]
+    const texts = [line(seedRecord(1)), " \t", line({ messages: [{ role: "user", content: "Q?" }, { role: "assistant", content: "A." }] }), line(seedRecord(2)), line({ question: 3 })]
     const config = { seed: 42, groupByTicker: false, rules: defaultRuleConfig, keepExtra: false }
     const pool = new IngestWorkers(1, config)
     try {
-      const fromWorker = await pool.analyze(texts)!
-      const here = analyzeBatch(texts, config, seedOnlyDecoder)
+      const input = () => batchInput(texts.map((text, i) => ({ lineNo: i + 1, text, byteLength: Buffer.byteLength(text) })))
+      const here = analyzeBatch(input(), config, seedOnlyDecoder)
+      const fromWorker = await pool.analyze(input())!
       assert.deepStrictEqual([...fromWorker.meta], [...here.meta])
       assert.deepStrictEqual(Buffer.from(fromWorker.bytes).toString(), Buffer.from(here.bytes).toString())
       assert.deepStrictEqual(fromWorker.notes, here.notes)
       assert.strictEqual(fromWorker.meta[2 * META], DEFERRED)
       assert.strictEqual(fromWorker.meta[4 * META], DEFERRED)
       // the main thread's decoder handles both, the bad one with the Schema's message
-      const full = analyzeBatch(texts, config, fullDecoder)
+      const full = analyzeBatch(input(), config, fullDecoder)
+      assert.strictEqual(full.meta[1 * META], SKIPPED)
       assert.strictEqual(full.notes.find((n) => n.i === 4)?.reject?.field, "question")
       assert.strictEqual(full.notes.find((n) => n.i === 2)?.format, "chat")
       // the seed records' analysis is the same by either decoder

@@ -1,6 +1,6 @@
 /**
  * The pure half of the ingest's per-line work (see Ingest.ts): decode -> canonical record -> normalize ->
- * content rules -> fingerprints and split hash -> encode, for a batch of line texts. It holds no state,
+ * content rules -> fingerprints and split hash -> encode, for a batch of lines. It holds no state,
  * so it runs the same on the main thread or in a worker (IngestWorker.ts), and imports nothing from
  * `effect` (through Placeholders, Normalize, Rules, SeedRecord, RecordEncode, Split, Tickers), so a worker
  * stays small. The result is a few typed arrays and one byte buffer (transferred between threads, not
@@ -13,7 +13,7 @@ import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
 import { encodeRecord } from "./RecordEncode.ts"
 import { checkRules, type RuleConfig } from "./Rules.ts"
-import { canonicalFingerprint, splitBasis, splitKeyHash } from "./Split.ts"
+import { canonicalFingerprint, fingerprintBytes, splitBasis, splitKeyHash } from "./Split.ts"
 
 /** The rare per-line facts that do not fit the typed arrays of a BatchAnalysis. */
 export interface LineNote {
@@ -29,7 +29,7 @@ export interface LineNote {
 
 /** What `analyzeBatch` found in a batch of lines: transferable arrays plus a few notes. */
 export interface BatchAnalysis {
-  /** per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced */
+  /** per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced, line fingerprint (hi, lo) */
   readonly meta: Uint32Array
   /** the encoded records of the valid lines, each ending in "\n" (UTF-8) */
   readonly bytes: Uint8Array
@@ -38,7 +38,17 @@ export interface BatchAnalysis {
   readonly notes: Array<LineNote>
 }
 
-export const META = 5
+/** A batch of lines as bytes (one transferable buffer, decoded where it is analyzed). */
+export interface BatchInput {
+  /** the lines' bytes, one after another (no terminators) */
+  readonly bytes: Uint8Array
+  /** per line, its end in `bytes`; the start is the previous line's end */
+  readonly ends: Uint32Array
+  /** per line, 1 for a line the main thread handles itself (a problem line; its range is empty) */
+  readonly skip: Uint8Array
+}
+
+export const META = 7
 export const OK = 0
 export const REJECTED = 1
 /** a blank or problem line: the main thread counts it */
@@ -65,27 +75,31 @@ export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
   return { decoded: seedDecoded(o, o, keepExtra) }
 }
 
+const blank = /^\s*$/
+
 /**
- * Analyzes a batch of line texts; "" marks a line the caller handles itself (blank, or a problem line).
- * Pure: the same texts and configuration give the same result on any thread.
+ * Analyzes a batch of lines (blank lines and the ones marked `skip` come back SKIPPED). Pure: the same
+ * bytes and configuration give the same result on any thread.
  */
-export const analyzeBatch = (texts: ReadonlyArray<string>, config: AnalyzeConfig, decode: LineDecoder): BatchAnalysis => {
-  const n = texts.length
+export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: LineDecoder): BatchAnalysis => {
+  const n = input.ends.length
+  const src = Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength)
   const meta = new Uint32Array(n * META)
   const ends = new Uint32Array(n)
   const notes: Array<LineNote> = []
-  let size = 0
-  for (const t of texts) size += t.length
+  const size = src.length
   // never from Buffer's shared pool: a worker transfers this buffer's memory to the main thread
   let bytes = Buffer.allocUnsafeSlow(Math.max(1024, size + (size >>> 2)))
   let used = 0
   const basis = splitBasis(config.seed)
   const rules = config.rules
   for (let i = 0; i < n; i++) {
-    const line = texts[i]!
     const m = i * META
     ends[i] = used
-    if (line === "") {
+    const from = i === 0 ? 0 : input.ends[i - 1]!
+    const to = input.ends[i]!
+    const line = input.skip[i] === 1 ? "" : src.toString("utf8", from, to)
+    if (blank.test(line)) {
       meta[m] = SKIPPED
       continue
     }
@@ -126,6 +140,9 @@ export const analyzeBatch = (texts: ReadonlyArray<string>, config: AnalyzeConfig
     meta[m + 2] = fp.lo
     meta[m + 3] = splitKeyHash(record.question, config.groupByTicker ? record.tickers : undefined, basis)
     meta[m + 4] = nr.replaced
+    const lineFp = fingerprintBytes(src.subarray(from, to))
+    meta[m + 5] = lineFp.hi
+    meta[m + 6] = lineFp.lo
     if (violations.length > 0 || d.extraKeys.length > 0 || d.format !== "seed") {
       notes.push({
         i,

@@ -82,7 +82,7 @@ export const inputBytes = (input: string): Stream.Stream<Uint8Array, DatasetInpu
   NodeStream.fromReadable<Uint8Array, DatasetInputError>({
     evaluate: () => {
       if (input === "-") return process.stdin
-      const file = createReadStream(input, { highWaterMark: 1 << 16 })
+      const file = createReadStream(input, { highWaterMark: 1 << 18 })
       if (!input.endsWith(".gz")) return file
       const gunzip = createGunzip({ chunkSize: 1 << 20 })
       file.on("error", (e) => gunzip.destroy(e))
@@ -195,8 +195,8 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
             // small inputs never pay for starting workers
             if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) pool = yield* startPool
             const batch = processor.prepare(lines)
-            const sent = pool?.analyze(batch.texts)
-            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.texts, config, fullDecoder) })
+            const sent = pool?.analyze(batch.input)
+            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, fullDecoder) })
             else {
               const entry: (typeof pending)[number] = {
                 batch,

@@ -2,7 +2,7 @@
  * The per-line work of the ingest, in two halves so the first can run on another thread:
  *
  * 1. `analyzeBatch` (pure, no state): decode -> map to the canonical record -> normalize -> content rules
- *    -> fingerprints and split hash -> encode, for a batch of line texts. Its result is a few typed arrays
+ *    -> fingerprints and split hash -> encode, for a batch of lines. Its result is a few typed arrays
  *    and one byte buffer (cheap to transfer between threads), plus notes for the rare lines that need more
  *    (rejects, warnings, extra fields, non-seed formats).
  * 2. `IngestProcessor.commit` (in input order, on the main thread): dedupe, split, counts, and the bytes to
@@ -14,11 +14,11 @@
  */
 import { Buffer } from "node:buffer"
 import { Result } from "effect"
-import { analyzeBatch, type BatchAnalysis, DEFERRED, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
+import { analyzeBatch, type BatchAnalysis, type BatchInput, DEFERRED, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
 import { decodeInput } from "./Input.ts"
 import type { RawLine } from "./LineSplitter.ts"
 import type { RuleConfig } from "./Rules.ts"
-import { DedupeTable, fingerprint, fingerprintBytes, sideOf } from "./Split.ts"
+import { DedupeTable, sideOf } from "./Split.ts"
 
 /** The main thread's decoder: every input format, with the Schema's error messages. */
 export const fullDecoder: LineDecoder = (json, keepExtra) => {
@@ -66,10 +66,8 @@ export interface Counts {
 /** A batch read on the main thread, ready to be analyzed anywhere and committed here. */
 export interface PreparedBatch {
   readonly lines: ReadonlyArray<RawLine>
-  /** the texts to analyze ("" for blank and problem lines) */
-  readonly texts: Array<string>
-  /** per line, the exact fingerprint of its bytes (hi, lo): taken now, while the read chunk is valid */
-  readonly lineFps: Uint32Array
+  /** the lines' bytes in one buffer of their own (so it can be transferred to a worker) */
+  readonly input: BatchInput
 }
 
 export interface BatchOutput {
@@ -83,6 +81,26 @@ export interface BatchOutput {
   firstReject: Reject | undefined
 }
 
+/** The lines' bytes copied into one buffer of their own; problem lines are marked to skip. */
+export const batchInput = (lines: ReadonlyArray<RawLine>): BatchInput => {
+  let size = 0
+  for (const l of lines) if (l.problem === undefined) size += l.bytes !== undefined ? l.bytes.length : Buffer.byteLength(l.text)
+  const bytes = Buffer.allocUnsafeSlow(size)
+  const ends = new Uint32Array(lines.length)
+  const skip = new Uint8Array(lines.length)
+  let used = 0
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!
+    if (l.problem !== undefined) skip[i] = 1
+    else if (l.bytes !== undefined) {
+      bytes.set(l.bytes, used)
+      used += l.bytes.length
+    } else used += bytes.write(l.text, used)
+    ends[i] = used
+  }
+  return { bytes, ends, skip }
+}
+
 /** a larger copy of the first `used` bytes of `buf` */
 const grow = (buf: Buffer, used: number, need: number): Buffer => {
   const next = Buffer.allocUnsafe(Math.max(need, buf.length * 2))
@@ -93,7 +111,6 @@ const grow = (buf: Buffer, used: number, need: number): Buffer => {
 const bump = (m: Record<string, number>, k: string) => {
   m[k] = (m[k] ?? 0) + 1
 }
-const blank = /^\s*$/
 
 export class IngestProcessor {
   readonly counts: Counts = {
@@ -114,30 +131,17 @@ export class IngestProcessor {
   /** the whole per-batch work on this thread: prepare, analyze, commit */
   process(lines: ReadonlyArray<RawLine>): BatchOutput {
     const batch = this.prepare(lines)
-    return this.commit(batch, analyzeBatch(batch.texts, this.config, fullDecoder))
+    return this.commit(batch, analyzeBatch(batch.input, this.config, fullDecoder))
   }
 
   prepare(lines: ReadonlyArray<RawLine>): PreparedBatch {
-    const texts: Array<string> = new Array(lines.length)
-    const lineFps = new Uint32Array(lines.length * 2)
-    for (let i = 0; i < lines.length; i++) {
-      const raw = lines[i]!
-      if (raw.problem !== undefined || blank.test(raw.text)) {
-        texts[i] = ""
-        continue
-      }
-      texts[i] = raw.text
-      const fp = raw.bytes !== undefined ? fingerprintBytes(raw.bytes) : fingerprint(raw.text)
-      lineFps[2 * i] = fp.hi
-      lineFps[2 * i + 1] = fp.lo
-    }
-    return { lines, texts, lineFps }
+    return { lines, input: batchInput(lines) }
   }
 
   /** Dedupe, split and count one analyzed batch; batches must be committed in input order. */
   commit(batch: PreparedBatch, analysis: BatchAnalysis): BatchOutput {
     const c = this.counts
-    const { lines, lineFps } = batch
+    const { lines } = batch
     let trainUsed = 0
     let testUsed = 0
     let rejects = ""
@@ -154,7 +158,7 @@ export class IngestProcessor {
       let lineNote = note < a.notes.length && a.notes[note]!.i === i ? a.notes[note++] : undefined
       if (a.meta[m] === DEFERRED) {
         // a line the worker could not decode alone: the full decoder, here, explains it
-        a = analyzeBatch([raw.text], this.config, fullDecoder)
+        a = analyzeBatch(batchInput([raw]), this.config, fullDecoder)
         m = 0
         lineNote = a.notes[0]
       }
@@ -178,7 +182,7 @@ export class IngestProcessor {
         if (this.strict) return done(reject)
         continue
       }
-      const seen = this.seen.add(a.meta[m + 1]!, a.meta[m + 2]!, lineFps[2 * i]!, lineFps[2 * i + 1]!)
+      const seen = this.seen.add(a.meta[m + 1]!, a.meta[m + 2]!, a.meta[m + 5]!, a.meta[m + 6]!)
       if (seen === "exact") {
         c.duplicatesExact++
         continue

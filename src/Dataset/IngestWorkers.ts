@@ -2,12 +2,12 @@
  * Worker threads for the ingest's pure half (`analyzeBatch`: JSON parse, decode, normalize, rules,
  * fingerprints, encoding — nearly all of its CPU). The main thread keeps reading, deduping, splitting and
  * writing in input order, and analyzes batches itself whenever every worker already has work queued, so
- * on two cores both are busy. Batches go out as arrays of line texts and come back as typed arrays whose
- * memory is transferred, not copied.
+ * on two cores both are busy. Batches go out as the lines' bytes (decoded in the worker) and come back as
+ * typed arrays; both ways the memory is transferred, not copied.
  */
 import { availableParallelism } from "node:os"
 import { Worker } from "node:worker_threads"
-import type { AnalyzeConfig, BatchAnalysis } from "./Analyze.ts"
+import type { AnalyzeConfig, BatchAnalysis, BatchInput } from "./Analyze.ts"
 
 /** One worker per core beyond the first, at most 3 (each costs about 40 MB of memory). */
 export const defaultIngestWorkers = (): number => Math.max(0, Math.min(3, availableParallelism() - 1))
@@ -62,14 +62,15 @@ export class IngestWorkers {
   }
 
   /** Sends a batch to a worker with room, or returns undefined when all are busy (analyze it here). */
-  analyze(texts: ReadonlyArray<string>): Promise<BatchAnalysis> | undefined {
+  analyze(input: BatchInput): Promise<BatchAnalysis> | undefined {
     const slot = this.free()
     if (slot === undefined) return undefined
     const id = this.nextId++
     slot.queued++
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { slot, resolve, reject })
-      slot.worker.postMessage({ id, texts })
+      // the input's buffers move to the worker (the caller keeps only the lines)
+      slot.worker.postMessage({ id, input }, [input.bytes.buffer as ArrayBuffer, input.ends.buffer as ArrayBuffer, input.skip.buffer as ArrayBuffer])
     })
   }
 

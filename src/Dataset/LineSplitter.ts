@@ -14,12 +14,33 @@ export interface RawLine {
   readonly lineNo: number
   /** the decoded text (no line terminator, no BOM); empty when `problem` is set */
   readonly text: string
-  /** the line's bytes (a view into the read chunk, valid while the batch is processed) */
+  /** the line's bytes (a view into the read chunk) */
   readonly bytes?: Uint8Array
   readonly byteLength: number
   readonly problem?: LineProblem
   /** the first bytes of a problem line, decoded lossily, for the rejects file */
   readonly preview?: string
+}
+
+/**
+ * A valid line whose text is decoded on first use: the ingest hands most lines' bytes to a worker
+ * thread, so decoding them here as well would be wasted (the chunk the bytes view is never reused: Node's
+ * file, gunzip and stdin streams hand out a fresh buffer per chunk).
+ */
+class Line implements RawLine {
+  readonly lineNo: number
+  readonly bytes: Buffer
+  private decoded: string | undefined
+  constructor(lineNo: number, bytes: Buffer) {
+    this.lineNo = lineNo
+    this.bytes = bytes
+  }
+  get byteLength(): number {
+    return this.bytes.length
+  }
+  get text(): string {
+    return (this.decoded ??= this.bytes.toString("utf8"))
+  }
 }
 
 const LF = 10
@@ -129,7 +150,7 @@ export class LineSplitter {
       })
       return
     }
-    out.push({ lineNo: this.lineNo, text: buf.toString("utf8", s, e), bytes: buf.subarray(s, e), byteLength: bytes })
+    out.push(new Line(this.lineNo, buf.subarray(s, e)))
   }
 
   private tooLong(head: Buffer, bytes: number): RawLine {

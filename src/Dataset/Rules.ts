@@ -61,11 +61,13 @@ export interface Violation {
 
 const adviceQuestion = /\b(?:should (?:i|we)|is it (?:a )?(?:good|smart|bad) (?:time|idea) to|worth (?:buying|investing)|(?:buy|sell|hold)(?:ing)?)\b/i
 const adviceAnswer = /\b(?:strong buy|buy rating|sell rating|(?:i (?:would )?(?:recommend|suggest)|good (?:time|idea) to|you (?:should|could) (?:consider )?)\s*(?:buying|selling|holding|buy|sell|hold)\b)/i
+// every match of adviceAnswer holds one of these words: a cheap test first, since most answers hold none
+const adviceWord = /buy|sell|hold/i
 const symbolPattern = /^[A-Z][A-Z0-9]{0,5}(?:[.-][A-Z0-9]{1,3})?$/
 
 /** true for investment-advice questions/answers ("Should I buy TSLA?") */
 export const isAdvice = (r: Pick<TrainingRecord, "question" | "answer">): boolean =>
-  adviceQuestion.test(r.question) || adviceAnswer.test(r.answer)
+  adviceQuestion.test(r.question) || (adviceWord.test(r.answer) && adviceAnswer.test(r.answer))
 
 /** Every rule the record breaks whose severity is not `off`. */
 export const checkRules = (r: TrainingRecord, config: RuleConfig): Array<Violation> => {
