@@ -100,8 +100,25 @@ const resolveAdapters = Effect.fn("Cli.resolveAdapters")(function*(specs: Readon
   return out
 })
 
+/**
+ * llama.cpp needs a GGUF: a Hugging Face folder base is converted (f16) into the temp folder for this run, and the
+ * file removed when the server stops (it is as large as the model).
+ */
+const servableBase = Effect.fn("Cli.servableBase")(function*(base: string) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  // anything but a folder (a missing file included) goes to the engine, which reports what it cannot load
+  const info = yield* fs.stat(base).pipe(Effect.option)
+  if (Option.isNone(info) || info.value.type !== "Directory") return base
+  const converted = path.join(os.tmpdir(), `finetune-finance-${process.pid}-base.gguf`)
+  yield* Console.error(`converting Hugging Face folder ${base} -> ${converted} (f16; \`export base\` does it once for good)`)
+  yield* Effect.addFinalizer(() => fs.remove(converted, { force: true }).pipe(Effect.ignore))
+  yield* convertHfBase({ base, out: converted, type: "f16", onTensor: progressLine })
+  return converted
+})
+
 export const serveCommand = Command.make("serve", {
-  base: Flag.String("base").pipe(Flag.withDescription("the base model GGUF (or a merged model)")),
+  base: Flag.String("base").pipe(Flag.withDescription("the base model: a GGUF (or a merged model), or a Hugging Face folder (converted to a temporary GGUF first)")),
   adapters: Flag.atLeast(Flag.String("adapter"), 0).pipe(Flag.withDescription(
     "a LoRA adapter to serve over the base, as name=path or path (a GGUF adapter or a PEFT folder); repeatable. The OpenAI `model` field picks one"
   )),
@@ -128,6 +145,7 @@ export const serveCommand = Command.make("serve", {
 }, (flags) =>
   Effect.gen(function*() {
     const adapters = yield* resolveAdapters(flags.adapters, flags.base)
+    const base = yield* servableBase(flags.base)
     const options: Server.ServeOptions = {
       host: flags.host,
       port: flags.port,
@@ -137,7 +155,7 @@ export const serveCommand = Command.make("serve", {
       placeholderPolicy: flags.placeholders,
       ...(Option.isSome(flags.modelVersion) ? { modelVersion: flags.modelVersion.value } : {}),
       engine: {
-        base: flags.base,
+        base,
         adapters,
         parallel: flags.parallel,
         queueSize: flags.queue,
