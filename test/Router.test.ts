@@ -4,7 +4,7 @@
  * health checks, metrics, config from env, and the Promise facade.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Fiber, Layer, Logger, References, Stream } from "effect"
+import { ConfigProvider, Context, Effect, Fiber, Layer, Logger, References, Stream, Tracer } from "effect"
 import { createRouter } from "../src/Router/Facade.ts"
 import { ModelRouter, type RouteStreamEvent } from "../src/Router/ModelRouter.ts"
 import type { RouterConfigInput } from "../src/Router/RouterConfig.ts"
@@ -514,6 +514,33 @@ describe("Router logs", () => {
       const fallback = lines.find((l) => Array.isArray(l.message) && l.message[0] === "answered after fallback")
       assert.isDefined(fallback)
       assert.deepStrictEqual(fallback!.annotations, { router: "app-router", requestId: "req-42" })
+    }))
+})
+
+describe("Router spans", () => {
+  it.live("each request is a ModelRouter.route span carrying its request id and chain, under the caller's span", () =>
+    Effect.gen(function*() {
+      const local = yield* loopback("infer")
+      const spans: Array<Tracer.NativeSpan> = []
+      const tracer = Tracer.make({
+        span(options) {
+          const span = new Tracer.NativeSpan(options)
+          spans.push(span)
+          return span
+        }
+      })
+      const answer = yield* withRouter(
+        { providers: [{ name: "local-pytorch", kind: "local-infer", baseUrl: local.url }], healthCheck: false },
+        (r) => r.route("What is the P/E of AAPL?", undefined, { requestId: "req-7" }).pipe(Effect.withSpan("app.handler"))
+      ).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      assert.strictEqual(answer.model, "local-pytorch")
+      const route = spans.filter((s) => s.name === "ModelRouter.route")
+      assert.strictEqual(route.length, 1)
+      assert.strictEqual(route[0]!.attributes.get("requestId"), "req-7")
+      assert.strictEqual(route[0]!.attributes.get("chain"), "local-pytorch")
+      assert.strictEqual(route[0]!.status._tag, "Ended")
+      const parent = route[0]!.parent
+      assert.strictEqual(parent._tag === "Some" ? (parent.value as Tracer.NativeSpan).name : undefined, "app.handler")
     }))
 })
 
