@@ -1,6 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer } from "effect"
+import fc from "fast-check"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -12,6 +13,7 @@ import { SeedInput } from "../src/Dataset/Input.ts"
 import { defaultRuleConfig } from "../src/Dataset/Rules.ts"
 import { seedKeys } from "../src/Dataset/SeedRecord.ts"
 import { DedupeTable } from "../src/Dataset/Split.ts"
+import { findTickersInText, findTickersInTexts } from "../src/Dataset/Tickers.ts"
 
 const TestLayer = DatasetPipeline.layer.pipe(Layer.provide(NodeServices.layer))
 const line = (o: unknown) => JSON.stringify(o)
@@ -143,5 +145,21 @@ describe("DedupeTable", () => {
 
   it("the worker's seed keys are the Schema's", () => {
     assert.deepStrictEqual([...seedKeys].sort(), Object.keys(SeedInput.fields).sort())
+  })
+})
+
+describe("findTickersInTexts", () => {
+  it("finds what findTickersInText finds in the two texts joined by a newline", () => {
+    const bits = ["NYSE:", "NYSE: ", "NASDAQ:", "F", "$F", "(F)", "(", ")", "AAPL", "Apple", "apple", " ", "\n", "S&P", "&", ".", "-", "T", "AT&T", "Home", "Depot", "Home Depot", "x", "MSFT", "Coca-Cola", "BRK.B", "IT"]
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...bits), { maxLength: 6 }), fc.array(fc.constantFrom(...bits), { maxLength: 6 }), (a, b) => {
+        const first = a.join("")
+        const second = b.join("")
+        assert.deepStrictEqual(findTickersInTexts(first, second), findTickersInText(`${first}\n${second}`))
+      }),
+      { numRuns: 5000 }
+    )
+    assert.deepStrictEqual(findTickersInTexts("Listed as NYSE:", "F and AAPL"), ["F", "AAPL"])
+    assert.deepStrictEqual(findTickersInTexts("Apple or MSFT?", "MSFT, then $TSLA"), ["AAPL", "MSFT", "TSLA"])
   })
 })

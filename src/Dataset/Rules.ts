@@ -6,7 +6,7 @@
 import { hasLivePlaceholder, isPlaceholder } from "./Placeholders.ts"
 import { isTimestampValue } from "./Normalize.ts"
 import type { TrainingRecord } from "./Record.ts"
-import { findTickersInText } from "./Tickers.ts"
+import { findTickersInTexts } from "./Tickers.ts"
 
 export const ruleNames = [
   /** answers with live-data placeholders must have `context_required: true` */
@@ -96,7 +96,7 @@ export const checkRules = (r: TrainingRecord, config: RuleConfig): Array<Violati
     })
   }
   if (config.tickers_in_text !== "off") {
-    const missing = findTickersInText(`${r.question}\n${r.answer}`).filter((s) => !r.tickers.includes(s))
+    const missing = findTickersInTexts(r.question, r.answer).filter((s) => !r.tickers.includes(s))
     if (missing.length > 0) {
       out.push({ rule: "tickers_in_text", field: "tickers", reason: `tickers named in the text are missing from tickers: ${missing.join(", ")}` })
     }

@@ -283,5 +283,24 @@ export const findTickersInText = (text: string): ReadonlyArray<string> => {
   return found
 }
 
+const endsWithExchange = /\b(?:NYSE|NASDAQ|TSX|Nasdaq):$/
+
+/**
+ * `findTickersInText(\`${first}\n${second}\`)` without building the joined text (the content rules run it on
+ * every record's question and answer, and flattening the joined string cost as much as half the scan).
+ * Tokens never span the newline; the one way the two parts interact, an exchange prefix ending the first
+ * ("NYSE:") before a symbol starting the second, falls back to the joined text.
+ */
+export const findTickersInTexts = (first: string, second: string): ReadonlyArray<string> => {
+  if (endsWithExchange.test(first)) return findTickersInText(`${first}\n${second}`)
+  const a = findTickersInText(first)
+  const b = findTickersInText(second)
+  if (b.length === 0) return a
+  if (a.length === 0) return b
+  const out = [...a]
+  for (const x of b) if (!out.includes(x)) out.push(x)
+  return out
+}
+
 /** Index ETFs quoted as "the market" in overviews. */
 export const marketIndexSymbols: ReadonlyArray<string> = ["SPY", "QQQ", "DIA", "IWM"]
