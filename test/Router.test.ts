@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Fiber, Layer, Logger, References, Stream, Tracer } from "effect"
+import { FetchHttpClient } from "effect/http"
 import { createRouter } from "../src/Router/Facade.ts"
 import { ModelRouter, type RouteStreamEvent } from "../src/Router/ModelRouter.ts"
 import type { RouterConfigInput } from "../src/Router/RouterConfig.ts"
@@ -541,6 +542,25 @@ describe("Router spans", () => {
       assert.strictEqual(route[0]!.status._tag, "Ended")
       const parent = route[0]!.parent
       assert.strictEqual(parent._tag === "Some" ? (parent.value as Tracer.NativeSpan).name : undefined, "app.handler")
+    }))
+})
+
+describe("Router transport", () => {
+  it.live("answers go through the fetch in FetchHttpClient.Fetch (one call per attempt, the request body as sent)", () =>
+    Effect.gen(function*() {
+      const local = yield* loopback("infer")
+      const seen: Array<{ url: string; body: unknown }> = []
+      const counting: typeof globalThis.fetch = (input, init) => {
+        seen.push({ url: String(input), body: JSON.parse(String(init?.body)) })
+        return globalThis.fetch(input, init)
+      }
+      const answer = yield* ModelRouter.use((r) => r.route("What is the P/E of AAPL?", "Current Symbol: AAPL")).pipe(
+        Effect.provide(ModelRouter.layerConfig({ providers: [{ name: "local-pytorch", kind: "local-infer", baseUrl: local.url }], healthCheck: false })),
+        Effect.provideService(FetchHttpClient.Fetch, counting)
+      )
+      assert.strictEqual(answer.model, "local-pytorch")
+      assert.deepStrictEqual(seen.map((s) => s.url), [`${local.url}/infer`])
+      assert.deepStrictEqual(seen[0]!.body, { question: "What is the P/E of AAPL?", context: "Current Symbol: AAPL", max_length: 512, temperature: 0.2 })
     }))
 })
 

@@ -627,7 +627,10 @@ export class ModelRouter extends Context.Service<ModelRouter, {
   /** Prometheus text of this router's metrics. */
   readonly metrics: Effect.Effect<string>
 }>()("app/Router/ModelRouter") {
-  /** A router for `config`; needs an `HttpClient`. Health checks run in the layer's scope. */
+  /**
+   * A router for `config`. Answers go through the `fetch` in `FetchHttpClient.Fetch` (the platform's unless
+   * provided), streams and health checks through the `HttpClient` it needs. Health checks run in the layer's scope.
+   */
   static readonly make = (config: RouterConfig) => makeRouter(config)
 
   /** A router from explicit config, over `fetch`. */
