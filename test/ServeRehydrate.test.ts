@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest"
 import { firstStopIndex, heldBackLength } from "../src/Serving/InferenceEngine.ts"
 import { chatAsSeedPrompt, renderChatTemplate, renderPrompt, seedPrompt } from "../src/Serving/Prompt.ts"
-import { placeholderValues, rehydrate, StreamingRehydrator } from "../src/Serving/Rehydrate.ts"
+import { placeholderValues, placeholderValuesOf, rehydrate, StreamingRehydrator } from "../src/Serving/Rehydrate.ts"
 import { renderRagContext } from "../src/Dataset/RagContext.ts"
 import { chatTemplate } from "../src/Training/FinanceVocabulary.ts"
 
@@ -74,6 +74,22 @@ describe("rehydration", () => {
 
   it("does not double a percent sign the model wrote after a change placeholder", () => {
     expect(rehydrate("up <CHANGE>% today", values, "leave").text).toBe("up +0.45% today")
+  })
+
+  it("reads the context only for an answer that has a placeholder, and only once", () => {
+    let reads = 0
+    const lazy = () => {
+      reads++
+      return values
+    }
+    const plain = rehydrate("A plain answer, up 5%% on the day.", lazy, "refuse")
+    expect(plain).toEqual({ text: "A plain answer, up 5% on the day.", report: { filled: {}, unfilled: [], policy: "refuse" } })
+    expect(reads).toBe(0)
+    const streaming = new StreamingRehydrator(placeholderValuesOf(structured), "leave")
+    expect(streaming.push("No placeholder yet, ") + streaming.push("then <PRICE> and <CHANGE>.") + streaming.flush())
+      .toBe("No placeholder yet, then $189.50 and +0.45%.")
+    expect(rehydrate(answer, lazy, "leave")).toEqual(rehydrate(answer, values, "leave"))
+    expect(reads).toBe(1)
   })
 
   it("streams: never emits half a placeholder, and ends with the same text as the whole", () => {

@@ -21,6 +21,16 @@ const active = Metric.gauge("inference_active_generations", { description: "Gene
 const loadedAdapters = Metric.gauge("inference_loaded_adapters", { description: "LoRA adapters loaded over the base" })
 const modelLoaded = Metric.gauge("inference_model_loaded", { description: "1 when the models are loaded" })
 
+/** A cache by label value (routes, statuses and models are few). */
+const labelled = <A>(make: (key: string) => A) => {
+  const cache = new Map<string, A>()
+  return (key: string): A => {
+    let value = cache.get(key)
+    if (value === undefined) cache.set(key, value = make(key))
+    return value
+  }
+}
+
 export interface GaugeValues {
   readonly queued: number
   readonly active: number
@@ -37,20 +47,31 @@ export class ServerMetrics extends Context.Service<ServerMetrics, {
   static readonly layer = Layer.sync(ServerMetrics, () => {
     const registry: Metric.MetricRegistry = new Map()
     const inRegistry = <A>(effect: Effect.Effect<A>) => Effect.provideService(effect, Metric.MetricRegistry, registry)
+    // one labelled metric per label set, kept: a labelled metric computes its series key once, on first use
+    const byRoute = labelled((route: string) => ({ latency: Metric.withAttributes(latency, { route }) }))
+    const byRouteStatus = labelled((key: string) => {
+      const [route, status] = JSON.parse(key) as [string, string]
+      return Metric.withAttributes(requests, { route, status })
+    })
+    const byModel = labelled((model: string) => ({
+      tokens: Metric.withAttributes(tokens, { model }),
+      promptTokens: Metric.withAttributes(promptTokens, { model }),
+      tokensPerSecond: Metric.withAttributes(tokensPerSecond, { model })
+    }))
     return ServerMetrics.of({
       recordRequest: (route, status, seconds) =>
         inRegistry(Effect.all([
-          Metric.update(Metric.withAttributes(requests, { route, status: String(status) }), 1),
-          Metric.update(Metric.withAttributes(latency, { route }), seconds)
+          Metric.update(byRouteStatus(JSON.stringify([route, String(status)])), 1),
+          Metric.update(byRoute(route).latency, seconds)
         ], { discard: true })),
-      recordGeneration: (model, prompt, completion, seconds) =>
-        inRegistry(Effect.all([
-          Metric.update(Metric.withAttributes(tokens, { model }), completion),
-          Metric.update(Metric.withAttributes(promptTokens, { model }), prompt),
-          seconds > 0 && completion > 0
-            ? Metric.update(Metric.withAttributes(tokensPerSecond, { model }), completion / seconds)
-            : Effect.void
-        ], { discard: true })),
+      recordGeneration: (model, prompt, completion, seconds) => {
+        const m = byModel(model)
+        return inRegistry(Effect.all([
+          Metric.update(m.tokens, completion),
+          Metric.update(m.promptTokens, prompt),
+          seconds > 0 && completion > 0 ? Metric.update(m.tokensPerSecond, completion / seconds) : Effect.void
+        ], { discard: true }))
+      },
       render: (g) =>
         inRegistry(Effect.gen(function*() {
           yield* Metric.update(queueDepth, g.queued)

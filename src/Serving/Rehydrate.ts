@@ -40,6 +40,8 @@ const upperSnake = (key: string) =>
 const display = (value: unknown): string | undefined =>
   typeof value === "string" ? value : typeof value === "number" && Number.isFinite(value) ? String(value) : undefined
 
+const typedShortNames = ["PE", "PB", "PS", "EPS", "BETA", "YIELD", "VOLUME", "MARKET_CAP", "DIVIDEND"]
+
 /** The placeholder values a context provides, by placeholder name without brackets. */
 export const placeholderValues = (context: RequestContext | undefined, now: Date = new Date()): Map<string, string> => {
   const values = new Map<string, string>()
@@ -80,23 +82,21 @@ export const placeholderValues = (context: RequestContext | undefined, now: Date
   indexed("MOVER", movers)
   indexed("TOP_MOVER", movers)
 
-  const fundamentals = Object.entries(ctx.fundamentals ?? {})
-  for (const [key, value] of fundamentals) {
+  // each shown fundamentals key once, by its placeholder name (the `<PE>` search below looks at all of them)
+  const fundamentals: Array<{ readonly name: string; readonly shown: string }> = []
+  for (const [key, value] of Object.entries(ctx.fundamentals ?? {})) {
     const shown = display(value)
-    if (shown !== undefined) values.set(upperSnake(key), shown)
+    if (shown === undefined) continue
+    const name = upperSnake(key)
+    values.set(name, shown)
+    fundamentals.push({ name, shown })
   }
   // `<PE>` for `peRatio`: one fundamentals key of the placeholder's type whose name starts with it
-  const typed = (name: string) => {
+  for (const name of typedShortNames) {
+    if (values.has(name)) continue
     const type = placeholderBaseType(name)
-    const candidates = fundamentals.filter(([key, v]) =>
-      display(v) !== undefined && upperSnake(key).startsWith(`${name}_`) && placeholderBaseType(upperSnake(key)) === type)
-    return candidates.length === 1 ? display(candidates[0]![1]) : undefined
-  }
-  for (const name of ["PE", "PB", "PS", "EPS", "BETA", "YIELD", "VOLUME", "MARKET_CAP", "DIVIDEND"]) {
-    if (!values.has(name)) {
-      const v = typed(name)
-      if (v !== undefined) values.set(name, v)
-    }
+    const candidates = fundamentals.filter((f) => f.name.startsWith(`${name}_`) && placeholderBaseType(f.name) === type)
+    if (candidates.length === 1) values.set(name, candidates[0]!.shown)
   }
   if (typeof context === "object") {
     const explicit = context["placeholders"]
@@ -115,11 +115,31 @@ export interface Rehydrated {
   readonly report: PlaceholderReport
 }
 
+/**
+ * Placeholder values, or how to get them: the server passes `placeholderValuesOf(context)` so that the context is
+ * only read for an answer that has a placeholder.
+ */
+export type PlaceholderValues = ReadonlyMap<string, string> | (() => ReadonlyMap<string, string>)
+
+/** `placeholderValues(context)`, computed on first use and then kept. */
+export const placeholderValuesOf = (context: RequestContext | undefined): () => ReadonlyMap<string, string> => {
+  let values: ReadonlyMap<string, string> | undefined
+  return () => (values ??= placeholderValues(context))
+}
+
+// a value that carries its own `%` after a placeholder the model followed with one
+const undoubledPercent = (text: string) => text.includes("%%") ? text.replace(/(\d%)%/g, "$1") : text
+
+const anyPlaceholder = new RegExp(placeholderPattern.source)
+const globalPlaceholder = new RegExp(placeholderPattern.source, "g")
+
 /** Fills every placeholder of `text` it has a value for; the rest follow `policy` (refusal is the caller's). */
-export const rehydrate = (text: string, values: ReadonlyMap<string, string>, policy: PlaceholderPolicy): Rehydrated => {
+export const rehydrate = (text: string, source: PlaceholderValues, policy: PlaceholderPolicy): Rehydrated => {
+  if (!anyPlaceholder.test(text)) return { text: undoubledPercent(text), report: { filled: {}, unfilled: [], policy } }
+  const values = typeof source === "function" ? source() : source
   const filled: Record<string, string> = {}
   const unfilled: Array<string> = []
-  let out = text.replace(new RegExp(placeholderPattern.source, "g"), (whole: string, name: string) => {
+  let out = text.replace(globalPlaceholder, (whole: string, name: string) => {
     const value = values.get(name)
     if (value !== undefined) {
       filled[whole] = value
@@ -128,8 +148,7 @@ export const rehydrate = (text: string, values: ReadonlyMap<string, string>, pol
     if (!unfilled.includes(whole)) unfilled.push(whole)
     return policy === "remove" ? "" : whole
   })
-  // a value that carries its own `%` after a placeholder the model followed with one
-  out = out.replace(/(\d%)%/g, "$1")
+  out = undoubledPercent(out)
   if (policy === "remove" && unfilled.length > 0) out = out.replace(/ {2,}/g, " ").replace(/ ([.,;:!?])/g, "$1")
   return { text: out, report: { filled, unfilled, policy } }
 }
@@ -142,9 +161,9 @@ export class StreamingRehydrator {
   private pending = ""
   private readonly filled: Record<string, string> = {}
   private readonly unfilled: Array<string> = []
-  private readonly values: ReadonlyMap<string, string>
+  private readonly values: PlaceholderValues
   private readonly policy: PlaceholderPolicy
-  constructor(values: ReadonlyMap<string, string>, policy: PlaceholderPolicy) {
+  constructor(values: PlaceholderValues, policy: PlaceholderPolicy) {
     this.values = values
     this.policy = policy
   }
