@@ -104,5 +104,23 @@ describe("dataset CLI", () => {
     const rules = cli(["validate", file, "--rules", "made_up=warn"])
     expect(rules.code).toBe(1)
     expect(rules.stderr).toContain("--rules: unknown rule \"made_up\"")
+    const workers = cli(["split", file, "-o", join(dir, "o3"), "--workers", "-1"])
+    expect(workers.code).toBe(1)
+    expect(workers.stderr).toContain("--workers must be 0 or more")
+  })
+
+  it("splits a large file on a worker thread into the same bytes as on one thread", () => {
+    const dir = tmp()
+    const file = join(dir, "big.jsonl")
+    // past the 20,000 lines after which the ingest starts its worker; every 10th line repeats an earlier one
+    writeFileSync(file, Array.from({ length: 30_000 }, (_, i) => record(`Question ${i % 10 === 9 ? i - 5 : i}?`)).join("\n") + "\n")
+    const one = cli(["split", file, "-o", join(dir, "w0"), "--workers", "0"])
+    const two = cli(["split", file, "-o", join(dir, "w1"), "--workers", "1"])
+    expect([one.code, two.code]).toEqual([0, 0])
+    for (const f of ["train.jsonl", "test.jsonl", "rejects.jsonl"]) {
+      expect(readFileSync(join(dir, "w1", f), "utf8") === readFileSync(join(dir, "w0", f), "utf8")).toBe(true)
+    }
+    const summary = JSON.parse(readFileSync(join(dir, "w1", "summary.json"), "utf8"))
+    expect([summary.linesRead, summary.duplicates.exact, summary.train + summary.test]).toEqual([30_000, 3_000, 27_000])
   })
 })

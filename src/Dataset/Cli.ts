@@ -113,6 +113,7 @@ const printSummary = (s: Summary) =>
 
 const runIngest = (input: string, options: Omit<PipelineOptions, "input" | "onProgress">, label: string) =>
   Effect.gen(function*() {
+    if (options.workers !== undefined && options.workers < 0) return yield* fail("--workers must be 0 or more", 1)
     const pipeline = yield* DatasetPipeline
     const progress = progressReporter(label, "lines")
     const total = inputSize(input)

@@ -1,8 +1,11 @@
 /**
  * The Dataset stage as one service: JSONL in (file, `.gz` file, or stdin as "-"), train/test/rejects
  * JSONL and a summary out. The input is an Effect Stream of byte chunks read with backpressure; each pull
- * of chunks (64 KiB reads) is split into lines, processed (Ingest.ts) and appended to the outputs with one write per
- * file, so memory stays flat however large the input is. The `pipeline` command calls `run` directly.
+ * of chunks (256 KiB reads) is split into lines and analyzed (Analyze.ts) on this thread or, for large
+ * inputs, on worker threads (IngestWorkers.ts); the analyzed batches are committed in input order
+ * (Ingest.ts: dedupe, split, counts) and appended to the outputs with one write per file. At most a few
+ * batches are in flight, so memory stays flat however large the input is. The `pipeline` command calls
+ * `run` directly.
  *
  * Outputs in `outDir`: `train.jsonl`, `test.jsonl`, `rejects.jsonl` (one JSON object per rejected line:
  * line, code, field, reason, text cut to `rejectTextChars`), `summary.json` (the Summary below; it holds no

@@ -1,15 +1,16 @@
 /**
  * The per-line work of the ingest, in two halves so the first can run on another thread:
  *
- * 1. `analyzeBatch` (pure, no state): decode -> map to the canonical record -> normalize -> content rules
+ * 1. `analyzeBatch` (Analyze.ts; pure, no state): decode -> map to the canonical record -> normalize -> content rules
  *    -> fingerprints and split hash -> encode, for a batch of lines. Its result is a few typed arrays
  *    and one byte buffer (cheap to transfer between threads), plus notes for the rare lines that need more
  *    (rejects, warnings, extra fields, non-seed formats).
  * 2. `IngestProcessor.commit` (in input order, on the main thread): dedupe, split, counts, and the bytes to
  *    append to each output.
  *
- * Both halves run the same code whether the analysis ran here or in a worker (IngestWorkers.ts), so the
- * outputs are byte-identical for any number of workers. Every non-blank line ends as exactly one of:
+ * The analysis runs the same code here or in a worker (IngestWorkers.ts); lines a worker cannot decode
+ * without Schema come back DEFERRED and are analyzed here with the full decoder. So the outputs are
+ * byte-identical for any number of workers. Every non-blank line ends as exactly one of:
  * train, test, duplicate (exact or normalized) or rejected.
  */
 import { Buffer } from "node:buffer"
@@ -128,12 +129,7 @@ export class IngestProcessor {
     this.strict = strict
   }
 
-  /** the whole per-batch work on this thread: prepare, analyze, commit */
-  process(lines: ReadonlyArray<RawLine>): BatchOutput {
-    const batch = this.prepare(lines)
-    return this.commit(batch, analyzeBatch(batch.input, this.config, fullDecoder))
-  }
-
+  /** copies a batch's lines into one buffer, so it can be analyzed here or handed to a worker */
   prepare(lines: ReadonlyArray<RawLine>): PreparedBatch {
     return { lines, input: batchInput(lines) }
   }
