@@ -6,9 +6,10 @@
  * - Work per request: the app's `POST /infer` with the same question and context, greedy, at most GEN tokens.
  * - Server: autocannon (a maintained HTTP load generator) at concurrency 1, 4 and 16 against `/infer`; per-request
  *   latencies from its `response` events, tokens from the server's own `/metrics` counter.
- * - Baseline: the same prompt tokens through node-llama-cpp directly (a context with the adapter, `parallel`
- *   sequences, the same sampling and per-token confidence, detokenized at the end), with the same number of
- *   concurrent callers.
+ * - Baseline: node-llama-cpp called directly, doing what /infer asks of it (`directAnswer`): the same prompt
+ *   text tokenized per request, the same sampler settings (/infer's top_k and top_p at temperature 0), the
+ *   seed's stop strings checked as the text grows, per-token confidence; a context with the adapter and
+ *   `parallel` sequences, with the same number of concurrent callers.
  * - Rounds alternate baseline and server, so drift on this shared machine hits both alike.
  *
  * Writes the results into the `## Serving` section of BENCHMARKS.md.
@@ -19,9 +20,11 @@ import { createRequire } from "node:module"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import type { LlamaContextSequence, Token } from "node-llama-cpp"
+import * as http from "node:http"
+import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp"
+import { inferDefaults } from "../src/Serving/Api.ts"
 import { exportAdapter } from "../src/Serving/Export.ts"
-import { seedPrompt } from "../src/Serving/Prompt.ts"
+import { seedPrompt, seedStops } from "../src/Serving/Prompt.ts"
 import { launchServer } from "../src/Serving/Server.ts"
 import { LlamaCpp } from "../src/Training/LlamaCpp.ts"
 import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
@@ -110,6 +113,7 @@ const directContext = await model.createContext({
   threads: THREADS,
   lora: { adapters: [{ filePath: adapter }] }
 })
+// for sizing max_length only: each request tokenizes its own prompt, as the server does
 const promptTokens = [model.tokens.bos!, ...model.tokenize(seedPrompt(context, question), false)]
 const pool: Array<LlamaContextSequence> = Array.from({ length: PARALLEL }, () => directContext.getSequence())
 const waiting: Array<(s: LlamaContextSequence) => void> = []
@@ -124,21 +128,34 @@ const release = (s: LlamaContextSequence) => {
   else pool.push(s)
 }
 
+/** /infer's sampler settings for a request that sets only `temperature: 0` */
+const sampling = { temperature: 0, topK: inferDefaults.top_k, topP: inferDefaults.top_p, seed: 1 }
+
+/**
+ * One answer the way a program calling node-llama-cpp directly would get what /infer returns: tokenize the seed
+ * prompt, generate with the same sampler settings, stop at the seed's stop strings (so the text is detokenized as
+ * it grows), and keep each token's probability for the confidence.
+ */
+const directAnswer = async (m: LlamaModel, sequence: LlamaContextSequence) => {
+  const prompt = [m.tokens.bos!, ...m.tokenize(seedPrompt(context, question), false)]
+  await sequence.clearHistory()
+  const tokens: Array<Token> = []
+  let confidence = 0
+  let text = ""
+  for await (const step of sequence.evaluateWithMetadata(prompt, { confidence: true }, sampling)) {
+    if (m.isEogToken(step.token)) break
+    text += m.detokenize([step.token], false, tokens.slice(-8))
+    tokens.push(step.token)
+    confidence += step.confidence
+    if (seedStops.some((stop) => text.includes(stop)) || tokens.length >= GEN) break
+  }
+  return { tokens: tokens.length, text, confidence: confidence / Math.max(1, tokens.length) }
+}
+
 const directOnce = async () => {
   const sequence = await acquire()
   try {
-    await sequence.clearHistory()
-    const tokens: Array<Token> = []
-    let confidence = 0
-    // the same work /infer asks of llama.cpp: the greedy token and its probability (the reply's confidence)
-    for await (const step of sequence.evaluateWithMetadata([...promptTokens], { confidence: true }, { temperature: 0 })) {
-      if (model.isEogToken(step.token)) break
-      tokens.push(step.token)
-      confidence += step.confidence
-      if (tokens.length >= GEN) break
-    }
-    model.detokenize(tokens)
-    return confidence >= 0 ? tokens.length : 0
+    return (await directAnswer(model, sequence)).tokens
   } finally {
     release(sequence)
   }
@@ -240,7 +257,11 @@ await model.dispose()
 // ---------------------------------------------------------------------------------------------------------------
 // part 2: the fixed cost per request (HTTP, validation, queue, Effect) on the `tiny` preset, where it is largest
 // relative to the model's work. One caller, direct and server strictly alternating, low percentiles: on a shared
-// machine the upper percentiles measure the neighbours, the low ones what each path itself costs.
+// machine the upper percentiles measure the neighbours, the low ones what each path itself costs. The client is
+// node:http with a keep-alive agent (what load generators use), since it runs on the server's own thread here; a
+// `GET /live` round trip beside each pair shows the floor that loopback HTTP itself sets. Main-thread CPU time
+// per request (process.threadCpuUsage) does not depend on the neighbours: llama.cpp computes on its own threads,
+// so it is the JavaScript each path runs (the server's figure includes the client's share).
 
 const FIXED_ROUNDS = 80
 const tinyBase = path.join(dir, "tiny.gguf")
@@ -251,28 +272,69 @@ const tinySequence = tinyContext.getSequence()
 const tinyPrompt = [tinyModel.tokens.bos!, ...tinyModel.tokenize(seedPrompt(context, question), false)]
 const tinyServer = await launchServer({ port: 0, engine: { base: tinyBase, parallel: 1, queueSize: 4, threads: THREADS, gpu: "off" } })
 const tinyBody = JSON.stringify({ question, context, max_length: tinyPrompt.length + GEN, temperature: 0 })
-const fixed = { direct: [] as Array<number>, server: [] as Array<number>, directTokens: 0, serverTokens: 0 }
-for (let round = 0; round < FIXED_ROUNDS + 5; round++) {
-  let t0 = performance.now()
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+const tinyUrl = new URL(tinyServer.url)
+const request = (method: "GET" | "POST", route: string, body?: string) =>
+  new Promise<string>((resolve, reject) => {
+    const req = http.request({
+      host: tinyUrl.hostname, port: tinyUrl.port, path: route, method, agent,
+      headers: body === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+    }, (res) => {
+      let text = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (text += chunk))
+      res.on("end", () => res.statusCode === 200 ? resolve(text) : reject(new Error(`${route}: HTTP ${res.statusCode}: ${text}`)))
+      res.on("error", reject)
+    })
+    req.on("error", reject)
+    req.end(body)
+  })
+const timed = async <A>(f: () => Promise<A>) => {
+  const cpu = process.threadCpuUsage()
+  const t0 = performance.now()
+  const value = await f()
+  const ms = performance.now() - t0
+  const used = process.threadCpuUsage(cpu)
+  return { value, ms, cpuMs: (used.user + used.system) / 1000 }
+}
+/** less than /infer's work, to show what the baseline's fairness is worth: the prompt tokenized once in advance,
+ * temperature-only sampling, no stop strings, the text detokenized once at the end */
+const bareAnswer = async () => {
   await tinySequence.clearHistory()
   const tokens: Array<Token> = []
-  for await (const step of tinySequence.evaluateWithMetadata([...tinyPrompt], { confidence: true }, { temperature: 0 })) {
+  for await (const step of tinySequence.evaluateWithMetadata(tinyPrompt, { confidence: true }, { temperature: 0 })) {
     if (tinyModel.isEogToken(step.token)) break
     tokens.push(step.token)
     if (tokens.length >= GEN) break
   }
-  tinyModel.detokenize(tokens)
-  const directMs = performance.now() - t0
-  t0 = performance.now()
-  const reply = await fetch(`${tinyServer.url}/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: tinyBody })
-  const served = (await reply.json()) as { metadata: { completion_tokens: number } }
-  const serverMs = performance.now() - t0
-  if (round < 5) continue // warm-up
-  fixed.direct.push(directMs)
-  fixed.server.push(serverMs)
-  fixed.directTokens = tokens.length
-  fixed.serverTokens = served.metadata.completion_tokens
+  return tinyModel.detokenize(tokens)
 }
+const fixed = {
+  direct: [] as Array<number>, server: [] as Array<number>, live: [] as Array<number>,
+  bare: [] as Array<number>, viaFetch: [] as Array<number>,
+  directCpu: [] as Array<number>, serverCpu: [] as Array<number>, directTokens: 0, serverTokens: 0
+}
+for (let round = 0; round < FIXED_ROUNDS + 5; round++) {
+  const direct = await timed(() => directAnswer(tinyModel, tinySequence))
+  const served = await timed(() => request("POST", "/infer", tinyBody))
+  const live = await timed(() => request("GET", "/live"))
+  const bare = await timed(bareAnswer)
+  const viaFetch = await timed(() =>
+    fetch(`${tinyServer.url}/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: tinyBody }).then((r) => r.json()))
+  const reply = JSON.parse(served.value) as { answer: string; metadata: { completion_tokens: number; raw_answer: string } }
+  if (round < 5) continue // warm-up
+  if (reply.metadata.raw_answer !== direct.value.text) throw new Error(`the answers differ: ${JSON.stringify(reply.metadata.raw_answer)} vs ${JSON.stringify(direct.value.text)}`)
+  fixed.direct.push(direct.ms)
+  fixed.server.push(served.ms)
+  fixed.live.push(live.ms)
+  fixed.bare.push(bare.ms)
+  fixed.viaFetch.push(viaFetch.ms)
+  fixed.directCpu.push(direct.cpuMs)
+  fixed.serverCpu.push(served.cpuMs)
+  fixed.directTokens = direct.value.tokens
+  fixed.serverTokens = reply.metadata.completion_tokens
+}
+agent.destroy()
 await tinyServer.close()
 await tinyContext.dispose()
 await tinyModel.dispose()
@@ -284,6 +346,7 @@ if (fixed.directTokens !== fixed.serverTokens) throw new Error(`token counts dif
 // report
 
 const f1 = (x: number) => x.toFixed(1)
+const f2 = (x: number) => x.toFixed(2)
 const table = [
   "| concurrency | path | requests/s | p50 ms | p95 ms | p99 ms | tokens/s |",
   "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -306,12 +369,12 @@ Model: the project's random \`small\` GGUF (8 layers, d 512, vocab 4096, F32) wi
 q/k/v/o exported by \`export adapter\`; the server serves the adapter. Each request is the app's \`POST /infer\`
 (the same question and formatRAGContext context, ${promptTokens.length} prompt tokens, greedy, at most ${GEN} answer tokens).
 The server runs ${PARALLEL} sequences (\`--parallel ${PARALLEL}\`, queue 64); load from autocannon with
-\`connections\` = concurrency. The baseline is node-llama-cpp called directly in the same process: a context
-with the same adapter and ${PARALLEL} sequences, the same prompt tokens and sampling, the same per-token
-confidence (\`evaluateWithMetadata({confidence: true})\`, which /infer needs for its \`confidence\`; on the
-\`tiny\` preset it cost node-llama-cpp about 0.25 ms per token over plain \`evaluate\`, measured separately), the
-same number of concurrent callers. tokens/s counts generated tokens (the server's own
-\`inference_generated_tokens_total\`).
+\`connections\` = concurrency. The baseline is node-llama-cpp called directly in the same process, doing what
+/infer asks of it: a context with the same adapter and ${PARALLEL} sequences; per request the same prompt text
+tokenized, the same sampler settings (/infer's top_k ${inferDefaults.top_k} and top_p ${inferDefaults.top_p} at temperature 0), the seed's stop
+strings checked as the text grows, and the per-token confidence (\`evaluateWithMetadata({confidence: true})\`,
+which /infer needs for its \`confidence\`); the same number of concurrent callers. tokens/s counts generated
+tokens (the server's own \`inference_generated_tokens_total\`).
 
 ${table.join("\n")}
 
@@ -320,23 +383,34 @@ the same ratio per round of this run: ${one.roundRatios.map((r) => `${((r - 1) *
 noise around the fixed cost below. Throughput ratio server / direct by concurrency: ${throughputRatio}.
 
 Fixed cost per request, measured apart on the \`tiny\` preset (4 layers, d 192), where the model's own work is
-smallest, so the server's share is largest: one caller, ${FIXED_ROUNDS} rounds alternating node-llama-cpp direct and
-\`POST /infer\` over loopback (fetch), ${fixed.serverTokens} answer tokens each. Low percentiles, because on this shared machine
-the high ones measure the neighbours:
+smallest, so the server's share is largest: one caller, ${FIXED_ROUNDS} rounds of node-llama-cpp direct (the baseline
+above), \`POST /infer\`, \`GET /live\` and the two variants below in turn, ${fixed.serverTokens} answer tokens each, the server's
+answer checked equal to the direct one every round. The client is node:http with a keep-alive agent (it runs on the server's own thread, so a
+heavier client such as fetch would be counted as the server's cost). Low percentiles, because on this shared
+machine the high ones measure the neighbours:
 
-| percentile | direct ms | server ms | server − direct ms | server / direct − 1 |
-| ---: | ---: | ---: | ---: | ---: |
+| percentile | direct ms | server ms | server − direct ms | server / direct − 1 | \`GET /live\` round trip ms |
+| ---: | ---: | ---: | ---: | ---: | ---: |
 ${[10, 25, 50].map((p) => {
   const d = percentile(fixed.direct, p)
   const v = percentile(fixed.server, p)
-  return `| p${p} | ${f1(d)} | ${f1(v)} | ${f1(v - d)} | ${((v / d - 1) * 100).toFixed(1)}% |`
+  return `| p${p} | ${f1(d)} | ${f1(v)} | ${f1(v - d)} | ${((v / d - 1) * 100).toFixed(1)}% | ${f2(percentile(fixed.live, p))} |`
 }).join("\n")}
 
-Reading: the server's own cost is about ${f1(fixedCost)} ms per request (p25 difference: HTTP parsing, Schema validation,
-admission, prompt building, rehydration, JSON). That is
-${(fixedCost / percentile(one.direct.latencies, 50) * 100).toFixed(1)}% of a \`small\`-model request at concurrency 1 (target ≤ 5%: met) but
-${(fixedCost / percentile(fixed.direct, 25) * 100).toFixed(1)}% of a \`tiny\`-model one (not met: with a model this small a whole 32-token answer
-takes ~${f1(percentile(fixed.direct, 25))} ms, and the fixed cost is a few tokens' worth).
+Main-thread CPU per request (median; llama.cpp computes on its own threads, so this is the JavaScript each path
+runs, and it hardly depends on the neighbours): direct ${f2(percentile(fixed.directCpu, 50))} ms, server ${f2(percentile(fixed.serverCpu, 50))} ms (client included),
+difference ${f2(percentile(fixed.serverCpu, 50) - percentile(fixed.directCpu, 50))} ms.
+
+What the method is worth (p25, same rounds): server via fetch instead of node:http − direct: ${f1(percentile(fixed.viaFetch, 25) - percentile(fixed.direct, 25))} ms
+(fetch's own cost on the shared thread); server via node:http − a bare direct call that does less than /infer
+(prompt tokenized once in advance, temperature-only sampling, no stop strings): ${f1(percentile(fixed.server, 25) - percentile(fixed.bare, 25))} ms. Until
+2026-11-25 this section used both (fetch against the bare call) and reported 3.2 ms, 7.4% of a \`tiny\` request.
+
+Reading: the server's own cost is about ${f1(fixedCost)} ms per request (p25 difference: loopback HTTP both ways, Schema
+validation, admission, rehydration, JSON; the \`/live\` column is what any HTTP round trip costs). That is
+${(fixedCost / percentile(one.direct.latencies, 50) * 100).toFixed(1)}% of a \`small\`-model request at concurrency 1 (target ≤ 5%: ${fixedCost / percentile(one.direct.latencies, 50) <= 0.05 ? "met" : "not met"}) and
+${(fixedCost / percentile(fixed.direct, 25) * 100).toFixed(1)}% of a \`tiny\`-model one (target ≤ 5%: ${fixedCost / percentile(fixed.direct, 25) <= 0.05 ? "met" : "not met"}; a whole ${GEN}-token \`tiny\` answer takes
+~${f1(percentile(fixed.direct, 25))} ms).
 `
 writeBenchmarkSection("## Serving", section)
 console.log(section)
