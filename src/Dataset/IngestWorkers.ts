@@ -9,7 +9,7 @@ import { availableParallelism } from "node:os"
 import { Worker } from "node:worker_threads"
 import type { AnalyzeConfig, BatchAnalysis, BatchInput } from "./Analyze.ts"
 
-/** One worker per core beyond the first, at most 3 (each costs about 40 MB of memory). */
+/** One worker per core beyond the first, at most 3 (each costs about 20 MB of memory: it loads no `effect`). */
 export const defaultIngestWorkers = (): number => Math.max(0, Math.min(3, availableParallelism() - 1))
 
 // the compiled entry next to this file (dist/), or the TypeScript source when run from src/ (tests)
