@@ -355,11 +355,8 @@ describe("a busy server: one slot, a model wide enough to keep it busy for secon
   // greedy "Hold" on this model runs to max_tokens (no end-of-text), a few seconds of work on one thread
   const holderBody = { prompt: "Hold", max_tokens: 2000, temperature: 0 }
   const tokensTotal = () => metric(busy!.url, "inference_generated_tokens_total{model=\"wide\"}").then((n) => n ?? 0)
-  const requests = async (route: string, status: number) => {
-    const text = await (await fetch(`${busy!.url}/metrics`)).text()
-    const line = text.split("\n").find((l) => l.startsWith(`http_requests_total{route="${route}",status="${status}"}`))
-    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
-  }
+  const requests = (route: string, status: number) =>
+    metric(busy!.url, `http_requests_total{route="${route}",status="${status}"}`).then((n) => n ?? 0)
 
   beforeAll(async () => {
     await writeBase(wide, { ...tinyConfig, hiddenSize: 512, intermediateSize: 1024, numLayers: 4, numHeads: 8, numKvHeads: 4, headDim: 64 })
