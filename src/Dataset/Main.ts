@@ -15,7 +15,9 @@ import { semiSpaceReexec } from "./Reexec.ts"
 
 semiSpaceReexec()
 
-const { NodeRuntime, NodeServices } = await import("@effect/platform-node")
+// the two modules, not the package index (which loads every Node service: about 0.2 s of start-up)
+const NodeRuntime = await import("@effect/platform-node/NodeRuntime")
+const NodeServices = await import("@effect/platform-node/NodeServices")
 const { Effect } = await import("effect")
 const { Command } = await import("effect/cli")
 const { default: packageJson } = await import("../../package.json", { with: { type: "json" } })
