@@ -131,6 +131,7 @@ for (const [n, r] of Object.entries(rateAt)) {
 }
 // earlier measurements kept for comparison (not re-measured by this script)
 const history = [
+  "Memory, measured separately on 2026-11-25 at 19:05 UTC by sampling /proc/PID/smaps during the shipped run: from 100k to 1M records glibc's main heap ([heap]) grew from 54 to 87 MB while V8's heaps stayed flat (main isolate 52-53 MB, worker 17-21 MB); the dedupe table accounts for 16 MB of it and the rest is malloc fragmentation from batches handed between the two threads. With `--workers 0` the peak RSS is flat (160 MB at 100k, 165 MB at 1M, +3%).",
   "Before the worker thread and the compact dedupe table (commits 0ea559c, 93c8176, 3adf6c9), measured at 17:01 UTC on the same machine (load average about 5): dataset-only entry at 1M 42,409 records/s of wall time, 62,344 per CPU-second, peak RSS 296 MB (32.7% above 100k); at 100k 20,161/s, 223 MB."
 ]
 const date = new Date().toISOString().slice(0, 16).replace("T", " ")
