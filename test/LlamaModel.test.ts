@@ -302,11 +302,13 @@ describe("LlamaModel on the wasm backend", () => {
           const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(model.logits(ids))) as tf.Scalar)
           return [value, ...Object.values(grads)]
         })
-        const embeddingGrad = (backward.result as Array<tf.Tensor>)[1 + [...model.trainableWeights.keys()].indexOf(weightNames.embedding)]!.dataSync().slice()
+        const names = [...model.trainableWeights.keys()]
+        const gradients = new Map(names.map((name, i) => [name, (backward.result as Array<tf.Tensor>)[1 + i]!.dataSync().slice()]))
+        const embeddingGrad = gradients.get(weightNames.embedding)!
         tf.dispose(backward.result as Array<tf.Tensor>)
         model.dispose()
         ids.dispose()
-        return { logits, embeddingGrad, forward: forwardKernels, all: [...forwardKernels, ...backward.kernelNames] }
+        return { logits, embeddingGrad, gradients, forward: forwardKernels, all: [...forwardKernels, ...backward.kernelNames] }
       }).pipe(Effect.provide(Device.layerCpu))
       yield* Effect.gen(function*() {
         assert.strictEqual(tf.getBackend(), "wasm")
@@ -325,6 +327,13 @@ describe("LlamaModel on the wasm backend", () => {
         assert.isBelow(maxAbsDiff(embeddingGrad, onCpu.embeddingGrad), 1e-3)
         // rows of tokens not in the input get no gradient
         assert.strictEqual(embeddingGrad[95 * config.hiddenSize], 0)
+        // every weight: wasm's projections carry their own gradient (plain products only), so check them all
+        for (const [name, variable] of model.trainableWeights) {
+          const expected = onCpu.gradients.get(name)!
+          const scale = Math.max(...expected.map(Math.abs))
+          assert.isAbove(scale, 0, name)
+          assert.isBelow(maxAbsDiff(grads[variable.name]!.dataSync(), expected) / scale, 1e-4, name)
+        }
         tf.dispose([ids, logits, value, ...Object.values(grads)])
         model.dispose()
       }).pipe(Effect.provide(Device.layerWasm))
