@@ -93,6 +93,26 @@ export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number =
 }
 
 /**
+ * llama.cpp's distributions against ours over several prompts: the largest |Δp|, the positions whose top-5 differ,
+ * and, given the model without its adapter, the largest change the adapter makes (so agreeing is not agreeing on
+ * "no change").
+ */
+export class ParityTally {
+  compared = 0
+  worst = 0
+  adapterEffect = 0
+  readonly topKMismatches: Array<string> = []
+  add(expected: ReadonlyArray<Float64Array>, actual: ReadonlyArray<Float64Array>, label: string, plain?: ReadonlyArray<Float64Array>): void {
+    expected.forEach((p, i) => {
+      this.worst = Math.max(this.worst, maxAbsDiff(p, actual[i]!))
+      if (plain !== undefined) this.adapterEffect = Math.max(this.adapterEffect, maxAbsDiff(actual[i]!, plain[i]!))
+      if (topK(actual[i]!, 5).join() !== topK(p, 5).join()) this.topKMismatches.push(`${label} position ${i}`)
+      this.compared++
+    })
+  }
+}
+
+/**
  * Std of the random weights of a parity model: a calm body (random deep nets with large weights are chaotic: any
  * rounding difference, such as llama.cpp quantizing activations to 8 bits in Q8_0 matmuls, is amplified layer by
  * layer, unlike in trained models) and a large output projection, so next-token distributions are peaked.

@@ -5,11 +5,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { metaString, readGgufHeader } from "../src/Training/Gguf.ts"
-import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Training/FinanceVocabulary.ts"
 import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
-import { toHfConfigJson } from "../src/Training/ModelLoader.ts"
-import { writeSafetensors } from "../src/Training/Safetensors.ts"
-import { canonicalWeights } from "../src/Training/TinyModel.ts"
+import { writeHfBase } from "./ServeFixtures.ts"
 
 // The pipeline with the user's own Hugging Face folder as base (`--model FOLDER`), through the built CLI: training
 // reads the folder, the export stage converts it to GGUF beside the adapter, and evaluation and serving run on
@@ -27,12 +24,7 @@ const config: LlamaConfig = {
 let ran: { code: number; stdout: string; stderr: string }
 
 beforeAll(async () => {
-  fs.mkdirSync(folder, { recursive: true })
-  const tokenizer = hfTokenizerFiles(buildFinanceVocabulary(config.vocabSize))
-  fs.writeFileSync(path.join(folder, "config.json"), JSON.stringify(toHfConfigJson(config)))
-  fs.writeFileSync(path.join(folder, "tokenizer.json"), JSON.stringify(tokenizer.tokenizerJson))
-  fs.writeFileSync(path.join(folder, "tokenizer_config.json"), JSON.stringify(tokenizer.tokenizerConfig))
-  await Effect.runPromise(writeSafetensors(path.join(folder, "model.safetensors"), canonicalWeights(config, { seed: 3 }), { metadata: { format: "pt" } }))
+  await writeHfBase(folder, config, { seed: 3 })
   fs.writeFileSync(configFile, [
     `out: ${JSON.stringify(out)}`,
     "device: wasm",

@@ -2,13 +2,13 @@
  * The Serving commands as a user runs them (child processes of the project's Node): `export adapter` exit codes,
  * and `serve` draining an in-flight stream on SIGTERM before it exits.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { type ChildProcess, execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { Sse } from "effect/encoding"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { tempDir, tinyConfig, writeBase, writePeft } from "./ServeFixtures.ts"
+import { startServe, tempDir, tinyConfig, writeBase, writePeft } from "./ServeFixtures.ts"
 
 const execFileAsync = promisify(execFile)
 const dir = tempDir("cli")
@@ -61,17 +61,10 @@ describe("serve", () => {
   })
 
   it("serves a PEFT folder directly, and on SIGTERM finishes the in-flight stream before exiting", async () => {
-    child = spawn(process.execPath, [main, "serve", "--base", base, "--adapter", `finance=${peft}`, "--port", "0", "--gpu", "off", "--threads", "1", "--parallel", "1"], { stdio: ["ignore", "pipe", "pipe"] })
-    let stderr = ""
-    const url = await new Promise<string>((resolve, reject) => {
-      child!.stderr!.on("data", (d: Buffer) => {
-        stderr += d.toString()
-        const m = /serving .* on (http:\/\/[\d.]+:\d+)/.exec(stderr)
-        if (m) resolve(m[1]!)
-      })
-      child!.on("exit", (code) => reject(new Error(`serve exited ${code}: ${stderr}`)))
-    })
-    expect(stderr).toContain("converting PEFT adapter")
+    const started = await startServe(main, ["--base", base, "--adapter", `finance=${peft}`, "--port", "0", "--gpu", "off", "--threads", "1", "--parallel", "1"])
+    child = started.child
+    const { url } = started
+    expect(started.stderr()).toContain("converting PEFT adapter")
     const exited = new Promise<number | null>((resolve) => child!.on("exit", (code, signal) => resolve(code ?? (signal === null ? null : -1))))
     const response = await fetch(`${url}/v1/completions`, {
       method: "POST",

@@ -3,13 +3,16 @@
  * different head counts) and PEFT adapter folders with random, non-zero A and B.
  */
 import { Effect } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Training/FinanceVocabulary.ts"
 import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
+import { toHfConfigJson } from "../src/Training/ModelLoader.ts"
 import { weightNames } from "../src/Training/ModelContracts.ts"
 import { writeSafetensors } from "../src/Training/Safetensors.ts"
-import { writeTinyModel } from "../src/Training/TinyModel.ts"
+import { canonicalWeights, writeTinyModel } from "../src/Training/TinyModel.ts"
 
 /** 2 layers, d 128, 4 query heads over 2 KV heads; every row size a multiple of 32 (Q8_0 blocks). */
 export const tinyConfig: LlamaConfig = {
@@ -22,6 +25,50 @@ export const tempDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(),
 /** initStd 0.15 (not HF's 0.02) so the random model's distributions are peaked enough for differences to show */
 export const writeBase = (file: string, config: LlamaConfig = tinyConfig, seed = 7) =>
   Effect.runPromise(writeTinyModel({ config, seed, path: file, initStd: 0.15 }))
+
+export interface HfBaseOptions {
+  /** tokenizer.json and tokenizer_config.json (default: the project's finance vocabulary, SentencePiece-style) */
+  readonly tokenizer?: { readonly tokenizerJson: unknown; readonly tokenizerConfig: unknown }
+  /** safetensors files, with a shard index when more than one */
+  readonly shards?: number
+  readonly seed?: number
+  readonly initStd?: number
+}
+
+/** A Hugging Face model folder: config.json, tokenizer files and the seeded weights. */
+export const writeHfBase = async (folder: string, config: LlamaConfig, options: HfBaseOptions = {}) => {
+  const writeJson = (file: string, value: unknown) => fs.writeFileSync(path.join(folder, file), JSON.stringify(value, null, 2))
+  const tokenizer = options.tokenizer ?? hfTokenizerFiles(buildFinanceVocabulary(config.vocabSize))
+  const shards = options.shards ?? 1
+  fs.mkdirSync(folder, { recursive: true })
+  writeJson("config.json", toHfConfigJson(config))
+  writeJson("tokenizer.json", tokenizer.tokenizerJson)
+  writeJson("tokenizer_config.json", tokenizer.tokenizerConfig)
+  const weights = canonicalWeights(config, { seed: options.seed ?? 7, ...(options.initStd === undefined ? {} : { initStd: options.initStd }) })
+  const per = Math.ceil(weights.length / shards)
+  const weightMap: Record<string, string> = {}
+  for (let s = 0; s < shards; s++) {
+    const file = shards === 1 ? "model.safetensors" : `model-0000${s + 1}-of-0000${shards}.safetensors`
+    const part = weights.slice(s * per, (s + 1) * per)
+    for (const t of part) weightMap[t.name] = file
+    await Effect.runPromise(writeSafetensors(path.join(folder, file), part, { metadata: { format: "pt" } }))
+  }
+  if (shards > 1) writeJson("model.safetensors.index.json", { metadata: {}, weight_map: weightMap })
+}
+
+/** `serve …` as a child process of the project's Node, resolved once it says where it listens. */
+export const startServe = (main: string, args: ReadonlyArray<string>): Promise<{ readonly child: ChildProcess; readonly url: string; readonly stderr: () => string }> => {
+  const child = spawn(process.execPath, [main, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] })
+  let stderr = ""
+  return new Promise((resolve, reject) => {
+    child.stderr!.on("data", (d: Buffer) => {
+      stderr += d.toString()
+      const m = /serving .* on (http:\/\/[\d.]+:\d+)/.exec(stderr)
+      if (m) resolve({ child, url: m[1]!, stderr: () => stderr })
+    })
+    child.on("exit", (code) => reject(new Error(`serve exited ${code}: ${stderr}`)))
+  })
+}
 
 /** A deterministic normal generator (Box-Muller over a xorshift), so adapters are the same every run. */
 const normals = (n: number, seed: number, std: number) => {

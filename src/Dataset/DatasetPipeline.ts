@@ -122,10 +122,10 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
           keepExtra: options.keepExtra ?? false,
           rejectTextChars: options.rejectTextChars ?? 500
         }
-        if (input !== "-") {
-          const exists = yield* fs.exists(input).pipe(Effect.orElseSucceed(() => false))
-          if (!exists) return yield* new DatasetInputError({ file: input, detail: "no such file" })
-        }
+        // the size also decides below whether the workers start before the first line
+        const inputSize = input === "-"
+          ? 0
+          : Number(yield* fs.stat(input).pipe(Effect.mapError(() => new DatasetInputError({ file: input, detail: "no such file" })), Effect.map((i) => i.size)))
         const outError = (file: string) => (e: { readonly message: string }) => new DatasetOutputError({ file, detail: e.message })
         const outputs = outDir === undefined ? undefined : {
           train: path.join(outDir, "train.jsonl"),
@@ -165,7 +165,6 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         )
         // a file large enough to pass the threshold anyway gets its workers at once: they boot while the main
         // thread reads, instead of the first 20k lines running on one core (about a fifth of a 100k-record run)
-        const inputSize = input === "-" ? 0 : Number(yield* fs.stat(input).pipe(Effect.map((i) => i.size), Effect.orElseSucceed(() => 0)))
         if (workerCount > 0 && inputSize > workersAfter * 750) pool = yield* startPool
         let bytesRead = 0
         let linesSeen = 0

@@ -341,17 +341,27 @@ const mergedFromHf = Effect.fn("Export.mergedFromHf")(function*(
  * chat template.
  */
 export const exportMerged = Effect.fn("Export.merged")(function*(options: ExportMergedOptions) {
-  const fs = yield* FileSystem.FileSystem
   const [adapter, base] = yield* Effect.all([loadPeftAdapter(options.adapter), describeBase(options.base)])
   yield* checkAdapter(describePeft(adapter), base)
   const byWeight = new Map(adapter.pairs.map((p) => [ggufNameOf(`${p.module}.weight`)!, p]))
+  const plan = base.format === "gguf" ? mergedFromGguf(options, base, byWeight) : mergedFromHf(options, byWeight)
+  return yield* writePlan(options, plan, adapter.pairs.length)
+})
+
+/** Writes a model plan (its weight files stay open for the write only) and reports what was written. */
+const writePlan = Effect.fn("Export.writePlan")(function*<E, R>(
+  options: { readonly out: string; readonly onTensor?: (index: number, total: number, name: string) => void },
+  plan: Effect.Effect<MergedPlan, E, R>,
+  modules: number
+) {
+  const fs = yield* FileSystem.FileSystem
   const written = yield* Effect.scoped(Effect.gen(function*() {
-    const { metadata, tensors } = base.format === "gguf" ? yield* mergedFromGguf(options, base, byWeight) : yield* mergedFromHf(options, byWeight)
+    const { metadata, tensors } = yield* plan
     yield* writeGguf(options.out, { metadata, tensors, ...(options.onTensor === undefined ? {} : { onTensor: options.onTensor }) })
     return tensors.length
   }))
   const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
-  return { out: options.out, tensors: written, modules: adapter.pairs.length, alpha: 0, bytes: Number(stat.size) } satisfies ExportReport
+  return { out: options.out, tensors: written, modules, alpha: 0, bytes: Number(stat.size) } satisfies ExportReport
 })
 
 /** For tests and tools: the HF weight name an adapter GGUF tensor belongs to. */
@@ -371,14 +381,7 @@ export interface ConvertBaseOptions {
  * adapter --base FOLDER`) apply to it, so an HF base can be evaluated and served with its adapters.
  */
 export const convertHfBase = Effect.fn("Export.convertHfBase")(function*(options: ConvertBaseOptions) {
-  const fs = yield* FileSystem.FileSystem
   const base = yield* describeBase(options.base)
   if (base.format === "gguf") return yield* fileError(options.base, "is a GGUF already; `export base` converts a Hugging Face folder")
-  const written = yield* Effect.scoped(Effect.gen(function*() {
-    const { metadata, tensors } = yield* mergedFromHf(options, new Map())
-    yield* writeGguf(options.out, { metadata, tensors, ...(options.onTensor === undefined ? {} : { onTensor: options.onTensor }) })
-    return tensors.length
-  }))
-  const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
-  return { out: options.out, tensors: written, modules: 0, alpha: 0, bytes: Number(stat.size) } satisfies ExportReport
+  return yield* writePlan(options, mergedFromHf(options, new Map()), 0)
 })
