@@ -2,7 +2,10 @@
  * The one failure every stage's CLI ends with: the message has already been printed for the user (no stack
  * trace), and the error carries the process exit code that scripts rely on.
  */
-import { Console, Effect, Runtime, Schema } from "effect"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Runtime from "effect/Runtime"
+import * as Schema from "effect/Schema"
 
 export class CommandFailed extends Schema.TaggedError<CommandFailed>()("CommandFailed", {
   command: Schema.String,

@@ -12,8 +12,10 @@ describe("dataset entry: bounded young generation", () => {
     expect(reexecArgs("/n", [], ["/n", "main.js"], { NODE_OPTIONS: "--max-semi-space-size=4" })).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "1" })).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "0" })).toEqual(["/n", flag, "main.js"])
-    expect(reexecEnv({ HOME: "/h", GONE: undefined })).toEqual({ HOME: "/h", MALLOC_ARENA_MAX: "2", DATASET_NO_REEXEC: "1" })
+    expect(reexecEnv({ HOME: "/h", GONE: undefined }, "/c")).toEqual({ HOME: "/h", MALLOC_ARENA_MAX: "2", NODE_COMPILE_CACHE: "/c", DATASET_NO_REEXEC: "1" })
     expect(reexecEnv({ MALLOC_ARENA_MAX: "8" }).MALLOC_ARENA_MAX).toBe("8")
+    expect(reexecEnv({ NODE_COMPILE_CACHE: "/mine" }, "/c").NODE_COMPILE_CACHE).toBe("/mine")
+    expect(reexecEnv({ NODE_DISABLE_COMPILE_CACHE: "1" }, "/c").NODE_COMPILE_CACHE).toBeUndefined()
   })
 
   it("the built entry runs with the flag, keeps the pid, and passes exit codes through", () => {

@@ -11,8 +11,12 @@
  * output cannot be read or written, or a flag is invalid; 2 `--strict` met a bad line (the message names
  * file, line, field and reason); 3 the reject rate is over `--max-reject-rate` (outputs are still written).
  */
-import { Console, Effect, Option } from "effect"
-import { Argument, Command, Flag } from "effect/cli"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Argument from "effect/cli/Argument"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
 import { statSync } from "node:fs"
 import { DatasetPipeline, type PipelineOptions, type Summary } from "./DatasetPipeline.ts"
 import { normalizeFile, writeSynthetic } from "./FileOps.ts"

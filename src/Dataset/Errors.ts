@@ -2,7 +2,8 @@
  * The Dataset stage's errors. Each carries the process exit code the CLI should end with
  * (`Runtime.errorExitCode`) and a message that names the file, line and field: no stack traces for users.
  */
-import { Runtime, Schema } from "effect"
+import * as Runtime from "effect/Runtime"
+import * as Schema from "effect/Schema"
 
 /** The input cannot be opened or read (missing file, broken gzip, read error). Exit 1. */
 export class DatasetInputError extends Schema.TaggedError<DatasetInputError>()("DatasetInputError", {

@@ -2,7 +2,11 @@
  * The file-level commands besides the ingest: writing a synthetic set, and normalizing a file with its
  * reversible placeholder maps. Both stream: one write per batch, flat memory.
  */
-import { Effect, FileSystem, Path, Result, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
 import { DatasetOutputError } from "./Errors.ts"
 import { decodeInput } from "./Input.ts"
 import { readLineBatches } from "./Lines.ts"

@@ -14,7 +14,7 @@
  * train, test, duplicate (exact or normalized) or rejected.
  */
 import { Buffer } from "node:buffer"
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import { analyzeBatch, type BatchAnalysis, type BatchInput, DEFERRED, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
 import { decodeInput } from "./Input.ts"
 import type { RawLine } from "./LineSplitter.ts"

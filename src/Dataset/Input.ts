@@ -18,7 +18,9 @@
  * input order. Known chat keys (`messages`, `category`) and pair keys (`prompt`, `completion`) are consumed
  * by the mapping and are never "extra".
  */
-import { Result, Schema, SchemaIssue } from "effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 import { NonBlankString, RecordContext, TrainingRecord, Citation } from "./Record.ts"
 import { isSeedInput, seedDecoded, splitExtra, type Decoded, type InputIssue } from "./SeedRecord.ts"
 import { findTickersInText } from "./Tickers.ts"

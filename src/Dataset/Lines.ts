@@ -2,7 +2,8 @@
  * The input side shared by every dataset command: a file, a `.gz` file or stdin ("-") as a Stream of
  * numbered line batches (one batch per pull of byte chunks), with the trailing line flushed at the end.
  */
-import { Effect, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import type { DatasetInputError } from "./Errors.ts"
 import { inputBytes } from "./DatasetPipeline.ts"
 import { LineSplitter, type RawLine } from "./LineSplitter.ts"

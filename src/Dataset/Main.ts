@@ -15,19 +15,9 @@ import { enableCompileCache } from "node:module"
 import { semiSpaceReexec } from "./Reexec.ts"
 
 semiSpaceReexec()
-// V8's on-disk code cache (in the temp folder): compiling the modules is a third of the CLI's start-up
+// V8's on-disk code cache (in the temp folder): compiling is a third of the entry's start-up
 enableCompileCache()
 
-// the two modules, not the package index (which loads every Node service: about 0.2 s of start-up)
-const NodeRuntime = await import("@effect/platform-node/NodeRuntime")
-const NodeServices = await import("@effect/platform-node/NodeServices")
-const { Effect } = await import("effect")
-const { Command } = await import("effect/cli")
-const { default: packageJson } = await import("../../package.json", { with: { type: "json" } })
-const { datasetCommand } = await import("./Cli.ts")
-
-datasetCommand.pipe(
-  Command.run({ version: packageJson.version }),
-  Effect.provide(NodeServices.layer),
-  NodeRuntime.runMain
-)
+// the command itself, bundled into one file by `npm run build` (scripts/bundle-dataset.ts); this file
+// stays small so the restart above happens before that file is even parsed
+await import("./Run.ts")

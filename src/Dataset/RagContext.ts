@@ -25,7 +25,7 @@
  * app's router; we add it as a `Market Indices:` section (only when present) so overview questions can
  * carry index levels: `  SPY: 512.34 (+0.45%)`, after an optional `Market Session: open` line.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { isLiveType, type LiveType, placeholderBaseType } from "./Placeholders.ts"
 
 export const Quote = Schema.Struct({

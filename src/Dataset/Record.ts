@@ -6,7 +6,7 @@
  * Field order is fixed: records are written with the keys in the order below, so outputs are
  * byte-identical for the same input.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** A string with at least one non-blank character. */
 const nonBlank = /\S/

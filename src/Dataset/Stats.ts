@@ -3,7 +3,10 @@
  * lines would be rejected (decode errors and content rules at their configured severity). Streams the file;
  * memory is the counters plus 8 bytes per record for the length percentiles.
  */
-import { Effect, Result, Schema, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import { decodeInput } from "./Input.ts"
 import { readLineBatches } from "./Lines.ts"
 import { normalizeRecord } from "./Normalize.ts"
