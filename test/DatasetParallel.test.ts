@@ -13,6 +13,7 @@ import { SeedInput } from "../src/Dataset/Input.ts"
 import { defaultRuleConfig } from "../src/Dataset/Rules.ts"
 import { seedKeys } from "../src/Dataset/SeedRecord.ts"
 import { DedupeTable } from "../src/Dataset/Split.ts"
+import { BufferPool } from "../src/Dataset/BufferPool.ts"
 import { findTickersInText, findTickersInTexts } from "../src/Dataset/Tickers.ts"
 
 const TestLayer = DatasetPipeline.layer.pipe(Layer.provide(NodeServices.layer))
@@ -109,7 +110,13 @@ describe("ingest on worker threads", () => {
     try {
       const input = () => batchInput(texts.map((text, i) => ({ lineNo: i + 1, text, byteLength: Buffer.byteLength(text) })))
       const here = analyzeBatch(input(), config, seedOnlyDecoder)
-      const fromWorker = await pool.analyze(input())!
+      const sent = input()
+      const inputBytes = sent.bytes.byteLength
+      const { analysis: fromWorker, spent } = (await pool.analyze(sent))!
+      // the input's buffer comes back for the next batch, with its bytes
+      assert.strictEqual(spent.length, 1)
+      assert.strictEqual(spent[0]!.byteLength, inputBytes)
+      assert.strictEqual(sent.bytes.byteLength, 0) // moved, not copied
       assert.deepStrictEqual([...fromWorker.meta], [...here.meta])
       assert.deepStrictEqual(Buffer.from(fromWorker.bytes).toString(), Buffer.from(here.bytes).toString())
       assert.deepStrictEqual(fromWorker.notes, here.notes)
@@ -122,9 +129,39 @@ describe("ingest on worker threads", () => {
       assert.strictEqual(full.notes.find((n) => n.i === 2)?.format, "chat")
       // the seed records' analysis is the same by either decoder
       assert.deepStrictEqual([...full.meta.subarray(0, META)], [...here.meta.subarray(0, META)])
+      // a spare output buffer large enough holds the records (the same bytes); a small one comes back unused
+      const spare = new ArrayBuffer(1 << 16)
+      const withSpare = (await pool.analyze(input(), spare))!
+      assert.strictEqual(withSpare.analysis.bytes.buffer.byteLength, 1 << 16)
+      assert.strictEqual(Buffer.from(withSpare.analysis.bytes).toString(), Buffer.from(here.bytes).toString())
+      assert.strictEqual(withSpare.spent.length, 1)
+      const small = (await pool.analyze(input(), new ArrayBuffer(16)))!
+      assert.deepStrictEqual(small.spent.map((b) => b.byteLength), [inputBytes, 16])
+      assert.strictEqual(Buffer.from(small.analysis.bytes).toString(), Buffer.from(here.bytes).toString())
+      // on this thread too: a reused buffer gives the same analysis, and batchInput refills a spent input buffer
+      const reused = analyzeBatch(batchInput(texts.map((text, i) => ({ lineNo: i + 1, text, byteLength: Buffer.byteLength(text) })), spent[0]), config, seedOnlyDecoder, new ArrayBuffer(1 << 16))
+      assert.strictEqual(reused.bytes.buffer.byteLength, 1 << 16)
+      assert.deepStrictEqual([...reused.meta], [...here.meta])
+      assert.strictEqual(Buffer.from(reused.bytes).toString(), Buffer.from(here.bytes).toString())
     } finally {
       await pool.close()
     }
+  })
+
+  it("BufferPool keeps spent buffers, largest handed out first, bounded, never a detached or empty one", () => {
+    const pool = new BufferPool(2)
+    pool.give("input", new ArrayBuffer(10))
+    pool.give("input", new ArrayBuffer(30))
+    pool.give("input", new ArrayBuffer(20)) // over the bound: dropped
+    pool.give("output", new ArrayBuffer(0))
+    const moved = new ArrayBuffer(8)
+    structuredClone(moved, { transfer: [moved] })
+    pool.give("output", moved)
+    assert.deepStrictEqual(pool.sizes, { input: 2, output: 0 })
+    assert.strictEqual(pool.take("input")?.byteLength, 30)
+    assert.strictEqual(pool.take("input")?.byteLength, 10)
+    assert.strictEqual(pool.take("input"), undefined)
+    assert.strictEqual(pool.take("output"), undefined)
   })
 })
 
@@ -141,6 +178,15 @@ describe("DedupeTable", () => {
     for (let i = 0; i < 100_000; i += 997) assert.strictEqual(t.add((i * 2654435761) | 1, i, i, i + 7), "exact")
     assert.strictEqual(t.add(1, 2, 11, 21), "exact")
     assert.strictEqual(t.add(1, 2, 12, 22), "normalized")
+  })
+
+  it("holds 900k records in 2^20 slots of 12 bytes (grows at 7/8 load, not 3/4)", () => {
+    const t = new DedupeTable()
+    for (let i = 0; i < 900_000; i++) t.add((Math.imul(i, 2654435761) >>> 0) | 1, Math.imul(i, 40503) >>> 0, i, i)
+    assert.strictEqual(t.byteSize, (1 << 20) * 12)
+    assert.strictEqual(t.add((Math.imul(123_456, 2654435761) >>> 0) | 1, Math.imul(123_456, 40503) >>> 0, 123_456, 123_456), "exact")
+    t.add(7, 7, 7, 7) // 900,001 of 917,504: still no growth
+    assert.strictEqual(t.byteSize, (1 << 20) * 12)
   })
 
   it("the worker's seed keys are the Schema's", () => {

@@ -79,9 +79,10 @@ const blank = /^\s*$/
 
 /**
  * Analyzes a batch of lines (blank lines and the ones marked `skip` come back SKIPPED). Pure: the same
- * bytes and configuration give the same result on any thread.
+ * bytes and configuration give the same result on any thread. `reuse`, a spent output buffer of an
+ * earlier batch, holds the encoded records when it is large enough (see BufferPool).
  */
-export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: LineDecoder): BatchAnalysis => {
+export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: LineDecoder, reuse?: ArrayBuffer): BatchAnalysis => {
   const n = input.ends.length
   const src = Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength)
   const meta = new Uint32Array(n * META)
@@ -89,7 +90,8 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
   const notes: Array<LineNote> = []
   const size = src.length
   // never from Buffer's shared pool: a worker transfers this buffer's memory to the main thread
-  let bytes = Buffer.allocUnsafeSlow(Math.max(1024, size + (size >>> 2)))
+  const want = Math.max(1024, size + (size >>> 2))
+  let bytes = reuse !== undefined && reuse.byteLength >= want ? Buffer.from(reuse) : Buffer.allocUnsafeSlow(want)
   let used = 0
   const basis = splitBasis(config.seed)
   const rules = config.rules

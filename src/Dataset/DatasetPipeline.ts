@@ -19,6 +19,7 @@ import { createReadStream } from "node:fs"
 import { createGunzip } from "node:zlib"
 import { DatasetInputError, DatasetOutputError, RejectRateExceeded, StrictModeViolation } from "./Errors.ts"
 import { analyzeBatch, type BatchAnalysis } from "./Analyze.ts"
+import { BufferPool } from "./BufferPool.ts"
 import { fullDecoder, IngestProcessor, type IngestConfig, type PreparedBatch, type Reject } from "./Ingest.ts"
 import { defaultIngestWorkers, IngestWorkers } from "./IngestWorkers.ts"
 import { LineSplitter, type RawLine } from "./LineSplitter.ts"
@@ -168,12 +169,17 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         if (workerCount > 0 && inputSize > workersAfter * 750) pool = yield* startPool
         let bytesRead = 0
         let linesSeen = 0
+        // spent batch buffers, reused by the next batches (memory stays flat; see BufferPool.ts)
+        const buffers = new BufferPool()
         // batches in input order: analyzed here at once, or by a worker later (committed when it is back)
         const pending: Array<{ readonly batch: PreparedBatch; analysis: BatchAnalysis | undefined; readonly promise?: Promise<BatchAnalysis> }> = []
         const maxPending = 2 + 4 * workerCount
         const commit = (batch: PreparedBatch, analysis: BatchAnalysis) =>
           Effect.gen(function*() {
             const out = processor.commit(batch, analysis)
+            // the records are copied into the outputs: both buffers can take the next batches
+            buffers.give("output", analysis.bytes.buffer as ArrayBuffer)
+            buffers.give("input", batch.input.bytes.buffer as ArrayBuffer)
             yield* write(files?.train, outputs?.train, out.train)
             yield* write(files?.test, outputs?.test, out.test)
             yield* write(files?.rejects, outputs?.rejects, out.rejects)
@@ -205,14 +211,18 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
             linesSeen += lines.length
             // small inputs never pay for starting workers
             if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) pool = yield* startPool
-            const batch = processor.prepare(lines)
-            const sent = pool?.analyze(batch.input)
-            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, fullDecoder) })
+            const batch = processor.prepare(lines, buffers.take("input"))
+            const spare = buffers.take("output")
+            const sent = pool?.analyze(batch.input, spare)
+            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, fullDecoder, spare) })
             else {
               const entry: (typeof pending)[number] = {
                 batch,
                 analysis: undefined,
-                promise: sent.then((a) => (entry.analysis = a))
+                promise: sent.then((r) => {
+                  r.spent.forEach((b, i) => buffers.give(i === 0 ? "input" : "output", b))
+                  return (entry.analysis = r.analysis)
+                })
               }
               entry.promise!.catch(() => {}) // awaited in drain; a failure after the run ends is not unhandled
               pending.push(entry)

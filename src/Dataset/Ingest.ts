@@ -82,11 +82,14 @@ export interface BatchOutput {
   firstReject: Reject | undefined
 }
 
-/** The lines' bytes copied into one buffer of their own; problem lines are marked to skip. */
-export const batchInput = (lines: ReadonlyArray<RawLine>): BatchInput => {
+/**
+ * The lines' bytes copied into one buffer of their own (`reuse`, a spent input buffer, when it is large
+ * enough); problem lines are marked to skip.
+ */
+export const batchInput = (lines: ReadonlyArray<RawLine>, reuse?: ArrayBuffer): BatchInput => {
   let size = 0
   for (const l of lines) if (l.problem === undefined) size += l.bytes !== undefined ? l.bytes.length : Buffer.byteLength(l.text)
-  const bytes = Buffer.allocUnsafeSlow(size)
+  const bytes = reuse !== undefined && reuse.byteLength >= size ? Buffer.from(reuse, 0, size) : Buffer.allocUnsafeSlow(size)
   const ends = new Uint32Array(lines.length)
   const skip = new Uint8Array(lines.length)
   let used = 0
@@ -129,9 +132,9 @@ export class IngestProcessor {
     this.strict = strict
   }
 
-  /** copies a batch's lines into one buffer, so it can be analyzed here or handed to a worker */
-  prepare(lines: ReadonlyArray<RawLine>): PreparedBatch {
-    return { lines, input: batchInput(lines) }
+  /** copies a batch's lines into one buffer (a spent one when `reuse` is large enough), so it can be analyzed here or handed to a worker */
+  prepare(lines: ReadonlyArray<RawLine>, reuse?: ArrayBuffer): PreparedBatch {
+    return { lines, input: batchInput(lines, reuse) }
   }
 
   /** Dedupe, split and count one analyzed batch; batches must be committed in input order. */

@@ -7,8 +7,11 @@ import { parentPort, workerData } from "node:worker_threads"
 import { analyzeBatch, type AnalyzeConfig, type BatchInput, seedOnlyDecoder } from "./Analyze.ts"
 
 const config = workerData as AnalyzeConfig
-parentPort!.on("message", (msg: { readonly id: number; readonly input: BatchInput }) => {
-  const a = analyzeBatch(msg.input, config, seedOnlyDecoder)
-  // every buffer here is the analysis's own (never a shared pool), so moving them is safe
-  parentPort!.postMessage({ id: msg.id, analysis: a }, [a.meta.buffer as ArrayBuffer, a.ends.buffer as ArrayBuffer, a.bytes.buffer as ArrayBuffer])
+parentPort!.on("message", (msg: { readonly id: number; readonly input: BatchInput; readonly spare: ArrayBuffer | undefined }) => {
+  const a = analyzeBatch(msg.input, config, seedOnlyDecoder, msg.spare)
+  // the input's bytes, and the spare when it was too small, go back to the main thread's pool
+  const spent = [msg.input.bytes.buffer as ArrayBuffer]
+  if (msg.spare !== undefined && msg.spare !== a.bytes.buffer) spent.push(msg.spare)
+  // every buffer here is the analysis's own or a pool's (never Buffer's shared pool), so moving them is safe
+  parentPort!.postMessage({ id: msg.id, analysis: a, spent }, [a.meta.buffer as ArrayBuffer, a.ends.buffer as ArrayBuffer, a.bytes.buffer as ArrayBuffer, ...spent])
 })

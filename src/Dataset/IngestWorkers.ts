@@ -9,6 +9,12 @@ import { availableParallelism } from "node:os"
 import { Worker } from "node:worker_threads"
 import type { AnalyzeConfig, BatchAnalysis, BatchInput } from "./Analyze.ts"
 
+/** A worker's answer: the analysis, and the buffers it is done with: the batch's input, then the spare if it went unused. */
+export interface WorkerResult {
+  readonly analysis: BatchAnalysis
+  readonly spent: ReadonlyArray<ArrayBuffer>
+}
+
 /** One worker per core beyond the first, at most 3 (each costs about 20 MB of memory: it loads no `effect`). */
 export const defaultIngestWorkers = (): number => Math.max(0, Math.min(3, availableParallelism() - 1))
 
@@ -22,7 +28,7 @@ interface Slot {
 
 export class IngestWorkers {
   private readonly slots: Array<Slot> = []
-  private readonly waiting = new Map<number, { readonly slot: Slot; readonly resolve: (a: BatchAnalysis) => void; readonly reject: (e: Error) => void }>()
+  private readonly waiting = new Map<number, { readonly slot: Slot; readonly resolve: (r: WorkerResult) => void; readonly reject: (e: Error) => void }>()
   private nextId = 0
   private failure: Error | undefined
   /** batches a worker may have queued before the main thread analyzes the next one itself */
@@ -34,12 +40,12 @@ export class IngestWorkers {
       // a small young generation: the worker's garbage is short-lived strings, and every MB counts twice
       const worker = new Worker(entry, { workerData: config, resourceLimits: { maxYoungGenerationSizeMb: 16 } })
       const slot: Slot = { worker, queued: 0 }
-      worker.on("message", (msg: { readonly id: number; readonly analysis: BatchAnalysis }) => {
+      worker.on("message", (msg: { readonly id: number; readonly analysis: BatchAnalysis; readonly spent: ReadonlyArray<ArrayBuffer> }) => {
         const w = this.waiting.get(msg.id)
         if (w === undefined) return
         this.waiting.delete(msg.id)
         w.slot.queued--
-        w.resolve(msg.analysis)
+        w.resolve({ analysis: msg.analysis, spent: msg.spent })
       })
       worker.on("error", (e) => this.fail(e))
       worker.on("exit", (code) => this.fail(new Error(`worker exited with code ${code}`)))
@@ -61,8 +67,11 @@ export class IngestWorkers {
     return best
   }
 
-  /** Sends a batch to a worker with room, or returns undefined when all are busy (analyze it here). */
-  analyze(input: BatchInput): Promise<BatchAnalysis> | undefined {
+  /**
+   * Sends a batch to a worker with room, or returns undefined when all are busy (analyze it here). `spare`,
+   * a spent output buffer, goes along for the worker to encode the records into.
+   */
+  analyze(input: BatchInput, spare?: ArrayBuffer): Promise<WorkerResult> | undefined {
     const slot = this.free()
     if (slot === undefined) return undefined
     const id = this.nextId++
@@ -70,7 +79,9 @@ export class IngestWorkers {
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { slot, resolve, reject })
       // the input's buffers move to the worker (the caller keeps only the lines)
-      slot.worker.postMessage({ id, input }, [input.bytes.buffer as ArrayBuffer, input.ends.buffer as ArrayBuffer, input.skip.buffer as ArrayBuffer])
+      const moved = [input.bytes.buffer as ArrayBuffer, input.ends.buffer as ArrayBuffer, input.skip.buffer as ArrayBuffer]
+      if (spare !== undefined) moved.push(spare)
+      slot.worker.postMessage({ id, input, spare }, moved)
     })
   }
 
