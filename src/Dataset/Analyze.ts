@@ -11,7 +11,7 @@ import type { Decoded, InputFormat, InputIssue } from "./SeedRecord.ts"
 import { isSeedInput, seedDecoded } from "./SeedRecord.ts"
 import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
-import { encodeRecord } from "./RecordEncode.ts"
+import { encodeRecord, encodesAsLine } from "./RecordEncode.ts"
 import { checkRules, type RuleConfig } from "./Rules.ts"
 import { canonicalFingerprint, fingerprintBytes, splitBasis, splitKeyHash } from "./Split.ts"
 
@@ -77,6 +77,13 @@ export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
 
 const blank = /^\s*$/
 
+/** a larger copy of the first `used` bytes (never from Buffer's shared pool: it may move to another thread) */
+const grow = (bytes: Buffer, used: number, need: number): Buffer => {
+  const grown = Buffer.allocUnsafeSlow(Math.max(need, bytes.length * 2))
+  bytes.copy(grown, 0, 0, used)
+  return grown
+}
+
 /**
  * Analyzes a batch of lines (blank lines and the ones marked `skip` come back SKIPPED). Pure: the same
  * bytes and configuration give the same result on any thread. `reuse`, a spent output buffer of an
@@ -91,7 +98,7 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
   const size = src.length
   // never from Buffer's shared pool: a worker transfers this buffer's memory to the main thread
   const want = Math.max(1024, size + (size >>> 2))
-  let bytes = reuse !== undefined && reuse.byteLength >= want ? Buffer.from(reuse) : Buffer.allocUnsafeSlow(want)
+  let bytes: Buffer = reuse !== undefined && reuse.byteLength >= want ? Buffer.from(reuse) : Buffer.allocUnsafeSlow(want)
   let used = 0
   const basis = splitBasis(config.seed)
   const rules = config.rules
@@ -153,16 +160,21 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
         ...(d.format !== "seed" ? { format: d.format } : {})
       })
     }
-    const text = encodeRecord(record, d.extra) + "\n"
-    if (used + text.length * 3 > bytes.length) {
-      const need = used + Buffer.byteLength(text)
-      if (need > bytes.length) {
-        const grown = Buffer.allocUnsafeSlow(Math.max(need, bytes.length * 2))
-        bytes.copy(grown, 0, 0, used)
-        bytes = grown
+    // most lines are written as we would write them: their bytes are the output (no encoding, no garbage)
+    if (record === d.record && d.format === "seed" && d.extraKeys.length === 0 && encodesAsLine(json as Record<string, unknown>, src, from, to)) {
+      const need = used + (to - from) + 1
+      if (need > bytes.length) bytes = grow(bytes, used, need)
+      src.copy(bytes, used, from, to)
+      used += to - from
+      bytes[used++] = 10
+    } else {
+      const text = encodeRecord(record, d.extra) + "\n"
+      if (used + text.length * 3 > bytes.length) {
+        const need = used + Buffer.byteLength(text)
+        if (need > bytes.length) bytes = grow(bytes, used, need)
       }
+      used += bytes.write(text, used)
     }
-    used += bytes.write(text, used)
     ends[i] = used
   }
   return { meta, bytes: bytes.subarray(0, used), ends, notes }

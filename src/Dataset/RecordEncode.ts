@@ -56,3 +56,69 @@ export const encodeRecord = (r: TrainingRecord, extra?: Readonly<Record<string, 
   }
   return out + "}"
 }
+
+// the escapes JSON.stringify writes with two characters; it writes `\u` only for other control characters
+// and lone surrogates, which a line may also spell differently (`\u0041`), so any `\u` is not canonical
+const shortEscape = (() => {
+  const m = new Uint8Array(256)
+  for (const c of "\"\\nrtbf") m[c.charCodeAt(0)] = 1
+  return m
+})()
+
+/**
+ * The number of object keys in the JSON text `bytes[from, to)` (colons outside strings) when it is written
+ * as JSON.stringify writes it: no whitespace between tokens, and no escapes but \" \\ \n \r \t \b \f;
+ * otherwise -1. (Numbers are not looked at: a record line has none outside its strings.)
+ */
+export const canonicalKeyCount = (bytes: Uint8Array, from: number, to: number): number => {
+  let keys = 0
+  let i = from
+  while (i < to) {
+    const c = bytes[i++]!
+    if (c === 34) {
+      // a string: to its closing quote
+      for (;;) {
+        if (i >= to) return -1
+        const x = bytes[i++]!
+        if (x === 34) break
+        if (x === 92 && shortEscape[bytes[i++]!] === 0) return -1
+      }
+    } else if (c === 58) keys++
+    else if (c === 32 || c === 9 || c === 10 || c === 13) return -1
+  }
+  return keys
+}
+
+/**
+ * True when `encodeRecord(record) + "\n"` would give back the input line as it is, so the ingest copies the
+ * line's bytes instead of encoding the record again: the parsed line `json` holds exactly the canonical
+ * fields in canonical order (nothing defaulted, added or dropped), each citation exactly `source` then
+ * `timestamp`, a string context (an object's numbers and key order could be written differently), and
+ * the line is written the way JSON.stringify writes (`canonicalKeyCount`) with one colon per key (a
+ * repeated key, which JSON.parse keeps once, fails this). `record` must be the decoded `json`, unchanged.
+ */
+export const encodesAsLine = (json: Readonly<Record<string, unknown>>, bytes: Uint8Array, from: number, to: number): boolean => {
+  let k = 0
+  let keys = 0
+  for (const key in json) {
+    while (k < recordFields.length && recordFields[k] !== key) {
+      // question … context_required are always written
+      if (k < 6) return false
+      k++
+    }
+    if (k === recordFields.length) return false
+    k++
+    keys++
+  }
+  if (k < 6 || (json.context !== undefined && typeof json.context !== "string")) return false
+  const citations = json.citations as ReadonlyArray<Readonly<Record<string, unknown>>>
+  for (const c of citations) {
+    let n = 0
+    for (const key in c) {
+      if (key !== (n === 0 ? "source" : "timestamp")) return false
+      n++
+    }
+    if (n !== 2) return false
+  }
+  return canonicalKeyCount(bytes, from, to) === keys + 2 * citations.length
+}
