@@ -13,7 +13,7 @@ import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
 import { encodeRecord, encodesAsLine } from "./RecordEncode.ts"
 import { checkRules, type RuleConfig } from "./Rules.ts"
-import { canonicalFingerprint, fingerprintBytes, splitBasis, splitKeyHash } from "./Split.ts"
+import { canonicalKeys, fingerprintBytes, splitBasis, splitKeyHash } from "./Split.ts"
 
 /** The rare per-line facts that do not fit the typed arrays of a BatchAnalysis. */
 export interface LineNote {
@@ -143,11 +143,11 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
       notes.push({ i, reject: { code: fatal.rule, field: fatal.field, reason: fatal.reason }, ...(d.extraKeys.length > 0 ? { extraKeys: d.extraKeys } : {}) })
       continue
     }
-    const fp = canonicalFingerprint(record.question, record.answer)
+    const keys = canonicalKeys(record.question, record.answer, basis)
     meta[m] = OK
-    meta[m + 1] = fp.hi
-    meta[m + 2] = fp.lo
-    meta[m + 3] = splitKeyHash(record.question, config.groupByTicker ? record.tickers : undefined, basis)
+    meta[m + 1] = keys.hi
+    meta[m + 2] = keys.lo
+    meta[m + 3] = config.groupByTicker && record.tickers.length > 0 ? splitKeyHash(record.question, record.tickers, basis) : keys.questionHash
     meta[m + 4] = nr.replaced
     const lineFp = fingerprintBytes(src.subarray(from, to))
     meta[m + 5] = lineFp.hi

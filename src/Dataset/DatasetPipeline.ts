@@ -18,7 +18,7 @@ import { Context, Effect, FileSystem, Layer, Path, Schema, Stream } from "effect
 import { createReadStream } from "node:fs"
 import { createGunzip } from "node:zlib"
 import { DatasetInputError, DatasetOutputError, RejectRateExceeded, StrictModeViolation } from "./Errors.ts"
-import { analyzeBatch, type BatchAnalysis } from "./Analyze.ts"
+import { analyzeBatch, type BatchAnalysis, seedOnlyDecoder } from "./Analyze.ts"
 import { BufferPool } from "./BufferPool.ts"
 import { fullDecoder, IngestProcessor, type IngestConfig, type PreparedBatch, type Reject } from "./Ingest.ts"
 import { defaultIngestWorkers, IngestWorkers } from "./IngestWorkers.ts"
@@ -214,7 +214,9 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
             const batch = processor.prepare(lines, buffers.take("input"))
             const spare = buffers.take("output")
             const sent = pool?.analyze(batch.input, spare)
-            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, fullDecoder, spare) })
+            // with workers, this thread decodes as they do (seed records; the rest is deferred to commit, which
+            // uses the full decoder): one code path to warm up instead of two
+            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare) })
             else {
               const entry: (typeof pending)[number] = {
                 batch,

@@ -31,10 +31,14 @@ export class IngestWorkers {
   private readonly waiting = new Map<number, { readonly slot: Slot; readonly resolve: (r: WorkerResult) => void; readonly reject: (e: Error) => void }>()
   private nextId = 0
   private failure: Error | undefined
-  /** batches a worker may have queued before the main thread analyzes the next one itself */
+  /**
+   * batches a worker may have queued before the main thread analyzes the next one itself: 3, because the
+   * main thread only learns that a batch is done between its own batches (measured: 3% faster than 2 at
+   * 100k records, the same at 1M)
+   */
   private readonly depth: number
 
-  constructor(count: number, config: AnalyzeConfig, depth = 2) {
+  constructor(count: number, config: AnalyzeConfig, depth = 3) {
     this.depth = depth
     for (let k = 0; k < count; k++) {
       // a small young generation: the worker's garbage is short-lived strings, and every MB counts twice

@@ -66,40 +66,84 @@ export const canonicalHash = (s: string, basis = 0x811c9dc5): number => {
   return h >>> 0
 }
 
-/**
- * A 64-bit fingerprint of the canonical forms of a question and an answer (near-duplicate detection):
- * two independent 32-bit hashes of `canonicalText(question) + "\u0000" + canonicalText(answer)`, in one pass.
- */
-export const canonicalFingerprint = (question: string, answer: string): Fingerprint => {
-  let h1 = 0x811c9dc5
-  let h2 = 0x9747b28c
-  for (let part = 0; part < 2; part++) {
-    const s = part === 0 ? question : answer
-    if (part === 1) {
-      h1 = Math.imul(h1 ^ 0, FNV_PRIME)
-      h2 = Math.imul(h2 ^ 0, 0x5bd1e995)
-    }
-    let pending = false
-    let started = false
-    for (let i = 0; i < s.length; i++) {
-      let c = s.charCodeAt(i)
-      if (c >= 65 && c <= 90) c |= 32
-      if (keep(c)) {
-        if (pending && started) {
-          h1 = Math.imul(h1 ^ 32, FNV_PRIME)
-          h2 = Math.imul(h2 ^ 32, 0x5bd1e995)
-          h2 ^= h2 >>> 15
-        }
-        pending = false
-        started = true
-        h1 = Math.imul(h1 ^ c, FNV_PRIME)
-        h2 = Math.imul(h2 ^ c, 0x5bd1e995)
-        h2 ^= h2 >>> 15
-      } else pending = true
+// per ASCII character, what the canonical form keeps of it (lower-cased), or 0 when it separates words
+const canonicalAscii = (() => {
+  const m = new Uint8Array(128)
+  for (let c = 0; c < 128; c++) {
+    const lower = c >= 65 && c <= 90 ? c | 32 : c
+    m[c] = keep(lower) ? lower : 0
+  }
+  return m
+})()
+
+// the canonical question and answer as UTF-16 code units (question, 0, answer), hashed a word at a time
+let canonUnits = new Uint16Array(2048)
+let canonWords = new Uint32Array(canonUnits.buffer)
+
+/** appends `canonicalText(s)` to canonUnits at `at`; returns the new end */
+const appendCanonical = (s: string, at: number): number => {
+  if (at + s.length + 2 > canonUnits.length) {
+    const grown = new Uint16Array((at + s.length + 2) * 2)
+    grown.set(canonUnits.subarray(0, at))
+    canonUnits = grown
+    canonWords = new Uint32Array(grown.buffer)
+  }
+  const out = canonUnits
+  const start = at
+  let pending = false
+  for (let i = 0; i < s.length; i++) {
+    const u = s.charCodeAt(i)
+    const c = u < 128 ? canonicalAscii[u]! : u >= 0xc0 ? u : 0
+    if (c === 0) pending = true
+    else {
+      if (pending && at > start) out[at++] = 32
+      pending = false
+      out[at++] = c
     }
   }
-  return { hi: (h1 | 1) >>> 0, lo: h2 >>> 0 }
+  return at
 }
+
+export interface CanonicalKeys {
+  /** the 64-bit fingerprint of the canonical question and answer (near-duplicate detection) */
+  readonly hi: number
+  readonly lo: number
+  /** `canonicalHash(question, basis)`: the split key */
+  readonly questionHash: number
+}
+
+/**
+ * In one pass over the canonical forms: the fingerprint of a question and its answer (two independent
+ * multiplicative hashes over `canonicalText(question) + "\u0000" + canonicalText(answer)`, two code units at a
+ * time, plus the length; `hi` is never 0) and the question's split hash. The fingerprint only tells records
+ * apart within a run, so it may change between releases; the split hash may not.
+ */
+export const canonicalKeys = (question: string, answer: string, basis = 0x811c9dc5): CanonicalKeys => {
+  const qEnd = appendCanonical(question, 0)
+  const units = canonUnits
+  let q = basis >>> 0
+  for (let i = 0; i < qEnd; i++) q = Math.imul(q ^ units[i]!, FNV_PRIME)
+  units[qEnd] = 0
+  const n = appendCanonical(answer, qEnd + 1)
+  const all = canonUnits
+  all[n] = 0
+  const words = canonWords
+  let h1 = 0x811c9dc5 ^ n
+  let h2 = 0x9747b28c ^ Math.imul(n, 0x9e3779b1)
+  for (let i = 0, w = (n + 1) >>> 1; i < w; i++) {
+    const x = words[i]!
+    h1 = Math.imul(h1 ^ x, FNV_PRIME)
+    h1 ^= h1 >>> 13
+    h2 = Math.imul(h2 ^ x, 0x5bd1e995)
+    h2 ^= h2 >>> 15
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b)
+  h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35)
+  return { hi: ((h1 ^ (h1 >>> 16)) | 1) >>> 0, lo: (h2 ^ (h2 >>> 16)) >>> 0, questionHash: q >>> 0 }
+}
+
+/** The 64-bit fingerprint of the canonical forms of a question and an answer (see `canonicalKeys`). */
+export const canonicalFingerprint = (question: string, answer: string): Fingerprint => canonicalKeys(question, answer)
 
 export interface Fingerprint {
   readonly hi: number
