@@ -108,6 +108,9 @@ describe("ingest on worker threads", () => {
     const config = { seed: 42, groupByTicker: false, rules: defaultRuleConfig, keepExtra: false }
     const pool = new IngestWorkers(1, config)
     try {
+      // a worker still starting takes no batch: the caller analyzes it on its own thread
+      assert.strictEqual(pool.analyze(batchInput([{ lineNo: 1, text: texts[0]!, byteLength: Buffer.byteLength(texts[0]!) }])), undefined)
+      await pool.whenReady()
       const input = () => batchInput(texts.map((text, i) => ({ lineNo: i + 1, text, byteLength: Buffer.byteLength(text) })))
       const here = analyzeBatch(input(), config, seedOnlyDecoder)
       const sent = input()

@@ -7,6 +7,8 @@ import { parentPort, workerData } from "node:worker_threads"
 import { analyzeBatch, type AnalyzeConfig, type BatchInput, seedOnlyDecoder } from "./Analyze.ts"
 
 const config = workerData as AnalyzeConfig
+// loaded: batches may come (until now the main thread analyzed them itself, instead of waiting on this boot)
+parentPort!.postMessage({ ready: true })
 parentPort!.on("message", (msg: { readonly id: number; readonly input: BatchInput; readonly spare: ArrayBuffer | undefined }) => {
   const a = analyzeBatch(msg.input, config, seedOnlyDecoder, msg.spare)
   // the input's bytes, and the spare when it was too small, go back to the main thread's pool

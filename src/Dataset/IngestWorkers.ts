@@ -23,6 +23,8 @@ const entry = new URL(import.meta.url.endsWith(".ts") ? "./IngestWorker.ts" : ".
 
 interface Slot {
   readonly worker: Worker
+  /** false until the worker has loaded its modules: a batch sent earlier would wait on its start-up */
+  ready: boolean
   queued: number
 }
 
@@ -30,6 +32,7 @@ export class IngestWorkers {
   private readonly slots: Array<Slot> = []
   private readonly waiting = new Map<number, { readonly slot: Slot; readonly resolve: (r: WorkerResult) => void; readonly reject: (e: Error) => void }>()
   private nextId = 0
+  private readonly ready: Array<Promise<void>> = []
   private failure: Error | undefined
   /**
    * batches a worker may have queued before the main thread analyzes the next one itself: 3, because the
@@ -43,8 +46,13 @@ export class IngestWorkers {
     for (let k = 0; k < count; k++) {
       // a small young generation: the worker's garbage is short-lived strings, and every MB counts twice
       const worker = new Worker(entry, { workerData: config, resourceLimits: { maxYoungGenerationSizeMb: 16 } })
-      const slot: Slot = { worker, queued: 0 }
-      worker.on("message", (msg: { readonly id: number; readonly analysis: BatchAnalysis; readonly spent: ReadonlyArray<ArrayBuffer> }) => {
+      const slot: Slot = { worker, ready: false, queued: 0 }
+      this.ready.push(new Promise((resolve) => worker.once("message", () => resolve())))
+      worker.on("message", (msg: { readonly id: number; readonly analysis: BatchAnalysis; readonly spent: ReadonlyArray<ArrayBuffer> } | { readonly ready: true }) => {
+        if ("ready" in msg) {
+          slot.ready = true
+          return
+        }
         const w = this.waiting.get(msg.id)
         if (w === undefined) return
         this.waiting.delete(msg.id)
@@ -67,7 +75,7 @@ export class IngestWorkers {
   private free(): Slot | undefined {
     if (this.failure !== undefined) return undefined
     let best: Slot | undefined
-    for (const s of this.slots) if (s.queued < this.depth && (best === undefined || s.queued < best.queued)) best = s
+    for (const s of this.slots) if (s.ready && s.queued < this.depth && (best === undefined || s.queued < best.queued)) best = s
     return best
   }
 
@@ -87,6 +95,11 @@ export class IngestWorkers {
       if (spare !== undefined) moved.push(spare)
       slot.worker.postMessage({ id, input, spare }, moved)
     })
+  }
+
+  /** resolves once every worker has started (until then `analyze` sends nothing) */
+  whenReady(): Promise<void> {
+    return Promise.all(this.ready).then(() => undefined)
   }
 
   async close(): Promise<void> {
