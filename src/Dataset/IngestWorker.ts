@@ -3,14 +3,20 @@
  * same `analyzeBatch` as the main thread and sends the result back, its buffers transferred, not copied.
  * It decodes only seed records (no `effect` loaded here); other lines are deferred to the main thread.
  */
-import { parentPort, workerData } from "node:worker_threads"
+import { parentPort } from "node:worker_threads"
 import { analyzeBatch, type AnalyzeConfig, type BatchInput, seedOnlyDecoder } from "./Analyze.ts"
 
-const config = workerData as AnalyzeConfig
+// set by the pool's first message (a worker may start before the command line is parsed)
+let config: AnalyzeConfig | undefined
 // loaded: batches may come (until now the main thread analyzed them itself, instead of waiting on this boot)
 parentPort!.postMessage({ ready: true })
-parentPort!.on("message", (msg: { readonly id: number; readonly input: BatchInput; readonly spare: ArrayBuffer | undefined }) => {
-  const a = analyzeBatch(msg.input, config, seedOnlyDecoder, msg.spare)
+type Message = { readonly config: AnalyzeConfig } | { readonly id: number; readonly input: BatchInput; readonly spare: ArrayBuffer | undefined }
+parentPort!.on("message", (msg: Message) => {
+  if ("config" in msg) {
+    config = msg.config
+    return
+  }
+  const a = analyzeBatch(msg.input, config!, seedOnlyDecoder, msg.spare)
   // the input's bytes, and the spare when it was too small, go back to the main thread's pool
   const spent = [msg.input.bytes.buffer as ArrayBuffer]
   if (msg.spare !== undefined && msg.spare !== a.bytes.buffer) spent.push(msg.spare)

@@ -12,11 +12,15 @@
  * and `DATASET_NO_REEXEC=1` turns this off.
  */
 import { enableCompileCache } from "node:module"
+import { defaultIngestWorkers, prestartIngestWorkers } from "./IngestWorkers.ts"
 import { semiSpaceReexec } from "./Reexec.ts"
 
 semiSpaceReexec()
 // V8's on-disk code cache (in the temp folder): compiling is a third of the entry's start-up
 enableCompileCache()
+
+// the ingest's worker threads load while the CLI does (see IngestWorkers.ts); a run that needs none ends them
+if (process.argv[2] === "split" || process.argv[2] === "validate") prestartIngestWorkers(defaultIngestWorkers())
 
 // the command itself, bundled into one file by `npm run build` (scripts/bundle-dataset.ts); this file
 // stays small so the restart above happens before that file is even parsed
