@@ -8,7 +8,7 @@ import { join } from "node:path"
 import { analyzeBatch, DEFERRED, META, seedOnlyDecoder, SKIPPED } from "../src/Dataset/Analyze.ts"
 import { DatasetPipeline, type PipelineOptions } from "../src/Dataset/DatasetPipeline.ts"
 import { batchInput, fullDecoder } from "../src/Dataset/Ingest.ts"
-import { IngestWorkers } from "../src/Dataset/IngestWorkers.ts"
+import { IngestWorkers, prestartIngestWorkers } from "../src/Dataset/IngestWorkers.ts"
 import { SeedInput } from "../src/Dataset/Input.ts"
 import { defaultRuleConfig } from "../src/Dataset/Rules.ts"
 import { seedKeys } from "../src/Dataset/SeedRecord.ts"
@@ -146,6 +146,26 @@ describe("ingest on worker threads", () => {
       assert.strictEqual(reused.bytes.buffer.byteLength, 1 << 16)
       assert.deepStrictEqual([...reused.meta], [...here.meta])
       assert.strictEqual(Buffer.from(reused.bytes).toString(), Buffer.from(here.bytes).toString())
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it("a pool adopts workers started before it (prestartIngestWorkers) and hands them its configuration", async () => {
+    const registry = () => (globalThis as Record<symbol, unknown>)[Symbol.for("finetune-finance/ingest-workers/prestarted")] as Array<unknown>
+    prestartIngestWorkers(1)
+    assert.strictEqual(registry().length, 1)
+    const config = { seed: 7, groupByTicker: false, rules: defaultRuleConfig, keepExtra: false }
+    const pool = new IngestWorkers(1, config)
+    try {
+      assert.strictEqual(registry().length, 0)
+      await pool.whenReady()
+      const text = line(seedRecord(3))
+      const input = () => batchInput([{ lineNo: 1, text, byteLength: Buffer.byteLength(text) }])
+      const { analysis } = (await pool.analyze(input()))!
+      // the worker analyzed with this pool's seed: the same split hash as this thread with that seed
+      assert.deepStrictEqual([...analysis.meta], [...analyzeBatch(input(), config, seedOnlyDecoder).meta])
+      assert.notDeepEqual([...analysis.meta], [...analyzeBatch(input(), { ...config, seed: 8 }, seedOnlyDecoder).meta])
     } finally {
       await pool.close()
     }
