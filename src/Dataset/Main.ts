@@ -12,7 +12,6 @@
  * and `DATASET_NO_REEXEC=1` turns this off.
  */
 import { enableCompileCache } from "node:module"
-import { defaultIngestWorkers, prestartIngestWorkers } from "./IngestWorkers.ts"
 import { semiSpaceReexec } from "./Reexec.ts"
 
 semiSpaceReexec()
@@ -20,7 +19,10 @@ semiSpaceReexec()
 enableCompileCache()
 
 // the ingest's worker threads load while the CLI does (see IngestWorkers.ts); a run that needs none ends them
-if (process.argv[2] === "split" || process.argv[2] === "validate") prestartIngestWorkers(defaultIngestWorkers())
+if (process.argv[2] === "split" || process.argv[2] === "validate") {
+  const { defaultIngestWorkers, prestartIngestWorkers } = await import("./IngestWorkers.ts")
+  prestartIngestWorkers(defaultIngestWorkers())
+}
 
 // the command itself, bundled into one file by `npm run build` (scripts/bundle-dataset.ts); this file
 // stays small so the restart above happens before that file is even parsed
