@@ -82,8 +82,8 @@ const helpLean = timed(["dist/Dataset/Main.js", "--help"])
 const rssAt: Record<number, number> = {}
 const rateAt: Record<number, { wall: number; cpu: number; net: number }> = {}
 // the row the targets are judged on: the dataset-only entry as shipped (it restarts itself once with
-// --max-semi-space-size=8 and MALLOC_ARENA_MAX=2, see src/Dataset/Reexec.ts)
-const LEAN = `dataset-only entry \`dist/Dataset/Main.js split\` (as shipped: ${defaultIngestWorkers()} worker thread(s) here, semi-space 8 MB, 2 malloc arenas)`
+// --max-semi-space-size=8 --min-semi-space-size=8 and MALLOC_ARENA_MAX=2, see src/Dataset/Reexec.ts)
+const LEAN = `dataset-only entry \`dist/Dataset/Main.js split\` (as shipped: ${defaultIngestWorkers()} worker thread(s) here, fixed 8 MB semi-spaces, 2 malloc arenas)`
 
 const LEAN_AGAIN = "the same as shipped, run again last"
 
@@ -158,7 +158,7 @@ const section = [
   ...notes.map((n) => n),
   ...history,
   "How the ingest uses two cores: the main thread reads, splits lines and hands each batch's bytes (256 KiB reads) to a worker thread, which decodes, validates, normalizes, checks the rules, fingerprints and encodes it (src/Dataset/Analyze.ts, which loads nothing from `effect`, so a worker costs about 20 MB); until the worker has started, and whenever it already has three batches queued, the main thread analyzes the next batch itself. Dedupe, split, counts and writes stay on the main thread in input order, so outputs are byte-identical for any `--workers` (test/DatasetParallel.test.ts). The two buffers of a batch (its lines, its encoded records) go back to a small pool when the batch is written, so no memory is allocated per batch. A line that is already written as we write records (keys in order, no whitespace, JSON.stringify's escapes) is copied to the output instead of re-encoded: every line of `dataset synth`'s output is. Duplicates are remembered in one open-addressing table of 64-bit normalized fingerprints with 32 bits of the first line's exact fingerprint (12 bytes a slot, grown at 7/8 load), plus a small set for near-copies' lines: about 12 MB at 1M records.",
-  "Where the rest goes: V8's young generation, which Node sizes from the machine's memory (32 MB semi-spaces here; `--max-semi-space-size=8` bounds it at no measured cost in CPU), and glibc malloc arenas per thread holding fragmented native buffers (`MALLOC_ARENA_MAX=2`). V8 reads the flag only at start, so `dist/Dataset/Main.js` restarts itself once with both (`process.execve`: same pid, no second process); for `dist/Main.js` set them in the environment as in the last row.",
+  "Where the rest goes: V8's young generation, which Node sizes from the machine's memory (32 MB semi-spaces here; `--max-semi-space-size=8` bounds it at no measured cost in CPU, and `--min-semi-space-size=8` keeps it at that size from the start instead of growing with the run), and glibc malloc arenas per thread holding fragmented native buffers (`MALLOC_ARENA_MAX=2`). V8 reads the flags only at start, so `dist/Dataset/Main.js` restarts itself once with them (`process.execve`: same pid, no second process); for `dist/Main.js` set them in the environment as in the last row.",
   ""
 ].join("\n")
 

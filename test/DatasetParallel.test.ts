@@ -180,7 +180,7 @@ describe("ingest on worker threads", () => {
     const moved = new ArrayBuffer(8)
     structuredClone(moved, { transfer: [moved] })
     pool.give("output", moved)
-    assert.deepStrictEqual(pool.sizes, { input: 2, output: 0 })
+    assert.deepStrictEqual(pool.sizes, { input: 2, output: 0, chunk: 0 })
     assert.strictEqual(pool.take("input")?.byteLength, 30)
     assert.strictEqual(pool.take("input")?.byteLength, 10)
     assert.strictEqual(pool.take("input"), undefined)

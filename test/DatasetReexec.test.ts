@@ -5,13 +5,14 @@ import { datasetSemiSpaceMb, reexecArgs, reexecEnv } from "../src/Dataset/Reexec
 describe("dataset entry: bounded young generation", () => {
   it("restarts with --max-semi-space-size unless it is already set or turned off", () => {
     const flag = `--max-semi-space-size=${datasetSemiSpaceMb}`
+    const min = `--min-semi-space-size=${datasetSemiSpaceMb}`
     expect(reexecArgs("/n", ["--import=x"], ["/n", "main.js", "split", "a.jsonl"], {})).toEqual(
-      ["/n", flag, "--import=x", "main.js", "split", "a.jsonl"]
+      ["/n", flag, min, "--import=x", "main.js", "split", "a.jsonl"]
     )
     expect(reexecArgs("/n", ["--max-semi-space-size=32"], ["/n", "main.js"], {})).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { NODE_OPTIONS: "--max-semi-space-size=4" })).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "1" })).toBeUndefined()
-    expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "0" })).toEqual(["/n", flag, "main.js"])
+    expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "0" })).toEqual(["/n", flag, min, "main.js"])
     expect(reexecEnv({ HOME: "/h", GONE: undefined }, "/c")).toEqual({ HOME: "/h", MALLOC_ARENA_MAX: "2", NODE_COMPILE_CACHE: "/c", DATASET_NO_REEXEC: "1" })
     expect(reexecEnv({ MALLOC_ARENA_MAX: "8" }).MALLOC_ARENA_MAX).toBe("8")
     expect(reexecEnv({ NODE_COMPILE_CACHE: "/mine" }, "/c").NODE_COMPILE_CACHE).toBe("/mine")
@@ -33,6 +34,7 @@ describe("dataset entry: bounded young generation", () => {
     expect(ok.code).toBe(0)
     expect(ok.entry[0]).toBe(ok.pid)
     expect(ok.entry[1]).toContain(`--max-semi-space-size=${datasetSemiSpaceMb}`)
+    expect(ok.entry[1]).toContain(`--min-semi-space-size=${datasetSemiSpaceMb}`)
     expect(ok.entry[3]).toBe("2")
     const bad = run(env, ["split", "/nonexistent/input.jsonl"])
     expect(bad.code).not.toBe(0)

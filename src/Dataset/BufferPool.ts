@@ -1,16 +1,17 @@
 /**
- * Spent batch buffers, kept for the next batch instead of freed. Every ingest batch needs two buffers of a
- * few hundred KB (the lines' bytes, the encoded records) that move between the main thread and a worker;
- * allocating fresh ones per batch left glibc's heap fragmented (it grew with the input: about 30 MB more
+ * Spent batch buffers, kept for the next batch instead of freed. Every ingest batch needs three buffers of a
+ * few hundred KB (the read chunk, the lines' bytes, the encoded records), two of which move between the
+ * main thread and a worker;
+ * allocating fresh ones per batch left glibc's heap fragmented (it grew with the input: tens of MB more
  * peak RSS at 1M records than at 100k) and cost a page fault per 4 KB and the GC's external-memory
  * pressure. The pool is bounded, so memory is flat: at most `maxPerKind` buffers of each kind wait here.
  */
-export type BufferKind = "input" | "output"
+export type BufferKind = "input" | "output" | "chunk"
 
 export class BufferPool {
-  private readonly free: Record<BufferKind, Array<ArrayBuffer>> = { input: [], output: [] }
+  private readonly free: Record<BufferKind, Array<ArrayBuffer>> = { input: [], output: [], chunk: [] }
   private readonly maxPerKind: number
-  constructor(maxPerKind = 8) {
+  constructor(maxPerKind = 16) {
     this.maxPerKind = maxPerKind
   }
 
@@ -32,6 +33,6 @@ export class BufferPool {
 
   /** buffers waiting, by kind (for tests) */
   get sizes(): Record<BufferKind, number> {
-    return { input: this.free.input.length, output: this.free.output.length }
+    return { input: this.free.input.length, output: this.free.output.length, chunk: this.free.chunk.length }
   }
 }

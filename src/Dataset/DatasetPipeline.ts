@@ -14,8 +14,16 @@
 // the module itself, not the package index: the index loads every Node service (HTTP, sockets…), about
 // 0.2 s of the dataset-only entry's start-up
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import { Context, Effect, FileSystem, Layer, Path, Schema, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Layer from "effect/Layer"
+import * as Path from "effect/Path"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { createReadStream } from "node:fs"
+import { open as openFile } from "node:fs/promises"
 import { createGunzip } from "node:zlib"
 import { DatasetInputError, DatasetOutputError, RejectRateExceeded, StrictModeViolation } from "./Errors.ts"
 import { analyzeBatch, type BatchAnalysis, seedOnlyDecoder } from "./Analyze.ts"
@@ -86,9 +94,55 @@ export type Summary = typeof Summary.Type
 
 const sorted = (m: Record<string, number>) => Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
 
-/** Byte chunks of the input: a file (gunzipped when it ends in `.gz`) or stdin. */
-export const inputBytes = (input: string): Stream.Stream<Uint8Array, DatasetInputError> =>
-  NodeStream.fromReadable<Uint8Array, DatasetInputError>({
+/** bytes read from a plain file at a time */
+const chunkBytes = 1 << 18
+
+/**
+ * Byte chunks of a plain file, read one chunk ahead into buffers from `buffers` (kind "chunk"): the
+ * ingest gives each back once the lines it holds are copied into their batch, so reading allocates
+ * nothing after the first few chunks (fresh 256 KB buffers per read fragmented the native heap: +10 MB
+ * at 1M records).
+ */
+const fileChunks = (file: string, buffers: BufferPool): Stream.Stream<Uint8Array, DatasetInputError> => {
+  const fail = (e: unknown) => new DatasetInputError({ file, detail: e instanceof Error ? e.message : String(e) })
+  return Stream.unwrap(
+    Effect.acquireRelease(
+      Effect.tryPromise({ try: () => openFile(file, "r"), catch: fail }),
+      (handle) => Effect.promise(() => handle.close())
+    ).pipe(Effect.map((handle) => {
+      const read = (): Promise<Buffer | undefined> => {
+        const memory = buffers.take("chunk") ?? new ArrayBuffer(chunkBytes)
+        return handle.read(new Uint8Array(memory), 0, chunkBytes, null).then(({ bytesRead }) => {
+          if (bytesRead > 0) return Buffer.from(memory, 0, bytesRead)
+          buffers.give("chunk", memory)
+          return undefined
+        })
+      }
+      let next = read()
+      // a read still in flight when the run stops early (--strict) must not surface as unhandled
+      next.catch(() => {})
+      return Stream.unfold(0, () =>
+        Effect.tryPromise({
+          try: async () => {
+            const chunk = await next
+            if (chunk === undefined) return undefined
+            next = read()
+            next.catch(() => {})
+            return [chunk, 0] as const
+          },
+          catch: fail
+        })
+      )
+    }))
+  )
+}
+
+/**
+ * Byte chunks of the input: a file (gunzipped when it ends in `.gz`) or stdin. With `buffers`, a plain
+ * file is read into pooled buffers (see `fileChunks`), which the caller must give back.
+ */
+export const inputBytes = (input: string, buffers?: BufferPool): Stream.Stream<Uint8Array, DatasetInputError> =>
+  buffers !== undefined && input !== "-" && !input.endsWith(".gz") ? fileChunks(input, buffers) : NodeStream.fromReadable<Uint8Array, DatasetInputError>({
     evaluate: () => {
       if (input === "-") return process.stdin
       const file = createReadStream(input, { highWaterMark: 1 << 18 })
@@ -172,14 +226,20 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         // spent batch buffers, reused by the next batches (memory stays flat; see BufferPool.ts)
         const buffers = new BufferPool()
         // batches in input order: analyzed here at once, or by a worker later (committed when it is back)
-        const pending: Array<{ readonly batch: PreparedBatch; analysis: BatchAnalysis | undefined; readonly promise?: Promise<BatchAnalysis> }> = []
+        const pending: Array<{
+          readonly batch: PreparedBatch
+          analysis: BatchAnalysis | undefined
+          /** the batch's input bytes, back from the worker */
+          inputBytes?: Uint8Array
+          readonly promise?: Promise<BatchAnalysis>
+        }> = []
         const maxPending = 2 + 4 * workerCount
-        const commit = (batch: PreparedBatch, analysis: BatchAnalysis) =>
+        const commit = (batch: PreparedBatch, analysis: BatchAnalysis, inputBytes: Uint8Array) =>
           Effect.gen(function*() {
-            const out = processor.commit(batch, analysis)
+            const out = processor.commit(batch, analysis, inputBytes)
             // the records are copied into the outputs: both buffers can take the next batches
             buffers.give("output", analysis.bytes.buffer as ArrayBuffer)
-            buffers.give("input", batch.input.bytes.buffer as ArrayBuffer)
+            buffers.give("input", inputBytes.buffer as ArrayBuffer)
             yield* write(files?.train, outputs?.train, out.train)
             yield* write(files?.test, outputs?.test, out.test)
             yield* write(files?.rejects, outputs?.rejects, out.rejects)
@@ -203,48 +263,75 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
                 })
               }
               pending.shift()
-              yield* commit(head.batch, head.analysis)
+              yield* commit(head.batch, head.analysis, head.inputBytes ?? head.batch.input.bytes)
             }
           })
-        const handle = (lines: ReadonlyArray<RawLine>) =>
-          Effect.gen(function*() {
-            linesSeen += lines.length
-            // small inputs never pay for starting workers
-            if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) pool = yield* startPool
-            const batch = processor.prepare(lines, buffers.take("input"))
-            const spare = buffers.take("output")
-            const sent = pool?.analyze(batch.input, spare)
-            // with workers, this thread decodes as they do (seed records; the rest is deferred to commit, which
-            // uses the full decoder): one code path to warm up instead of two
-            if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare) })
-            else {
-              const entry: (typeof pending)[number] = {
-                batch,
-                analysis: undefined,
-                promise: sent.then((r) => {
-                  r.spent.forEach((b, i) => buffers.give(i === 0 ? "input" : "output", b))
-                  return (entry.analysis = r.analysis)
-                })
-              }
-              entry.promise!.catch(() => {}) // awaited in drain; a failure after the run ends is not unhandled
-              pending.push(entry)
+        /** copies a batch's lines into its input and sends it to a worker or analyzes it here, at once */
+        const dispatch = (lines: ReadonlyArray<RawLine>) => {
+          const batch = processor.prepare(lines, buffers.take("input"))
+          const spare = buffers.take("output")
+          const sent = pool?.analyze(batch.input, spare)
+          // with workers, this thread decodes as they do (seed records; the rest is deferred to commit, which
+          // uses the full decoder): one code path to warm up instead of two
+          if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare) })
+          else {
+            const entry: (typeof pending)[number] = {
+              batch,
+              analysis: undefined,
+              promise: sent.then((r) => {
+                // the input's bytes are kept for the commit (reject texts, lines left to this thread)
+                entry.inputBytes = new Uint8Array(r.spent[0]!, 0, batch.count === 0 ? 0 : batch.ends[batch.count - 1]!)
+                if (r.spent[1] !== undefined) buffers.give("output", r.spent[1])
+                return (entry.analysis = r.analysis)
+              })
             }
-            yield* drain(false)
-          })
+            entry.promise!.catch(() => {}) // awaited in drain; a failure after the run ends is not unhandled
+            pending.push(entry)
+          }
+        }
+        /**
+         * One batch of lines: dispatched before anything can wait (the lines, and the chunks they view, are
+         * garbage once `prepare` has copied them: holding them while this thread waits on a worker made the
+         * GC promote them), then the analyzed batches at the head are committed.
+         */
+        const handle = (lines: ReadonlyArray<RawLine>, chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, DatasetInputError | DatasetOutputError | StrictModeViolation, Scope.Scope> => {
+          linesSeen += lines.length
+          // small inputs never pay for starting workers
+          if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) {
+            return startPool.pipe(Effect.flatMap((p) => {
+              pool = p
+              return handle(lines, chunks)
+            }))
+          }
+          dispatch(lines)
+          giveChunks(chunks)
+          return drain(false)
+        }
 
-        yield* inputBytes(input).pipe(
+        // a plain file is read into the pool's chunks; gzip and stdin chunks are the streams' own
+        const pooledChunks = input !== "-" && !input.endsWith(".gz")
+        const giveChunks = (chunks: ReadonlyArray<Uint8Array>) => {
+          if (pooledChunks) for (const chunk of chunks) buffers.give("chunk", chunk.buffer as ArrayBuffer)
+        }
+        yield* inputBytes(input, pooledChunks ? buffers : undefined).pipe(
           Stream.runForEachArray((chunks) => {
             const lines: Array<RawLine> = []
             for (const chunk of chunks) {
               bytesRead += chunk.byteLength
               splitter.push(chunk, lines)
             }
-            return lines.length === 0 ? Effect.void : handle(lines)
+            // the lines are views into these chunks (a line carried over to the next chunk is a copy) until
+            // `prepare` copies their bytes: then the chunks can take the next reads
+            if (lines.length === 0) {
+              giveChunks(chunks)
+              return Effect.void
+            }
+            return handle(lines, chunks)
           })
         )
         const tail: Array<RawLine> = []
         splitter.end(tail)
-        if (tail.length > 0) yield* handle(tail)
+        if (tail.length > 0) yield* handle(tail, [])
         yield* drain(true)
 
         const c = processor.counts

@@ -23,23 +23,32 @@ export interface RawLine {
 }
 
 /**
- * A valid line whose text is decoded on first use: the ingest hands most lines' bytes to a worker
- * thread, so decoding them here as well would be wasted (the chunk the bytes view is never reused: Node's
- * file, gunzip and stdin streams hand out a fresh buffer per chunk).
+ * A valid line: a range of the chunk it was read in, its text decoded on first use (the ingest hands most
+ * lines' bytes to a worker thread, so decoding them here as well would be wasted). It holds no Buffer view
+ * of its own until asked (`bytes`): a view costs an object per line, and lines live until their batch is
+ * copied into their batch, and a view each would double what the GC has to move. The chunk must stay
+ * untouched while the line is in use: the ingest reuses a chunk only once its lines are copied.
  */
-class Line implements RawLine {
+export class Line implements RawLine {
   readonly lineNo: number
-  readonly bytes: Buffer
+  readonly chunk: Buffer
+  readonly start: number
+  readonly end: number
   private decoded: string | undefined
-  constructor(lineNo: number, bytes: Buffer) {
+  constructor(lineNo: number, chunk: Buffer, start: number, end: number) {
     this.lineNo = lineNo
-    this.bytes = bytes
+    this.chunk = chunk
+    this.start = start
+    this.end = end
+  }
+  get bytes(): Buffer {
+    return this.chunk.subarray(this.start, this.end)
   }
   get byteLength(): number {
-    return this.bytes.length
+    return this.end - this.start
   }
   get text(): string {
-    return (this.decoded ??= this.bytes.toString("utf8"))
+    return (this.decoded ??= this.chunk.toString("utf8", this.start, this.end))
   }
 }
 
@@ -150,7 +159,7 @@ export class LineSplitter {
       })
       return
     }
-    out.push(new Line(this.lineNo, buf.subarray(s, e)))
+    out.push(new Line(this.lineNo, buf, s, e))
   }
 
   private tooLong(head: Buffer, bytes: number): RawLine {

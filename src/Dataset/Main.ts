@@ -4,9 +4,9 @@
  * `node dist/Main.js dataset split …` without loading the other stages (tfjs, llama.cpp), so a data-prep
  * box or CI job starts faster and with about 100 MB less memory.
  *
- * It also bounds V8's young generation: Node sizes the semi-spaces from the machine's memory (up to 32 MB
- * each here), and the ingest's short-lived strings fill them, which costs about 90 MB of peak RSS for no
- * speed. The flag only takes effect at process start (`v8.setFlagsFromString` is too late), so the entry
+ * It also fixes V8's young generation at 8 MB semi-spaces: Node sizes them from the machine's memory (up to
+ * 32 MB each here), and the ingest's short-lived strings fill them, which costs about 90 MB of peak RSS for
+ * no speed; a fixed size also keeps memory flat as the input grows. The flags only take effect at process start (`v8.setFlagsFromString` is too late), so the entry
  * replaces itself once, before loading anything, with `process.execve` (same pid, stdio and exit code; no
  * second process). A `--max-semi-space-size` already given (command line or NODE_OPTIONS) is respected,
  * and `DATASET_NO_REEXEC=1` turns this off.
