@@ -210,6 +210,10 @@ describe("DedupeTable", () => {
     assert.strictEqual(t.add((Math.imul(123_456, 2654435761) >>> 0) | 1, Math.imul(123_456, 40503) >>> 0, 123_456, 123_456), "exact")
     t.add(7, 7, 7, 7) // 900,001 of 917,504: still no growth
     assert.strictEqual(t.byteSize, (1 << 20) * 12)
+    // sized for what it should hold: at once, not by growing
+    assert.strictEqual(new DedupeTable(900_000).byteSize, (1 << 20) * 12)
+    assert.strictEqual(new DedupeTable(917_505).byteSize, (1 << 21) * 12)
+    assert.strictEqual(new DedupeTable(10).byteSize, (1 << 15) * 12)
   })
 
   it("the worker's seed keys are the Schema's", () => {

@@ -210,7 +210,10 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
             : Effect.suspend(() => file.writeAll(typeof data === "string" ? encode(data) : data)).pipe(Effect.mapError(outError(name ?? "")))
 
         const splitter = new LineSplitter(options.maxLineBytes ?? 1024 * 1024)
-        const processor = new IngestProcessor(config, options.strict ?? false)
+        // one record per KB of input (a little under what `dataset synth` writes: ~770 bytes a line; a .gz
+        // file holds more, and the table grows), so a typical file's dedupe table is allocated once, at about
+        // the size it ends at (12 bytes a slot)
+        const processor = new IngestProcessor(config, options.strict ?? false, Math.floor(inputSize / 1024))
         const workerCount = options.workers ?? defaultIngestWorkers()
         const workersAfter = options.workersAfterLines ?? 20_000
         let pool: IngestWorkers | undefined

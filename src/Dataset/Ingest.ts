@@ -134,13 +134,19 @@ export class IngestProcessor {
     linesRead: 0, blankLines: 0, records: 0, train: 0, test: 0, duplicatesExact: 0, duplicatesNormalized: 0,
     rejected: 0, placeholdersReplaced: 0, rejectReasons: {}, warnings: {}, formats: {}, extraFields: {}
   }
-  private readonly seen = new DedupeTable()
+  private readonly seen: DedupeTable
   readonly config: IngestConfig
   private readonly strict: boolean
   // output buffers reused by every commit (the caller writes them before the next one)
   private trainOut: Buffer = Buffer.allocUnsafe(1 << 20)
   private testOut: Buffer = Buffer.allocUnsafe(1 << 18)
-  constructor(config: IngestConfig, strict: boolean) {
+  /**
+   * `expectedRecords`: how many records the input probably holds (from its size), so the dedupe table
+   * starts large enough instead of growing (each growth rehashes it, and holds the old and the new table
+   * at once: the peak memory of a large run).
+   */
+  constructor(config: IngestConfig, strict: boolean, expectedRecords = 0) {
+    this.seen = new DedupeTable(expectedRecords)
     this.config = config
     this.strict = strict
   }

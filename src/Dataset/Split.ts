@@ -272,9 +272,10 @@ export class DedupeTable {
   private mask: number
   private size = 0
   private readonly nearLines = new FingerprintSet(1 << 12)
-  constructor(initialCapacity = 1 << 15) {
-    let cap = 1
-    while (cap < initialCapacity) cap <<= 1
+  /** `expected`: records it should hold without growing (at least 2^15 slots) */
+  constructor(expected = 0) {
+    let cap = 1 << 15
+    while (cap * 7 < expected * 8) cap <<= 1
     this.slots = new Uint32Array(cap * 3)
     this.mask = cap - 1
   }
