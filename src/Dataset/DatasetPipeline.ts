@@ -192,7 +192,8 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         let files: { readonly train: FileSystem.File; readonly test: FileSystem.File; readonly rejects: FileSystem.File } | undefined
         if (outDir !== undefined && outputs !== undefined) {
           yield* fs.makeDirectory(outDir, { recursive: true }).pipe(Effect.mapError(outError(outDir)))
-          files = { train: yield* open(outputs.train), test: yield* open(outputs.test), rejects: yield* open(outputs.rejects) }
+          // at once: each open is a trip through libuv's thread pool, slow while the workers start
+          files = yield* Effect.all({ train: open(outputs.train), test: open(outputs.test), rejects: open(outputs.rejects) }, { concurrency: "unbounded" })
         }
         // one reused buffer for every write (they run one after another): a fresh Buffer per write left
         // tens of MB of dead ArrayBuffers waiting for the GC, and fragmented the native heap
