@@ -171,6 +171,25 @@ describe("ingest on worker threads", () => {
     }
   })
 
+  it("a prestarted worker that died before its pool is replaced by a fresh one", async () => {
+    prestartIngestWorkers(1)
+    const registry = (globalThis as Record<symbol, unknown>)[Symbol.for("finetune-finance/ingest-workers/prestarted")] as Array<{ worker: { terminate: () => Promise<number> }; dead: boolean }>
+    await registry[0]!.worker.terminate()
+    assert.isTrue(registry[0]!.dead)
+    const config = { seed: 7, groupByTicker: false, rules: defaultRuleConfig, keepExtra: false }
+    const pool = new IngestWorkers(1, config)
+    try {
+      assert.strictEqual(registry.length, 0)
+      await pool.whenReady()
+      const text = line(seedRecord(3))
+      const result = await pool.analyze(batchInput([{ lineNo: 1, text, byteLength: Buffer.byteLength(text) }]))
+      assert.isDefined(result)
+      assert.deepStrictEqual([...result!.analysis.meta].slice(0, 1), [0])
+    } finally {
+      await pool.close()
+    }
+  })
+
   it("BufferPool keeps spent buffers, largest handed out first, bounded, never a detached or empty one", () => {
     const pool = new BufferPool(2)
     pool.give("input", new ArrayBuffer(10))

@@ -29,6 +29,8 @@ const entry = new URL(import.meta.url.endsWith(".ts") ? "./IngestWorker.ts" : ".
 interface Prestarted {
   readonly worker: Worker
   booted: boolean
+  /** it failed or exited before a pool adopted it (a pool then starts a fresh one) */
+  dead: boolean
 }
 const prestartKey = Symbol.for("finetune-finance/ingest-workers/prestarted")
 const prestarted = (): Array<Prestarted> => ((globalThis as Record<symbol, unknown>)[prestartKey] ??= []) as Array<Prestarted>
@@ -43,8 +45,11 @@ const startWorker = () => new Worker(entry, { resourceLimits: { maxYoungGenerati
  */
 export const prestartIngestWorkers = (count: number): void => {
   for (let k = 0; k < count; k++) {
-    const p: Prestarted = { worker: startWorker(), booted: false }
+    const p: Prestarted = { worker: startWorker(), booted: false, dead: false }
     p.worker.once("message", () => (p.booted = true))
+    // until adopted nobody else listens: an error must not go unhandled (and crash the CLI)
+    p.worker.on("error", () => (p.dead = true))
+    p.worker.once("exit", () => (p.dead = true))
     p.worker.unref()
     prestarted().push(p)
   }
@@ -73,7 +78,8 @@ export class IngestWorkers {
   constructor(count: number, config: AnalyzeConfig, depth = 3) {
     this.depth = depth
     for (let k = 0; k < count; k++) {
-      const pre = prestarted().shift()
+      let pre = prestarted().shift()
+      while (pre?.dead === true) pre = prestarted().shift()
       const worker = pre?.worker ?? startWorker()
       worker.ref()
       const slot: Slot = { worker, ready: pre?.booted === true, queued: 0 }
