@@ -78,7 +78,7 @@ export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
 const blank = /^\s*$/
 
 /** a larger copy of the first `used` bytes (never from Buffer's shared pool: it may move to another thread) */
-const grow = (bytes: Buffer, used: number, need: number): Buffer => {
+export const growBuffer = (bytes: Buffer, used: number, need: number): Buffer => {
   const grown = Buffer.allocUnsafeSlow(Math.max(need, bytes.length * 2))
   bytes.copy(grown, 0, 0, used)
   return grown
@@ -163,7 +163,7 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
     // most lines are written as we would write them: their bytes are the output (no encoding, no garbage)
     if (record === d.record && d.format === "seed" && d.extraKeys.length === 0 && encodesAsLine(json as Record<string, unknown>, src, from, to)) {
       const need = used + (to - from) + 1
-      if (need > bytes.length) bytes = grow(bytes, used, need)
+      if (need > bytes.length) bytes = growBuffer(bytes, used, need)
       src.copy(bytes, used, from, to)
       used += to - from
       bytes[used++] = 10
@@ -171,7 +171,7 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
       const text = encodeRecord(record, d.extra) + "\n"
       if (used + text.length * 3 > bytes.length) {
         const need = used + Buffer.byteLength(text)
-        if (need > bytes.length) bytes = grow(bytes, used, need)
+        if (need > bytes.length) bytes = growBuffer(bytes, used, need)
       }
       used += bytes.write(text, used)
     }

@@ -137,12 +137,15 @@ const fileChunks = (file: string, buffers: BufferPool): Stream.Stream<Uint8Array
   )
 }
 
+/** true when `inputBytes` reads `input` (a plain file) into pooled chunks, which the caller must give back */
+const readsIntoPool = (input: string) => input !== "-" && !input.endsWith(".gz")
+
 /**
  * Byte chunks of the input: a file (gunzipped when it ends in `.gz`) or stdin. With `buffers`, a plain
- * file is read into pooled buffers (see `fileChunks`), which the caller must give back.
+ * file is read into pooled buffers (see `fileChunks`, `readsIntoPool`).
  */
 export const inputBytes = (input: string, buffers?: BufferPool): Stream.Stream<Uint8Array, DatasetInputError> =>
-  buffers !== undefined && input !== "-" && !input.endsWith(".gz") ? fileChunks(input, buffers) : NodeStream.fromReadable<Uint8Array, DatasetInputError>({
+  buffers !== undefined && readsIntoPool(input) ? fileChunks(input, buffers) : NodeStream.fromReadable<Uint8Array, DatasetInputError>({
     evaluate: () => {
       if (input === "-") return process.stdin
       const file = createReadStream(input, { highWaterMark: 1 << 18 })
@@ -299,21 +302,24 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
          * GC promote them), then the analyzed batches at the head are committed.
          */
         const handle = (lines: ReadonlyArray<RawLine>, chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, DatasetInputError | DatasetOutputError | StrictModeViolation, Scope.Scope> => {
+          const rest = () => {
+            dispatch(lines)
+            giveChunks(chunks)
+            return drain(false)
+          }
           linesSeen += lines.length
           // small inputs never pay for starting workers
           if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) {
             return startPool.pipe(Effect.flatMap((p) => {
               pool = p
-              return handle(lines, chunks)
+              return rest()
             }))
           }
-          dispatch(lines)
-          giveChunks(chunks)
-          return drain(false)
+          return rest()
         }
 
         // a plain file is read into the pool's chunks; gzip and stdin chunks are the streams' own
-        const pooledChunks = input !== "-" && !input.endsWith(".gz")
+        const pooledChunks = readsIntoPool(input)
         const giveChunks = (chunks: ReadonlyArray<Uint8Array>) => {
           if (pooledChunks) for (const chunk of chunks) buffers.give("chunk", chunk.buffer as ArrayBuffer)
         }

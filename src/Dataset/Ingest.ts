@@ -15,7 +15,7 @@
  */
 import { Buffer } from "node:buffer"
 import * as Result from "effect/Result"
-import { analyzeBatch, type BatchAnalysis, type BatchInput, DEFERRED, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
+import { analyzeBatch, type BatchAnalysis, type BatchInput, DEFERRED, growBuffer, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
 import { decodeInput } from "./Input.ts"
 import { Line, type RawLine } from "./LineSplitter.ts"
 import type { RuleConfig } from "./Rules.ts"
@@ -116,13 +116,6 @@ export const batchInput = (lines: ReadonlyArray<RawLine>, reuse?: ArrayBuffer): 
     ends[i] = used
   }
   return { bytes, ends, skip }
-}
-
-/** a larger copy of the first `used` bytes of `buf` */
-const grow = (buf: Buffer, used: number, need: number): Buffer => {
-  const next = Buffer.allocUnsafe(Math.max(need, buf.length * 2))
-  buf.copy(next, 0, 0, used)
-  return next
 }
 
 const bump = (m: Record<string, number>, k: string) => {
@@ -230,12 +223,12 @@ export class IngestProcessor {
       const record = a.bytes.subarray(k === 0 ? 0 : a.ends[k - 1]!, a.ends[k]!)
       if (sideOf(a.meta[m + 3]!, ratio) === "test") {
         c.test++
-        if (testUsed + record.length > this.testOut.length) this.testOut = grow(this.testOut, testUsed, testUsed + record.length)
+        if (testUsed + record.length > this.testOut.length) this.testOut = growBuffer(this.testOut, testUsed, testUsed + record.length)
         this.testOut.set(record, testUsed)
         testUsed += record.length
       } else {
         c.train++
-        if (trainUsed + record.length > this.trainOut.length) this.trainOut = grow(this.trainOut, trainUsed, trainUsed + record.length)
+        if (trainUsed + record.length > this.trainOut.length) this.trainOut = growBuffer(this.trainOut, trainUsed, trainUsed + record.length)
         this.trainOut.set(record, trainUsed)
         trainUsed += record.length
       }

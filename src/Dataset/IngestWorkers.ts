@@ -128,7 +128,7 @@ export class IngestWorkers {
     slot.queued++
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { slot, resolve, reject })
-      // the input's buffers move to the worker (the caller keeps only the lines)
+      // the input's buffers move to the worker (the batch keeps a copy of its line ends)
       const moved = [input.bytes.buffer as ArrayBuffer, input.ends.buffer as ArrayBuffer, input.skip.buffer as ArrayBuffer]
       if (spare !== undefined) moved.push(spare)
       slot.worker.postMessage({ id, input, spare }, moved)

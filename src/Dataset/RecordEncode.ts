@@ -97,20 +97,22 @@ export const canonicalKeyCount = (bytes: Uint8Array, from: number, to: number): 
  * the line is written the way JSON.stringify writes (`canonicalKeyCount`) with one colon per key (a
  * repeated key, which JSON.parse keeps once, fails this). `record` must be the decoded `json`, unchanged.
  */
+// question … context_required: the fields encodeRecord always writes
+const alwaysWritten = recordFields.indexOf("context_required") + 1
+
 export const encodesAsLine = (json: Readonly<Record<string, unknown>>, bytes: Uint8Array, from: number, to: number): boolean => {
   let k = 0
   let keys = 0
   for (const key in json) {
     while (k < recordFields.length && recordFields[k] !== key) {
-      // question … context_required are always written
-      if (k < 6) return false
+      if (k < alwaysWritten) return false
       k++
     }
     if (k === recordFields.length) return false
     k++
     keys++
   }
-  if (k < 6 || (json.context !== undefined && typeof json.context !== "string")) return false
+  if (k < alwaysWritten || (json.context !== undefined && typeof json.context !== "string")) return false
   const citations = json.citations as ReadonlyArray<Readonly<Record<string, unknown>>>
   for (const c of citations) {
     let n = 0

@@ -25,46 +25,24 @@ export const fnv1a = (s: string, seed = 0x811c9dc5): number => {
   return h >>> 0
 }
 
+// what the canonical form keeps (after lower-casing ASCII): letters, digits, placeholders' < > _, non-ASCII letters
 const keep = (c: number) =>
   (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 60 || c === 62 || c === 95 || c >= 0xc0
 
 /**
  * The canonical form two near-copies share: ASCII letters lower-cased, every run of other characters
  * (punctuation, spaces) collapsed to one space, trimmed. Letters beyond ASCII are kept as they are.
- * `canonicalFingerprint` hashes this form without building it.
+ * `canonicalKeys` hashes this form without building it as a string.
  */
 export const canonicalText = (s: string): string => {
+  const n = appendCanonical(s, 0)
   let out = ""
-  let pending = false
-  for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i)
-    if (c >= 65 && c <= 90) c |= 32
-    if (keep(c)) {
-      if (pending && out !== "") out += " "
-      pending = false
-      out += String.fromCharCode(c)
-    } else pending = true
-  }
+  for (let i = 0; i < n; i += 8192) out += String.fromCharCode(...canonUnits.subarray(i, Math.min(n, i + 8192)))
   return out
 }
 
 /** the split key's hash: `fnv1a(canonicalText(s), basis)`, computed without building the canonical text */
-export const canonicalHash = (s: string, basis = 0x811c9dc5): number => {
-  let h = basis >>> 0
-  let pending = false
-  let started = false
-  for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i)
-    if (c >= 65 && c <= 90) c |= 32
-    if (keep(c)) {
-      if (pending && started) h = Math.imul(h ^ 32, FNV_PRIME)
-      pending = false
-      started = true
-      h = Math.imul(h ^ c, FNV_PRIME)
-    } else pending = true
-  }
-  return h >>> 0
-}
+export const canonicalHash = (s: string, basis = 0x811c9dc5): number => fnvUnits(appendCanonical(s, 0), basis)
 
 // per ASCII character, what the canonical form keeps of it (lower-cased), or 0 when it separates words
 const canonicalAscii = (() => {
@@ -104,6 +82,14 @@ const appendCanonical = (s: string, at: number): number => {
   return at
 }
 
+/** FNV-1a over the first `n` canonical units */
+const fnvUnits = (n: number, basis: number): number => {
+  const units = canonUnits
+  let h = basis >>> 0
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ units[i]!, FNV_PRIME)
+  return h >>> 0
+}
+
 export interface CanonicalKeys {
   /** the 64-bit fingerprint of the canonical question and answer (near-duplicate detection) */
   readonly hi: number
@@ -120,13 +106,10 @@ export interface CanonicalKeys {
  */
 export const canonicalKeys = (question: string, answer: string, basis = 0x811c9dc5): CanonicalKeys => {
   const qEnd = appendCanonical(question, 0)
-  const units = canonUnits
-  let q = basis >>> 0
-  for (let i = 0; i < qEnd; i++) q = Math.imul(q ^ units[i]!, FNV_PRIME)
-  units[qEnd] = 0
+  const questionHash = fnvUnits(qEnd, basis)
+  canonUnits[qEnd] = 0
   const n = appendCanonical(answer, qEnd + 1)
-  const all = canonUnits
-  all[n] = 0
+  canonUnits[n] = 0
   const words = canonWords
   let h1 = 0x811c9dc5 ^ n
   let h2 = 0x9747b28c ^ Math.imul(n, 0x9e3779b1)
@@ -139,7 +122,7 @@ export const canonicalKeys = (question: string, answer: string, basis = 0x811c9d
   }
   h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b)
   h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35)
-  return { hi: ((h1 ^ (h1 >>> 16)) | 1) >>> 0, lo: (h2 ^ (h2 >>> 16)) >>> 0, questionHash: q >>> 0 }
+  return { hi: ((h1 ^ (h1 >>> 16)) | 1) >>> 0, lo: (h2 ^ (h2 >>> 16)) >>> 0, questionHash }
 }
 
 /** The 64-bit fingerprint of the canonical forms of a question and an answer (see `canonicalKeys`). */
