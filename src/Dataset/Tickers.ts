@@ -218,6 +218,47 @@ const hashBits = (() => {
 })()
 
 /**
+ * What a table token at text[start, end) names, added to `found`; returns where the scan goes on (past a
+ * matched alias, else `end`). Kept out of `findTickersInText`'s loop, which runs for every word: V8
+ * optimizes that loop alone (small, cheap to compile twice, once per thread) and this rarer path apart.
+ */
+const matchToken = (text: string, start: number, end: number, h: number, cashtag: boolean, found: Array<string>): number => {
+  const list = tokenTable.get(h >>> 0)
+  if (list === undefined) return end
+  let e: TokenEntry | undefined
+  for (let k = 0; k < list.length; k++) {
+    const x = list[k]!
+    if (x.token.length === end - start && text.startsWith(x.token, start)) {
+      e = x
+      break
+    }
+  }
+  if (e === undefined) return end
+  if (cashtag) {
+    if (e.symbol !== undefined && !found.includes(e.symbol)) found.push(e.symbol)
+    return end
+  }
+  const n = text.length
+  for (let k = 0; k < e.aliases.length; k++) {
+    const alias = e.aliases[k]![0]
+    if (!text.startsWith(alias, start)) continue
+    const after = start + alias.length
+    const next = after < n ? text.charCodeAt(after) : 32
+    if (isWordChar(next) || next === 38 || (next === 46 && after + 1 < n && isWordChar(text.charCodeAt(after + 1)))) continue
+    const symbol = e.aliases[k]![1]
+    if (!found.includes(symbol)) found.push(symbol)
+    return after
+  }
+  if (e.plain !== undefined) {
+    if (!found.includes(e.plain)) found.push(e.plain)
+  } else if (e.symbol !== undefined) {
+    const inParens = start > 0 && text.charCodeAt(start - 1) === 40 && end < n && text.charCodeAt(end) === 41
+    if ((inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) && !found.includes(e.symbol)) found.push(e.symbol)
+  }
+  return end
+}
+
+/**
  * The ticker symbols named in a text (by symbol, cashtag or alias), each once, in order of first mention.
  * `findTickersInText("Apple vs $MSFT and (F)")` is `["AAPL", "MSFT", "F"]`.
  */
@@ -227,12 +268,16 @@ export const findTickersInText = (text: string): ReadonlyArray<string> => {
   let i = 0
   while (i < n) {
     const c = text.charCodeAt(i)
-    const cashtag = c === 36 && i + 1 < n && wordChar[text.charCodeAt(i + 1)] === 1
-    if (!cashtag && (c >= 128 || wordChar[c] === 0)) {
-      i++
-      continue
+    let start = i
+    if (c >= 128 || wordChar[c] === 0) {
+      // a cashtag: "$" and a token; anything else that is not a word character is skipped
+      const next = c === 36 && i + 1 < n ? text.charCodeAt(i + 1) : 128
+      if (next >= 128 || wordChar[next] === 0) {
+        i++
+        continue
+      }
+      start = i + 1
     }
-    const start = cashtag ? i + 1 : i
     // the token's end and its hash in one pass (the same as tokenEnd + hashRange)
     let end = start
     let h = 0x811c9dc5
@@ -242,43 +287,23 @@ export const findTickersInText = (text: string): ReadonlyArray<string> => {
         h = Math.imul(h ^ d, 0x01000193)
         d = ++end < n ? text.charCodeAt(end) : 0
       }
-      if ((d === 46 || d === 38 || d === 45) && end + 1 < n && isWordChar(text.charCodeAt(end + 1))) {
-        h = Math.imul(h ^ d, 0x01000193)
-        end++
-      } else break
+      if ((d === 46 || d === 38 || d === 45) && end + 1 < n) {
+        const after = text.charCodeAt(end + 1)
+        if (after < 128 && wordChar[after] === 1) {
+          h = Math.imul(h ^ d, 0x01000193)
+          end++
+          continue
+        }
+      }
+      break
     }
+    const cashtag = start !== i
     const before = i > 0 ? text.charCodeAt(i - 1) : 32
     i = end
     // a token glued to "&" or "." on its left is part of something else ("S&P", "x.AAPL")
     if (!cashtag && (before === 38 || before === 46)) continue
-    if (shapes[(text.charCodeAt(start) & 127) * 32 + Math.min(end - start, 31)] === 0 || hashBits[h & 0xffff] === 0) continue
-    const list = tokenTable.get(h >>> 0)
-    if (list === undefined) continue
-    let e: TokenEntry | undefined
-    for (const x of list) if (x.token.length === end - start && text.startsWith(x.token, start)) { e = x; break }
-    if (e === undefined) continue
-    if (cashtag) {
-      if (e.symbol !== undefined && !found.includes(e.symbol)) found.push(e.symbol)
-      continue
-    }
-    let matched = false
-    for (const [alias, symbol] of e.aliases) {
-      if (!text.startsWith(alias, start)) continue
-      const after = start + alias.length
-      const next = after < n ? text.charCodeAt(after) : 32
-      if (isWordChar(next) || next === 38 || (next === 46 && isWordChar(text.charCodeAt(after + 1)))) continue
-      if (!found.includes(symbol)) found.push(symbol)
-      i = after
-      matched = true
-      break
-    }
-    if (matched) continue
-    if (e.plain !== undefined) {
-      if (!found.includes(e.plain)) found.push(e.plain)
-    } else if (e.symbol !== undefined) {
-      const inParens = before === 40 && text.charCodeAt(end) === 41
-      if ((inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) && !found.includes(e.symbol)) found.push(e.symbol)
-    }
+    if (shapes[(text.charCodeAt(start) & 127) * 32 + (end - start < 31 ? end - start : 31)] === 0 || hashBits[h & 0xffff] === 0) continue
+    i = matchToken(text, start, end, h, cashtag, found)
   }
   return found
 }
