@@ -4,11 +4,13 @@ import { normalizeRecord, rehydrateRecord } from "../src/Dataset/Normalize.ts"
 import {
   detectValues,
   hasLivePlaceholder,
+  mayHoldValue,
   normalizeText,
   parseNumber,
   placeholderBaseType,
   placeholdersIn,
-  rehydrateText
+  rehydrateText,
+  scanValues
 } from "../src/Dataset/Placeholders.ts"
 
 const types = (text: string) => detectValues(text).map((v) => `${v.type}:${v.text}`)
@@ -167,5 +169,30 @@ describe("normalization properties (fast-check)", () => {
       return detectValues(n.text).length === 0 &&
         placeholdersIn(t).every((p) => n.text.includes(p))
     }), { numRuns: 2000 })
+  })
+})
+
+describe("mayHoldValue (the detector's cheap gate)", () => {
+  it("lets through every text in which the detector finds a value, from any start", () => {
+    fc.assert(fc.property(text, fc.nat({ max: 80 }), (t, at) => {
+      const from = Math.min(at, t.length)
+      return scanValues(t, from).length === 0 || mayHoldValue(t, from)
+    }), { numRuns: 5000 })
+  })
+
+  it("holds for unicode strings with digits, signs and keywords mixed in", () => {
+    const unit = fc.oneof(fc.string({ unit: "grapheme", maxLength: 4 }), fc.constantFrom("7", "$", "-", "\u2212", "%", " ", "P/E ", "EPS: ", "Jan ", "trading at "))
+    fc.assert(fc.property(fc.array(unit, { maxLength: 12 }).map((xs) => xs.join("")), (t) =>
+      scanValues(t, 0).length === 0 || mayHoldValue(t, 0)), { numRuns: 3000 })
+  })
+
+  it("rules out digits that cannot be live values, and keeps the ones that can", () => {
+    for (const t of ["Consider: 1) the trend, 2) the risk.", "The S&P 500 (SPY) and the Nasdaq-100 (QQQ)", "You hold 3 positions", "RSI above 70 as <TIMESTAMP>"]) {
+      assert.isFalse(mayHoldValue(t, 0), t)
+      assert.deepStrictEqual(detectValues(t), [])
+    }
+    for (const t of ["up -2.1 today", "at $5", "a P/E of 28", "EPS of -1.2", "on Nov 25", "3.1B", "10:30", "52-week", "25x"]) {
+      assert.isTrue(mayHoldValue(t, 0), t)
+    }
   })
 })

@@ -95,16 +95,24 @@ const MONTH = String.raw`(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec
 // start inside a placeholder: numbers need a non-word character on their left ("_1" in <PE_1> has "_"),
 // and keywords need a space or ":" after them, so placeholders are never split (the property tests
 // check this) and cost no match objects.
+// the keywords that lead the keyed alternatives (shared by the detector and `mayHoldValue` below)
+const RATIO_KEY = String.raw`(?:(?:forward |trailing )?P/E|P/B|P/S|PEG|[Pp]rice[- ]to[- ](?:earnings|book|sales)|PE|PB)(?:\s+ratio)?`
+const EPS_KEY = String.raw`(?:EPS|[Ee]arnings per share)`
+const YIELD_KEY = String.raw`(?:[Dd]ividend )?[Yy]ield(?:s|ing)?`
+const VOLUME_KEY = String.raw`[Vv]olume`
+const MARKET_CAP_KEY = String.raw`[Mm]arket (?:cap|capitalization|value)`
+const PRICE_KEY = String.raw`(?:trading at|trades at|traded at|closed at|opened at|priced at|[Pp]rice (?:of|is|at)|[Ss]upport (?:at|near|around)|[Rr]esistance (?:at|near|around))\s+(?:about\s+|~\s?)?`
+
 const detector = new RegExp(
   [
     String.raw`(?<TIMESTAMP>(?<![\d>])\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?(?![\d<])|(?<![\d:.>])\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?(?:\s(?:ET|EST|EDT|PT|UTC|GMT)\b)?(?![\d:<]))`,
     String.raw`(?<DATE>(?<![\d>/-])(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})(?![\d<])|\b${MONTH}\s\d{1,2}(?:st|nd|rd|th)?(?:,?\s\d{4})?(?![\d<]))`,
-    String.raw`(?<kRATIO>\b(?:(?:forward |trailing )?P/E|P/B|P/S|PEG|[Pp]rice[- ]to[- ](?:earnings|book|sales)|PE|PB)(?:\s+ratio)?${SEP})(?<vRATIO>${NUM}x?)(?![\d<])`,
-    String.raw`(?<kEPS>\b(?:EPS|[Ee]arnings per share)${SEP})(?<vEPS>${SIGN}?${CUR}?${NUM}|${CUR}${SIGN}?${NUM})(?![\d<])`,
-    String.raw`(?<kYIELD>\b(?:[Dd]ividend )?[Yy]ield(?:s|ing)?${SEP})(?<vYIELD>${NUM}\s?%)`,
-    String.raw`(?<kVOLUME>\b[Vv]olume${SEP})(?<vVOLUME>${NUM}${SCALE}?(?:\s+shares\b)?)(?![\d<])`,
-    String.raw`(?<kMARKET_CAP>\b[Mm]arket (?:cap|capitalization|value)${SEP})(?<vMARKET_CAP>${CUR}?${NUM}${SCALE}?)(?![\d<])`,
-    String.raw`(?<kPRICE>\b(?:trading at|trades at|traded at|closed at|opened at|priced at|[Pp]rice (?:of|is|at)|[Ss]upport (?:at|near|around)|[Rr]esistance (?:at|near|around))\s+(?:about\s+|~\s?)?)(?<vPRICE>${CUR}?${NUM})(?![\d<%]|x\b|\s?(?:%|percent\b|${SCALE}))`,
+    String.raw`(?<kRATIO>\b${RATIO_KEY}${SEP})(?<vRATIO>${NUM}x?)(?![\d<])`,
+    String.raw`(?<kEPS>\b${EPS_KEY}${SEP})(?<vEPS>${SIGN}?${CUR}?${NUM}|${CUR}${SIGN}?${NUM})(?![\d<])`,
+    String.raw`(?<kYIELD>\b${YIELD_KEY}${SEP})(?<vYIELD>${NUM}\s?%)`,
+    String.raw`(?<kVOLUME>\b${VOLUME_KEY}${SEP})(?<vVOLUME>${NUM}${SCALE}?(?:\s+shares\b)?)(?![\d<])`,
+    String.raw`(?<kMARKET_CAP>\b${MARKET_CAP_KEY}${SEP})(?<vMARKET_CAP>${CUR}?${NUM}${SCALE}?)(?![\d<])`,
+    String.raw`(?<kPRICE>\b${PRICE_KEY})(?<vPRICE>${CUR}?${NUM})(?![\d<%]|x\b|\s?(?:%|percent\b|${SCALE}))`,
     String.raw`(?<money>(?<![\w>])${SIGN}?${CUR}${SIGN}?${NUM}${SCALE}?)(?![\d<])`,
     String.raw`(?<pct>(?<![\w.>])${SIGN}?${NUM}\s?(?:%|percent\b))`,
     String.raw`(?<signed>(?<![\w.,/>\-\u2212+])${SIGN}${NUM}(?![\d.,%<\w]|\s?(?:percent\b|${SCALE})))`,
@@ -113,6 +121,46 @@ const detector = new RegExp(
   ].join("|"),
   "g"
 )
+
+// ---------------------------------------------------------------------------------------------------------
+// A cheap necessary condition for the detector, checked at each run of digits. Every detector match holds a
+// number, and the number's first digit run never starts right after a digit. Around that run the match
+// must show one of: after a run, a separator or unit (`-` `/` `:` `x` `%`, "percent", a scale: dates,
+// times, percentages, multiples, scaled values); before it, a currency sign or a sign that is not glued to
+// a word (money, signed changes); or, ending right before it, a month and a space (dates) or a keyword and
+// its separator (the keyed values). Most texts that hold a digit ("1) the", "the S&P 500 (SPY)", "you hold
+// 3 positions") show none, and skip the detector, the costliest step of normalization. A property test
+// holds this to the detector: whenever the detector finds a value, some run passes.
+const digitRun = /\d+/g
+const valueSuffix = new RegExp(String.raw`[\-/:x%]|\s?(?:%|percent|trillion|billion|million|thousand)|[KMBT]|bn|mn`, "y")
+const valuePrefix = new RegExp(
+  String.raw`(?<=${MONTH}\s|(?:${RATIO_KEY}|${EPS_KEY}|${YIELD_KEY}|${VOLUME_KEY}|${MARKET_CAP_KEY})${SEP}|${PRICE_KEY})`,
+  "y"
+)
+const isSignCode = (c: number) => c === 43 || c === 45 || c === 0x2212
+const isWordCode = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95
+
+/** false when no detector match can start at or after `from` (true does not mean one does) */
+export const mayHoldValue = (text: string, from: number): boolean => {
+  digitRun.lastIndex = from
+  let run: RegExpExecArray | null
+  while ((run = digitRun.exec(text)) !== null) {
+    const a = run.index
+    const b = a + run[0].length
+    const before = a > 0 ? text.charCodeAt(a - 1) : 32
+    if (before === 36) return true
+    if (isSignCode(before)) {
+      // "$-5", or a sign that starts a value ("-2.1%", "(+3)") rather than joins words ("Nasdaq-100")
+      const c = a > 1 ? text.charCodeAt(a - 2) : 32
+      if (c === 36 || !(isWordCode(c) || c === 46 || c === 44 || c === 47 || c === 62 || isSignCode(c))) return true
+    }
+    valueSuffix.lastIndex = b
+    if (valueSuffix.test(text)) return true
+    valuePrefix.lastIndex = a
+    if (valuePrefix.test(text)) return true
+  }
+  return false
+}
 
 const changeVerbs = /\b(?:up|down|rose|rise|rising|fell|fall|falling|gain(?:ed|ing|s)?|los[st]|losing|drop(?:ped|s)?|jump(?:ed|s)?|climb(?:ed|s)?|slip(?:ped|s)?|declin(?:ed|es|ing)|advanc(?:ed|es)|moved?|chang(?:e|ed|es)|surg(?:ed|es)|tumbl(?:ed|es)|sank|rall(?:ied|ies)|higher|lower)\b[^.;:\n]{0,12}$/i
 const yieldWord = /\byield/i
@@ -177,7 +225,14 @@ export const detectValues = (text: string): Array<DetectedValue> => {
   if (first === null) return out
   // every value holds a digit, and its keyword ("price-to-earnings ratio of about ") starts at most a
   // few dozen characters before it: the scan starts there (lookbehinds still see the whole text)
-  detector.lastIndex = Math.max(0, first.index - 64)
+  const from = Math.max(0, first.index - 64)
+  if (!mayHoldValue(text, from)) return out
+  return scanValues(text, from, out)
+}
+
+/** The detector's matches from `from` on, appended to `out` (detectValues without its two cheap gates). */
+export const scanValues = (text: string, from: number, out: Array<DetectedValue> = []): Array<DetectedValue> => {
+  detector.lastIndex = from
   let m: RegExpExecArray | null
   while ((m = detector.exec(text)) !== null) {
     const g = m.groups!
