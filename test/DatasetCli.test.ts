@@ -3,6 +3,7 @@ import { spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { groupDigits } from "../src/Dataset/Cli.ts"
 
 // The built CLI (npm test builds first), run as a user would: exit codes and messages are the contract.
 // Most cases use the dataset-only entry (the same command without loading the other stages: faster);
@@ -122,5 +123,13 @@ describe("dataset CLI", () => {
     }
     const summary = JSON.parse(readFileSync(join(dir, "w1", "summary.json"), "utf8"))
     expect([summary.linesRead, summary.duplicates.exact, summary.train + summary.test]).toEqual([30_000, 3_000, 27_000])
+  })
+})
+
+describe("progress numbers", () => {
+  it("groups digits by thousands as en-US does, without loading ICU", () => {
+    for (const n of [0, 7, 999, 1000, 12345, 999999, 1000000, 176834, 1234567890, -4321]) {
+      expect(groupDigits(n)).toBe(n.toLocaleString("en-US"))
+    }
   })
 })

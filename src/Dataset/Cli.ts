@@ -34,6 +34,17 @@ const report = <A, E extends { readonly _tag: string; readonly message: string }
   self.pipe(Effect.catch((e) => (e instanceof CommandFailed ? Effect.fail(e) : fail(e.message, exitCodes[e._tag] ?? 1))))
 
 /**
+ * `1234567` as "1,234,567". Not `toLocaleString`: its first call loads ICU's locale data, about 5 MB of
+ * memory that a long ingest would take on only when its first progress line is printed, mid-run.
+ */
+export const groupDigits = (n: number): string => {
+  const s = String(Math.trunc(Math.abs(n)))
+  let out = ""
+  for (let i = 0; i < s.length; i++) out += (i > 0 && (s.length - i) % 3 === 0 ? "," : "") + s[i]
+  return n < 0 ? "-" + out : out
+}
+
+/**
  * Progress on stderr: on a terminal, a bar (when the total is known) with the rate, redrawn at most 5
  * times a second; otherwise a plain log line every 5 seconds.
  */
@@ -49,7 +60,7 @@ export const progressReporter = (label: string, unit: string) => {
       const filled = Math.round(f * 20)
       return `[${"#".repeat(filled)}${".".repeat(20 - filled)}] ${(f * 100).toFixed(0).padStart(3)}% `
     })()
-    return `${label}: ${bar}${done.toLocaleString("en-US")} ${unit}, ${rate.toLocaleString("en-US")} ${unit}/s, ${secs.toFixed(1)} s`
+    return `${label}: ${bar}${groupDigits(done)} ${unit}, ${groupDigits(rate)} ${unit}/s, ${secs.toFixed(1)} s`
   }
   return {
     /** `fraction`: the share done (0..1) when the total is known */
