@@ -7,7 +7,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { analyzeBatch, DEFERRED, META, seedOnlyDecoder, SKIPPED } from "../src/Dataset/Analyze.ts"
 import { DatasetPipeline, type PipelineOptions } from "../src/Dataset/DatasetPipeline.ts"
-import { batchInput, fullDecoder } from "../src/Dataset/Ingest.ts"
+import { batchInput, batchInputView, fullDecoder } from "../src/Dataset/Ingest.ts"
 import { IngestWorkers, prestartIngestWorkers } from "../src/Dataset/IngestWorkers.ts"
 import { SeedInput } from "../src/Dataset/Input.ts"
 import { defaultRuleConfig } from "../src/Dataset/Rules.ts"
@@ -115,11 +115,15 @@ describe("ingest on worker threads", () => {
       const here = analyzeBatch(input(), config, seedOnlyDecoder)
       const sent = input()
       const inputBytes = sent.bytes.byteLength
+      const sentText = Buffer.from(sent.bytes).toString()
+      const sentEnds = [...sent.ends]
       const { analysis: fromWorker, spent } = (await pool.analyze(sent))!
-      // the input's buffer comes back for the next batch, with its bytes
+      // the input's one buffer (bytes, line ends, skip marks) comes back for the commit and the next batch
       assert.strictEqual(spent.length, 1)
-      assert.strictEqual(spent[0]!.byteLength, inputBytes)
       assert.strictEqual(sent.bytes.byteLength, 0) // moved, not copied
+      const back = batchInputView(spent[0]!, texts.length, inputBytes)
+      assert.strictEqual(Buffer.from(back.bytes).toString(), sentText)
+      assert.deepStrictEqual([...back.ends], sentEnds)
       assert.deepStrictEqual([...fromWorker.meta], [...here.meta])
       assert.deepStrictEqual(Buffer.from(fromWorker.bytes).toString(), Buffer.from(here.bytes).toString())
       assert.deepStrictEqual(fromWorker.notes, here.notes)
@@ -139,7 +143,7 @@ describe("ingest on worker threads", () => {
       assert.strictEqual(Buffer.from(withSpare.analysis.bytes).toString(), Buffer.from(here.bytes).toString())
       assert.strictEqual(withSpare.spent.length, 1)
       const small = (await pool.analyze(input(), new ArrayBuffer(16)))!
-      assert.deepStrictEqual(small.spent.map((b) => b.byteLength), [inputBytes, 16])
+      assert.deepStrictEqual(small.spent.map((b) => b.byteLength), [spent[0]!.byteLength, 16])
       assert.strictEqual(Buffer.from(small.analysis.bytes).toString(), Buffer.from(here.bytes).toString())
       // on this thread too: a reused buffer gives the same analysis, and batchInput refills a spent input buffer
       const reused = analyzeBatch(batchInput(texts.map((text, i) => ({ lineNo: i + 1, text, byteLength: Buffer.byteLength(text) })), spent[0]), config, seedOnlyDecoder, new ArrayBuffer(1 << 16))

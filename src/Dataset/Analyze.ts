@@ -27,7 +27,11 @@ export interface LineNote {
   readonly format?: InputFormat
 }
 
-/** What `analyzeBatch` found in a batch of lines: transferable arrays plus a few notes. */
+/**
+ * What `analyzeBatch` found in a batch of lines: typed arrays plus a few notes. The arrays are views of one
+ * buffer (`meta`, then `ends`, then the records), unless the records outgrew it; `buffers` lists the
+ * distinct ones, to transfer between threads and give back to the pool.
+ */
 export interface BatchAnalysis {
   /** per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced, line fingerprint (hi, lo) */
   readonly meta: Uint32Array
@@ -36,6 +40,13 @@ export interface BatchAnalysis {
   /** per line, the end of its record in `bytes` (the start is the previous line's end) */
   readonly ends: Uint32Array
   readonly notes: Array<LineNote>
+}
+
+/** the distinct buffers a BatchAnalysis's arrays view (one, unless its records outgrew the first) */
+export const analysisBuffers = (a: BatchAnalysis): Array<ArrayBuffer> => {
+  const first = a.meta.buffer as ArrayBuffer
+  const records = a.bytes.buffer as ArrayBuffer
+  return records === first ? [first] : [first, records]
 }
 
 /** A batch of lines as bytes (one transferable buffer, decoded where it is analyzed). */
@@ -77,9 +88,17 @@ export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
 
 const blank = /^\s*$/
 
-/** a larger copy of the first `used` bytes (never from Buffer's shared pool: it may move to another thread) */
+/**
+ * A fresh batch buffer of at least `bytes` bytes, rounded up to a multiple of 64 KiB, never from Buffer's
+ * shared pool (it may move to another thread). Batches differ by a few bytes around the read size: buffers
+ * of the exact size were often a little small for the next batch, so new ones kept being allocated and the
+ * spent ones dropped by the full BufferPool (about a hundred of 300 KB at 1M records, freed only by a later GC).
+ */
+export const allocBatchBuffer = (bytes: number): Buffer => Buffer.allocUnsafeSlow(Math.ceil(Math.max(bytes, 1) / 65536) * 65536)
+
+/** a larger copy of the first `used` bytes */
 export const growBuffer = (bytes: Buffer, used: number, need: number): Buffer => {
-  const grown = Buffer.allocUnsafeSlow(Math.max(need, bytes.length * 2))
+  const grown = allocBatchBuffer(Math.max(need, bytes.length * 2))
   bytes.copy(grown, 0, 0, used)
   return grown
 }
@@ -92,13 +111,17 @@ export const growBuffer = (bytes: Buffer, used: number, need: number): Buffer =>
 export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: LineDecoder, reuse?: ArrayBuffer): BatchAnalysis => {
   const n = input.ends.length
   const src = Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength)
-  const meta = new Uint32Array(n * META)
-  const ends = new Uint32Array(n)
-  const notes: Array<LineNote> = []
   const size = src.length
-  // never from Buffer's shared pool: a worker transfers this buffer's memory to the main thread
-  const want = Math.max(1024, size + (size >>> 2))
-  let bytes: Buffer = reuse !== undefined && reuse.byteLength >= want ? Buffer.from(reuse) : Buffer.allocUnsafeSlow(want)
+  // one buffer for the per-line words and the records: per-batch typed arrays of their own were a dozen
+  // KB of native memory each, which the GC frees late (about 9 MB of peak RSS at 1M records); never from
+  // Buffer's shared pool, since a worker transfers this memory to the main thread
+  const head = n * (META + 1) * 4
+  const want = head + Math.max(1024, size + (size >>> 2))
+  const memory = reuse !== undefined && reuse.byteLength >= want ? reuse : allocBatchBuffer(want).buffer as ArrayBuffer
+  const meta = new Uint32Array(memory, 0, n * META).fill(0)
+  const ends = new Uint32Array(memory, n * META * 4, n)
+  const notes: Array<LineNote> = []
+  let bytes: Buffer = Buffer.from(memory, head, memory.byteLength - head)
   let used = 0
   const basis = splitBasis(config.seed)
   const rules = config.rules

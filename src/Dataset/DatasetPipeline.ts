@@ -26,9 +26,9 @@ import { createReadStream } from "node:fs"
 import { open as openFile } from "node:fs/promises"
 import { createGunzip } from "node:zlib"
 import { DatasetInputError, DatasetOutputError, RejectRateExceeded, StrictModeViolation } from "./Errors.ts"
-import { analyzeBatch, type BatchAnalysis, seedOnlyDecoder } from "./Analyze.ts"
+import { analysisBuffers, analyzeBatch, type BatchAnalysis, type BatchInput, seedOnlyDecoder } from "./Analyze.ts"
 import { BufferPool } from "./BufferPool.ts"
-import { fullDecoder, IngestProcessor, type IngestConfig, type PreparedBatch, type Reject } from "./Ingest.ts"
+import { batchInputView, fullDecoder, IngestProcessor, type IngestConfig, type PreparedBatch, type Reject } from "./Ingest.ts"
 import { defaultIngestWorkers, IngestWorkers } from "./IngestWorkers.ts"
 import { LineSplitter, type RawLine } from "./LineSplitter.ts"
 import { defaultRuleConfig, type RuleConfig } from "./Rules.ts"
@@ -236,17 +236,17 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         const pending: Array<{
           readonly batch: PreparedBatch
           analysis: BatchAnalysis | undefined
-          /** the batch's input bytes, back from the worker */
-          inputBytes?: Uint8Array
+          /** the batch's input, back from the worker */
+          inputBack?: BatchInput
           readonly promise?: Promise<BatchAnalysis>
         }> = []
         const maxPending = 2 + 4 * workerCount
-        const commit = (batch: PreparedBatch, analysis: BatchAnalysis, inputBytes: Uint8Array) =>
+        const commit = (batch: PreparedBatch, analysis: BatchAnalysis, lines: BatchInput) =>
           Effect.gen(function*() {
-            const out = processor.commit(batch, analysis, inputBytes)
+            const out = processor.commit(batch, analysis, lines)
             // the records are copied into the outputs: both buffers can take the next batches
-            buffers.give("output", analysis.bytes.buffer as ArrayBuffer)
-            buffers.give("input", inputBytes.buffer as ArrayBuffer)
+            for (const b of analysisBuffers(analysis)) buffers.give("output", b)
+            buffers.give("input", lines.bytes.buffer as ArrayBuffer)
             yield* write(files?.train, outputs?.train, out.train)
             yield* write(files?.test, outputs?.test, out.test)
             yield* write(files?.rejects, outputs?.rejects, out.rejects)
@@ -270,7 +270,7 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
                 })
               }
               pending.shift()
-              yield* commit(head.batch, head.analysis, head.inputBytes ?? head.batch.input.bytes)
+              yield* commit(head.batch, head.analysis, head.inputBack ?? head.batch.input)
             }
           })
         /** copies a batch's lines into its input and sends it to a worker or analyzes it here, at once */
@@ -286,8 +286,8 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
               batch,
               analysis: undefined,
               promise: sent.then((r) => {
-                // the input's bytes are kept for the commit (reject texts, lines left to this thread)
-                entry.inputBytes = new Uint8Array(r.spent[0]!, 0, batch.count === 0 ? 0 : batch.ends[batch.count - 1]!)
+                // the input is kept for the commit (line ends, reject texts, lines left to this thread)
+                entry.inputBack = batchInputView(r.spent[0]!, batch.count, batch.size)
                 if (r.spent[1] !== undefined) buffers.give("output", r.spent[1])
                 return (entry.analysis = r.analysis)
               })

@@ -15,7 +15,7 @@
  */
 import { Buffer } from "node:buffer"
 import * as Result from "effect/Result"
-import { analyzeBatch, type BatchAnalysis, type BatchInput, DEFERRED, growBuffer, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
+import { allocBatchBuffer, analyzeBatch, type BatchAnalysis, type BatchInput, DEFERRED, growBuffer, type LineDecoder, META, REJECTED, SKIPPED } from "./Analyze.ts"
 import { decodeInput } from "./Input.ts"
 import { Line, type RawLine } from "./LineSplitter.ts"
 import type { RuleConfig } from "./Rules.ts"
@@ -76,9 +76,9 @@ export interface PreparedBatch {
   readonly count: number
   /** the lines the splitter flagged (too long, invalid UTF-8), by index in the batch; undefined when none */
   readonly problems: ReadonlyArray<RawLine | undefined> | undefined
-  /** the lines' ends in the input bytes (a copy: the input's own may move to a worker) */
-  readonly ends: Uint32Array
-  /** the lines' bytes in one buffer of their own (so it can be transferred to a worker) */
+  /** the bytes of the lines' text (`input.bytes`' length, which a worker's copy no longer tells once moved) */
+  readonly size: number
+  /** the lines' ends, skip marks and bytes in one buffer of their own (so it can be transferred to a worker) */
   readonly input: BatchInput
 }
 
@@ -93,19 +93,35 @@ export interface BatchOutput {
   firstReject: Reject | undefined
 }
 
+/** where the lines' bytes start in a batch input buffer of `count` lines: after their ends (4 bytes each) and skip marks */
+const inputHead = (count: number) => (count * 5 + 7) & ~7
+
+/**
+ * The views of a batch input buffer of `count` lines and `size` bytes of text (as `batchInput` lays it out):
+ * a buffer a worker gave back reads as the batch it was.
+ */
+export const batchInputView = (memory: ArrayBuffer, count: number, size: number): BatchInput => ({
+  ends: new Uint32Array(memory, 0, count),
+  skip: new Uint8Array(memory, count * 4, count),
+  bytes: new Uint8Array(memory, inputHead(count), size)
+})
+
 /**
  * The lines' bytes copied into one buffer of their own (`reuse`, a spent input buffer, when it is large
- * enough); problem lines are marked to skip.
+ * enough), after the lines' ends and skip marks (problem lines are marked to skip): one buffer, so a batch
+ * allocates nothing once the pool has buffers, and moves to a worker and back whole.
  */
 export const batchInput = (lines: ReadonlyArray<RawLine>, reuse?: ArrayBuffer): BatchInput => {
   let size = 0
   for (const l of lines) if (l.problem === undefined) size += l instanceof Line ? l.byteLength : l.bytes !== undefined ? l.bytes.length : Buffer.byteLength(l.text)
-  const bytes = reuse !== undefined && reuse.byteLength >= size ? Buffer.from(reuse, 0, size) : Buffer.allocUnsafeSlow(size)
-  const ends = new Uint32Array(lines.length)
-  const skip = new Uint8Array(lines.length)
+  const need = inputHead(lines.length) + size
+  const view = batchInputView(reuse !== undefined && reuse.byteLength >= need ? reuse : allocBatchBuffer(need).buffer as ArrayBuffer, lines.length, size)
+  const bytes = Buffer.from(view.bytes.buffer, view.bytes.byteOffset, size)
+  const { ends, skip } = view
   let used = 0
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i]!
+    skip[i] = 0
     if (l.problem !== undefined) skip[i] = 1
     // a range of its read chunk: copied without a view per line
     else if (l instanceof Line) used += l.chunk.copy(bytes, used, l.start, l.end)
@@ -115,7 +131,7 @@ export const batchInput = (lines: ReadonlyArray<RawLine>, reuse?: ArrayBuffer): 
     } else used += bytes.write(l.text, used)
     ends[i] = used
   }
-  return { bytes, ends, skip }
+  return view
 }
 
 const bump = (m: Record<string, number>, k: string) => {
@@ -153,16 +169,17 @@ export class IngestProcessor {
     const input = batchInput(lines, reuse)
     let problems: Array<RawLine | undefined> | undefined
     for (let i = 0; i < lines.length; i++) if (lines[i]!.problem !== undefined) (problems ??= [])[i] = lines[i]
-    return { firstLineNo: lines.length === 0 ? 0 : lines[0]!.lineNo, count: lines.length, problems, ends: input.ends.slice(), input }
+    return { firstLineNo: lines.length === 0 ? 0 : lines[0]!.lineNo, count: lines.length, problems, size: input.bytes.byteLength, input }
   }
 
   /**
-   * Dedupe, split and count one analyzed batch; batches must be committed in input order. `bytes` are the
-   * batch's input bytes (`batch.input.bytes`, or the buffer a worker gave back).
+   * Dedupe, split and count one analyzed batch; batches must be committed in input order. `input` is the
+   * batch's input (`batch.input`, or the views of the buffer a worker gave back: `batchInputView`).
    */
-  commit(batch: PreparedBatch, analysis: BatchAnalysis, bytes: Uint8Array = batch.input.bytes): BatchOutput {
+  commit(batch: PreparedBatch, analysis: BatchAnalysis, input: BatchInput = batch.input): BatchOutput {
     const c = this.counts
-    const ends = batch.ends
+    const ends = input.ends
+    const bytes = input.bytes
     let trainUsed = 0
     let testUsed = 0
     let rejects = ""

@@ -4,7 +4,7 @@
  * It decodes only seed records (no `effect` loaded here); other lines are deferred to the main thread.
  */
 import { parentPort } from "node:worker_threads"
-import { analyzeBatch, type AnalyzeConfig, type BatchInput, seedOnlyDecoder } from "./Analyze.ts"
+import { analysisBuffers, analyzeBatch, type AnalyzeConfig, type BatchInput, seedOnlyDecoder } from "./Analyze.ts"
 
 // set by the pool's first message (a worker may start before the command line is parsed)
 let config: AnalyzeConfig | undefined
@@ -17,9 +17,10 @@ parentPort!.on("message", (msg: Message) => {
     return
   }
   const a = analyzeBatch(msg.input, config!, seedOnlyDecoder, msg.spare)
+  const own = analysisBuffers(a)
   // the input's bytes, and the spare when it was too small, go back to the main thread's pool
   const spent = [msg.input.bytes.buffer as ArrayBuffer]
-  if (msg.spare !== undefined && msg.spare !== a.bytes.buffer) spent.push(msg.spare)
+  if (msg.spare !== undefined && !own.includes(msg.spare)) spent.push(msg.spare)
   // every buffer here is the analysis's own or a pool's (never Buffer's shared pool), so moving them is safe
-  parentPort!.postMessage({ id: msg.id, analysis: a, spent }, [a.meta.buffer as ArrayBuffer, a.ends.buffer as ArrayBuffer, a.bytes.buffer as ArrayBuffer, ...spent])
+  parentPort!.postMessage({ id: msg.id, analysis: a, spent }, [...own, ...spent])
 })

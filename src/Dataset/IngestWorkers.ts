@@ -128,8 +128,8 @@ export class IngestWorkers {
     slot.queued++
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { slot, resolve, reject })
-      // the input's buffers move to the worker (the batch keeps a copy of its line ends)
-      const moved = [input.bytes.buffer as ArrayBuffer, input.ends.buffer as ArrayBuffer, input.skip.buffer as ArrayBuffer]
+      // the input's buffer (its bytes, line ends and skip marks: see batchInput) moves to the worker and back
+      const moved = [...new Set([input.bytes.buffer as ArrayBuffer, input.ends.buffer as ArrayBuffer, input.skip.buffer as ArrayBuffer])]
       if (spare !== undefined) moved.push(spare)
       slot.worker.postMessage({ id, input, spare }, moved)
     })
