@@ -201,7 +201,9 @@ export class FingerprintSet {
     }
     this.hi[i] = hi
     this.lo[i] = lo
-    if (++this.size * 2 > this.mask) this.grow()
+    // grown at 7/8 load, as DedupeTable: near-copies are a fifth of a synthetic set, and at half load this
+    // set held 4 MB at 1M records where 2 MB serve
+    if (++this.size * 8 > this.mask * 7) this.grow()
     return true
   }
   private grow() {
