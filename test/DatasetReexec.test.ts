@@ -1,14 +1,20 @@
 import { describe, expect, it } from "vitest"
 import { spawnSync } from "node:child_process"
-import { datasetSemiSpaceMb, reexecArgs, reexecEnv } from "../src/Dataset/Reexec.ts"
+import { datasetOldSpaceMb, datasetSemiSpaceMb, reexecArgs, reexecEnv } from "../src/Dataset/Reexec.ts"
 
 describe("dataset entry: bounded young generation", () => {
   it("restarts with --max-semi-space-size unless it is already set or turned off", () => {
     const flag = `--max-semi-space-size=${datasetSemiSpaceMb}`
     const min = `--min-semi-space-size=${datasetSemiSpaceMb}`
+    const old = `--max-old-space-size=${datasetOldSpaceMb}`
     expect(reexecArgs("/n", ["--import=x"], ["/n", "main.js", "split", "a.jsonl"], {})).toEqual(
-      ["/n", flag, min, "--import=x", "main.js", "split", "a.jsonl"]
+      ["/n", flag, min, old, "--import=x", "main.js", "split", "a.jsonl"]
     )
+    expect(reexecArgs("/n", [], ["/n", "main.js", "validate", "a.jsonl"], {})).toEqual(["/n", flag, min, old, "main.js", "validate", "a.jsonl"])
+    // only the ingest commands get the old-space limit, and one already given is kept
+    expect(reexecArgs("/n", [], ["/n", "main.js", "stats", "a.jsonl"], {})).toEqual(["/n", flag, min, "main.js", "stats", "a.jsonl"])
+    expect(reexecArgs("/n", ["--max-old-space-size=4096"], ["/n", "main.js", "split", "a"], {})).toEqual(["/n", flag, min, "--max-old-space-size=4096", "main.js", "split", "a"])
+    expect(reexecArgs("/n", [], ["/n", "main.js", "split", "a"], { NODE_OPTIONS: "--max-old-space-size=4096" })).toEqual(["/n", flag, min, "main.js", "split", "a"])
     expect(reexecArgs("/n", ["--max-semi-space-size=32"], ["/n", "main.js"], {})).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { NODE_OPTIONS: "--max-semi-space-size=4" })).toBeUndefined()
     expect(reexecArgs("/n", [], ["/n", "main.js"], { DATASET_NO_REEXEC: "1" })).toBeUndefined()

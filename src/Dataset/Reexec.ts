@@ -15,8 +15,17 @@ import { join } from "node:path"
 export const datasetSemiSpaceMb = 8
 
 /**
+ * old-space limit in MB for the ingest commands (`split`, `validate`), whose main thread keeps no
+ * per-record objects (the dedupe table is one ArrayBuffer, outside this limit): a small limit makes V8
+ * collect the old generation sooner, where by default its garbage grew with the run (1M-record peak RSS
+ * about 10 MB lower, 100k unchanged, no measured cost in speed). Other commands keep Node's default.
+ */
+export const datasetOldSpaceMb = 128
+
+/**
  * The argv to restart with, or undefined when the process should go on as it is: the flag is already
- * set (command line or NODE_OPTIONS), or `DATASET_NO_REEXEC` is set.
+ * set (command line or NODE_OPTIONS), or `DATASET_NO_REEXEC` is set. A `--max-old-space-size` already
+ * given is kept.
  */
 export const reexecArgs = (
   execPath: string,
@@ -27,7 +36,17 @@ export const reexecArgs = (
   const flag = "--max-semi-space-size"
   if (env.DATASET_NO_REEXEC !== undefined && env.DATASET_NO_REEXEC !== "" && env.DATASET_NO_REEXEC !== "0") return undefined
   if (execArgv.some((a) => a.startsWith(flag)) || (env.NODE_OPTIONS ?? "").includes(flag)) return undefined
-  return [execPath, `${flag}=${datasetSemiSpaceMb}`, `--min-semi-space-size=${datasetSemiSpaceMb}`, ...execArgv, ...argv.slice(1)]
+  const ingest = argv[2] === "split" || argv[2] === "validate"
+  const oldSpace = "--max-old-space-size"
+  const oldSpaceSet = execArgv.some((a) => a.startsWith(oldSpace)) || (env.NODE_OPTIONS ?? "").includes(oldSpace)
+  return [
+    execPath,
+    `${flag}=${datasetSemiSpaceMb}`,
+    `--min-semi-space-size=${datasetSemiSpaceMb}`,
+    ...(ingest && !oldSpaceSet ? [`${oldSpace}=${datasetOldSpaceMb}`] : []),
+    ...execArgv,
+    ...argv.slice(1)
+  ]
 }
 
 /**
