@@ -29,8 +29,8 @@ export interface LineNote {
 
 /**
  * What `analyzeBatch` found in a batch of lines: typed arrays plus a few notes. The arrays are views of one
- * buffer (`meta`, then `ends`, then the records), unless the records outgrew it; `buffers` lists the
- * distinct ones, to transfer between threads and give back to the pool.
+ * buffer (`meta`, then `ends`, then the records), unless the records outgrew it; `analysisBuffers` lists
+ * the distinct ones, to transfer between threads and give back to the pool.
  */
 export interface BatchAnalysis {
   /** per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced, line fingerprint (hi, lo) */
@@ -113,8 +113,8 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
   const src = Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength)
   const size = src.length
   // one buffer for the per-line words and the records: per-batch typed arrays of their own were a dozen
-  // KB of native memory each, which the GC frees late (about 9 MB of peak RSS at 1M records); never from
-  // Buffer's shared pool, since a worker transfers this memory to the main thread
+  // KB of native memory each, freed only when the GC got to them; never from Buffer's shared pool, since
+  // a worker transfers this memory to the main thread
   const head = n * (META + 1) * 4
   const want = head + Math.max(1024, size + (size >>> 2))
   const memory = reuse !== undefined && reuse.byteLength >= want ? reuse : allocBatchBuffer(want).buffer as ArrayBuffer

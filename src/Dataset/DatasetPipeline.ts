@@ -280,8 +280,12 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
           const sent = pool?.analyze(batch.input, spare)
           // with workers, this thread decodes as they do (seed records; the rest is deferred to commit, which
           // uses the full decoder): one code path to warm up instead of two
-          if (sent === undefined) pending.push({ batch, analysis: analyzeBatch(batch.input, config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare) })
-          else {
+          if (sent === undefined) {
+            const analysis = analyzeBatch(batch.input, config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare)
+            // a spare too small went unused: back to the pool, as a worker hands it back
+            if (spare !== undefined && !analysisBuffers(analysis).includes(spare)) buffers.give("output", spare)
+            pending.push({ batch, analysis })
+          } else {
             const entry: (typeof pending)[number] = {
               batch,
               analysis: undefined,

@@ -121,14 +121,17 @@ export const batchInput = (lines: ReadonlyArray<RawLine>, reuse?: ArrayBuffer): 
   let used = 0
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i]!
-    skip[i] = 0
-    if (l.problem !== undefined) skip[i] = 1
-    // a range of its read chunk: copied without a view per line
-    else if (l instanceof Line) used += l.chunk.copy(bytes, used, l.start, l.end)
-    else if (l.bytes !== undefined) {
-      bytes.set(l.bytes, used)
-      used += l.bytes.length
-    } else used += bytes.write(l.text, used)
+    // every mark is written: a reused buffer holds the previous batch's
+    skip[i] = l.problem !== undefined ? 1 : 0
+    // a problem line's range is empty; a valid one is most often a range of its read chunk, copied
+    // without a view per line
+    if (l.problem === undefined) {
+      if (l instanceof Line) used += l.chunk.copy(bytes, used, l.start, l.end)
+      else if (l.bytes !== undefined) {
+        bytes.set(l.bytes, used)
+        used += l.bytes.length
+      } else used += bytes.write(l.text, used)
+    }
     ends[i] = used
   }
   return view

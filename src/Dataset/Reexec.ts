@@ -22,6 +22,9 @@ export const datasetSemiSpaceMb = 8
  */
 export const datasetOldSpaceMb = 128
 
+/** true when the command line runs an ingest (`split`, `validate`): the commands with worker threads and the old-space limit */
+export const isIngestCommand = (argv: ReadonlyArray<string>): boolean => argv[2] === "split" || argv[2] === "validate"
+
 /**
  * The argv to restart with, or undefined when the process should go on as it is: the flag is already
  * set (command line or NODE_OPTIONS), or `DATASET_NO_REEXEC` is set. A `--max-old-space-size` already
@@ -36,7 +39,7 @@ export const reexecArgs = (
   const flag = "--max-semi-space-size"
   if (env.DATASET_NO_REEXEC !== undefined && env.DATASET_NO_REEXEC !== "" && env.DATASET_NO_REEXEC !== "0") return undefined
   if (execArgv.some((a) => a.startsWith(flag)) || (env.NODE_OPTIONS ?? "").includes(flag)) return undefined
-  const ingest = argv[2] === "split" || argv[2] === "validate"
+  const ingest = isIngestCommand(argv)
   const oldSpace = "--max-old-space-size"
   const oldSpaceSet = execArgv.some((a) => a.startsWith(oldSpace)) || (env.NODE_OPTIONS ?? "").includes(oldSpace)
   return [
