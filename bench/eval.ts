@@ -11,8 +11,8 @@
  * Writes the results into the `## Evaluation metrics` section of BENCHMARKS.md.
  */
 import { cpus, loadavg } from "node:os"
-import { corpusBleu, sentenceBleu, tokenize13a } from "../src/Evaluation/Bleu.ts"
-import { rougeScores, rougeTokenize } from "../src/Evaluation/Rouge.ts"
+import { corpusBleu, sentenceBleu, tokenize13a } from "../src/Metrics/Bleu.ts"
+import { rougeScores, rougeTokenize } from "../src/Metrics/Rouge.ts"
 import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 const loadAtStart = loadavg()[0]!

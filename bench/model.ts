@@ -17,11 +17,11 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp"
-import { Device, formatBytes, parameterCount } from "../src/Training/Device.ts"
-import { generate } from "../src/Training/Generation.ts"
-import { LlamaModel } from "../src/Training/LlamaModel.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
-import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { Device, formatBytes, parameterCount } from "../src/Model/Device.ts"
+import { generate } from "../src/Model/Generation.ts"
+import { LlamaModel } from "../src/Model/LlamaModel.ts"
+import type { LlamaConfig } from "../src/Model/ModelContracts.ts"
+import { presetConfig, writeTinyModel } from "../src/Model/TinyModel.ts"
 import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
 type ModelName = "tiny" | "1.1b"
@@ -267,7 +267,7 @@ const report = (results: ReadonlyArray<Result>, started: Date, seconds: number):
   }
   lines.push(
     "Notes:",
-    "- Backends here: tfjs-node-gpu / tfjs-node are not installed (optional; see src/Training/Device.ts for CUDA 11.2),",
+    "- Backends here: tfjs-node-gpu / tfjs-node are not installed (optional; see src/Model/Device.ts for CUDA 11.2),",
     "  WebGPU finds no adapter (no Vulkan driver), so `--device auto` picks wasm. tfjs-backend-wasm runs one thread",
     "  under Node (its pthreads need Web Workers with Blob URLs), whatever the core count.",
     "- The 1.1B model does not fit the wasm backend: its float32 weights (4.10 GiB) exceed the 32-bit wasm heap",

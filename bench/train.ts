@@ -45,8 +45,8 @@ const runCase = async (spec: string): Promise<CaseResult> => {
   const [backend, shapeName, mode] = spec.split(":") as ["wasm" | "cpu", keyof typeof shapes, "lora" | "qlora"]
   const tf = await import("@tensorflow/tfjs-core")
   const { Effect } = await import("effect")
-  const { Device, registerGradients } = await import("../src/Training/Device.ts")
-  const { canonicalWeights, presetConfig, parameterCount } = await import("../src/Training/TinyModel.ts")
+  const { Device, registerGradients } = await import("../src/Model/Device.ts")
+  const { canonicalWeights, presetConfig, parameterCount } = await import("../src/Model/TinyModel.ts")
   const { batchGrads, batchLoss, buildTrainee } = await import("../src/Training/Trainer.ts")
   const { padBatch } = await import("../src/Training/Collate.ts")
   const { AdamW, clipGradNorm } = await import("../src/Training/Optimizer.ts")

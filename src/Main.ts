@@ -31,7 +31,7 @@ const stages: ReadonlyArray<{ readonly group: string; readonly words: Record<str
   {
     group: "Training",
     words: {
-      model: () => import("./Training/ModelCli.ts").then((m) => [m.modelCommand]),
+      model: () => import("./Model/ModelCli.ts").then((m) => [m.modelCommand]),
       train: () => import("./Training/TrainCli.ts").then((m) => [m.trainCommand])
     }
   },

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto"
 import * as Yaml from "yaml"
 import { PromptLayout } from "./Dataset/PromptFormat.ts"
 import { MergedType } from "./Serving/Export.ts"
-import { DeviceChoice } from "./Training/Device.ts"
+import { DeviceChoice } from "./Model/Device.ts"
 import { readConfigFile, TrainConfig } from "./Training/TrainConfig.ts"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))

@@ -2,8 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Schema } from "effect"
 import * as os from "node:os"
-import { Device, DeviceChoice, estimateMemory, parameterCount, wasmHeapMaxBytes } from "../src/Training/Device.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
+import { Device, DeviceChoice, estimateMemory, parameterCount, wasmHeapMaxBytes } from "../src/Model/Device.ts"
+import type { LlamaConfig } from "../src/Model/ModelContracts.ts"
 
 const tinyLlama: LlamaConfig = {
   vocabSize: 32000,

@@ -8,10 +8,10 @@ import { Effect, Fiber, FileSystem, Layer } from "effect"
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { sentenceBleu } from "../src/Evaluation/Bleu.ts"
+import { sentenceBleu } from "../src/Metrics/Bleu.ts"
 import { Evaluator } from "../src/Evaluation/Evaluator.ts"
 import { Generator } from "../src/Evaluation/Generator.ts"
-import { rougeScores } from "../src/Evaluation/Rouge.ts"
+import { rougeScores } from "../src/Metrics/Rouge.ts"
 import { answerFor, records, startServer } from "./fixtures/eval/fakeModelServer.ts"
 
 const TestLayer = Evaluator.layer.pipe(Layer.provideMerge(NodeServices.layer))

@@ -11,8 +11,8 @@ import { join } from "node:path"
 import { Evaluator } from "../src/Evaluation/Evaluator.ts"
 import { Generator } from "../src/Evaluation/Generator.ts"
 import { layerLlamaCpp } from "../src/Evaluation/LlamaCppGenerator.ts"
-import { LlamaCpp } from "../src/Training/LlamaCpp.ts"
-import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { LlamaCpp } from "../src/Model/LlamaCpp.ts"
+import { presetConfig, writeTinyModel } from "../src/Model/TinyModel.ts"
 import { records } from "./fixtures/eval/fakeModelServer.ts"
 
 describe("eval run with an in-process GGUF model", () => {

@@ -15,9 +15,9 @@ import {
   pyRstrip,
   sentenceBleu,
   tokenize13a
-} from "../src/Evaluation/Bleu.ts"
-import { PorterStemmer, type PorterMode } from "../src/Evaluation/Porter.ts"
-import { aggregateRouge, rougeL, rougeScores, rougeTypes, type RougeScores } from "../src/Evaluation/Rouge.ts"
+} from "../src/Metrics/Bleu.ts"
+import { PorterStemmer, type PorterMode } from "../src/Metrics/Porter.ts"
+import { aggregateRouge, rougeL, rougeScores, rougeTypes, type RougeScores } from "../src/Metrics/Rouge.ts"
 
 interface RefBleu {
   score: number

@@ -2,8 +2,8 @@ import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { join } from "node:path"
 import type { LlamaModel } from "node-llama-cpp"
-import { LlamaCpp, LlamaCppError } from "../src/Training/LlamaCpp.ts"
-import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { LlamaCpp, LlamaCppError } from "../src/Model/LlamaCpp.ts"
+import { presetConfig, writeTinyModel } from "../src/Model/TinyModel.ts"
 import { tempDir } from "./WeightFileFixtures.ts"
 
 const dir = tempDir("llamacpp-test")

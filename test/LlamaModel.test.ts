@@ -1,11 +1,11 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Stream } from "effect"
-import { Device, missingKernels } from "../src/Training/Device.ts"
-import { generate } from "../src/Training/Generation.ts"
-import { disposeKvCache, LlamaModel, ModelWeightsError, outputLinearName } from "../src/Training/LlamaModel.ts"
-import { type LinearLayer, type LlamaConfig, weightNames } from "../src/Training/ModelContracts.ts"
-import { inverseFrequencies } from "../src/Training/Rope.ts"
+import { Device, missingKernels } from "../src/Model/Device.ts"
+import { generate } from "../src/Model/Generation.ts"
+import { disposeKvCache, LlamaModel, ModelWeightsError, outputLinearName } from "../src/Model/LlamaModel.ts"
+import { type LinearLayer, type LlamaConfig, weightNames } from "../src/Model/ModelContracts.ts"
+import { inverseFrequencies } from "../src/Model/Rope.ts"
 import { randomWeights, referenceLogits } from "./LlamaModelReference.ts"
 
 const llama3Like: LlamaConfig = {

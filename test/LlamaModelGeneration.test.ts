@@ -1,11 +1,11 @@
 import { assert, it, layer } from "@effect/vitest"
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect } from "effect"
-import { Device } from "../src/Training/Device.ts"
-import { generate } from "../src/Training/Generation.ts"
-import { LlamaModel } from "../src/Training/LlamaModel.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
-import { argmax, candidates, sampleToken, seededRandom } from "../src/Training/Sampling.ts"
+import { Device } from "../src/Model/Device.ts"
+import { generate } from "../src/Model/Generation.ts"
+import { LlamaModel } from "../src/Model/LlamaModel.ts"
+import type { LlamaConfig } from "../src/Model/ModelContracts.ts"
+import { argmax, candidates, sampleToken, seededRandom } from "../src/Model/Sampling.ts"
 import { randomWeights } from "./LlamaModelReference.ts"
 
 const config: LlamaConfig = {

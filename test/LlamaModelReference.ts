@@ -1,12 +1,12 @@
 /**
  * Test helpers: random Llama weights from a seed, and a naive float64 reference forward written straight from
  * transformers' LlamaForCausalLM / MistralForCausalLM (rotate-half RoPE, repeat_kv, causal + sliding-window mask).
- * It shares nothing with src/Training/LlamaModel.ts except the RoPE frequencies, which have their own test.
+ * It shares nothing with src/Model/LlamaModel.ts except the RoPE frequencies, which have their own test.
  */
-import { attentionModules, type LlamaConfig, mlpModules, type NamedTensor, weightNames } from "../src/Training/ModelContracts.ts"
-import { expectedShape, expectedWeightNames } from "../src/Training/ModelLoader.ts"
-import { inverseFrequencies } from "../src/Training/Rope.ts"
-import { seededRandom } from "../src/Training/Sampling.ts"
+import { attentionModules, type LlamaConfig, mlpModules, type NamedTensor, weightNames } from "../src/Model/ModelContracts.ts"
+import { expectedShape, expectedWeightNames } from "../src/Model/ModelLoader.ts"
+import { inverseFrequencies } from "../src/Model/Rope.ts"
+import { seededRandom } from "../src/Model/Sampling.ts"
 
 /** Uniform random weights in canonical names and shapes (norm weights around 1), reproducible from `seed`. */
 export const randomWeights = (c: LlamaConfig, seed: number, scale = 0.08): Array<NamedTensor> => {

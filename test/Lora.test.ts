@@ -1,10 +1,10 @@
 import "@tensorflow/tfjs-backend-cpu"
 import * as tf from "@tensorflow/tfjs-core"
-import { registerGradients } from "../src/Training/Device.ts"
+import { registerGradients } from "../src/Model/Device.ts"
 import { beforeAll, describe, expect, it } from "vitest"
-import { SeededRng } from "../src/Training/Collate.ts"
-import { DropoutContext, isTarget, loraLinear, loraScaling, resolveTargets } from "../src/Training/Lora.ts"
-import type { LinearLayer } from "../src/Training/ModelContracts.ts"
+import { SeededRng } from "../src/Shared/Prng.ts"
+import { DropoutContext, isTarget, loraLinear, loraScaling, resolveTargets } from "../src/Model/Lora.ts"
+import type { LinearLayer } from "../src/Model/ModelContracts.ts"
 
 beforeAll(async () => {
   await registerGradients()

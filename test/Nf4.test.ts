@@ -1,9 +1,9 @@
 import "@tensorflow/tfjs-backend-cpu"
 import * as tf from "@tensorflow/tfjs-core"
-import { registerGradients } from "../src/Training/Device.ts"
+import { registerGradients } from "../src/Model/Device.ts"
 import { beforeAll, describe, expect, it } from "vitest"
-import { SeededRng } from "../src/Training/Collate.ts"
-import { DYNAMIC_8BIT_CODE, dequantizeNf4, frozenLinear, NF4_CODE, nf4Bytes, nf4Linear, quantizeNf4 } from "../src/Training/Nf4.ts"
+import { SeededRng } from "../src/Shared/Prng.ts"
+import { DYNAMIC_8BIT_CODE, dequantizeNf4, frozenLinear, NF4_CODE, nf4Bytes, nf4Linear, quantizeNf4 } from "../src/Model/Nf4.ts"
 
 beforeAll(async () => {
   await registerGradients()

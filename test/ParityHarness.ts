@@ -4,14 +4,14 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import type { LlamaContext, LlamaContextSequence, LlamaModel as LlamaCppModel, Token } from "node-llama-cpp"
-import { buildFinanceVocabulary } from "../src/Training/FinanceVocabulary.ts"
-import { gguf } from "../src/Training/Gguf.ts"
-import { ggufNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../src/Training/GgufNames.ts"
-import { type GgufTensorToWrite, writeGguf } from "../src/Training/GgufWriter.ts"
-import type { LlamaModel } from "../src/Training/LlamaModel.ts"
-import { type LlamaConfig, weightNames } from "../src/Training/ModelContracts.ts"
-import { argmax, seededRandom } from "../src/Training/Sampling.ts"
-import { llamaMetadata, type TinyTensorType, tokenizerMetadata } from "../src/Training/TinyModel.ts"
+import { buildFinanceVocabulary } from "../src/Model/FinanceVocabulary.ts"
+import { gguf } from "../src/Model/Gguf.ts"
+import { ggufNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../src/Model/GgufNames.ts"
+import { type GgufTensorToWrite, writeGguf } from "../src/Model/GgufWriter.ts"
+import type { LlamaModel } from "../src/Model/LlamaModel.ts"
+import { type LlamaConfig, weightNames } from "../src/Model/ModelContracts.ts"
+import { argmax, seededRandom } from "../src/Model/Sampling.ts"
+import { llamaMetadata, type TinyTensorType, tokenizerMetadata } from "../src/Model/TinyModel.ts"
 import { randomWeights } from "./LlamaModelReference.ts"
 
 /**

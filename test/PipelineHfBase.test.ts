@@ -4,8 +4,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { metaString, readGgufHeader } from "../src/Training/Gguf.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
+import { metaString, readGgufHeader } from "../src/Model/Gguf.ts"
+import type { LlamaConfig } from "../src/Model/ModelContracts.ts"
 import { writeHfBase } from "./ServeFixtures.ts"
 
 // The pipeline with the user's own Hugging Face folder as base (`--model FOLDER`), through the built CLI: training

@@ -10,8 +10,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { ModelRouter } from "../src/Router/ModelRouter.ts"
 import { launchServer } from "../src/Serving/Server.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
-import { writeTinyModel } from "../src/Training/TinyModel.ts"
+import type { LlamaConfig } from "../src/Model/ModelContracts.ts"
+import { writeTinyModel } from "../src/Model/TinyModel.ts"
 import { loopback } from "./RouterLoopback.ts"
 
 const config: LlamaConfig = {

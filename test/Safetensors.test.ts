@@ -2,8 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
 import { join } from "node:path"
-import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, f32ArrayToF16Portable, f32ToF16 } from "../src/Training/Float16.ts"
-import { openSafetensors, readSafetensorsHeader, streamSafetensors, writeSafetensors } from "../src/Training/Safetensors.ts"
+import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, f32ArrayToF16Portable, f32ToF16 } from "../src/Model/Float16.ts"
+import { openSafetensors, readSafetensorsHeader, streamSafetensors, writeSafetensors } from "../src/Model/Safetensors.ts"
 import { f16round, fileFailure as failure, seeded, tempDir } from "./WeightFileFixtures.ts"
 
 const dir = tempDir("safetensors-test")

@@ -7,12 +7,12 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Training/FinanceVocabulary.ts"
-import type { LlamaConfig } from "../src/Training/ModelContracts.ts"
-import { toHfConfigJson } from "../src/Training/ModelLoader.ts"
-import { weightNames } from "../src/Training/ModelContracts.ts"
-import { writeSafetensors } from "../src/Training/Safetensors.ts"
-import { canonicalWeights, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { buildFinanceVocabulary, hfTokenizerFiles } from "../src/Model/FinanceVocabulary.ts"
+import type { LlamaConfig } from "../src/Model/ModelContracts.ts"
+import { toHfConfigJson } from "../src/Model/ModelLoader.ts"
+import { weightNames } from "../src/Model/ModelContracts.ts"
+import { writeSafetensors } from "../src/Model/Safetensors.ts"
+import { canonicalWeights, writeTinyModel } from "../src/Model/TinyModel.ts"
 
 /** 2 layers, d 128, 4 query heads over 2 KV heads; every row size a multiple of 32 (Q8_0 blocks). */
 export const tinyConfig: LlamaConfig = {

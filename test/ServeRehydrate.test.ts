@@ -7,7 +7,7 @@ import { firstStopIndex, heldBackLength } from "../src/Serving/InferenceEngine.t
 import { chatAsSeedPrompt, renderChatTemplate, renderPrompt, seedPrompt } from "../src/Serving/Prompt.ts"
 import { placeholderValues, placeholderValuesOf, rehydrate, StreamingRehydrator } from "../src/Serving/Rehydrate.ts"
 import { renderRagContext } from "../src/Dataset/RagContext.ts"
-import { chatTemplate } from "../src/Training/FinanceVocabulary.ts"
+import { chatTemplate } from "../src/Model/FinanceVocabulary.ts"
 
 const now = new Date("2026-11-25T15:30:00.000Z")
 

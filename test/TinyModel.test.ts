@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { join } from "node:path"
-import { buildFinanceVocabulary, placeholderTokens, TokenType } from "../src/Training/FinanceVocabulary.ts"
-import { metaArray, metaString, readGgufHeader, requireNumber } from "../src/Training/Gguf.ts"
-import { canonicalWeights, parameterCount, presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { buildFinanceVocabulary, placeholderTokens, TokenType } from "../src/Model/FinanceVocabulary.ts"
+import { metaArray, metaString, readGgufHeader, requireNumber } from "../src/Model/Gguf.ts"
+import { canonicalWeights, parameterCount, presetConfig, writeTinyModel } from "../src/Model/TinyModel.ts"
 import { sharedLlama, tempDir } from "./WeightFileFixtures.ts"
 
 const dir = tempDir("tiny-model-test")

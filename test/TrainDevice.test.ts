@@ -5,7 +5,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { Device, registerGradients } from "../src/Training/Device.ts"
+import { Device, registerGradients } from "../src/Model/Device.ts"
 import { runTraining, type TrainError } from "../src/Training/Trainer.ts"
 import { baseTrainConfig, byteTokenizer, examples, randomWeights, tinyConfig } from "./TrainFixtures.ts"
 

@@ -1,9 +1,9 @@
 /** Shared fixtures of the trainer tests: a tiny random Llama, a byte-level tokenizer, a small Q&A set. */
 import { Effect } from "effect"
-import { Device, registerGradients } from "../src/Training/Device.ts"
+import { Device, registerGradients } from "../src/Model/Device.ts"
 import { formatExample } from "../src/Dataset/PromptFormat.ts"
-import type { LlamaConfig, NamedTensor } from "../src/Training/ModelContracts.ts"
-import { canonicalWeights } from "../src/Training/TinyModel.ts"
+import type { LlamaConfig, NamedTensor } from "../src/Model/ModelContracts.ts"
+import { canonicalWeights } from "../src/Model/TinyModel.ts"
 import type { TrainExample, TrainTokenizer } from "../src/Training/Trainer.ts"
 import type { TrainConfig } from "../src/Training/TrainConfig.ts"
 import { defaultTrainConfig } from "../src/Training/TrainConfig.ts"

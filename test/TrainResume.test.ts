@@ -5,7 +5,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { describe, expect, it } from "vitest"
-import { presetConfig, writeTinyModel } from "../src/Training/TinyModel.ts"
+import { presetConfig, writeTinyModel } from "../src/Model/TinyModel.ts"
 
 const run = promisify(execFile)
 

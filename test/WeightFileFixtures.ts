@@ -6,7 +6,7 @@ import * as os from "node:os"
 import { join } from "node:path"
 import { getLlama, type Llama } from "node-llama-cpp"
 import { afterAll, beforeAll } from "vitest"
-import { ModelFileError } from "../src/Training/ModelFileError.ts"
+import { ModelFileError } from "../src/Model/ModelFileError.ts"
 
 /** A temp folder removed after the file's tests. */
 export const tempDir = (prefix: string): string => {

@@ -11,7 +11,7 @@
 import { Effect, Layer, Queue } from "effect"
 import { LlamaCompletion } from "node-llama-cpp"
 import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
-import { LlamaCpp } from "../Training/LlamaCpp.ts"
+import { LlamaCpp } from "../Model/LlamaCpp.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
 
 export interface LlamaCppOptions {

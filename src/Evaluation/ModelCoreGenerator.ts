@@ -10,13 +10,13 @@
  */
 import { Effect, Layer } from "effect"
 import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
-import { SeededRng } from "../Training/Collate.ts"
-import { Device } from "../Training/Device.ts"
-import { generate } from "../Training/Generation.ts"
-import { LlamaModel } from "../Training/LlamaModel.ts"
-import { DropoutContext, isLoraLayer, loraTransform, type TargetModules } from "../Training/Lora.ts"
-import { loadAdapterInto, readPeftAdapter } from "../Training/PeftAdapter.ts"
-import { Tokenizer } from "../Training/Tokenizer.ts"
+import { SeededRng } from "../Shared/Prng.ts"
+import { Device } from "../Model/Device.ts"
+import { generate } from "../Model/Generation.ts"
+import { LlamaModel } from "../Model/LlamaModel.ts"
+import { DropoutContext, isLoraLayer, loraTransform, type TargetModules } from "../Model/Lora.ts"
+import { loadAdapterInto, readPeftAdapter } from "../Model/PeftAdapter.ts"
+import { Tokenizer } from "../Model/Tokenizer.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
 
 export interface ModelCoreOptions {

@@ -14,9 +14,9 @@
  */
 import { Schema } from "effect"
 import { normalizeText } from "../Dataset/Placeholders.ts"
-import { bleuSignature, corpusBleu, sentenceBleu } from "./Bleu.ts"
+import { bleuSignature, corpusBleu, sentenceBleu } from "../Metrics/Bleu.ts"
 import { aggregateFinance, financeScores, type RecordView } from "./FinanceMetrics.ts"
-import { rougeScores } from "./Rouge.ts"
+import { rougeScores } from "../Metrics/Rouge.ts"
 
 export const GenerationLine = Schema.Struct({
   id: Schema.String,

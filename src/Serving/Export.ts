@@ -21,16 +21,16 @@
  * (HfVocabulary.ts), as llama.cpp's convert_hf_to_gguf.py does.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
-import { gguf, type GgufValue, openGguf } from "../Training/Gguf.ts"
-import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor, unpermuteQkFromGguf } from "../Training/GgufNames.ts"
-import { GgmlType } from "../Training/GgmlQuants.ts"
-import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Training/GgufWriter.ts"
-import { fileError, toFileError } from "../Training/ModelFileError.ts"
-import { loadHfFolder } from "../Training/ModelLoader.ts"
-import { ADAPTER_CONFIG, readPeftAdapter } from "../Training/PeftAdapter.ts"
-import { openSafetensors, type SafetensorsFile } from "../Training/Safetensors.ts"
-import { llamaMetadata } from "../Training/TinyModel.ts"
-import { readHfVocabulary } from "./HfVocabulary.ts"
+import { gguf, type GgufValue, openGguf } from "../Model/Gguf.ts"
+import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor, unpermuteQkFromGguf } from "../Model/GgufNames.ts"
+import { GgmlType } from "../Model/GgmlQuants.ts"
+import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Model/GgufWriter.ts"
+import { fileError, toFileError } from "../Model/ModelFileError.ts"
+import { loadHfFolder } from "../Model/ModelLoader.ts"
+import { ADAPTER_CONFIG, readPeftAdapter } from "../Model/PeftAdapter.ts"
+import { openSafetensors, type SafetensorsFile } from "../Model/Safetensors.ts"
+import { llamaMetadata } from "../Model/TinyModel.ts"
+import { readHfVocabulary } from "../Model/HfVocabulary.ts"
 import { type AdapterDescription, type BaseDescription, checkAdapter, describeBase } from "./Preflight.ts"
 
 /** The fields of adapter_config.json that decide the scale of each module (others are read by PeftAdapter). */

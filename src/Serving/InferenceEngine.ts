@@ -12,7 +12,7 @@
  */
 import { Context, Deferred, Effect, Layer, Queue, Ref, Schema, Semaphore } from "effect"
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp"
-import { LlamaCpp } from "../Training/LlamaCpp.ts"
+import { LlamaCpp } from "../Model/LlamaCpp.ts"
 import { NodeServices } from "@effect/platform-node"
 import * as Path from "node:path"
 import type { FinishReason } from "./Api.ts"

@@ -7,10 +7,10 @@
  * weights are loaded. Every problem found is listed, with one likely cause in words.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
-import { metaNumber, metaString, readGgufHeader } from "../Training/Gguf.ts"
-import { hfNameOf } from "../Training/GgufNames.ts"
-import { fileError, type ModelFileError, toFileError } from "../Training/ModelFileError.ts"
-import { readSafetensorsHeader } from "../Training/Safetensors.ts"
+import { metaNumber, metaString, readGgufHeader } from "../Model/Gguf.ts"
+import { hfNameOf } from "../Model/GgufNames.ts"
+import { fileError, type ModelFileError, toFileError } from "../Model/ModelFileError.ts"
+import { readSafetensorsHeader } from "../Model/Safetensors.ts"
 
 export class PreflightError extends Schema.TaggedError<PreflightError>()("PreflightError", {
   adapter: Schema.String,

@@ -7,9 +7,9 @@
  * never leaves a half checkpoint that `--resume` would pick up.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
-import type { NamedTensor } from "./ModelContracts.ts"
-import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
-import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
+import type { NamedTensor } from "../Model/ModelContracts.ts"
+import { fileError, type ModelFileError, toFileError } from "../Model/ModelFileError.ts"
+import { openSafetensors, writeSafetensors } from "../Model/Safetensors.ts"
 import { LrSchedulerType } from "./LrSchedule.ts"
 
 export const OPTIMIZER_FILE = "optimizer.safetensors"

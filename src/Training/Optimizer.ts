@@ -4,7 +4,7 @@
  * `torch.nn.utils.clip_grad_norm_`. Only the variables handed in are ever touched: the frozen base has no state.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import type { NamedTensor } from "./ModelContracts.ts"
+import type { NamedTensor } from "../Model/ModelContracts.ts"
 
 export interface AdamWOptions {
   readonly beta1: number

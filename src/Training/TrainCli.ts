@@ -7,7 +7,7 @@
  */
 import { Console, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Device } from "./Device.ts"
+import { Device } from "../Model/Device.ts"
 import { configFieldKinds, parseFlagValue, resolveTrainConfig, type TrainConfig } from "./TrainConfig.ts"
 import { Trainer } from "./Trainer.ts"
 import { failCommand } from "../CommandFailed.ts"

@@ -12,7 +12,7 @@ import { Context, Effect, FileSystem, Layer, Path, Result, Schema, Stream } from
 import { decodeInput } from "../Dataset/Input.ts"
 import { formatExample, PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { TrainingRecord } from "../Dataset/Record.ts"
-import { rougeL } from "../Evaluation/Rouge.ts"
+import { rougeL } from "../Metrics/Rouge.ts"
 import {
   adapterTensors,
   ADAPTER_CONFIG,
@@ -20,7 +20,7 @@ import {
   loadAdapterInto,
   readPeftAdapter,
   writePeftAdapter
-} from "./PeftAdapter.ts"
+} from "../Model/PeftAdapter.ts"
 import {
   checkpointName,
   listCheckpoints,
@@ -39,23 +39,23 @@ import {
   type TokenizedExample,
   tokenizeExample
 } from "./Collate.ts"
-import { Device, parameterCount } from "./Device.ts"
-import { generate } from "./Generation.ts"
-import { DenseLinear, LlamaModel, outputLinearName } from "./LlamaModel.ts"
-import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform, resolveTargets } from "./Lora.ts"
+import { Device, parameterCount } from "../Model/Device.ts"
+import { generate } from "../Model/Generation.ts"
+import { DenseLinear, LlamaModel, outputLinearName } from "../Model/LlamaModel.ts"
+import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform, resolveTargets } from "../Model/Lora.ts"
 import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
-import { type LinearLayer, type LinearModule, type LlamaConfig, type NamedTensor, weightNames } from "./ModelContracts.ts"
-import { frozenLinear, nf4Bytes, nf4Linear, quantizeNf4 } from "./Nf4.ts"
+import { type LinearLayer, type LinearModule, type LlamaConfig, type NamedTensor, weightNames } from "../Model/ModelContracts.ts"
+import { frozenLinear, nf4Bytes, nf4Linear, quantizeNf4 } from "../Model/Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
-import { SeededRng } from "./Collate.ts"
+import { SeededRng } from "../Shared/Prng.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
-import { gguf, openGguf } from "./Gguf.ts"
-import { hfNameOf, permuteQkForGguf, qkHeadsFor } from "./GgufNames.ts"
-import { type GgufTensorToWrite, writeGguf } from "./GgufWriter.ts"
-import { expectedShape, loadModelSource } from "./ModelLoader.ts"
-import { toFileError } from "./ModelFileError.ts"
-import { type ModelTokenizer, Tokenizer } from "./Tokenizer.ts"
-import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
+import { gguf, openGguf } from "../Model/Gguf.ts"
+import { hfNameOf, permuteQkForGguf, qkHeadsFor } from "../Model/GgufNames.ts"
+import { type GgufTensorToWrite, writeGguf } from "../Model/GgufWriter.ts"
+import { expectedShape, loadModelSource } from "../Model/ModelLoader.ts"
+import { toFileError } from "../Model/ModelFileError.ts"
+import { type ModelTokenizer, Tokenizer } from "../Model/Tokenizer.ts"
+import { openSafetensors, writeSafetensors } from "../Model/Safetensors.ts"
 
 export class TrainError extends Schema.TaggedError<TrainError>()("TrainError", {
   stage: Schema.String,

@@ -20,9 +20,9 @@
  * with `prepend_scheme: "first"` after added tokens, so there the two differ on such text.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
-import { TokenType } from "../Training/FinanceVocabulary.ts"
-import { gguf, type GgufValue } from "../Training/Gguf.ts"
-import { fileError, toFileError } from "../Training/ModelFileError.ts"
+import { TokenType } from "./FinanceVocabulary.ts"
+import { gguf, type GgufValue } from "./Gguf.ts"
+import { fileError, toFileError } from "./ModelFileError.ts"
 
 /** The pre-tokenizer regexes llama.cpp knows, by the `tokenizer.ggml.pre` name it knows them by. */
 const knownPreTokenizers: ReadonlyArray<{ readonly pre: string; readonly regex: string }> = [

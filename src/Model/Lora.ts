@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core"
 import { Schema } from "effect"
 import { attentionModules, type LinearLayer, type LinearModule, type LinearTransform, mlpModules } from "./ModelContracts.ts"
-import { SeededRng } from "./Collate.ts"
+import { SeededRng } from "../Shared/Prng.ts"
 import { projectRows } from "./LlamaModel.ts"
 
 export const LinearModuleName = Schema.Literals([...attentionModules, ...mlpModules])
