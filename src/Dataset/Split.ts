@@ -144,7 +144,8 @@ let scratchWords = new Uint32Array(scratch.buffer)
 export const fingerprintBytes = (bytes: Uint8Array): Fingerprint => {
   const n = bytes.length
   if (n + 4 > scratch.length) {
-    scratch = new Uint8Array((n + 4) * 2)
+    // a Uint32Array view needs a byte length that is a multiple of 4
+    scratch = new Uint8Array((((n + 4) * 2 + 3) >>> 2) << 2)
     scratchWords = new Uint32Array(scratch.buffer)
   }
   scratch.set(bytes)

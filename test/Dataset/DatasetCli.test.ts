@@ -133,3 +133,29 @@ describe("progress numbers", () => {
     }
   })
 })
+
+describe("long record lines (issue 21: fingerprint scratch buffer)", () => {
+  it("splits and validates records whose line is longer than 4,092 bytes and of odd length", () => {
+    const dir = tmp()
+    const file = join(dir, "long.jsonl")
+    const lines: Array<string> = []
+    for (const target of [4093, 5001, 9999, 20_001]) {
+      const base = record(`Long question ${target}?`, { answer: "" })
+      // pad the answer so the whole line has exactly `target` bytes
+      const pad = "x".repeat(target - Buffer.byteLength(base))
+      const line = base.replace('"answer":""', `"answer":"${pad}"`)
+      expect(Buffer.byteLength(line) % 2).toBe(1)
+      expect(Buffer.byteLength(line)).toBe(target)
+      lines.push(line)
+    }
+    writeFileSync(file, lines.join("\n") + "\n")
+    const split = cli(["split", file, "-o", join(dir, "out"), "--test-ratio", "0.5"])
+    expect(split.stderr).not.toContain("RangeError")
+    expect(split.code).toBe(0)
+    const summary = JSON.parse(readFileSync(join(dir, "out", "summary.json"), "utf8"))
+    expect(summary.train + summary.test).toBe(4)
+    const validate = cli(["validate", file])
+    expect(validate.stderr).not.toContain("RangeError")
+    expect(validate.code).toBe(0)
+  })
+})
