@@ -17,7 +17,7 @@ if (requested === "dataset") semiSpaceReexec()
 enableCompileCache()
 
 const { NodeRuntime, NodeServices: NodeServicesModule } = await import("@effect/platform-node")
-const { Effect } = await import("effect")
+const { Effect, Logger } = await import("effect")
 const { Command } = await import("effect/cli")
 const { default: packageJson } = await import("../package.json", { with: { type: "json" } })
 
@@ -67,5 +67,7 @@ Command.make("finetune-finance").pipe(
   Command.withSubcommands(groups),
   Command.run({ version: packageJson.version }),
   Effect.provide(NodeServicesModule.layer),
+  // stdout is for command output (JSON, answers, tables); every log line goes to stderr
+  Effect.provideService(Logger.LogToStderr, true),
   NodeRuntime.runMain
 )

@@ -66,4 +66,18 @@ describe("route command", () => {
       assert.include(badContext.stderr, `route: context file ${bad}: invalid JSON`)
       assert.notInclude(badContext.stderr, "    at ")
     }))
+
+  it.live("--json prints only the JSON answer on stdout; log lines (a fallback here) go to stderr (issue 21)", () =>
+    Effect.gen(function*() {
+      const local = yield* loopback("local")
+      const groq = yield* loopback("groq")
+      local.always({ kind: "status", status: 503 })
+      const env = { LOCAL_PYTORCH_ENABLED: "true", LOCAL_PYTORCH_URL: local.url, GROQ_API_KEY: "k", GROQ_BASE_URL: groq.url }
+      const result = yield* runCli(["route", "Is MSFT a buy at this valuation?", "--json"], env)
+      assert.strictEqual(result.code, 0, result.stderr)
+      const answer = JSON.parse(result.stdout)
+      assert.strictEqual(answer.model, "groq-llama")
+      assert.strictEqual(answer.metadata.fallback, true)
+      assert.include(result.stderr, "answered after fallback")
+    }))
 })
