@@ -14,7 +14,7 @@ import { SeededRng } from "../Shared/Prng.ts"
 import { Device } from "../Model/Device.ts"
 import { generate } from "../Model/Generation.ts"
 import { LlamaModel } from "../Model/LlamaModel.ts"
-import { DropoutContext, isLoraLayer, loraTransform, type TargetModules } from "../Model/Lora.ts"
+import { DropoutContext, isLoraLayer, loraTransform } from "../Model/Lora.ts"
 import { loadAdapterInto, readPeftAdapter } from "../Model/PeftAdapter.ts"
 import { Tokenizer } from "../Model/Tokenizer.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
@@ -44,13 +44,9 @@ export const layerModelCore = (options: ModelCoreOptions) =>
       let model = base
       if (options.adapter !== undefined) {
         const adapter = yield* readPeftAdapter(options.adapter).pipe(Effect.mapError(fail))
-        const c = adapter.config
-        // inference: no dropout; the random init is overwritten by the adapter's weights
-        const lora = loraTransform(
-          { r: c.r, alpha: c.lora_alpha, dropout: 0, useRslora: c.use_rslora, targetModules: c.target_modules as TargetModules },
-          new SeededRng(0),
-          new DropoutContext()
-        )
+        // each module's rank and scale from the adapter's own config (patterns and rsLoRA as PEFT applies them); the
+        // dropout context stays off, and the random init is overwritten by the adapter's weights
+        const lora = loraTransform(adapter.config, new SeededRng(0), new DropoutContext())
         model = yield* Effect.acquireRelease(
           Effect.sync(() => base.withLinears((name, layer) => lora(name, layer))),
           (m) => Effect.sync(() => m.dispose()) // the LoRA layers it created; the base is released on its own

@@ -1,42 +1,22 @@
 /**
  * LoRA around a frozen linear layer, as PEFT's `lora.Linear` computes it:
  *   y = base(x) + scaling · B(A(dropout(x))),  A: [r, in], B: [out, r],
- *   scaling = alpha / r, or alpha / √r with rsLoRA.
+ *   scaling = AdapterConfig.scaleOf(module) (alpha / r, or alpha / √r with rsLoRA, per-module patterns applied).
  * Initialization is PEFT's `reset_lora_parameters(init_lora_weights=True)`: A with `kaiming_uniform_(a=√5)`,
  * which is U(-1/√in, 1/√in), and B zero, so the adapted model equals the base at step 0.
  * Only A and B are tf.Variables; the base layer closes over plain tensors, so it never receives gradients.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { Schema } from "effect"
-import { attentionModules, type LinearLayer, type LinearModule, type LinearTransform, mlpModules } from "./ModelContracts.ts"
+import type { AdapterConfig } from "./AdapterConfig.ts"
+import type { LinearLayer, LinearTransform } from "./ModelContracts.ts"
 import { SeededRng } from "../Shared/Prng.ts"
 import { projectRows } from "./LlamaModel.ts"
 
-export const LinearModuleName = Schema.Literals([...attentionModules, ...mlpModules])
-
-/** `all-linear` (PEFT's spelling) or a list of module short names. */
-export const TargetModules = Schema.Union([Schema.Literal("all-linear"), Schema.Array(LinearModuleName)])
-export type TargetModules = typeof TargetModules.Type
-
-export interface LoraSettings {
+/** What one LoRA layer needs: its rank, PEFT's scale for it (AdapterConfig.scaleOf) and the dropout rate. */
+export interface LoraLayerSettings {
   readonly r: number
-  readonly alpha: number
+  readonly scaling: number
   readonly dropout: number
-  readonly useRslora: boolean
-  readonly targetModules: TargetModules
-}
-
-export const loraScaling = (s: Pick<LoraSettings, "r" | "alpha" | "useRslora">): number =>
-  s.useRslora ? s.alpha / Math.sqrt(s.r) : s.alpha / s.r
-
-/** The short module names a setting adapts, in HF order. */
-export const resolveTargets = (targets: TargetModules): ReadonlyArray<LinearModule> =>
-  targets === "all-linear" ? [...attentionModules, ...mlpModules] : targets
-
-/** Whether the module path `model.layers.N.self_attn.q_proj` is one of the targets. */
-export const isTarget = (name: string, targets: TargetModules): boolean => {
-  const short = name.slice(name.lastIndexOf(".") + 1)
-  return (resolveTargets(targets) as ReadonlyArray<string>).includes(short)
 }
 
 /**
@@ -73,7 +53,7 @@ let nextSerial = 0
 export const loraLinear = (
   name: string,
   base: LinearLayer,
-  settings: Pick<LoraSettings, "r" | "alpha" | "dropout" | "useRslora">,
+  settings: LoraLayerSettings,
   rng: SeededRng,
   dropout: DropoutContext
 ): LoraLayer => {
@@ -85,7 +65,7 @@ export const loraLinear = (
   const serial = nextSerial++
   const loraA = tf.tidy(() => tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true, `${name}.lora_A.weight#${serial}`))
   const loraB = tf.tidy(() => tf.variable(tf.zeros([base.outFeatures, r]), true, `${name}.lora_B.weight#${serial}`))
-  const scaling = loraScaling(settings)
+  const scaling = settings.scaling
   return {
     name,
     inFeatures: base.inFeatures,
@@ -111,6 +91,12 @@ export const loraLinear = (
   }
 }
 
-/** Wraps every targeted module with LoRA (in the order the model presents them, so init is seed-determined). */
-export const loraTransform = (settings: LoraSettings, rng: SeededRng, dropout: DropoutContext): LinearTransform =>
-(name, base) => isTarget(name, settings.targetModules) ? loraLinear(name, base, settings, rng, dropout) : base
+/**
+ * Wraps every module the adapter config targets with LoRA, each with its own rank and scale (in the order the model
+ * presents them, so init is seed-determined).
+ */
+export const loraTransform = (config: AdapterConfig, rng: SeededRng, dropout: DropoutContext): LinearTransform =>
+(name, base) =>
+  config.targets(name)
+    ? loraLinear(name, base, { r: config.rankOf(name), scaling: config.scaleOf(name), dropout: config.dropout }, rng, dropout)
+    : base

@@ -4,55 +4,19 @@
  * `base_model.model.<module path>.lora_A.weight` [r, in] and `….lora_B.weight` [out, r] (architecture.md §3).
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { Effect, FileSystem, Path, Schema } from "effect"
-import type { LoraLayer, LoraSettings } from "./Lora.ts"
-import { resolveTargets, TargetModules } from "./Lora.ts"
+import { Effect, FileSystem, Path } from "effect"
+import { type AdapterConfig, decodeAdapterConfig } from "./AdapterConfig.ts"
+import type { LoraLayer } from "./Lora.ts"
 import type { NamedTensor } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { openSafetensors, writeSafetensors } from "./Safetensors.ts"
 
 export const ADAPTER_CONFIG = "adapter_config.json"
 export const ADAPTER_WEIGHTS = "adapter_model.safetensors"
+/** The folder of a training run that holds its best adapter (what `eval`, `export` and `serve` take). */
+export const FINAL_ADAPTER_DIR = "final-adapter"
 
 export const peftKey = (module: string, half: "A" | "B") => `base_model.model.${module}.lora_${half}.weight`
-
-/** The fields of PEFT's LoraConfig we write and read (others PEFT writes are given their defaults). */
-export const PeftAdapterConfig = Schema.Struct({
-  peft_type: Schema.Literal("LORA"),
-  task_type: Schema.Literal("CAUSAL_LM"),
-  r: Schema.Int,
-  lora_alpha: Schema.Finite,
-  lora_dropout: Schema.Finite,
-  target_modules: Schema.Union([TargetModules, Schema.String]),
-  use_rslora: Schema.Boolean,
-  base_model_name_or_path: Schema.NullOr(Schema.String),
-  bias: Schema.Literal("none")
-})
-export type PeftAdapterConfig = typeof PeftAdapterConfig.Type
-
-export const peftConfig = (settings: LoraSettings, baseModel: string) => ({
-  alpha_pattern: {},
-  auto_mapping: null,
-  base_model_name_or_path: baseModel,
-  bias: "none",
-  fan_in_fan_out: false,
-  inference_mode: true,
-  init_lora_weights: true,
-  layers_pattern: null,
-  layers_to_transform: null,
-  lora_alpha: settings.alpha,
-  lora_dropout: settings.dropout,
-  modules_to_save: null,
-  peft_type: "LORA",
-  r: settings.r,
-  rank_pattern: {},
-  revision: null,
-  // PEFT saves the resolved module names when it was given "all-linear"
-  target_modules: [...resolveTargets(settings.targetModules)],
-  task_type: "CAUSAL_LM",
-  use_dora: false,
-  use_rslora: settings.useRslora
-})
 
 /** The adapter's tensors under PEFT key names, in model order. */
 export const adapterTensors = (layers: ReadonlyArray<LoraLayer>): Array<NamedTensor> =>
@@ -65,32 +29,34 @@ export const adapterTensors = (layers: ReadonlyArray<LoraLayer>): Array<NamedTen
 export const writePeftAdapter = Effect.fn("PeftAdapter.write")(function*(
   dir: string,
   layers: ReadonlyArray<LoraLayer>,
-  settings: LoraSettings,
-  baseModel: string
+  config: AdapterConfig
 ) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   yield* fs.makeDirectory(dir, { recursive: true }).pipe(Effect.mapError(toFileError(dir)))
   const configPath = path.join(dir, ADAPTER_CONFIG)
-  yield* fs.writeFileString(configPath, JSON.stringify(peftConfig(settings, baseModel), null, 2) + "\n").pipe(
+  yield* fs.writeFileString(configPath, JSON.stringify(config.toPeftJson(), null, 2) + "\n").pipe(
     Effect.mapError(toFileError(configPath))
   )
   yield* writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), adapterTensors(layers), { metadata: { format: "pt" } })
 })
 
 export interface PeftAdapter {
-  readonly config: PeftAdapterConfig
-  /** module path -> its A [r, in] and B [out, r] */
+  readonly config: AdapterConfig
+  /** module path -> its A [r, in] and B [out, r], in model order (layer, then q k v o gate up down) */
   readonly modules: ReadonlyMap<string, { readonly a: NamedTensor; readonly b: NamedTensor }>
 }
 
-/** Reads a PEFT adapter folder; every lora_A must have its lora_B with a matching rank. */
+/**
+ * Reads a PEFT adapter folder: every lora_A has its lora_B, each pair has the rank the config gives its module
+ * (rank_pattern applied), and every module is one the config targets.
+ */
 export const readPeftAdapter = Effect.fn("PeftAdapter.read")(function*(dir: string) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   const configPath = path.join(dir, ADAPTER_CONFIG)
   const text = yield* fs.readFileString(configPath).pipe(Effect.mapError(toFileError(configPath)))
-  const config = yield* Schema.decodeUnknownEffect(Schema.fromJsonString(PeftAdapterConfig))(text).pipe(
+  const config = yield* decodeAdapterConfig(text).pipe(
     Effect.mapError((e) => fileError(configPath, e.message))
   )
   const weightsPath = path.join(dir, ADAPTER_WEIGHTS)
@@ -108,29 +74,40 @@ export const readPeftAdapter = Effect.fn("PeftAdapter.read")(function*(dir: stri
     halves.set(m[1]!, entry)
   }
   const modules = new Map<string, { a: NamedTensor; b: NamedTensor }>()
-  for (const [module, { a, b }] of halves) {
+  for (const [module, { a, b }] of [...halves].sort(([x], [y]) => moduleOrder(x) - moduleOrder(y))) {
     if (a === undefined || b === undefined) {
       return yield* fileError(weightsPath, `lora_${a === undefined ? "A" : "B"} is missing`, module)
     }
-    if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[0] !== b.shape[1] || a.shape[0] !== config.r) {
+    const rank = config.rankOf(module)
+    if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[0] !== b.shape[1] || a.shape[0] !== rank) {
       return yield* fileError(
         weightsPath,
-        `shapes A [${a.shape.join(", ")}] and B [${b.shape.join(", ")}] do not form a rank-${config.r} pair`,
+        `shapes A [${a.shape.join(", ")}] and B [${b.shape.join(", ")}] do not form a rank-${rank} pair (${ADAPTER_CONFIG} gives this module rank ${rank})`,
         module
       )
+    }
+    if (!config.targets(module)) {
+      return yield* fileError(weightsPath, `holds weights for a module the target_modules of ${ADAPTER_CONFIG} do not name`, module)
     }
     modules.set(module, { a, b })
   }
   return { config, modules } satisfies PeftAdapter
 })
 
-/** Copies an adapter's weights into the model's LoRA layers; every layer must be present with matching shapes. */
+/**
+ * Copies an adapter's weights into the model's LoRA layers: every layer must have weights of its shape, and every
+ * module of the adapter must be a LoRA layer of the model (nothing is silently left out).
+ */
 export const loadAdapterInto = (
   adapter: PeftAdapter,
   layers: ReadonlyArray<LoraLayer>,
   source: string
 ): Effect.Effect<void, ModelFileError> =>
   Effect.gen(function*() {
+    const names = new Set(layers.map((l) => l.name))
+    for (const module of adapter.modules.keys()) {
+      if (!names.has(module)) return yield* fileError(source, "the adapter has weights for a module the model has no LoRA layer for", module)
+    }
     for (const layer of layers) {
       const m = adapter.modules.get(layer.name)
       if (m === undefined) return yield* fileError(source, "the adapter has no weights for this module", layer.name)
@@ -145,3 +122,10 @@ export const loadAdapterInto = (
       })
     }
   })
+
+const moduleRank = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+/** Model order of a module path: layer index, then the HF order of the linear modules. */
+export const moduleOrder = (module: string) => {
+  const layer = Number(/\.layers\.(\d+)\./.exec(module)?.[1] ?? 0)
+  return layer * 16 + moduleRank.indexOf(module.slice(module.lastIndexOf(".") + 1))
+}

@@ -27,29 +27,12 @@ import { GgmlType } from "../Model/GgmlQuants.ts"
 import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Model/GgufWriter.ts"
 import { fileError, toFileError } from "../Model/ModelFileError.ts"
 import { loadHfFolder } from "../Model/ModelLoader.ts"
-import { ADAPTER_CONFIG, readPeftAdapter } from "../Model/PeftAdapter.ts"
+import type { AdapterConfig } from "../Model/AdapterConfig.ts"
+import { ADAPTER_CONFIG, FINAL_ADAPTER_DIR, readPeftAdapter } from "../Model/PeftAdapter.ts"
 import { openSafetensors, type SafetensorsFile } from "../Model/Safetensors.ts"
 import { llamaMetadata } from "../Model/TinyModel.ts"
 import { readHfVocabulary } from "../Model/HfVocabulary.ts"
 import { type AdapterDescription, type BaseDescription, checkAdapter, describeBase } from "./Preflight.ts"
-
-/** The fields of adapter_config.json that decide the scale of each module (others are read by PeftAdapter). */
-const ScaleConfig = Schema.Struct({
-  r: Schema.Int,
-  lora_alpha: Schema.Finite,
-  use_rslora: Schema.optionalKey(Schema.Boolean),
-  rank_pattern: Schema.optionalKey(Schema.NullOr(Schema.Record(Schema.String, Schema.Int))),
-  alpha_pattern: Schema.optionalKey(Schema.NullOr(Schema.Record(Schema.String, Schema.Finite)))
-})
-type ScaleConfig = typeof ScaleConfig.Type
-
-/** PEFT's pattern lookup: a key matches a module whose name is the key or ends with `.key`. */
-const patternValue = (pattern: Readonly<Record<string, number>> | null | undefined, module: string): number | undefined => {
-  for (const [key, value] of Object.entries(pattern ?? {})) {
-    if (module === key || module.endsWith(`.${key}`) || new RegExp(`^(?:.*\\.)?${key}$`).test(module)) return value
-  }
-  return undefined
-}
 
 /** One module of an adapter, ready to write: A [r, in], B [out, r] in HF row order, and PEFT's scale. */
 export interface AdapterPair {
@@ -57,71 +40,45 @@ export interface AdapterPair {
   readonly rank: number
   readonly a: { readonly shape: ReadonlyArray<number>; readonly data: Float32Array }
   readonly b: { readonly shape: ReadonlyArray<number>; readonly data: Float32Array }
-  /** the factor PEFT applies to B·A (alpha/r, alpha/√r with rsLoRA, per-module patterns applied) */
+  /** the factor PEFT applies to B·A (AdapterConfig.scaleOf) */
   readonly scale: number
-  readonly alpha: number
 }
 
 export interface LoadedAdapter {
   readonly source: string
-  readonly config: ScaleConfig & { readonly base_model_name_or_path?: string | null | undefined }
+  readonly config: AdapterConfig
   readonly pairs: ReadonlyArray<AdapterPair>
 }
 
-const moduleOrder = (module: string) => {
-  const layer = Number(/\.layers\.(\d+)\./.exec(module)?.[1] ?? 0)
-  const order = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].indexOf(module.slice(module.lastIndexOf(".") + 1))
-  return layer * 16 + order
-}
-
-/** Reads a PEFT adapter folder with each module's scale resolved. */
+/** Reads a PEFT adapter folder with each module's scale resolved by its AdapterConfig. */
 export const loadPeftAdapter = Effect.fn("Export.loadPeftAdapter")(function*(dir: string) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const configPath = path.join(dir, ADAPTER_CONFIG)
-  if (!(yield* fs.exists(configPath).pipe(Effect.orElseSucceed(() => false)))) {
-    return yield* fileError(dir, `not a PEFT adapter folder: ${ADAPTER_CONFIG} is missing (pass the folder that holds it, e.g. RUN/final)`)
+  if (!(yield* fs.exists(path.join(dir, ADAPTER_CONFIG)).pipe(Effect.orElseSucceed(() => false)))) {
+    return yield* fileError(dir, `not a PEFT adapter folder: ${ADAPTER_CONFIG} is missing (pass the folder that holds it, e.g. RUN/${FINAL_ADAPTER_DIR})`)
   }
-  const text = yield* fs.readFileString(configPath).pipe(Effect.mapError(toFileError(configPath)))
-  const raw = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: toFileError(configPath) })
-  const config = yield* Schema.decodeUnknownEffect(ScaleConfig)(raw).pipe(Effect.mapError((e) => fileError(configPath, e.message)))
   const peft = yield* readPeftAdapter(dir)
-  const pairs: Array<AdapterPair> = [...peft.modules].map(([module, { a, b }]) => {
-    const rank = a.shape[0]!
-    const alpha = patternValue(config.alpha_pattern, module) ?? config.lora_alpha
-    const scale = config.use_rslora === true ? alpha / Math.sqrt(rank) : alpha / rank
-    return { module, rank, a, b, scale, alpha }
-  }).sort((x, y) => moduleOrder(x.module) - moduleOrder(y.module))
-  return {
-    source: dir,
-    config: { ...config, base_model_name_or_path: peft.config.base_model_name_or_path },
-    pairs
-  } satisfies LoadedAdapter
+  const pairs: Array<AdapterPair> = [...peft.modules].map(([module, { a, b }]) => ({
+    module,
+    rank: a.shape[0]!,
+    a,
+    b,
+    scale: peft.config.scaleOf(module)
+  }))
+  return { source: dir, config: peft.config, pairs } satisfies LoadedAdapter
 })
 
 const describePeft = (adapter: LoadedAdapter): AdapterDescription => ({
   source: adapter.source,
   format: "peft",
-  baseModelName: adapter.config.base_model_name_or_path,
+  baseModelName: adapter.config.base_model_name_or_path ?? null,
   modules: adapter.pairs.map((p) => ({
     module: p.module,
     aShape: p.a.shape,
     bShape: p.b.shape,
-    declaredRank: patternValue(adapter.config.rank_pattern, p.module) ?? adapter.config.r
+    declaredRank: adapter.config.rankOf(p.module)
   }))
 })
-
-/**
- * The alpha to write and each module's B factor: one alpha when every module shares PEFT's scale form, else
- * alpha 0 with each scale baked into B.
- */
-export const llamaCppScaling = (adapter: LoadedAdapter): { readonly alpha: number; readonly bFactor: (p: AdapterPair) => number } => {
-  const uniform = adapter.pairs.every((p) => p.alpha === adapter.config.lora_alpha && p.rank === adapter.config.r)
-  if (!uniform) return { alpha: 0, bFactor: (p) => p.scale }
-  // llama.cpp: scale = alpha' / r; PEFT: alpha / r, or alpha / √r with rsLoRA -> alpha' = alpha · √r
-  const alpha = adapter.config.use_rslora === true ? adapter.config.lora_alpha * Math.sqrt(adapter.config.r) : adapter.config.lora_alpha
-  return { alpha, bFactor: () => 1 }
-}
 
 const scaled = (data: Float32Array, factor: number) => factor === 1 ? data : data.map((v) => v * factor)
 
@@ -150,7 +107,7 @@ export const adapterGgufTensors = (
   base: Pick<BaseDescription, "numHeads" | "numKvHeads">,
   type: GgufWriteType = "F32"
 ): { readonly alpha: number; readonly tensors: ReadonlyArray<GgufTensorToWrite> } => {
-  const { alpha, bFactor } = llamaCppScaling(adapter)
+  const { alpha, bFactor } = adapter.config.llamaCppScaling(adapter.pairs.map((p) => p.module))
   const tensors = adapter.pairs.flatMap((p): Array<GgufTensorToWrite> => {
     const weight = ggufNameOf(`${p.module}.weight`)!
     const heads = qkHeadsFor(weight, base)
@@ -162,7 +119,7 @@ export const adapterGgufTensors = (
         shape: p.b.shape,
         type,
         data: () => {
-          const b = scaled(p.b.data, bFactor(p))
+          const b = scaled(p.b.data, bFactor(p.module))
           return heads === undefined ? b : permuteQkForGguf(b, out, heads)
         }
       }
@@ -170,14 +127,6 @@ export const adapterGgufTensors = (
   })
   return { alpha, tensors }
 }
-
-export const adapterMetadata = (architecture: string, alpha: number, name: string): ReadonlyArray<readonly [string, GgufValue]> => [
-  ["general.architecture", gguf.string(architecture)],
-  ["general.type", gguf.string("adapter")],
-  ["general.name", gguf.string(name)],
-  ["adapter.type", gguf.string("lora")],
-  ["adapter.lora.alpha", gguf.f32(alpha)]
-]
 
 /** `export adapter`: PEFT folder -> llama.cpp LoRA GGUF, after preflight against the base. */
 export const exportAdapter = Effect.fn("Export.adapter")(function*(options: ExportAdapterOptions) {
@@ -187,7 +136,8 @@ export const exportAdapter = Effect.fn("Export.adapter")(function*(options: Expo
   yield* checkAdapter(describePeft(adapter), base)
   const { alpha, tensors } = adapterGgufTensors(adapter, base, options.type ?? "F32")
   const name = options.name ?? path.basename(path.resolve(options.adapter))
-  yield* writeGguf(options.out, { metadata: adapterMetadata(base.architecture, alpha, name), tensors })
+  const metadata = adapter.config.toLlamaCppMetadata({ architecture: base.architecture, name, modules: adapter.pairs.map((p) => p.module) })
+  yield* writeGguf(options.out, { metadata, tensors })
   const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
   return { out: options.out, tensors: tensors.length, modules: adapter.pairs.length, alpha, bytes: Number(stat.size) } satisfies ExportReport
 })

@@ -6,7 +6,7 @@
 import { Effect, FileSystem, Result, Schema, SchemaIssue } from "effect"
 import * as Yaml from "yaml"
 import { LrSchedulerType } from "./LrSchedule.ts"
-import { TargetModules } from "../Model/Lora.ts"
+import { TargetModules } from "../Model/AdapterConfig.ts"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 const NonNegativeInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))

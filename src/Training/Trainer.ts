@@ -42,7 +42,8 @@ import {
 import { Device, parameterCount } from "../Model/Device.ts"
 import { generate } from "../Model/Generation.ts"
 import { DenseLinear, LlamaModel, outputLinearName } from "../Model/LlamaModel.ts"
-import { DropoutContext, isLoraLayer, type LoraLayer, type LoraSettings, loraTransform, resolveTargets } from "../Model/Lora.ts"
+import { AdapterConfig, type LoraSettings, resolveTargets } from "../Model/AdapterConfig.ts"
+import { DropoutContext, isLoraLayer, type LoraLayer, loraTransform } from "../Model/Lora.ts"
 import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
 import { type LinearLayer, type LinearModule, type LlamaConfig, type NamedTensor, weightNames } from "../Model/ModelContracts.ts"
 import { frozenLinear, nf4Bytes, nf4Linear, quantizeNf4 } from "../Model/Nf4.ts"
@@ -164,6 +165,10 @@ export const loraSettingsOf = (c: TrainConfig): LoraSettings => ({
   targetModules: c.targetModules
 })
 
+/** The adapter config a LoRA run trains and writes: every module's rank and scale come from it. */
+export const adapterConfigOf = (c: TrainConfig, baseModelName: string): AdapterConfig =>
+  AdapterConfig.fromSettings(loraSettingsOf(c), baseModelName)
+
 /** A weight's HF name: tfjs variable names are process-global, so the model suffixes them with `#<serial>`. */
 const canonicalName = (v: tf.Variable) => v.name.replace(/#\d+$/, "")
 
@@ -188,7 +193,7 @@ export const buildTrainee = async (input: TrainingInput, config: TrainConfig): P
   let baseMemoryBytes = 0
   const counted = new Set<tf.Tensor>()
   const rng = new SeededRng(config.seed)
-  const lora = loraTransform(loraSettingsOf(config), rng, dropout)
+  const lora = loraTransform(adapterConfigOf(config, input.baseModelName), rng, dropout)
   const model = base.withLinears((name, layer) => {
     let frozen: LinearLayer = layer
     if (config.mode === "qlora" && name !== outputLinearName && layer instanceof DenseLinear) {
@@ -447,7 +452,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     ),
     (o) => Effect.sync(() => o.dispose())
   )
-  const loraSettings = loraSettingsOf(config)
+  const adapterConfig = adapterConfigOf(config, input.baseModelName)
   const trainableParameters = trainee.variables.reduce((n, v) => n + v.size, 0)
 
   const writeWeights = (dir: string) =>
@@ -461,7 +466,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
           Effect.mapError(toFileError(dir))
         )
       ))
-      : writePeftAdapter(dir, trainee.loraLayers, loraSettings, input.baseModelName)
+      : writePeftAdapter(dir, trainee.loraLayers, adapterConfig)
 
   const state: RunState = {
     trainer: {

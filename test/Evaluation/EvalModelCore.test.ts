@@ -18,7 +18,8 @@ import { SeededRng } from "../../src/Shared/Prng.ts"
 import { Device } from "../../src/Model/Device.ts"
 import { LlamaCpp } from "../../src/Model/LlamaCpp.ts"
 import { LlamaModel } from "../../src/Model/LlamaModel.ts"
-import { DropoutContext, isLoraLayer, type LoraSettings, loraTransform } from "../../src/Model/Lora.ts"
+import { AdapterConfig } from "../../src/Model/AdapterConfig.ts"
+import { DropoutContext, isLoraLayer, loraTransform } from "../../src/Model/Lora.ts"
 import { writePeftAdapter } from "../../src/Model/PeftAdapter.ts"
 import { presetConfig, writeTinyModel } from "../../src/Model/TinyModel.ts"
 import { Tokenizer } from "../../src/Model/Tokenizer.ts"
@@ -58,7 +59,7 @@ describe("eval with the in-process model core", () => {
       assert.strictEqual(a, viaLlamaCpp)
 
       // an adapter with non-zero B changes what the model says
-      const settings: LoraSettings = { r: 4, alpha: 8, dropout: 0, useRslora: false, targetModules: ["q_proj", "v_proj"] }
+      const settings = AdapterConfig.fromSettings({ r: 4, alpha: 8, dropout: 0, useRslora: false, targetModules: ["q_proj", "v_proj"] }, model)
       const adapterDir = join(dir, "adapter")
       yield* Effect.acquireUseRelease(
         LlamaModel.load(model),
@@ -67,7 +68,7 @@ describe("eval with the in-process model core", () => {
             const lora = base.withLinears(loraTransform(settings, new SeededRng(5), new DropoutContext()))
             const layers = [...lora.linears.values()].filter(isLoraLayer)
             for (const l of layers) tf.tidy(() => l.loraB.assign(tf.randomNormal(l.loraB.shape, 0, 0.5, "float32", 7)))
-            yield* writePeftAdapter(adapterDir, layers, settings, model)
+            yield* writePeftAdapter(adapterDir, layers, settings)
             lora.dispose()
           }),
         (base) => Effect.sync(() => base.dispose())

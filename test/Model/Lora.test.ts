@@ -3,7 +3,8 @@ import * as tf from "@tensorflow/tfjs-core"
 import { registerGradients } from "../../src/Model/Device.ts"
 import { beforeAll, describe, expect, it } from "vitest"
 import { SeededRng } from "../../src/Shared/Prng.ts"
-import { DropoutContext, isTarget, loraLinear, loraScaling, resolveTargets } from "../../src/Model/Lora.ts"
+import { AdapterConfig, resolveTargets } from "../../src/Model/AdapterConfig.ts"
+import { DropoutContext, loraLinear } from "../../src/Model/Lora.ts"
 import type { LinearLayer } from "../../src/Model/ModelContracts.ts"
 
 beforeAll(async () => {
@@ -30,7 +31,7 @@ const dense = (name: string, out: number, inF: number, seed: number): LinearLaye
 describe("LoRA layer", () => {
   it("starts equal to the base (B = 0) with A ~ U(-1/√in, 1/√in) as PEFT's kaiming_uniform_(a=√5)", () => {
     const base = dense("model.layers.0.self_attn.q_proj", 48, 256, 1)
-    const lora = loraLinear(base.name, base, { r: 16, alpha: 32, dropout: 0, useRslora: false }, new SeededRng(3), new DropoutContext())
+    const lora = loraLinear(base.name, base, { r: 16, scaling: 2, dropout: 0 }, new SeededRng(3), new DropoutContext())
     expect(lora.loraA.shape).toEqual([16, 256])
     expect(lora.loraB.shape).toEqual([48, 16])
     expect(lora.scaling).toBe(2)
@@ -50,20 +51,23 @@ describe("LoRA layer", () => {
   })
 
   it("scales by alpha/r, or alpha/√r with rsLoRA", () => {
-    expect(loraScaling({ r: 16, alpha: 32, useRslora: false })).toBe(2)
-    expect(loraScaling({ r: 16, alpha: 32, useRslora: true })).toBe(8)
+    const config = (useRslora: boolean) => AdapterConfig.fromSettings({ r: 16, alpha: 32, dropout: 0, useRslora, targetModules: ["q_proj"] }, null)
+    expect(config(false).scaleOf("model.layers.0.self_attn.q_proj")).toBe(2)
+    expect(config(true).scaleOf("model.layers.0.self_attn.q_proj")).toBe(8)
   })
 
   it("targets modules by short name, with all-linear meaning all seven", () => {
-    expect(isTarget("model.layers.3.self_attn.q_proj", ["q_proj", "v_proj"])).toBe(true)
-    expect(isTarget("model.layers.3.self_attn.k_proj", ["q_proj", "v_proj"])).toBe(false)
-    expect(isTarget("model.layers.3.mlp.down_proj", "all-linear")).toBe(true)
+    const targets = (t: "all-linear" | Array<"q_proj" | "v_proj">) => AdapterConfig.fromSettings({ r: 2, alpha: 2, dropout: 0, useRslora: false, targetModules: t }, null)
+    expect(targets(["q_proj", "v_proj"]).targets("model.layers.3.self_attn.q_proj")).toBe(true)
+    expect(targets(["q_proj", "v_proj"]).targets("model.layers.3.self_attn.k_proj")).toBe(false)
+    expect(targets("all-linear").targets("model.layers.3.mlp.down_proj")).toBe(true)
+    expect(targets("all-linear").targets("lm_head")).toBe(false)
     expect(resolveTargets("all-linear")).toEqual(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
   })
 
   it("computes base + scaling·B·A·x and its A/B gradients match central finite differences", () => {
     const base = dense("model.layers.0.mlp.up_proj", 6, 5, 2)
-    const lora = loraLinear(base.name, base, { r: 3, alpha: 6, dropout: 0, useRslora: false }, new SeededRng(4), new DropoutContext())
+    const lora = loraLinear(base.name, base, { r: 3, scaling: 2, dropout: 0 }, new SeededRng(4), new DropoutContext())
     lora.loraB.assign(tf.tensor2d(randn(18, 5, 0.5), [6, 3]))
     const x = tf.tensor2d(randn(4 * 5, 6), [4, 5])
     const target = tf.tensor2d(randn(4 * 6, 7), [4, 6])
@@ -112,7 +116,7 @@ describe("LoRA layer", () => {
   it("draws dropout masks determined by the seed, and none in evaluation", () => {
     const base = dense("model.layers.0.self_attn.v_proj", 8, 8, 3)
     const ctx = new DropoutContext()
-    const lora = loraLinear(base.name, base, { r: 2, alpha: 4, dropout: 0.5, useRslora: false }, new SeededRng(5), ctx)
+    const lora = loraLinear(base.name, base, { r: 2, scaling: 2, dropout: 0.5 }, new SeededRng(5), ctx)
     lora.loraB.assign(tf.ones([8, 2]))
     const x = tf.ones([4, 8])
     const run = (seed: number, training: boolean) => {

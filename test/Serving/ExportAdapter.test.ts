@@ -11,7 +11,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import type { LlamaModel, Token } from "node-llama-cpp"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { adapterGgufTensors, adapterMetadata, exportAdapter, exportMerged, loadPeftAdapter } from "../../src/Serving/Export.ts"
+import { adapterGgufTensors, exportAdapter, exportMerged, loadPeftAdapter } from "../../src/Serving/Export.ts"
 import { checkAdapter, describeBase, describeGgufAdapter, preflightGgufAdapter } from "../../src/Serving/Preflight.ts"
 import { openGguf, metaNumber, metaString, readGgufHeader } from "../../src/Model/Gguf.ts"
 import { permuteQkForGguf } from "../../src/Model/GgufNames.ts"
@@ -226,7 +226,7 @@ describe("llama.cpp parity: base + adapter GGUF equals the merged model", () => 
     const wrong = path.join(dir, "unpermuted.gguf")
     // every tensor as PEFT has it, no permutation
     await Effect.runPromise(writeGguf(wrong, {
-      metadata: adapterMetadata("llama", 8, "unpermuted"),
+      metadata: adapter.config.toLlamaCppMetadata({ architecture: "llama", name: "unpermuted", modules: adapter.pairs.map((p) => p.module) }),
       tensors: adapter.pairs.flatMap((p) => {
         const w = p.module.replace(/^model\.layers\.(\d+)\.(?:self_attn|mlp)\./, "blk.$1.")
           .replace("q_proj", "attn_q").replace("k_proj", "attn_k").replace("v_proj", "attn_v").replace("o_proj", "attn_output")

@@ -270,7 +270,7 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
         const loras: Array<LoraLayer> = []
         const adapted = ours.withLinears((name, baseLayer) => {
           if (!adapter.modules.has(name)) return baseLayer
-          const lora = loraLinear(name, baseLayer, { r: adapter.config.r, alpha: adapter.config.lora_alpha, dropout: 0, useRslora: adapter.config.use_rslora }, new SeededRng(1), new DropoutContext())
+          const lora = loraLinear(name, baseLayer, { r: adapter.config.rankOf(name), scaling: adapter.config.scaleOf(name), dropout: 0 }, new SeededRng(1), new DropoutContext())
           loras.push(lora)
           return lora
         })

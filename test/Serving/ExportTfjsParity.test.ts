@@ -51,7 +51,7 @@ layer(Layer.mergeAll(Device.layerCpu, LlamaCpp.layerCpu, NodeServices.layer))("t
         const dropout = new DropoutContext()
         const adapted = ours.withLinears((name, baseLayer) => {
           if (!adapter.modules.has(name)) return baseLayer
-          const lora = loraLinear(name, baseLayer, { r: adapter.config.r, alpha: adapter.config.lora_alpha, dropout: 0, useRslora: adapter.config.use_rslora }, rng, dropout)
+          const lora = loraLinear(name, baseLayer, { r: adapter.config.rankOf(name), scaling: adapter.config.scaleOf(name), dropout: 0 }, rng, dropout)
           loras.push(lora)
           return lora
         })

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest"
 import { packBatch, padBatch } from "../../src/Training/Collate.ts"
 import { generate } from "../../src/Model/Generation.ts"
 import { loadAdapterInto, readPeftAdapter, writePeftAdapter } from "../../src/Model/PeftAdapter.ts"
-import { batchGrads, batchLoss, buildTrainee, loraSettingsOf, runTraining, type TrainingInput } from "../../src/Training/Trainer.ts"
+import { batchGrads, batchLoss, adapterConfigOf, buildTrainee, runTraining, type TrainingInput } from "../../src/Training/Trainer.ts"
 import { baseTrainConfig, byteTokenizer, examples, qa, randomWeights, tinyConfig, useWasm } from "./TrainFixtures.ts"
 
 beforeAll(useWasm)
@@ -102,7 +102,7 @@ describe("the training loop", () => {
     const a = await buildTrainee(input(), config)
     // give B non-zero values so the adapter matters
     a.loraLayers.forEach((l, i) => tf.tidy(() => l.loraB.assign(tf.randomNormal(l.loraB.shape, 0, 0.1, "float32", i + 1))))
-    await run(writePeftAdapter(dir, a.loraLayers, loraSettingsOf(config), "tiny-random"))
+    await run(writePeftAdapter(dir, a.loraLayers, adapterConfigOf(config, "tiny-random")))
     const b = await buildTrainee(input(), { ...config, seed: 7 })
     await run(loadAdapterInto(await run(readPeftAdapter(dir)), b.loraLayers, dir))
     const batch = padBatch(examples().map((e) => ({ ids: [256, ...byteTokenizer.encode(e.text)], labels: [] })), 257)

@@ -7,7 +7,7 @@ import * as path from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { readSafetensorsHeader, writeSafetensors } from "../../src/Model/Safetensors.ts"
 import { readPeftAdapter, writePeftAdapter } from "../../src/Model/PeftAdapter.ts"
-import { buildTrainee, loraSettingsOf } from "../../src/Training/Trainer.ts"
+import { adapterConfigOf, buildTrainee } from "../../src/Training/Trainer.ts"
 import { baseTrainConfig, byteTokenizer, examples, randomWeights, tinyConfig, useWasm } from "./TrainFixtures.ts"
 
 beforeAll(useWasm)
@@ -25,7 +25,7 @@ describe("PEFT adapter files", () => {
       modelConfig: tinyConfig, weights: () => randomWeights(tinyConfig, 2), tokenizer: byteTokenizer, baseModelName: "b",
       train: examples(), validation: []
     }, config)
-    const exit = await run(writePeftAdapter(dir, t.loraLayers, loraSettingsOf(config), "my/base"))
+    const exit = await run(writePeftAdapter(dir, t.loraLayers, adapterConfigOf(config, "my/base")))
     expect(Exit.isSuccess(exit)).toBe(true)
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, "adapter_config.json"), "utf8"))
     expect(cfg).toMatchObject({
