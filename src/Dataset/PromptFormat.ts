@@ -44,10 +44,36 @@ const isRagContext = (o: Readonly<Record<string, unknown>>): o is RagContext => 
   return keys.length > 0 && keys.every((k) => ragKeys.has(k)) && isRagShape(o)
 }
 
-/** The context as prompt text: strings as they are, app-shaped objects in the app's layout, others as JSON. */
+/** The deepest nesting a JSON context may have; the server refuses deeper ones (400) before rendering them. */
+export const maxContextDepth = 32
+
+/**
+ * How deeply `value` nests (a scalar 0, `{}` 1, `{"a": []}` 2), counted without recursion and giving up once past
+ * `limit` (so a body nested 10,000 levels deep costs `limit` steps per branch and never the call stack).
+ */
+export const nestingDepth = (value: unknown, limit: number = maxContextDepth): number => {
+  let deepest = 0
+  const pending: Array<readonly [unknown, number]> = [[value, 0]]
+  while (pending.length > 0) {
+    const [v, depth] = pending.pop()!
+    if (typeof v !== "object" || v === null) continue
+    const here = depth + 1
+    if (here > deepest) deepest = here
+    if (here > limit) return here
+    for (const child of Array.isArray(v) ? v : Object.values(v)) pending.push([child, here])
+  }
+  return deepest
+}
+
+/**
+ * The context as prompt text: strings as they are, app-shaped objects in the app's layout, others as JSON.
+ * A context nested deeper than `maxContextDepth` is refused with a RangeError that says so (never a stack overflow
+ * in the renderers); the server checks the depth at its boundary first.
+ */
 export const contextText = (context: PromptInput["context"]): string => {
   if (context === undefined) return ""
   if (typeof context === "string") return context
+  if (nestingDepth(context) > maxContextDepth) throw new RangeError(`the context nests more than ${maxContextDepth} levels deep`)
   return isRagContext(context) ? renderRagContext(context) : JSON.stringify(context)
 }
 

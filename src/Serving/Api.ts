@@ -1,14 +1,18 @@
 /**
- * The HTTP contract of the inference server: paths, request and response schemas. No server code lives here, so
- * the Router, the tests and other clients import it without pulling in llama.cpp.
+ * The HTTP contract of the inference server, declared once as an Effect `HttpApi`: paths, request and response
+ * schemas, the error statuses. `Server.ts` implements it with `HttpApiBuilder`; `ApiClient.ts` derives the client
+ * (`HttpApiClient`) that the Router, the Evaluator and the pipeline call it with; `/openapi.json` is generated from
+ * it. No server code lives here, so clients import it without pulling in llama.cpp.
  *
  * Two families of endpoints:
  * - the original app's contract (`POST /infer`, `GET /health`), kept byte-compatible with its client
- *   (architecture.md §5);
+ *   (docs/architecture.md §5);
  * - an OpenAI-compatible subset (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) as llama-server and
  *   vLLM offer it, where the `model` field names a loaded adapter (or the base).
  */
 import { Schema } from "effect"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
+import { maxContextDepth, nestingDepth } from "../Dataset/PromptFormat.ts"
 
 export const paths = {
   infer: "/infer",
@@ -18,7 +22,8 @@ export const paths = {
   metrics: "/metrics",
   chatCompletions: "/v1/chat/completions",
   completions: "/v1/completions",
-  models: "/v1/models"
+  models: "/v1/models",
+  openapi: "/openapi.json"
 } as const
 
 const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))
@@ -30,7 +35,13 @@ const Probability = Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 
  * The context of a request: the app's `formatRAGContext` text, or the same data as a JSON object
  * (`{symbol, prices, fundamentals, news, holdings, …}`). Both are used to fill placeholders in the answer.
  */
-export const RequestContext = Schema.Union([Schema.String, Schema.Record(Schema.String, Schema.Unknown)])
+export const RequestContext = Schema.Union([
+  Schema.String,
+  // counted without recursion, so a body nested 10,000 levels deep is refused (400) and never overflows the stack
+  Schema.Record(Schema.String, Schema.Unknown).check(Schema.makeFilter(
+    (value) => nestingDepth(value) <= maxContextDepth || `Expected a context nested at most ${maxContextDepth} levels deep`
+  ))
+])
 export type RequestContext = typeof RequestContext.Type
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -59,7 +70,7 @@ export const InferRequest = Schema.Struct({
 })
 export type InferRequest = typeof InferRequest.Type
 
-/** The defaults of the app's client and of the original server. */
+/** The defaults of the app's client and of the original server: a field a request leaves out gets these. */
 export const inferDefaults = { context: "", max_length: 512, temperature: 0.2, top_k: 50, top_p: 0.9 } as const
 
 export const FinishReason = Schema.Literals(["stop", "length"])
@@ -73,20 +84,25 @@ export const PlaceholderReport = Schema.Struct({
 })
 export type PlaceholderReport = typeof PlaceholderReport.Type
 
+/** Our addition to the app's reply (the original server sends none, so clients must not need it). */
+export const InferMetadata = Schema.Struct({
+  model: Schema.String,
+  prompt_tokens: Schema.Int,
+  completion_tokens: Schema.Int,
+  finish_reason: FinishReason,
+  raw_answer: Schema.String,
+  placeholders: PlaceholderReport
+})
+export type InferMetadata = typeof InferMetadata.Type
+
 export const InferResponse = Schema.Struct({
   answer: Schema.String,
   /** mean probability the model gave to the tokens it chose (0..1) */
   confidence: Schema.Finite,
   model_version: Schema.String,
   latency_ms: Schema.Finite,
-  metadata: Schema.Struct({
-    model: Schema.String,
-    prompt_tokens: Schema.Int,
-    completion_tokens: Schema.Int,
-    finish_reason: FinishReason,
-    raw_answer: Schema.String,
-    placeholders: PlaceholderReport
-  })
+  /** always sent by this server */
+  metadata: Schema.optionalKey(InferMetadata)
 })
 export type InferResponse = typeof InferResponse.Type
 
@@ -224,3 +240,92 @@ export type ModelList = typeof ModelList.Type
 
 /** The terminator of every OpenAI stream. */
 export const sseDone = "[DONE]"
+
+// ---------------------------------------------------------------------------------------------------------------
+// The endpoints
+
+/**
+ * Every error the server sends has the `ErrorBody` shape; the status says which. A request that fails validation
+ * gets 400 with the field named in `error.param` and `detail` (`max_length: Expected an integer, got 1.5`), not
+ * HttpApi's empty 400.
+ */
+export const errorStatuses = {
+  badRequest: 400,
+  unauthorized: 401,
+  notFound: 404,
+  methodNotAllowed: 405,
+  payloadTooLarge: 413,
+  unsupportedMediaType: 415,
+  unfilledPlaceholders: 422,
+  queueFull: 429,
+  internal: 500,
+  unavailable: 503,
+  timeout: 504
+} as const
+
+const errorAt = (status: number, description: string) =>
+  ErrorBody.pipe(HttpApiSchema.status(status), Schema.annotate({ description }))
+
+/** The errors every generating endpoint may answer with. */
+const generationErrors = [
+  errorAt(400, "the body is not JSON, not UTF-8, or fails validation (the field is named); or the prompt does not fit"),
+  errorAt(401, "missing or wrong bearer token (when the server has an API key)"),
+  errorAt(404, "the `model` names no loaded adapter"),
+  errorAt(413, "the body, or a prompt field, is larger than the server takes (the field is named)"),
+  errorAt(415, "a POST that is not application/json, from a server without an API key (a browser's cross-site form)"),
+  errorAt(422, "placeholders: refuse, and the answer needs values the context does not hold"),
+  errorAt(429, "the queue is full (Retry-After)"),
+  errorAt(500, "the generation failed"),
+  errorAt(503, "the model is still loading or failed to load (Retry-After)"),
+  errorAt(504, "the generation did not finish within the request timeout")
+]
+const authErrors = [errorAt(401, "missing or wrong bearer token (when the server has an API key)")]
+
+/** The app's contract and the orchestrator probes. */
+export class AppGroup extends HttpApiGroup.make("app").add(
+  HttpApiEndpoint.post("infer", paths.infer, { payload: InferRequest, success: InferResponse, error: generationErrors })
+    .annotate(OpenApi.Description, "The app's question + context -> answer (docs/architecture.md §5)"),
+  HttpApiEndpoint.get("health", paths.health, {
+    success: HealthResponse,
+    error: HealthResponse.pipe(HttpApiSchema.status(503))
+  }),
+  HttpApiEndpoint.get("ready", paths.ready, { success: HealthResponse, error: HealthResponse.pipe(HttpApiSchema.status(503)) }),
+  HttpApiEndpoint.get("live", paths.live, { success: Schema.Struct({ status: Schema.Literal("alive") }) })
+) {}
+
+/** OpenAI's API as llama-server and vLLM offer it; `stream: true` answers with server-sent events ending `[DONE]`. */
+export class OpenAiGroup extends HttpApiGroup.make("openai").add(
+  HttpApiEndpoint.post("chatCompletions", paths.chatCompletions, {
+    payload: ChatCompletionRequest,
+    success: ChatCompletion,
+    error: generationErrors
+  }).annotate(OpenApi.Description, "with `stream: true`: text/event-stream of ChatCompletionChunk, then `data: [DONE]`"),
+  HttpApiEndpoint.post("completions", paths.completions, {
+    payload: CompletionRequest,
+    success: Completion,
+    error: generationErrors
+  }).annotate(OpenApi.Description, "with `stream: true`: text/event-stream of Completion chunks, then `data: [DONE]`"),
+  HttpApiEndpoint.get("models", paths.models, { success: ModelList, error: authErrors })
+) {}
+
+/** Prometheus metrics (text exposition format 0.0.4). */
+export class OpsGroup extends HttpApiGroup.make("ops").add(
+  HttpApiEndpoint.get("metrics", paths.metrics, {
+    success: Schema.String.pipe(HttpApiSchema.asText({ contentType: "text/plain; version=0.0.4; charset=utf-8" })),
+    error: authErrors
+  })
+) {}
+
+export class ServeApi extends HttpApi.make("finetune-finance-serve")
+  .add(AppGroup)
+  .add(OpenAiGroup)
+  .add(OpsGroup)
+  .annotateMerge(OpenApi.annotations({
+    title: "finetune-finance inference server",
+    description: "The app's /infer contract, OpenAI-compatible /v1/*, probes and Prometheus metrics. " +
+      "With an API key, everything but /health, /ready and /live needs `Authorization: Bearer <key>`."
+  }))
+{}
+
+/** The routes that stay open with an API key set (orchestrator probes). */
+export const openPaths: ReadonlySet<string> = new Set([paths.health, paths.ready, paths.live])

@@ -1,11 +1,21 @@
 /**
- * The inference server: the app's `/infer` + `/health`, orchestrator probes, Prometheus `/metrics`, and the
- * OpenAI-compatible `/v1/*` endpoints, over the InferenceEngine, on Effect's Node HTTP server.
+ * The inference server: the contract of `Api.ts` (the app's `/infer` + `/health`, orchestrator probes, Prometheus
+ * `/metrics`, the OpenAI-compatible `/v1/*`, and the generated `/openapi.json`) implemented with `HttpApiBuilder`
+ * over the InferenceEngine, on Effect's Node HTTP server.
  *
  * Robustness rules, in the order a request meets them:
- * - bearer auth (when an API key is set) on everything but `/health`, `/ready`, `/live` -> 401;
+ * - the socket: a request whose headers have not all arrived within `headersTimeoutMs` (default 20 s), or whose
+ *   body has not within `bodyTimeoutMs` (60 s), gets 408 and the connection is closed (Node's own timeouts);
+ * - without an API key: the Host header must name loopback (localhost, 127.0.0.1, [::1]) or the bound address
+ *   (DNS rebinding) -> 403, and a POST must be `application/json` (a browser's cross-site form) -> 415;
+ * - with an API key: `Authorization: Bearer <key>` (scheme in any case, key compared in constant time) on
+ *   everything but `/health`, `/ready`, `/live` -> 401;
+ * - unknown paths -> 404, wrong methods -> 405;
  * - body size limit -> 413 (`Content-Length` checked before reading, the read itself is bounded too);
- * - JSON parse and Schema validation -> 400 naming the field (`max_length: Expected an integer, got 1.5`);
+ * - UTF-8, JSON parse and Schema validation (the contract's schemas) -> 400 naming the field
+ *   (`max_length: Expected an integer, got 1.5`); HttpApi's own payload decoding is not used because it answers
+ *   an empty 400;
+ * - prompt byte length -> 413 naming the field, before anything is tokenized or admitted;
  * - engine admission: loading -> 503, queue full -> 429, each with `Retry-After`;
  * - per-request timeout -> 504; the generation is interrupted and its slot freed;
  * - a client that disconnects interrupts its request fiber, which interrupts the generation (a streamed
@@ -31,7 +41,9 @@ import {
   Scope,
   Stream
 } from "effect"
-import { HttpIncomingMessage, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpIncomingMessage, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpApi, HttpApiBuilder } from "effect/http-api"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import * as Api from "./Api.ts"
 import type { PlaceholderPolicy } from "./Api.ts"
@@ -57,8 +69,17 @@ export interface ServerOptions {
   readonly apiKey?: Redacted.Redacted<string> | undefined
   /** default 1 MiB */
   readonly maxBodyBytes?: number
+  /**
+   * the most UTF-8 bytes a prompt field (question + context, messages, prompt) may have; checked before the prompt
+   * is tokenized (default: `promptBytesPerToken` per token of the engine's context)
+   */
+  readonly maxPromptBytes?: number
   /** default 60 s */
   readonly requestTimeoutMs?: number
+  /** a request's headers must all arrive within this, else 408 and the socket is closed (default 20 s) */
+  readonly headersTimeoutMs?: number
+  /** the whole request (headers and body) must arrive within this, else 408 (default 60 s) */
+  readonly bodyTimeoutMs?: number
   /** what to do with placeholders the context cannot fill (default "leave") */
   readonly placeholderPolicy?: PlaceholderPolicy
   /** reported as `model_version` by `/infer` (default: the model id) */
@@ -66,6 +87,12 @@ export interface ServerOptions {
   /** how long SIGTERM waits for in-flight requests (default 20 s) */
   readonly gracefulShutdownMs?: number
 }
+
+/**
+ * A prompt whose UTF-8 text is longer than this many bytes per context token cannot fit the context (real text
+ * averages about 4 bytes a token), so it is refused without tokenizing it.
+ */
+export const promptBytesPerToken = 32
 
 /** A failure already phrased for the client. */
 export class ApiFailure extends Schema.TaggedError<ApiFailure>()("ApiFailure", {
@@ -126,7 +153,9 @@ const decodeBody = <S extends Schema.Decoder<unknown>>(schema: S, text: string):
   try {
     json = JSON.parse(text)
   } catch (e) {
-    return Result.fail(failure(400, `the body is not valid JSON: ${(e as Error).message}`, "invalid_request_error", { code: "invalid_json" }))
+    // V8 says "Maximum call stack size exceeded" for JSON nested past its parser's stack: still the client's body
+    const reason = e instanceof RangeError ? "it nests too deeply" : (e as Error).message
+    return Result.fail(failure(400, `the body is not valid JSON: ${reason}`, "invalid_request_error", { code: "invalid_json" }))
   }
   return Result.mapError(
     Schema.decodeUnknownResult(schema)(json, { errors: "all" }),
@@ -140,6 +169,8 @@ const decodeBody = <S extends Schema.Decoder<unknown>>(schema: S, text: string):
   )
 }
 
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
 const sse = (data: unknown) => new TextEncoder().encode(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`)
 
 const usageOf = (r: GenerationResult): Api.Usage => ({
@@ -148,22 +179,87 @@ const usageOf = (r: GenerationResult): Api.Usage => ({
   total_tokens: r.promptTokens + r.completionTokens
 })
 
-interface Route {
-  readonly method: "GET" | "POST"
-  readonly path: string
-  readonly open: boolean
-  readonly handle: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiFailure, HttpServerRequest.HttpServerRequest | Scope.Scope>
+// ---------------------------------------------------------------------------------------------------------------
+// Auth and request guards
+
+const digest = (text: string) => createHash("sha256").update(text, "utf8").digest()
+
+/**
+ * `Authorization: Bearer <key>` with the scheme in any case (RFC 9110 §11.1). The keys are compared as SHA-256
+ * digests with `timingSafeEqual`, so neither the key's length nor its first wrong byte shows in the timing.
+ */
+export const bearerMatches = (header: string | undefined, key: Redacted.Redacted<string>): boolean => {
+  const match = /^\s*bearer\s+(\S+)\s*$/i.exec(header ?? "")
+  return timingSafeEqual(digest(match?.[1] ?? ""), digest(Redacted.value(key))) && match !== null
 }
 
-/** The HTTP app: a request in, a response out. Needs the engine and the metrics. */
+const wildcardHosts: ReadonlySet<string> = new Set(["0.0.0.0", "::", "[::]", ""])
+const loopbackHosts: ReadonlySet<string> = new Set(["localhost", "127.0.0.1", "::1", "[::1]"])
+
+/** Whether `host` (a bind address) is reachable from this machine only. */
+export const isLoopbackHost = (host: string): boolean => loopbackHosts.has(host.toLowerCase()) || /^127\./.test(host)
+
+/** The warning for a server that anyone on the network can use, or undefined. */
+export const bindWarning = (host: string, apiKey: Redacted.Redacted<string> | undefined): string | undefined =>
+  apiKey !== undefined || isLoopbackHost(host)
+    ? undefined
+    : `listening on ${host} without an API key: anyone who can reach this address can use the server; set --api-key (or SERVE_API_KEY)`
+
+/** The host name of a Host header: `[::1]:8000` -> `[::1]`, `LocalHost:80` -> `localhost`. */
+const hostName = (header: string): string => {
+  const h = header.trim().toLowerCase()
+  if (h.startsWith("[")) return h.slice(0, h.indexOf("]") + 1)
+  const colon = h.indexOf(":")
+  return colon < 0 ? h : h.slice(0, colon)
+}
+
+/**
+ * The Host names a server without an API key answers (DNS rebinding: a page on evil.example that resolves its
+ * name to 127.0.0.1 sends `Host: evil.example`): loopback, and the bound address when it is a specific one.
+ * Undefined (no check) for a wildcard bind, which `bindWarning` already reports.
+ */
+const allowedHostsOf = (host: string): ReadonlySet<string> | undefined => {
+  const bound = host.toLowerCase()
+  if (wildcardHosts.has(bound)) return undefined
+  return new Set([...loopbackHosts, bound.includes(":") && !bound.startsWith("[") ? `[${bound}]` : bound])
+}
+
+const mediaType = (header: string | undefined) => (header ?? "").split(";")[0]!.trim().toLowerCase()
+const isJsonMediaType = (type: string) => type === "application/json" || /^application\/[\w.+-]*\+json$/.test(type)
+
+/** The method + path table of the contract, for 404 and 405 (with the methods a path takes). */
+const routeTable = (() => {
+  const table = new Map<string, Array<string>>()
+  HttpApi.reflect(Api.ServeApi, {
+    onGroup() {},
+    onEndpoint({ endpoint }) {
+      table.set(endpoint.path, [...(table.get(endpoint.path) ?? []), endpoint.method])
+    }
+  })
+  table.set(Api.paths.openapi, ["GET"])
+  return table
+})()
+
+// ---------------------------------------------------------------------------------------------------------------
+// The app
+
+type Handled = Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | Scope.Scope>
+
+/** Turns a handler's `ApiFailure` into its response (status, `Retry-After`, `WWW-Authenticate`). */
+const respond = <A, R>(effect: Effect.Effect<A, ApiFailure, R>): Effect.Effect<A | HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.catchTag(effect, "ApiFailure", (f) => Effect.succeed(failureResponse(f)))
+
+/** The HTTP app: a request in, a response out. Needs the engine and the metrics; its routes live in `scope`. */
 export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
   const engine = yield* InferenceEngine
   const metrics = yield* ServerMetrics
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
   const maxBodySize = ByteSize.bytes(maxBodyBytes)
+  const maxPromptBytes = options.maxPromptBytes ?? 2048 * promptBytesPerToken
   const timeoutMs = options.requestTimeoutMs ?? 60_000
   const defaultPolicy = options.placeholderPolicy ?? "leave"
-  const apiKey = options.apiKey === undefined ? undefined : Redacted.value(options.apiKey)
+  const apiKey = options.apiKey
+  const allowedHosts = apiKey === undefined ? allowedHostsOf(options.host ?? "127.0.0.1") : undefined
 
   const readBody = <S extends Schema.Decoder<unknown>>(schema: S) =>
     Effect.gen(function*() {
@@ -172,15 +268,35 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       // built only when needed: a Schema error's constructor validates its fields, ~0.05 ms a request
       const tooLarge = () => failure(413, `the body is larger than the limit of ${maxBodyBytes} bytes`, "invalid_request_error", { code: "body_too_large" })
       if (declared > maxBodyBytes) return yield* tooLarge()
-      const text = yield* request.text.pipe(
+      const bytes = yield* request.arrayBuffer.pipe(
         Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize),
         Effect.mapError((e) =>
           e.reason._tag === "RequestParseError" && e.reason.reason === "BodyTooLarge"
             ? tooLarge()
             : failure(400, "the body could not be read", "invalid_request_error"))
       )
+      let text: string
+      try {
+        text = utf8.decode(bytes)
+      } catch {
+        return yield* failure(400, "the body is not valid UTF-8", "invalid_request_error", { code: "invalid_utf8" })
+      }
       return yield* Effect.fromResult(decodeBody(schema, text))
     })
+
+  /** Refuses a prompt field too long to fit the context, before it is tokenized or admitted. */
+  const checkPromptBytes = (field: string, ...texts: ReadonlyArray<string>) => {
+    let bytes = 0
+    for (const text of texts) bytes += Buffer.byteLength(text, "utf8")
+    return bytes <= maxPromptBytes
+      ? Effect.void
+      : Effect.fail(failure(
+        413,
+        `${field}: the prompt is ${bytes} bytes; this server takes at most ${maxPromptBytes} (it could not fit the context)`,
+        "invalid_request_error",
+        { param: field, code: "prompt_too_large" }
+      ))
+  }
 
   /** Runs a generation with the request timeout; interruption (timeout, disconnect) frees the slot. */
   const run = (request: GenerateRequest, hooks?: Parameters<typeof engine.generate>[1]) =>
@@ -278,7 +394,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
     const state = yield* engine.state
     switch (state._tag) {
       case "Ready":
-        return HttpServerResponse.jsonUnsafe({ status: "healthy", model_loaded: true } satisfies Api.HealthResponse)
+        return { status: "healthy", model_loaded: true } satisfies Api.HealthResponse
       case "Loading":
         return HttpServerResponse.jsonUnsafe({ status: "loading", model_loaded: false, detail: "Model not loaded" } satisfies Api.HealthResponse, { status: 503, headers: { "retry-after": "5" } })
       case "Failed":
@@ -289,10 +405,12 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
   const infer = Effect.gen(function*() {
     const started = performance.now()
     const body = yield* readBody(Api.InferRequest)
+    const context = contextText(body.context)
+    yield* checkPromptBytes("question", body.question, context)
     const maxLength = body.max_length ?? Api.inferDefaults.max_length
     const result = yield* run({
       model: body.model,
-      prompt: { _tag: "Seed", context: contextText(body.context), question: body.question },
+      prompt: { _tag: "Seed", context, question: body.question },
       maxTokens: maxLength,
       maxTotalTokens: { tokens: maxLength, field: "max_length" },
       temperature: body.temperature ?? Api.inferDefaults.temperature,
@@ -302,7 +420,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       stop: seedStops
     })
     const filled = yield* finish(result.text.trim(), body.context, body.placeholders ?? defaultPolicy)
-    return HttpServerResponse.jsonUnsafe({
+    return {
       answer: filled.text,
       confidence: result.confidence,
       model_version: options.modelVersion ?? result.model,
@@ -315,14 +433,18 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
         raw_answer: result.text,
         placeholders: filled.report
       }
-    } satisfies Api.InferResponse)
+    } satisfies Api.InferResponse
   })
+
+  const messageText = (m: Api.ChatMessage) => typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("")
 
   const chat = Effect.gen(function*() {
     const body = yield* readBody(Api.ChatCompletionRequest)
+    const context = contextText(body.context)
+    yield* checkPromptBytes("messages", context, ...body.messages.map(messageText))
     const request: GenerateRequest = {
       ...sampling(body, body.max_completion_tokens ?? body.max_tokens ?? Api.openAiDefaults.chatMaxTokens),
-      prompt: { _tag: "Chat", messages: body.messages, context: contextText(body.context) }
+      prompt: { _tag: "Chat", messages: body.messages, context }
     }
     const id = newId("chatcmpl")
     const created = now()
@@ -342,7 +464,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
     }
     const result = yield* run(request)
     const filled = yield* finish(result.text, body.context, body.placeholders ?? defaultPolicy)
-    return HttpServerResponse.jsonUnsafe({
+    return {
       id,
       object: "chat.completion",
       created,
@@ -350,12 +472,13 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       choices: [{ index: 0, message: { role: "assistant", content: filled.text }, finish_reason: result.finishReason }],
       usage: usageOf(result),
       metadata: { placeholders: filled.report, confidence: result.confidence }
-    } satisfies Api.ChatCompletion)
+    } satisfies Api.ChatCompletion
   })
 
   const completions = Effect.gen(function*() {
     const body = yield* readBody(Api.CompletionRequest)
     const prompt = typeof body.prompt === "string" ? body.prompt : body.prompt[0]
+    yield* checkPromptBytes("prompt", prompt)
     const request: GenerateRequest = {
       ...sampling(body, body.max_tokens ?? Api.openAiDefaults.completionMaxTokens),
       prompt: { _tag: "Raw", text: prompt }
@@ -375,12 +498,12 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
     }
     const result = yield* run(request)
     const filled = yield* finish(result.text, body.context, body.placeholders ?? defaultPolicy)
-    return HttpServerResponse.jsonUnsafe({
+    return {
       id, object: "text_completion", created, model: result.model,
       choices: [choice(filled.text, result.finishReason)],
       usage: usageOf(result),
       metadata: { placeholders: filled.report, confidence: result.confidence }
-    } satisfies Api.Completion)
+    } satisfies Api.Completion
   })
 
   const models = Effect.gen(function*() {
@@ -389,7 +512,7 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
     const data = state._tag === "Ready"
       ? state.models.map((m) => ({ id: m.id, object: "model" as const, created, owned_by: "finetune-finance", parent: m.parent ?? null }))
       : []
-    return HttpServerResponse.jsonUnsafe({ object: "list", data } satisfies Api.ModelList)
+    return { object: "list", data } satisfies Api.ModelList
   })
 
   const metricsText = Effect.gen(function*() {
@@ -400,47 +523,69 @@ export const makeApp = Effect.fnUntraced(function*(options: ServerOptions) {
       adapters: state._tag === "Ready" ? state.models.filter((m) => m.adapterPath !== undefined).length : 0,
       loaded: state._tag === "Ready"
     })
+    // set here, not by the schema's encoder: Prometheus reads the version parameter
     return HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
   })
 
-  const routes: ReadonlyArray<Route> = [
-    { method: "POST", path: Api.paths.infer, open: false, handle: infer },
-    { method: "GET", path: Api.paths.health, open: true, handle: health },
-    { method: "GET", path: Api.paths.ready, open: true, handle: health },
-    { method: "GET", path: Api.paths.live, open: true, handle: Effect.succeed(HttpServerResponse.jsonUnsafe({ status: "alive" })) },
-    { method: "GET", path: Api.paths.metrics, open: false, handle: metricsText },
-    { method: "POST", path: Api.paths.chatCompletions, open: false, handle: chat },
-    { method: "POST", path: Api.paths.completions, open: false, handle: completions },
-    { method: "GET", path: Api.paths.models, open: false, handle: models }
-  ]
+  // The POST handlers are raw: they read and validate the body with the contract's schemas themselves, so a bad
+  // body gets a 400 that names the field (HttpApi's own decoding answers an empty 400).
+  const appHandlers = HttpApiBuilder.group(Api.ServeApi, "app", (h) =>
+    h.handleRaw("infer", () => respond(infer))
+      .handle("health", () => health)
+      .handle("ready", () => health)
+      .handle("live", () => Effect.succeed({ status: "alive" as const })))
+  const openAiHandlers = HttpApiBuilder.group(Api.ServeApi, "openai", (h) =>
+    h.handleRaw("chatCompletions", () => respond(chat))
+      .handleRaw("completions", () => respond(completions))
+      .handle("models", () => models))
+  const opsHandlers = HttpApiBuilder.group(Api.ServeApi, "ops", (h) => h.handle("metrics", () => metricsText))
 
-  const authorized = (request: HttpServerRequest.HttpServerRequest) => {
-    if (apiKey === undefined) return true
-    const header = request.headers["authorization"] ?? ""
-    return header === `Bearer ${apiKey}`
+  const router = yield* HttpRouter.toHttpEffect(
+    HttpApiBuilder.layer(Api.ServeApi, { openapiPath: Api.paths.openapi }).pipe(
+      Layer.provide([appHandlers, openAiHandlers, opsHandlers]),
+      Layer.provide(HttpServer.layerServices)
+    )
+  ).pipe(Effect.provideService(HttpRouter.RouterConfig, { ignoreTrailingSlash: true }))
+
+  /** What a request fails before it reaches its handler, if anything. */
+  const refusal = (request: HttpServerRequest.HttpServerRequest, pathname: string): ApiFailure | undefined => {
+    const methods = routeTable.get(pathname)
+    if (methods === undefined) return failure(404, `no route ${request.method} ${pathname}`, "invalid_request_error", { code: "not_found" })
+    if (!methods.includes(request.method) && !(request.method === "HEAD" && methods.includes("GET"))) {
+      return failure(405, `${request.method} is not allowed on ${pathname}; use ${methods.join(", ")}`, "invalid_request_error", { code: "method_not_allowed" })
+    }
+    if (apiKey !== undefined) {
+      return Api.openPaths.has(pathname) || bearerMatches(request.headers["authorization"], apiKey)
+        ? undefined
+        : failure(401, "missing or wrong bearer token", "authentication_error", { code: "invalid_api_key" })
+    }
+    const host = request.headers["host"]
+    if (allowedHosts !== undefined && host !== undefined && !allowedHosts.has(hostName(host))) {
+      return failure(403, `Host ${JSON.stringify(host)} is not served: without an API key this server answers only ${[...allowedHosts].join(", ")} (set --api-key to serve other names)`, "permission_error", { code: "host_not_allowed" })
+    }
+    if (request.method === "POST" && !isJsonMediaType(mediaType(request.headers["content-type"]))) {
+      return failure(415, `a POST body must be sent as application/json (got ${JSON.stringify(request.headers["content-type"] ?? "no Content-Type")})`, "invalid_request_error", { code: "unsupported_media_type" })
+    }
+    return undefined
   }
 
   return Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const started = performance.now()
     const pathname = request.url.split("?")[0]!.replace(/\/+$/, "") || "/"
-    const matching = routes.filter((r) => r.path === pathname)
-    const route = matching.find((r) => r.method === request.method || (request.method === "HEAD" && r.method === "GET"))
-    const label = matching.length > 0 ? pathname : "unmatched"
-    const handled: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiFailure, HttpServerRequest.HttpServerRequest | Scope.Scope> =
-      route === undefined
-        ? Effect.fail(matching.length > 0
-          ? failure(405, `${request.method} is not allowed on ${pathname}; use ${matching.map((r) => r.method).join(", ")}`, "invalid_request_error", { code: "method_not_allowed" })
-          : failure(404, `no route ${request.method} ${pathname}`, "invalid_request_error", { code: "not_found" }))
-        : !route.open && !authorized(request)
-        ? Effect.fail(failure(401, "missing or wrong bearer token", "authentication_error", { code: "invalid_api_key" }))
-        : route.handle
+    const refused = refusal(request, pathname)
+    const label = routeTable.has(pathname) ? pathname : "unmatched"
+    const handled: Handled = refused === undefined
+      ? router.pipe(Effect.catchTag("HttpServerError", (e) =>
+        // the contract's table and the router agree, so this is only a path the router reads differently
+        e.reason._tag === "RouteNotFound"
+          ? Effect.succeed(failureResponse(failure(404, `no route ${request.method} ${pathname}`, "invalid_request_error", { code: "not_found" })))
+          : Effect.die(e))) as Handled
+      : Effect.succeed(failureResponse(refused))
     const response = yield* handled.pipe(
       // Effect's HTTP server runs the whole request uninterruptibly (HttpEffect.toHandled) and leaves it to the
-      // router to open the handler up, as HttpRouter does; without this a client that disconnects while its
-      // request waits for a slot is only noticed when the slot comes free, and the request then runs anyway
+      // router to open the handler up; opened here too, so the guards and the metrics see a disconnect as well
       Effect.interruptible,
-      Effect.catchTag("ApiFailure", (f) => Effect.succeed(failureResponse(f))),
       // a defect is logged with its cause; the client only learns that it happened
       Effect.catchCause((cause) =>
         Cause.hasInterruptsOnly(cause)
@@ -476,12 +621,29 @@ export interface ServeOptions extends ServerOptions {
   readonly engine: EngineOptions
 }
 
+/**
+ * Node's listener. `requestTimeout: 0` would also turn `headersTimeout` off, so a client that sends half a header
+ * and stalls would hold its socket forever: both are set, and checked every second (Node's default is 30 s).
+ * They bound receiving the request only; a long generation or stream is bounded by `requestTimeoutMs`.
+ */
+const nodeServer = (options: ServerOptions) => () => {
+  const headersTimeout = options.headersTimeoutMs ?? 20_000
+  return createServer({
+    headersTimeout,
+    requestTimeout: Math.max(options.bodyTimeoutMs ?? 60_000, headersTimeout),
+    connectionsCheckingInterval: Math.min(1_000, headersTimeout)
+  })
+}
+
 /** The whole server: engine, metrics, Node HTTP listener (the engine and the HttpServer stay visible). */
 export const layer = (options: ServeOptions) =>
-  serverLayer(options).pipe(
+  serverLayer({
+    ...options,
+    maxPromptBytes: options.maxPromptBytes ?? (options.engine.contextSize ?? 2048) * promptBytesPerToken
+  }).pipe(
     // the listener opens after the engine is built (its models keep loading in the background), so no request
     // reaches a socket that has no handler yet
-    Layer.provideMerge(NodeHttpServer.layer(() => createServer({ requestTimeout: 0 }), {
+    Layer.provideMerge(NodeHttpServer.layer(nodeServer(options), {
       host: options.host ?? "127.0.0.1",
       port: options.port ?? 8000,
       gracefulShutdownTimeout: options.gracefulShutdownMs ?? 20_000
@@ -498,9 +660,12 @@ export interface RunningServer {
 
 /**
  * Starts the server in the current scope and waits until its models are loaded (the pipeline's entry point:
- * `port: 0` picks a free port). Closing the scope drains and stops it.
+ * `port: 0` picks a free port). Closing the scope drains and stops it. A non-loopback bind without an API key is
+ * logged as a warning.
  */
 export const startServer = Effect.fn("Server.start")(function*(options: ServeOptions) {
+  const warning = bindWarning(options.host ?? "127.0.0.1", options.apiKey)
+  if (warning !== undefined) yield* Effect.logWarning(warning)
   const context = yield* Layer.build(layer(options))
   const server = Context.get(context, HttpServer.HttpServer)
   const models = yield* Context.get(context, InferenceEngine).awaitReady
