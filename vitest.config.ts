@@ -6,6 +6,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     // tfjs and llama.cpp hold process-wide state; forks keep test files isolated from each other
-    pool: "forks"
+    pool: "forks",
+    // the Python environment (managed .venv or FINETUNE_PYTHON), made once per run; forks inherit FINETUNE_PYTHON
+    globalSetup: ["test/support/pythonSetup.ts"]
   }
 })

@@ -263,6 +263,10 @@ export interface PythonEnvOptions {
   readonly envPython?: string | undefined
   /** where to look for a base interpreter to make the managed env with; defaults to process.env.PATH */
   readonly searchPath?: string | undefined
+  /** extra environment for every child process (an index URL, a uv cache folder); on top of process.env */
+  readonly env?: Readonly<Record<string, string>>
+  /** the oldest Python accepted; defaults to 3.10 (an option so the too-old path is testable on any machine) */
+  readonly minimumPython?: readonly [number, number]
 }
 
 export class PythonEnv extends Context.Service<PythonEnv, {
@@ -280,7 +284,10 @@ export class PythonEnv extends Context.Service<PythonEnv, {
         const progress = Option.getOrElse(yield* Effect.serviceOption(Progress), () => Progress.of({ update: () => Effect.void, line: () => Effect.void }))
         const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
         const fs = yield* FileSystem.FileSystem
-        const runProcess = makeRunner(spawner)
+        const spawn = makeRunner(spawner)
+        const runProcess: typeof spawn = (command, args, runOptions) =>
+          spawn(command, args, { ...runOptions, env: { ...options.env, ...runOptions.env } })
+        const minimum = options.minimumPython ?? minimumPython
         const projectRoot = options.projectRoot ?? defaultProjectRoot()
         const paths = managedPaths(projectRoot)
         const task = "python env"
@@ -327,10 +334,10 @@ export class PythonEnv extends Context.Service<PythonEnv, {
             })
           }
           const found = decoded.value
-          if (!isAtLeast(found.version, minimumPython)) {
+          if (!isAtLeast(found.version, minimum)) {
             return yield* new PythonEnvError({
               reason: "TooOld",
-              message: `${what} ${executable} is Python ${versionText(found)}; the Python side needs ${minimumPython.join(".")} or newer`
+              message: `${what} ${executable} is Python ${versionText(found)}; the Python side needs ${minimum.join(".")} or newer`
             })
           }
           const packages = Object.fromEntries(Object.entries(found.packages).map(([k, v]) => [normalizeName(k), v]))
@@ -375,7 +382,7 @@ export class PythonEnv extends Context.Service<PythonEnv, {
           return yield* new PythonEnvError({
             reason: tooOld.length > 0 ? "TooOld" : "NoPython",
             message: tooOld.length > 0
-              ? `no Python ${minimumPython.join(".")}+ found on PATH (${tooOld.join("; ")}); install python3.10 or newer, or pass --python PATH / set FINETUNE_PYTHON to an environment that has torch`
+              ? `no Python ${minimum.join(".")}+ found on PATH (${tooOld.join("; ")}); install python3.10 or newer, or pass --python PATH / set FINETUNE_PYTHON to an environment that has torch`
               : `no Python interpreter found on PATH (looked for ${names.join(", ")}); install Python 3.10+ (e.g. apt-get install python3 python3-pip), or pass --python PATH / set FINETUNE_PYTHON`
           })
         })
@@ -408,7 +415,7 @@ export class PythonEnv extends Context.Service<PythonEnv, {
           return paths.uv
         })
 
-        const uvEnv = { UV_PYTHON_DOWNLOADS: "never", UV_HTTP_TIMEOUT: "30", UV_NO_PROGRESS: "1", VIRTUAL_ENV: undefined }
+        const uvEnv = { UV_PYTHON_DOWNLOADS: "never", UV_HTTP_TIMEOUT: "30", UV_NO_PROGRESS: "1", VIRTUAL_ENV: undefined, ...options.env }
 
         const lockHash = Effect.gen(function*() {
           const lock = yield* readText(paths.lock, "the lock file")

@@ -1,0 +1,47 @@
+"""The engine's side of the pipe: one JSON object per stdout line, each with an `event` field (only rank 0 writes).
+
+Anything else a library prints to stdout is not JSON with an `event` and the TypeScript side logs it.
+"""
+import json
+import sys
+
+_out = sys.stdout
+_enabled = True
+
+
+def configure(enabled: bool) -> None:
+    global _enabled
+    _enabled = enabled
+
+
+def emit(event: str, **fields) -> None:
+    if not _enabled:
+        return
+    _out.write(json.dumps({"event": event, **fields}, allow_nan=False) + "\n")
+    _out.flush()
+
+
+def read_reply():
+    """The driver's answer to a `generations` event ({"rougeL": x}); None when no driver listens."""
+    line = sys.stdin.readline()
+    if line == "":
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+class EngineError(Exception):
+    """A failure the user should see as one clear line; `kind` is what the TypeScript side maps to a typed error."""
+
+    exit_codes = {"bad_job": 2, "bad_base_model": 3, "no_cuda": 4, "qlora_needs_cuda": 4, "missing_package": 4, "oom": 5}
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    @property
+    def exit_code(self) -> int:
+        return self.exit_codes.get(self.kind, 1)
