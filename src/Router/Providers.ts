@@ -1,12 +1,15 @@
 /**
- * The wire protocols of the providers the Router calls: our server's `/infer` (the app's contract),
- * OpenAI-compatible chat completions (Groq, our server's `/v1`, vLLM, ...), Gemini `generateContent` /
+ * The wire protocols of the providers the Router calls: our server's `/infer` (the app's contract, through the
+ * client derived from `Serving/Api.ts`), OpenAI-compatible chat completions (Groq, our server's `/v1`, vLLM, ...), Gemini `generateContent` /
  * `streamGenerateContent`, and Ollama `/api/generate`. Each call maps every way it can go wrong to a
  * `ProviderFailure` with a `kind`; timeouts, retries and breakers are the Router's business, not this file's.
  */
 import { Effect, Redacted, Result, Schema, Stream } from "effect"
 import { Ndjson, Sse } from "effect/encoding"
-import { HttpClient, HttpClientRequest, type HttpClientError, type HttpClientResponse } from "effect/http"
+import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpClientError, type HttpClientResponse } from "effect/http"
+import { InferRequest as ApiInferRequest } from "../Serving/Api.ts"
+import type * as Api from "../Serving/Api.ts"
+import * as ApiClient from "../Serving/ApiClient.ts"
 import { type FailureKind, ProviderFailure } from "./Errors.ts"
 import type { ProviderConfig } from "./RouterConfig.ts"
 
@@ -41,13 +44,6 @@ export interface Completion {
 // response shapes (only the fields we read; providers add many more)
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
-const InferReply = Schema.Struct({
-  answer: Schema.String,
-  confidence: Schema.optionalKey(Schema.Finite),
-  model_version: Schema.optionalKey(Schema.String),
-  // our server's extension of the app's contract
-  metadata: Schema.optionalKey(Schema.Struct({ prompt_tokens: Count, completion_tokens: Count }))
-})
 const OpenAiReply = Schema.Struct({
   model: Schema.optionalKey(Schema.String),
   usage: Schema.optionalKey(Schema.NullOr(Schema.Struct({ prompt_tokens: Count, completion_tokens: Count }))),
@@ -85,7 +81,6 @@ const decoder = <S extends Schema.Decoder<unknown>>(schema: S) => {
     Result.mapError(decode(text), (e) =>
       new ProviderFailure({ provider, kind: "malformed", detail: `unexpected response body: ${truncate(e.message, 300)}` }))
 }
-const decodeInfer = decoder(InferReply)
 const decodeOpenAi = decoder(OpenAiReply)
 const decodeOpenAiChunk = decoder(OpenAiChunk)
 const decodeGemini = decoder(GeminiReply)
@@ -187,6 +182,9 @@ const ollamaBody = (p: ProviderConfig, prompt: ProviderPrompt, stream: boolean) 
   }
 })
 
+/** A provider other than our own server (whose `/infer` goes through the contract's client). */
+export type RemoteProvider = ProviderConfig & { readonly kind: Exclude<ProviderConfig["kind"], "local-infer"> }
+
 /** One HTTP call as plain data: what `complete` hands to `fetch` and `stream` to Effect's `HttpClient`. */
 export interface ProviderCall {
   readonly url: string
@@ -199,25 +197,12 @@ const json = { "content-type": "application/json" }
 
 /** The HTTP call for one attempt (`key` is the API key for this attempt, if the provider uses keys). */
 export const buildCall = (
-  p: ProviderConfig,
+  p: RemoteProvider,
   key: Redacted.Redacted<string> | undefined,
   prompt: ProviderPrompt,
   stream: boolean
 ): ProviderCall => {
   switch (p.kind) {
-    case "local-infer":
-      return {
-        url: `${p.baseUrl}/infer`,
-        headers: json,
-        body: JSON.stringify({
-          question: prompt.question,
-          context: prompt.context,
-          max_length: prompt.maxTokens ?? p.maxTokens,
-          temperature: prompt.temperature ?? p.temperature,
-          ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
-          ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
-        })
-      }
     case "openai":
       return {
         url: `${p.baseUrl}/chat/completions`,
@@ -239,7 +224,7 @@ export const buildCall = (
 
 /** The same call as an Effect `HttpClientRequest` (the streaming path reads its body as an Effect `Stream`). */
 export const buildRequest = (
-  p: ProviderConfig,
+  p: RemoteProvider,
   key: Redacted.Redacted<string> | undefined,
   prompt: ProviderPrompt,
   stream: boolean
@@ -265,15 +250,11 @@ const describeFetchError = (e: unknown): string => {
   return code === undefined || e.message.includes(code) ? e.message : `${e.message} (${code})`
 }
 
-const fromReply = (p: ProviderConfig, body: string): Result.Result<Completion, ProviderFailure> => {
+const fromReply = (
+  p: RemoteProvider,
+  body: string
+): Result.Result<Completion, ProviderFailure> => {
   switch (p.kind) {
-    case "local-infer":
-      return Result.map(decodeInfer(p.name, body), (r) => ({
-        text: r.answer,
-        ...(r.confidence !== undefined ? { confidence: r.confidence } : {}),
-        ...(r.model_version !== undefined ? { modelVersion: r.model_version } : {}),
-        ...usage(r.metadata?.prompt_tokens, r.metadata?.completion_tokens)
-      }))
     case "openai":
       return Result.map(decodeOpenAi(p.name, body), (r) => ({
         text: r.choices[0].message.content ?? "",
@@ -306,7 +287,9 @@ export const complete = (
   key: Redacted.Redacted<string> | undefined,
   prompt: ProviderPrompt
 ): Effect.Effect<Completion, ProviderFailure> => {
-  const call = buildCall(p, key, prompt, false)
+  if (p.kind === "local-infer") return completeInfer(fetch, p, prompt)
+  const remote: RemoteProvider = { ...p, kind: p.kind }
+  const call = buildCall(remote, key, prompt, false)
   return Effect.flatMap(
     Effect.tryPromise({
       try: async (signal) => {
@@ -324,11 +307,80 @@ export const complete = (
         e instanceof ProviderFailure ? e : new ProviderFailure({ provider: p.name, kind: "connection", detail: truncate(describeFetchError(e), 300) })
     }),
     ({ response, body }) => {
-      if (response.status < 300) return Effect.fromResult(fromReply(p, body))
+      if (response.status < 300) return Effect.fromResult(fromReply(remote, body))
       return Effect.fail(failureOfStatus(p.name, response.status, response.headers.get("retry-after") ?? undefined, body))
     }
   )
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// our server's /infer, through the contract's client
+
+/** One derived `/infer` client per server (building it walks the contract once). */
+const inferClients = new Map<string, Effect.Success<ReturnType<typeof ApiClient.makeInfer>>>()
+const inferClientFor = (baseUrl: string) => {
+  let client = inferClients.get(baseUrl)
+  if (client === undefined) {
+    client = Effect.runSync(ApiClient.makeInfer(baseUrl).pipe(Effect.provide(FetchHttpClient.layer)))
+    inferClients.set(baseUrl, client)
+  }
+  return client
+}
+
+/** The `/infer` body for a prompt; fields the prompt and the provider leave open get the contract's defaults. */
+const inferPayload = (p: ProviderConfig, prompt: ProviderPrompt): Api.InferRequest => ({
+  question: prompt.question,
+  context: prompt.context,
+  max_length: prompt.maxTokens ?? p.maxTokens,
+  temperature: prompt.temperature ?? p.temperature,
+  ...(prompt.topK !== undefined ? { top_k: prompt.topK } : {}),
+  ...(prompt.topP !== undefined ? { top_p: prompt.topP } : {})
+})
+
+const validInfer = Schema.decodeUnknownResult(ApiInferRequest)
+
+/** What went wrong in a call through the derived client, as a ProviderFailure. */
+const clientFailure = (provider: string) => (e: HttpClientError.HttpClientError | Schema.SchemaError): ProviderFailure => {
+  if (Schema.isSchemaError(e)) {
+    return new ProviderFailure({ provider, kind: "malformed", detail: `unexpected response body: ${truncate(e.message, 300)}` })
+  }
+  switch (e.reason._tag) {
+    case "TransportError":
+      return new ProviderFailure({ provider, kind: "connection", detail: truncate(describeFetchError(e.reason.cause) || e.reason.message, 300) })
+    case "EncodeError":
+    case "InvalidUrlError":
+      return new ProviderFailure({ provider, kind: "bad_request", detail: truncate(e.reason.message, 300) })
+    default:
+      return new ProviderFailure({ provider, kind: "malformed", detail: `unexpected response body: ${truncate(e.reason.message, 300)}` })
+  }
+}
+
+/**
+ * `POST /infer` through the client derived from the contract, on the Router's `fetch`. The head comes back raw
+ * (`response-only`), so a non-2xx keeps its status and Retry-After for the Router; a 2xx is decoded with the
+ * contract's schema.
+ */
+const completeInfer = (fetch: Fetch, p: ProviderConfig, prompt: ProviderPrompt): Effect.Effect<Completion, ProviderFailure> =>
+  Effect.gen(function*() {
+    // checked here, so a request the contract refuses is a bad request and not a malformed reply
+    const payload = yield* Effect.fromResult(validInfer(inferPayload(p, prompt))).pipe(
+      Effect.mapError((e) => new ProviderFailure({ provider: p.name, kind: "bad_request", detail: truncate(e.message, 300) }))
+    )
+    const response = yield* inferClientFor(p.baseUrl)({ payload, responseMode: "response-only" }).pipe(
+      Effect.mapError(clientFailure(p.name))
+    )
+    if (response.status >= 300) return yield* Effect.flatMap(statusFailure(p.name, response), Effect.fail)
+    const reply = yield* ApiClient.decodeInferResponse(response).pipe(
+      Effect.mapError((e) => Schema.isSchemaError(e) || "reason" in e ? clientFailure(p.name)(e) : new ProviderFailure({ provider: p.name, kind: "malformed", detail: e.detail }))
+    )
+    const completion: Completion = {
+      text: reply.answer,
+      confidence: reply.confidence,
+      modelVersion: reply.model_version,
+      ...usage(reply.metadata?.prompt_tokens, reply.metadata?.completion_tokens)
+    }
+    return completion
+  }).pipe(Effect.provideService(FetchHttpClient.Fetch, fetch as typeof globalThis.fetch))
 
 const sseData = (provider: string) => (self: Stream.Stream<Uint8Array, ProviderFailure>) =>
   self.pipe(
@@ -354,7 +406,7 @@ export const stream = (
     return Stream.fail(new ProviderFailure({ provider: p.name, kind: "unsupported", detail: "provider does not stream" }))
   }
   return Stream.unwrap(
-    client.execute(buildRequest(p, key, prompt, true)).pipe(
+    client.execute(buildRequest({ ...p, kind: p.kind }, key, prompt, true)).pipe(
       Effect.mapError(transportFailure(p.name)),
       Effect.flatMap((response) =>
         response.status >= 300 ? Effect.flatMap(statusFailure(p.name, response), Effect.fail) : Effect.succeed(response)
