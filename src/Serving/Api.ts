@@ -249,20 +249,6 @@ export const sseDone = "[DONE]"
  * gets 400 with the field named in `error.param` and `detail` (`max_length: Expected an integer, got 1.5`), not
  * HttpApi's empty 400.
  */
-export const errorStatuses = {
-  badRequest: 400,
-  unauthorized: 401,
-  notFound: 404,
-  methodNotAllowed: 405,
-  payloadTooLarge: 413,
-  unsupportedMediaType: 415,
-  unfilledPlaceholders: 422,
-  queueFull: 429,
-  internal: 500,
-  unavailable: 503,
-  timeout: 504
-} as const
-
 const errorAt = (status: number, description: string) =>
   ErrorBody.pipe(HttpApiSchema.status(status), Schema.annotate({ description }))
 
@@ -270,6 +256,7 @@ const errorAt = (status: number, description: string) =>
 const generationErrors = [
   errorAt(400, "the body is not JSON, not UTF-8, or fails validation (the field is named); or the prompt does not fit"),
   errorAt(401, "missing or wrong bearer token (when the server has an API key)"),
+  errorAt(403, "a server without an API key answers only loopback Host names (DNS rebinding)"),
   errorAt(404, "the `model` names no loaded adapter"),
   errorAt(413, "the body, or a prompt field, is larger than the server takes (the field is named)"),
   errorAt(415, "a POST that is not application/json, from a server without an API key (a browser's cross-site form)"),
