@@ -6,13 +6,21 @@
  * Prompts use the training layout (`formatPrompt` from the Dataset stage, `seed` layout by default), so the model
  * sees exactly what it was fine-tuned on. The answer is the model's own text, placeholders included (no server
  * fills them here), and generation stops at the next `Question:`/`Context:` turn.
- * The llama.cpp runtime is the project's shared one (`LlamaCpp` from the Training stage: prebuilt binaries only).
+ * The llama.cpp runtime is the project's shared one (`LlamaCpp` from Model: prebuilt binaries only), and so is
+ * its thread policy: without `threads`, the count follows the model's size and the machine's free cores.
+ *
+ * Interruption (Ctrl-C, a timeout) stops llama.cpp after the token in flight and waits for it: the context is
+ * disposed only once no generation runs on it (disposing it under a running one made node-llama-cpp throw an
+ * uncaught DisposedError from its batch loop).
  */
 import { Effect, Layer, Queue } from "effect"
 import { LlamaCompletion } from "node-llama-cpp"
+import { describeThreads } from "../Model/LlamaCpp.ts"
 import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
 import { LlamaCpp } from "../Model/LlamaCpp.ts"
+import { finishedText } from "../Model/TokenText.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
+import { causeKind, describeCause } from "../Shared/Errors.ts"
 
 export interface LlamaCppOptions {
   readonly model: string
@@ -20,7 +28,7 @@ export interface LlamaCppOptions {
   readonly concurrency?: number | undefined
   readonly contextSize?: number | undefined
   readonly layout?: PromptLayout | undefined
-  /** CPU threads per evaluation (default: node-llama-cpp's choice) */
+  /** llama.cpp CPU threads (default: the thread policy, `chooseThreads` in Model/LlamaCpp.ts) */
   readonly threads?: number | undefined
 }
 
@@ -29,24 +37,16 @@ export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, 
     Generator,
     Effect.gen(function*() {
       const source = options.adapter === undefined ? `llama:${options.model}` : `llama:${options.model} + ${options.adapter}`
-      const fail = (e: unknown) => new GenerationError({ source, detail: e instanceof Error ? e.message : String(e) })
+      const fail = (e: unknown) => new GenerationError({ source, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
       const slots = Math.max(1, options.concurrency ?? 1)
       const llamaCpp = yield* LlamaCpp
-      const model = yield* llamaCpp.loadModel({ modelPath: options.model }).pipe(Effect.mapError((e) => fail(e.message)))
-      const context = yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: () =>
-            model.createContext({
-              contextSize: options.contextSize ?? 2048,
-              // on a shared or small machine llama.cpp's spinning threads can slow it 100x: let the user cap them
-              ...(options.threads !== undefined ? { threads: options.threads } : {}),
-              sequences: slots,
-              ...(options.adapter !== undefined ? { lora: { adapters: [{ filePath: options.adapter }] } } : {})
-            }),
-          catch: fail
-        }),
-        (c) => Effect.promise(() => c.dispose())
-      )
+      const model = yield* llamaCpp.loadModel({ modelPath: options.model }).pipe(Effect.mapError((e) => new GenerationError({ source, detail: e.message, kind: e.kind })))
+      const context = yield* llamaCpp.createContext(model, {
+        contextSize: options.contextSize ?? 2048,
+        sequences: slots,
+        ...(options.adapter !== undefined ? { lora: { adapters: [{ filePath: options.adapter }] } } : {})
+      }, options.threads).pipe(Effect.mapError((e) => fail(e.detail)))
+      yield* Effect.logInfo(`llama.cpp: ${describeThreads(yield* llamaCpp.threads)}`)
       const loaded = {
         completions: Array.from({ length: slots }, () => {
           const sequence = context.getSequence()
@@ -63,23 +63,30 @@ export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, 
         const answer = yield* Effect.acquireUseRelease(
           Queue.take(pool),
           (slot) =>
-            Effect.tryPromise({
-              try: async (signal) => {
+            Effect.callback<string, ReturnType<typeof fail>>((resume) => {
+              const controller = new AbortController()
+              const done = (async () => {
                 await slot.sequence.clearHistory()
                 return await slot.completion.generateCompletion(prompt, {
                   maxTokens: request.maxTokens,
                   temperature: request.temperature,
                   seed: request.seed,
                   customStopTriggers: ["\nQuestion:", "\nContext:"],
-                  signal,
+                  signal: controller.signal,
                   stopOnAbortSignal: true
                 })
-              },
-              catch: fail
+              })()
+              done.then((text) => resume(Effect.succeed(text)), (e) => resume(Effect.fail(fail(e))))
+              // on interruption: stop after the token in flight, and finish only once llama.cpp has
+              return Effect.promise(() => {
+                controller.abort()
+                return done.then(() => undefined, () => undefined)
+              })
             }),
           (slot) => Queue.offer(pool, slot)
         )
-        const text = answer.trim()
+        // the one rendering rule of both engines (llama.cpp already holds back an unfinished character)
+        const text = finishedText(answer).trim()
         return { answer: text, rawAnswer: text, modelVersion: source, latencyMs: Date.now() - started }
       })
       return Generator.of({ describe: source, generate })

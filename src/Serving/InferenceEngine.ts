@@ -12,7 +12,7 @@
  */
 import { Context, Deferred, Effect, Layer, Queue, Ref, Schema, Semaphore } from "effect"
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp"
-import { LlamaCpp } from "../Model/LlamaCpp.ts"
+import { LlamaCpp, type ThreadState } from "../Model/LlamaCpp.ts"
 import { NodeServices } from "@effect/platform-node"
 import * as Path from "node:path"
 import type { FinishReason } from "./Api.ts"
@@ -106,8 +106,8 @@ export interface EngineOptions {
   readonly queueSize?: number
   /** tokens per sequence, prompt and answer together (default: 2048, at most the model's training context) */
   readonly contextSize?: number
-  /** CPU threads for evaluation (default: node-llama-cpp's choice) */
-  readonly threads?: number
+  /** llama.cpp CPU threads in all (default: the thread policy, `chooseThreads` in Model/LlamaCpp.ts) */
+  readonly threads?: number | undefined
   /** "auto": node-llama-cpp's CUDA/Vulkan/Metal build where a GPU is present; "off": CPU only */
   readonly gpu?: "auto" | "off"
   /** runs before loading starts, while the server already answers (e.g. fetching weights; tests hold it) */
@@ -119,6 +119,8 @@ export interface ModelInfo {
   /** the adapter file, or undefined for the base */
   readonly adapterPath: string | undefined
   readonly parent: string | undefined
+  /** llama.cpp's threads when the models finished loading (they follow the machine's load in auto mode) */
+  readonly threads: ThreadState
 }
 
 export interface GenerateRequest {
@@ -168,6 +170,8 @@ export interface EngineStats {
   readonly queueSize: number
   readonly completionTokens: number
   readonly generationSeconds: number
+  /** llama.cpp's threads now */
+  readonly threads: ThreadState
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -259,30 +263,31 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     )
     const contextSize = Math.min(options.contextSize ?? 2048, model.trainContextSize)
     const baseId = options.baseName ?? modelIdOf(options.base)
-    const specs: Array<ModelInfo & { readonly scale: number }> = [
+    const specs: Array<Omit<ModelInfo, "threads"> & { readonly scale: number }> = [
       { id: baseId, adapterPath: undefined, parent: undefined, scale: 1 },
       ...(options.adapters ?? []).map((a) => ({ id: a.name, adapterPath: a.path, parent: baseId, scale: a.scale ?? 1 }))
     ]
-    const served = new Map<string, Served>()
+    const contexts: Array<{ readonly spec: (typeof specs)[number]; readonly context: LlamaContext; readonly pool: Queue.Queue<LlamaContextSequence> }> = []
     for (const spec of specs) {
-      if (served.has(spec.id)) {
+      if (contexts.some((c) => c.spec.id === spec.id)) {
         return yield* new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: `duplicate model name "${spec.id}"` })
       }
-      const context = yield* Effect.tryPromise({
-        try: () =>
-          model.createContext({
-            sequences: parallel,
-            contextSize: contextSize * parallel,
-            ...(options.threads === undefined ? {} : { threads: options.threads }),
-            ...(spec.adapterPath === undefined ? {} : { lora: { adapters: [{ filePath: spec.adapterPath, scale: spec.scale }] } })
-          }),
-        catch: (e) => new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: String((e as Error)?.message ?? e) })
-      })
-      yield* Effect.addFinalizer(() => Effect.promise(() => context.dispose()))
+      const context = yield* llamaCpp.createContext(model, {
+        sequences: parallel,
+        contextSize: contextSize * parallel,
+        ...(spec.adapterPath === undefined ? {} : { lora: { adapters: [{ filePath: spec.adapterPath, scale: spec.scale }] } })
+      }, options.threads).pipe(
+        Effect.mapError((e) => new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: e.detail }))
+      )
       const pool = yield* Queue.bounded<LlamaContextSequence>(parallel)
       for (let i = 0; i < parallel; i++) Queue.offerUnsafe(pool, context.getSequence())
-      served.set(spec.id, { info: { id: spec.id, adapterPath: spec.adapterPath, parent: spec.parent }, context, pool })
+      contexts.push({ spec, context, pool })
     }
+    const threads = yield* llamaCpp.threads
+    const served = new Map<string, Served>(contexts.map(({ spec, context, pool }) => [
+      spec.id,
+      { info: { id: spec.id, adapterPath: spec.adapterPath, parent: spec.parent, threads }, context, pool }
+    ]))
     const defaultModel = options.defaultModel ?? specs[specs.length > 1 ? 1 : 0]!.id
     if (!served.has(defaultModel)) {
       return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}` })
@@ -393,7 +398,8 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
   return InferenceEngine.of({
     state: Ref.get(state),
     awaitReady: Deferred.await(loaded).pipe(Effect.map((l) => [...l.served.values()].map((s) => s.info))),
-    stats: Effect.sync(() => ({
+    stats: Effect.map(llamaCpp.threads, (threads) => ({
+      threads,
       active: counters.active,
       queued: counters.queued,
       parallel,
