@@ -8,6 +8,7 @@
 import { Config, Console, Effect, FileSystem, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
+import { describeThreads } from "../Model/LlamaCpp.ts"
 import { PlaceholderPolicy } from "./Api.ts"
 import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
@@ -127,7 +128,9 @@ export const serveCommand = Command.make("serve", {
   parallel: Flag.Int("parallel").pipe(Flag.withDefault(4), Flag.withDescription("generations that run at once (sequences per context)")),
   queue: Flag.Int("queue").pipe(Flag.withDefault(32), Flag.withDescription("requests that may wait for a slot; beyond it: 429 with Retry-After")),
   contextSize: Flag.Int("context-size").pipe(Flag.withDefault(2048), Flag.withDescription("tokens per request, prompt and answer together")),
-  threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("CPU threads per evaluation (default: node-llama-cpp's choice)")),
+  threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription(
+    "llama.cpp CPU threads (default: auto, from the model's size and the cores other processes leave free, re-measured every 0.5 s)"
+  )),
   gpu: Flag.Literals("gpu", ["auto", "off"]).pipe(Flag.withDefault("auto" as const), Flag.withDescription("auto: CUDA/Vulkan/Metal where present; off: CPU")),
   defaultModel: Flag.String("default-model").pipe(Flag.optional, Flag.withDescription("model for requests that name none (default: the first adapter)")),
   modelVersion: Flag.String("model-version").pipe(Flag.optional, Flag.withDescription("model_version reported by /infer")),
@@ -168,7 +171,8 @@ export const serveCommand = Command.make("serve", {
     yield* Console.error(`loading ${flags.base}${adapters.length > 0 ? ` with ${adapters.map((a) => a.name).join(", ")}` : ""} …`)
     // the listener is up while the models load (/health answers 503 until then)
     const running = yield* Server.startServer(options)
-    yield* Console.error(`serving ${running.models.map((m) => m.id).join(", ")} on ${running.url} (${options.apiKey === undefined ? "no auth" : "bearer auth"}); POST /infer, /v1/chat/completions, /v1/completions`)
+    const threads = running.models[0] === undefined ? "" : `, llama.cpp ${describeThreads(running.models[0].threads)}`
+    yield* Console.error(`serving ${running.models.map((m) => m.id).join(", ")} on ${running.url} (${options.apiKey === undefined ? "no auth" : "bearer auth"}${threads}); POST /infer, /v1/chat/completions, /v1/completions`)
     return yield* Effect.never
   }).pipe(
     Effect.scoped,
