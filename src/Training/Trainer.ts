@@ -37,11 +37,12 @@ import {
   packBatch,
   padBatch,
   type TokenizedExample,
+  hasAnswerTokens,
   tokenizeExample
 } from "./Collate.ts"
 import { Device, parameterCount } from "../Model/Device.ts"
 import { generate } from "../Model/Generation.ts"
-import { DenseLinear, LlamaModel, outputLinearName } from "../Model/LlamaModel.ts"
+import { DenseLinear, droppedWindowWarning, LlamaModel, outputLinearName } from "../Model/LlamaModel.ts"
 import { AdapterConfig, type LoraSettings, resolveTargets } from "../Model/AdapterConfig.ts"
 import { DropoutContext, isLoraLayer, type LoraLayer, loraTransform } from "../Model/Lora.ts"
 import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
@@ -113,7 +114,8 @@ export interface TrainLog {
 export interface EvalLog {
   readonly type: "eval"
   readonly step: number
-  readonly evalLoss: number
+  /** null when the validation set has no answer token */
+  readonly evalLoss: number | null
   readonly rougeL: number | null
 }
 
@@ -357,7 +359,7 @@ const defaultProgress = (totalSteps: number) => {
   const tty = process.stderr.isTTY === true
   return (log: TrainLog | EvalLog) => {
     if (log.type === "eval") {
-      const line = `eval step ${log.step}: loss ${log.evalLoss.toFixed(4)}${log.rougeL === null ? "" : ` rougeL ${log.rougeL.toFixed(4)}`}`
+      const line = `eval step ${log.step}: loss ${log.evalLoss === null ? "n/a (no validation answer tokens)" : log.evalLoss.toFixed(4)}${log.rougeL === null ? "" : ` rougeL ${log.rougeL.toFixed(4)}`}`
       process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`)
       return
     }
@@ -397,8 +399,24 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   // data
   const tok = input.tokenizer
   const tokenize = (ex: TrainExample): TokenizedExample => tokenizeExample(tok, ex, config.maxSeqLength)
-  const train = input.train.map(tokenize)
-  const validation = input.validation.map(tokenize)
+  // rows truncation leaves without an answer token carry no loss: left out (and counted), never averaged to 0
+  const [train, validation] = [input.train, input.validation].map((examples) => examples.map(tokenize).filter(hasAnswerTokens))
+  for (const [what, all, kept] of [["training", input.train, train], ["validation", input.validation, validation]] as const) {
+    const dropped = all.length - kept!.length
+    if (dropped > 0) {
+      yield* Effect.logWarning(
+        `${dropped} of ${all.length} ${what} examples have no answer token within maxSeqLength ${config.maxSeqLength}: left out of the loss`
+      )
+    }
+  }
+  if (train!.length === 0) {
+    return yield* new TrainError({
+      stage: "data",
+      detail: `no training example has an answer token within maxSeqLength ${config.maxSeqLength} (raise --max-seq-length)`
+    })
+  }
+  const windowWarning = droppedWindowWarning(input.modelConfig, config.maxSeqLength)
+  if (windowWarning !== undefined) yield* Effect.logWarning(windowWarning)
   const genSample = input.validation.slice(0, config.evalGenerationSamples).map((ex) => ({
     prompt: [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))],
     reference: ex.text.slice(ex.answerStart, ex.answerEnd)
@@ -494,12 +512,10 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     stepsThisRun: 0
   }
 
-  // resume
+  // resume: from the newest checkpoint that loads; a corrupt one (torn by a crash) falls back to the one before
   if (options.resume === true) {
     const steps = yield* listCheckpoints(runDir).pipe(Effect.mapError(toTrainError("resume")))
-    const newest = steps.at(-1)
-    if (newest !== undefined) {
-      const dir = path.join(runDir, checkpointName(newest))
+    const restore = Effect.fnUntraced(function*(dir: string) {
       const loaded = yield* loadCheckpoint(dir).pipe(Effect.mapError(toTrainError("resume")))
       if (loaded.scheduler.totalSteps !== totalSteps) {
         return yield* new TrainError({
@@ -526,12 +542,47 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
         try: () => optimizer.loadState(trainee.variableNames, loaded.optimizer, loaded.optimizerStep),
         catch: toTrainError("resume")
       })
+      return loaded
+    })
+    let resumed: { readonly step: number; readonly loaded: Effect.Success<ReturnType<typeof restore>> } | undefined
+    const corrupt: Array<string> = []
+    for (const step of [...steps].reverse()) {
+      const dir = path.join(runDir, checkpointName(step))
+      const attempt = yield* Effect.result(restore(dir))
+      if (attempt._tag === "Success") {
+        resumed = { step, loaded: attempt.success }
+        break
+      }
+      // a config mismatch is the user's to fix, not a torn file to skip
+      if (attempt.failure.detail.includes("steps but this config gives")) return yield* attempt.failure
+      corrupt.push(`${checkpointName(step)} (${attempt.failure.detail})`)
+      yield* Effect.logWarning(`${dir} cannot be loaded (${attempt.failure.detail}); trying the previous checkpoint`)
+    }
+    if (resumed === undefined && corrupt.length > 0) {
+      return yield* new TrainError({
+        stage: "resume",
+        detail: `no checkpoint in ${runDir} can be loaded: ${corrupt.join("; ")}. ` +
+          "Delete the broken checkpoint folders to start over from the last good one, or run without --resume to start from step 0"
+      })
+    }
+    if (resumed !== undefined) {
+      const { step: newest, loaded } = resumed
+      const dir = path.join(runDir, checkpointName(newest))
       state.trainer = { ...loaded.trainer }
       state.lastSaved = newest
       state.evals = loaded.trainer.evaluations.map((e) => ({ type: "eval", ...e }))
-      // metrics written after this checkpoint by the interrupted run are replayed by this one
+      // metrics written after this checkpoint by the interrupted run are replayed by this one; a line torn by a
+      // crash mid-write (no valid JSON) is dropped
       const old = yield* fs.readFileString(metricsFile).pipe(Effect.orElseSucceed(() => ""))
-      const kept = old.split("\n").filter((l) => l.trim() !== "" && (JSON.parse(l) as { step: number }).step <= newest)
+      const kept = old.split("\n").filter((l) => {
+        if (l.trim() === "") return false
+        try {
+          const step = (JSON.parse(l) as { step?: unknown }).step
+          return typeof step === "number" && step <= newest
+        } catch {
+          return false
+        }
+      })
       yield* fs.writeFileString(metricsFile, kept.map((l) => l + "\n").join("")).pipe(Effect.mapError(toTrainError(metricsFile)))
       yield* Effect.logInfo(`resuming from ${dir} (step ${newest} of ${totalSteps})`)
     } else {
@@ -588,9 +639,10 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
       }
       rouge = total / genSample.length
     }
-    const log: EvalLog = { type: "eval", step: state.trainer.globalStep, evalLoss: count === 0 ? 0 : sum / count, rougeL: rouge }
-    const value = config.metricForBest === "rouge" ? rouge ?? 0 : log.evalLoss
-    const improved = isBetter(config.metricForBest, value, state.trainer.bestMetric)
+    // no validation token: no eval loss (null), never a 0 that would win as the best
+    const log: EvalLog = { type: "eval", step: state.trainer.globalStep, evalLoss: count === 0 ? null : sum / count, rougeL: rouge }
+    const value = config.metricForBest === "rouge" ? rouge : log.evalLoss
+    const improved = value !== null && isBetter(config.metricForBest, value, state.trainer.bestMetric)
     state.trainer = {
       ...state.trainer,
       evaluations: [...state.trainer.evaluations, { step: log.step, evalLoss: log.evalLoss, rougeL: log.rougeL }],
@@ -705,7 +757,8 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   if (process.stderr.isTTY === true && options.onLog === undefined) process.stderr.write("\n")
 
   const finished = state.trainer.globalStep >= totalSteps || state.stoppedEarly
-  if (!finished) yield* save()
+  // with no evaluation that could be compared, the final weights are the last step's
+  if (!finished || state.trainer.bestStep === null) yield* save()
   const bestStep = state.trainer.bestStep ?? state.trainer.globalStep
   const finalDir = path.join(runDir, config.mode === "full" ? "final-model" : "final-adapter")
   if (finished) {

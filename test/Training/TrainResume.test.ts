@@ -94,6 +94,44 @@ describe("train --resume", () => {
     expect([adapterConfig.peft_type, adapterConfig.r, adapterConfig.lora_alpha, adapterConfig.target_modules]).toEqual(["LORA", 16, 32, ["q_proj", "k_proj", "v_proj", "o_proj"]])
   })
 
+  it("resumes past a torn metrics.jsonl line and a corrupt newest checkpoint, with the uninterrupted run's bytes (issue 21)", async () => {
+    const dir = await setup()
+    const cfg = path.join(dir, "train.yaml")
+    const full = path.join(dir, "full")
+    const broken = path.join(dir, "broken")
+    await run(process.execPath, [main, "train", "--config", cfg, "--output-dir", full])
+    // a crash between steps 6 and 8: the run folder as it would be left, then the damage a crash can do
+    fs.cpSync(full, broken, { recursive: true })
+    for (const name of fs.readdirSync(broken)) {
+      const m = /^checkpoint-(\d+)$/.exec(name)
+      if ((m !== null && Number(m[1]) > 6) || name.startsWith("final")) fs.rmSync(path.join(broken, name), { recursive: true })
+    }
+    const metrics = path.join(broken, "metrics.jsonl")
+    const kept = fs.readFileSync(metrics, "utf8").trim().split("\n").filter((l) => JSON.parse(l).step <= 6)
+    fs.writeFileSync(metrics, kept.join("\n") + '\n{"type":"train","step":8,"lo')
+    fs.writeFileSync(path.join(broken, "checkpoint-6", "trainer_state.json"), '{"globalStep": 6, "bes')
+    const resumed = await run(process.execPath, [main, "train", "--config", cfg, "--output-dir", broken, "--resume"])
+    expect(resumed.stdout).toContain("done: 24 steps")
+    expect(resumed.stderr + resumed.stdout).toMatch(/checkpoint-6 cannot be loaded/)
+    expect(resumed.stderr + resumed.stdout).toContain("resuming from")
+    expect(resumed.stderr + resumed.stdout).toMatch(/checkpoint-4 \(step 4 of 24\)/)
+    const bytes = (r: string) => fs.readFileSync(path.join(r, "final-adapter/adapter_model.safetensors"))
+    expect(bytes(broken).equals(bytes(full))).toBe(true)
+    const steps = fs.readFileSync(metrics, "utf8").trim().split("\n").map((l) => JSON.parse(l).step as number)
+    expect(steps).toEqual(fs.readFileSync(path.join(full, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step as number))
+
+    // every checkpoint broken: a clear error that says what to do, no stack trace
+    for (const name of fs.readdirSync(broken).filter((n) => n.startsWith("checkpoint-"))) {
+      fs.writeFileSync(path.join(broken, name, "trainer_state.json"), "{")
+    }
+    const error = await run(process.execPath, [main, "train", "--config", cfg, "--output-dir", broken, "--resume"])
+      .then(() => undefined, (e: { code: number; stderr: string }) => e)
+    expect(error?.code).not.toBe(0)
+    expect(error?.stderr).toContain("no checkpoint in")
+    expect(error?.stderr).toContain("run without --resume")
+    expect(error?.stderr).not.toContain("    at ")
+  })
+
   it("saves a checkpoint on Ctrl-C (SIGINT) between steps and exits with 130", async () => {
     const dir = await setup()
     const out = path.join(dir, "interrupted")
