@@ -5,7 +5,8 @@
  * not fit the base (every mismatch is listed, with the likely cause); 4 the server could not load its models or
  * bind its port. Messages go to stderr without stack traces.
  */
-import { Config, Console, Effect, FileSystem, Option, Path } from "effect"
+import { Config, Console, Effect, FileSystem, Option, Path, Schema } from "effect"
+import type { PlatformError } from "effect/PlatformError"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
 import { describeThreads } from "../Model/LlamaCpp.ts"
@@ -13,12 +14,15 @@ import { PlaceholderPolicy } from "./Api.ts"
 import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
 import * as Server from "./Server.ts"
+import { describeCause, type ErrorKind, exitCodeOf, kindOf } from "../Shared/Errors.ts"
 
 /** Prints a failure the way a user should read it, and sets the documented exit code. */
 const reportFailure = (error: { readonly _tag?: string; readonly message: string }) =>
   Console.error(`error: ${error.message}`).pipe(
     Effect.andThen(Effect.sync(() => {
-      process.exitCode = error._tag === "PreflightError" ? 3 : error._tag === "ModelLoadFailed" || error._tag === "ServeError" ? 4 : 1
+      process.exitCode = error._tag === "ListenError" || error._tag === "AdapterNotFound"
+        ? exitCodeOf(kindOf(error))
+        : error._tag === "PreflightError" ? 3 : error._tag === "ModelLoadFailed" ? 4 : 1
     }))
   )
 
@@ -76,6 +80,17 @@ export const exportCommand = Command.make("export").pipe(
   Command.withSubcommands([adapterCommand, mergedCommand, baseCommand])
 )
 
+/** `--adapter` names a file or folder that is not there (or cannot be read). */
+class AdapterNotFound extends Schema.TaggedError<AdapterNotFound>()("AdapterNotFound", { path: Schema.String, message: Schema.String }) {
+  get kind(): ErrorKind {
+    return "input"
+  }
+  static of(path: string, cause: PlatformError) {
+    const message = cause.reason._tag === "NotFound" ? `adapter file not found: ${path}` : `cannot read adapter ${path}: ${describeCause(cause)}`
+    return new AdapterNotFound({ path, message })
+  }
+}
+
 /**
  * `--adapter name=path` or `--adapter path` (name = file name). A PEFT folder is converted to a GGUF adapter in
  * the temp folder first, so a training run's output can be served directly.
@@ -88,7 +103,7 @@ const resolveAdapters = Effect.fn("Cli.resolveAdapters")(function*(specs: Readon
     const eq = spec.indexOf("=")
     const file = eq > 0 ? spec.slice(eq + 1) : spec
     const name = eq > 0 ? spec.slice(0, eq) : path.basename(file).replace(/\.gguf$/i, "")
-    const info = yield* fs.stat(file)
+    const info = yield* fs.stat(file).pipe(Effect.mapError((e) => AdapterNotFound.of(file, e)))
     if (info.type === "Directory") {
       const converted = path.join(os.tmpdir(), `finetune-finance-${process.pid}-${name}.gguf`)
       yield* Console.error(`converting PEFT adapter ${file} -> ${converted}`)
@@ -176,7 +191,7 @@ export const serveCommand = Command.make("serve", {
     return yield* Effect.never
   }).pipe(
     Effect.scoped,
-    Effect.catch((e) => reportFailure(e._tag === "ServeError" ? { _tag: "ServeError", message: `could not listen: ${e.message}` } : e))
+    Effect.catch(reportFailure)
   )).pipe(Command.withDescription(
     "Serve a GGUF base (+ LoRA adapters) over HTTP: the app's POST /infer and GET /health, OpenAI-compatible /v1/*, /metrics"
   ))

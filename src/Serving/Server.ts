@@ -59,6 +59,7 @@ import { ServerMetrics } from "./Metrics.ts"
 import { seedStops } from "./Prompt.ts"
 import { contextText } from "../Dataset/PromptFormat.ts"
 import { placeholderValuesOf, rehydrate, StreamingRehydrator } from "./Rehydrate.ts"
+import { describeCause, type ErrorKind } from "../Shared/Errors.ts"
 
 export interface ServerOptions {
   /** default 127.0.0.1 */
@@ -93,6 +94,26 @@ export interface ServerOptions {
  * averages about 4 bytes a token), so it is refused without tokenizing it.
  */
 export const promptBytesPerToken = 32
+
+/** The listener could not start: a port out of range (input), or a port in use / an address not here (unavailable). */
+export class ListenError extends Schema.TaggedError<ListenError>()("ListenError", {
+  host: Schema.String,
+  port: Schema.Number,
+  reason: Schema.Literals(["PortOutOfRange", "PortInUse", "Other"]),
+  message: Schema.String
+}) {
+  get kind(): ErrorKind {
+    return this.reason === "PortOutOfRange" ? "input" : "unavailable"
+  }
+}
+
+/** One line for what stopped the listener (Node's listen error sits in the ServeError's cause). */
+const listenError = (host: string, port: number, cause: unknown): ListenError => {
+  const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
+  return code === "EADDRINUSE"
+    ? new ListenError({ host, port, reason: "PortInUse", message: `port ${port} is in use (EADDRINUSE): stop what listens there or pick another --port` })
+    : new ListenError({ host, port, reason: "Other", message: `could not listen on ${host}:${port}: ${describeCause(cause)}${code === undefined || describeCause(cause).includes(code) ? "" : ` (${code})`}` })
+}
 
 /** A failure already phrased for the client. */
 export class ApiFailure extends Schema.TaggedError<ApiFailure>()("ApiFailure", {
@@ -664,9 +685,17 @@ export interface RunningServer {
  * logged as a warning.
  */
 export const startServer = Effect.fn("Server.start")(function*(options: ServeOptions) {
-  const warning = bindWarning(options.host ?? "127.0.0.1", options.apiKey)
+  const bindHost = options.host ?? "127.0.0.1"
+  const bindPort = options.port ?? 8000
+  // Node throws a RangeError from listen() for these; say it as one line instead
+  if (!Number.isInteger(bindPort) || bindPort < 0 || bindPort > 65535) {
+    return yield* new ListenError({ host: bindHost, port: bindPort, reason: "PortOutOfRange", message: `port ${bindPort} is out of range: use 0-65535 (0 picks a free port)` })
+  }
+  const warning = bindWarning(bindHost, options.apiKey)
   if (warning !== undefined) yield* Effect.logWarning(warning)
-  const context = yield* Layer.build(layer(options))
+  const context = yield* Layer.build(layer(options)).pipe(
+    Effect.catchTag("ServeError", (e) => Effect.fail(listenError(bindHost, bindPort, e.cause)))
+  )
   const server = Context.get(context, HttpServer.HttpServer)
   const models = yield* Context.get(context, InferenceEngine).awaitReady
   const address = server.address
