@@ -10,7 +10,7 @@
  * A generation is an interruptible Effect: interrupting it (client gone, timeout, shutdown) stops the llama.cpp
  * generator after the token in flight and puts the sequence back in the pool.
  */
-import { Context, Deferred, Effect, Layer, Queue, Ref, Schema, Semaphore } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Queue, Ref, Schema, Semaphore } from "effect"
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp"
 import { LlamaCpp, type ThreadState } from "../Model/LlamaCpp.ts"
 import { NodeServices } from "@effect/platform-node"
@@ -138,6 +138,11 @@ export interface GenerateRequest {
   readonly topP: number
   readonly seed?: number | undefined
   readonly stop?: ReadonlyArray<string> | undefined
+  /**
+   * the client went away: the request leaves the queue, or its generation stops after the token in flight, and
+   * `generate` ends interrupted. Honoured even where the caller runs uninterruptibly (as HTTP handlers do).
+   */
+  readonly signal?: AbortSignal | undefined
 }
 
 export interface GenerationResult {
@@ -351,7 +356,7 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
       )
     })
 
-  const generate = Effect.fn("InferenceEngine.generate")(function*(
+  const generateNow = Effect.fn("InferenceEngine.generate")(function*(
     request: GenerateRequest,
     hooks: GenerateHooks = {}
   ) {
@@ -395,6 +400,9 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     return { model: id, promptTokens: promptTokens.length, durationMs, ...result }
   })
 
+  const generate = (request: GenerateRequest, hooks?: GenerateHooks) =>
+    request.signal === undefined ? generateNow(request, hooks) : abortable(generateNow(request, hooks), request.signal)
+
   return InferenceEngine.of({
     state: Ref.get(state),
     awaitReady: Deferred.await(loaded).pipe(Effect.map((l) => [...l.served.values()].map((s) => s.info))),
@@ -411,6 +419,24 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     countTokens: (text) => readyNow.pipe(Effect.map((l) => l.model.tokenize(text, false).length))
   })
 })
+
+/**
+ * Runs `self` in an interruptible fiber of its own that the signal interrupts: an abort frees the queue place or the
+ * slot at once, whether or not the caller's fiber can be interrupted; interrupting the caller still works too.
+ */
+const abortable = <A, E>(self: Effect.Effect<A, E>, signal: AbortSignal): Effect.Effect<A, E> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      if (signal.aborted) return yield* Effect.interrupt
+      const fiber = yield* Effect.forkChild(Effect.interruptible(self))
+      const onAbort = () => fiber.interruptUnsafe()
+      signal.addEventListener("abort", onAbort, { once: true })
+      return yield* restore(Fiber.join(fiber)).pipe(
+        Effect.onInterrupt(() => Fiber.interrupt(fiber)),
+        Effect.ensuring(Effect.sync(() => signal.removeEventListener("abort", onAbort)))
+      )
+    })
+  )
 
 interface DecodeOptions {
   readonly maxTokens: number
