@@ -18,7 +18,8 @@ import { type Aggregate } from "./RunFiles.ts"
 import { EvalScheduler, type RegressionReference } from "./EvalScheduler.ts"
 import { Evaluator } from "./Evaluator.ts"
 import { Generator } from "./Generator.ts"
-import { existsSync, statSync } from "node:fs"
+import { existsSync, readFileSync, statSync } from "node:fs"
+import { join } from "node:path"
 import { Device } from "../Model/Device.ts"
 import { LlamaCpp } from "../Model/LlamaCpp.ts"
 import { Tokenizer } from "../Model/Tokenizer.ts"
@@ -67,7 +68,7 @@ const runFlags = {
     Flag.withDescription("with --model: llama.cpp (GGUF model + GGUF LoRA), or the project's tfjs model core (GGUF or HF folder + PEFT adapter folder); auto picks core when the model or adapter is a folder")
   ),
   device: Flag.Literals("device", ["auto", "gpu", "wasm", "cpu"]).pipe(Flag.withDefault("auto" as const), Flag.withDescription("with --engine core: the tfjs backend")),
-  threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: CPU threads for llama.cpp (default: its own choice; set it on shared machines)")),
+  threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: llama.cpp CPU threads (default: auto, from the model's size and the cores other processes leave free)")),
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
   concurrency: Flag.Int("concurrency").pipe(Flag.withDefault(4), Flag.withDescription("generations in flight at once")),
   seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sent with every request; also picks the --limit sample")),
@@ -153,6 +154,14 @@ const summaryLine = (a: Aggregate) =>
 
 // ---------------------------------------------------------------------------------------------------------
 
+/** Ctrl-C: one line saying what was kept (the runtime then exits 130); the generator has stopped by now. */
+const interruptedLine = (out: string) =>
+  Effect.suspend(() => {
+    const file = join(out, "generations.jsonl")
+    const kept = existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => l.trim() !== "" && !l.includes('"error":')).length : 0
+    return Console.error(`eval: interrupted; ${kept} finished sample${kept === 1 ? "" : "s"} kept in ${file}; rerun with --resume to continue`)
+  })
+
 const runCommand = Command.make("run", {
   ...runFlags,
   out: Flag.String("out").pipe(Flag.withDescription("run folder to write (samples.jsonl, aggregate.json, report.html, summary.md)")),
@@ -160,7 +169,7 @@ const runCommand = Command.make("run", {
 }, (f) =>
   Effect.gen(function*() {
     yield* checkRunFlags(f)
-    const result = yield* report(evaluateOnce(f, f.out, f.resume))
+    const result = yield* report(evaluateOnce(f, f.out, f.resume)).pipe(Effect.onInterrupt(() => interruptedLine(f.out)))
     yield* Console.log(summaryLine(result.aggregate))
     yield* Console.log(`report: ${result.files.report}`)
   }).pipe(Effect.provide(Evaluator.layer))).pipe(
