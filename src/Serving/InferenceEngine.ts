@@ -16,6 +16,7 @@ import { LlamaCpp, type ThreadState } from "../Model/LlamaCpp.ts"
 import { NodeServices } from "@effect/platform-node"
 import * as Path from "node:path"
 import type { FinishReason } from "./Api.ts"
+import * as OffThreadTokenizer from "./OffThreadTokenizer.ts"
 import { preflightGgufAdapter } from "./Preflight.ts"
 import { type PromptInput, renderPrompt } from "./Prompt.ts"
 
@@ -220,6 +221,8 @@ interface Loaded {
   readonly served: ReadonlyMap<string, Served>
   readonly defaultModel: string
   readonly chatTemplate: string | undefined
+  /** long prompts are tokenized on a worker thread, so they never hold the event loop */
+  readonly tokenizer: OffThreadTokenizer.OffThreadTokenizer
 }
 
 export class InferenceEngine extends Context.Service<InferenceEngine, {
@@ -298,7 +301,12 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
       return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}` })
     }
     const template = model.fileInfo.metadata?.tokenizer?.chat_template
-    return { model, served, defaultModel, chatTemplate: typeof template === "string" && template !== "" ? template : undefined }
+    const inline = (text: string, special: boolean): ReadonlyArray<number> => model.tokenize(text, special)
+    const tokenizer = yield* OffThreadTokenizer.start(options.base, inline).pipe(
+      Effect.catch((e) =>
+        Effect.as(Effect.logWarning(`${e.message}; long prompts are tokenized on the main thread`), OffThreadTokenizer.inlineOnly(inline)))
+    )
+    return { model, served, defaultModel, chatTemplate: typeof template === "string" && template !== "" ? template : undefined, tokenizer }
   })
 
   yield* load.pipe(
@@ -369,7 +377,9 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
       bos: model.tokens.bosString ?? "",
       eos: model.tokens.eosString ?? ""
     })
-    let promptTokens = model.tokenize(rendered.text, rendered.parseSpecialTokens)
+    let promptTokens = (yield* l.tokenizer.tokenize(rendered.text, rendered.parseSpecialTokens).pipe(
+      Effect.mapError((e) => new GenerationFailed({ detail: e.message }))
+    )) as Array<Token>
     const bos = model.tokens.bos
     if (model.tokens.shouldPrependBosToken && bos !== null && promptTokens[0] !== bos) promptTokens = [bos, ...promptTokens]
     const contextLimit = served.context.contextSize / parallel

@@ -4,6 +4,7 @@
  * Evaluator's endpoint mode), stalled headers, huge prompts, deep contexts, bad UTF-8, auth, Host and CSRF.
  */
 import { Effect, Redacted } from "effect"
+import { getLlama } from "node-llama-cpp"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as fs from "node:fs"
@@ -12,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Generator } from "../../src/Evaluation/Generator.ts"
 import type * as Api from "../../src/Serving/Api.ts"
 import { serveCheck } from "../../src/Serving/ApiClient.ts"
+import * as OffThreadTokenizer from "../../src/Serving/OffThreadTokenizer.ts"
 import { bearerMatches, bindWarning, launchServer, type RunningServer } from "../../src/Serving/Server.ts"
 import { tempDir, writeBase } from "./ServeFixtures.ts"
 
@@ -232,5 +234,69 @@ describe("hostile clients (issue 21)", () => {
     expect(bindWarning("127.0.0.1", undefined)).toBeUndefined()
     expect(bindWarning("::1", undefined)).toBeUndefined()
     expect(bindWarning("localhost", undefined)).toBeUndefined()
+  })
+})
+
+describe("long prompts are tokenized off the event loop (issue 21)", () => {
+  it("the worker gives llama.cpp's own tokens for long texts, and short ones stay inline", async () => {
+    const llama = await getLlama({ gpu: false, build: "never", progressLogs: false })
+    const model = await llama.loadModel({ modelPath: base })
+    try {
+      const long = "AAPL rose 1.2% to $189.50 after earnings; MSFT fell. ".repeat(2_000)
+      const inlineCalls: Array<number> = []
+      const inline = (text: string, special: boolean) => {
+        inlineCalls.push(text.length)
+        return model.tokenize(text, special)
+      }
+      const tokens = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const tokenizer = yield* OffThreadTokenizer.start(base, inline)
+        const fromWorker = yield* tokenizer.tokenize(long, false)
+        const short = yield* tokenizer.tokenize("What is AAPL trading at?", false)
+        return { fromWorker, short }
+      })))
+      expect(tokens.fromWorker).toEqual(Array.from(model.tokenize(long, false)))
+      expect(tokens.fromWorker.length).toBeGreaterThan(10_000)
+      expect(tokens.short).toEqual(Array.from(model.tokenize("What is AAPL trading at?", false)))
+      // only the short text was tokenized on this thread
+      expect(inlineCalls).toEqual(["What is AAPL trading at?".length])
+    } finally {
+      await model.dispose()
+      await llama.dispose()
+    }
+  })
+
+  it("/health answers while 1 MB prompts are being tokenized", async () => {
+    // no prompt byte limit to speak of: these prompts reach the tokenizer (and then do not fit the context)
+    const server = await launchServer({
+      port: 0,
+      maxBodyBytes: 16 * 1024 * 1024,
+      maxPromptBytes: 16 * 1024 * 1024,
+      engine: { base, parallel: 1, contextSize: 256, threads: 1 }
+    })
+    try {
+      const huge = "How did AAPL move? ".repeat(55_000)
+      const order: Array<string> = []
+      const prompts = Array.from({ length: 4 }, () =>
+        post(`${server.url}/infer`, JSON.stringify({ question: huge, context: "" })).then(async (r) => {
+          order.push("prompt")
+          return { status: r.status, body: await r.json() as Api.ErrorBody }
+        }))
+      // setup, not a measurement: let the uploads (4 MB over loopback) reach the server first
+      await new Promise((r) => setTimeout(r, 300))
+      const health = fetch(`${server.url}/health`).then((r) => {
+        order.push("health")
+        return r.status
+      })
+      const [results, status] = await Promise.all([Promise.all(prompts), health])
+      expect(status).toBe(200)
+      // ~0.6 s of tokenizing each; on the main thread /health would wait behind at least the first
+      expect(order[0]).toBe("health")
+      for (const r of results) {
+        expect(r.status).toBe(400)
+        expect(r.body.error.code).toBe("context_length_exceeded")
+      }
+    } finally {
+      await server.close()
+    }
   })
 })
