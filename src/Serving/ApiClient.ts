@@ -83,7 +83,13 @@ export const describeFailure = (e: unknown): string => {
 export const serveCheck = Effect.fn("ApiClient.serveCheck")(function*(
   url: string,
   questions: ReadonlyArray<ServeCheckQuestion>,
-  options: { readonly maxLength?: number; readonly temperature?: number; readonly apiKey?: Redacted.Redacted<string> } = {}
+  options: {
+    readonly maxLength?: number
+    readonly temperature?: number
+    readonly apiKey?: Redacted.Redacted<string>
+    /** called after each answer (the pipeline logs its progress here) */
+    readonly onAnswer?: (answer: ServeCheckAnswer, index: number, total: number) => Effect.Effect<void>
+  } = {}
 ) {
   const infer = yield* makeInfer(url, { apiKey: options.apiKey })
   const answers: Array<ServeCheckAnswer> = []
@@ -97,13 +103,15 @@ export const serveCheck = Effect.fn("ApiClient.serveCheck")(function*(
         ...(options.temperature === undefined ? {} : { temperature: options.temperature })
       }
     }).pipe(Effect.mapError((e) => new ServeCheckError({ url, question: q.question, detail: describeFailure(e) })))
-    answers.push({
+    const answer: ServeCheckAnswer = {
       question: q.question,
       answer: reply.answer,
       confidence: reply.confidence,
       modelVersion: reply.model_version,
       latencyMs: Date.now() - started
-    })
+    }
+    answers.push(answer)
+    if (options.onAnswer !== undefined) yield* options.onAnswer(answer, answers.length - 1, questions.length)
   }
   return answers
 }, Effect.provide(FetchHttpClient.layer))

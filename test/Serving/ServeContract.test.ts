@@ -76,11 +76,13 @@ describe("the contract", () => {
   })
 
   it("the pipeline's serve check asks through the derived client and gets the contract's reply", async () => {
+    const progress: Array<string> = []
     const answers = await Effect.runPromise(serveCheck(open.url, [
       { question: "What is AAPL trading at?", context: "Current Symbol: AAPL" },
       { question: "What is a P/E ratio?" }
-    ], { maxLength: 96, temperature: 0 }))
+    ], { maxLength: 96, temperature: 0, onAnswer: (a, i, n) => Effect.sync(() => progress.push(`${i + 1}/${n} ${a.question}`)) }))
     expect(answers.map((a) => a.question)).toEqual(["What is AAPL trading at?", "What is a P/E ratio?"])
+    expect(progress).toEqual(["1/2 What is AAPL trading at?", "2/2 What is a P/E ratio?"])
     for (const a of answers) {
       expect(a.modelVersion).toBe("tiny")
       expect(a.confidence).toBeGreaterThan(0)
