@@ -15,6 +15,8 @@ import { launchServer, type RunningServer } from "../../src/Serving/Server.ts"
 import { tempDir, tinyConfig, writeBase, writePeft } from "./ServeFixtures.ts"
 
 type Server = RunningServer & { readonly close: () => Promise<void> }
+/** this server always sends `metadata` (optional in the contract, which the original server's replies also meet) */
+type InferReply = Api.InferResponse & { readonly metadata: Api.InferMetadata }
 
 const dir = tempDir("serve")
 const base = path.join(dir, "tiny.gguf")
@@ -100,7 +102,7 @@ describe("the app's contract", () => {
     }, { signal: AbortSignal.timeout(10_000) })
     expect(response.status).toBe(200)
     expect(response.headers.get("content-type")).toContain("application/json")
-    const body = await json<Api.InferResponse>(response)
+    const body = await json<InferReply>(response)
     expect(Object.keys(body).sort()).toEqual(["answer", "confidence", "latency_ms", "metadata", "model_version"])
     expect(typeof body.answer).toBe("string")
     expect(body.answer.length).toBeGreaterThan(0)
@@ -129,9 +131,9 @@ describe("the app's contract", () => {
   })
 
   it("bounds prompt + answer by max_length, and refuses a max_length the prompt alone fills", async () => {
-    const first = await json<Api.InferResponse>(await post(`${server.url}/infer`, { question: "What is the P/E?", context: appContext, max_length: 512, temperature: 0 }))
+    const first = await json<InferReply>(await post(`${server.url}/infer`, { question: "What is the P/E?", context: appContext, max_length: 512, temperature: 0 }))
     const prompt = first.metadata.prompt_tokens
-    const tight = await json<Api.InferResponse>(await post(`${server.url}/infer`, { question: "What is the P/E?", context: appContext, max_length: prompt + 3, temperature: 0 }))
+    const tight = await json<InferReply>(await post(`${server.url}/infer`, { question: "What is the P/E?", context: appContext, max_length: prompt + 3, temperature: 0 }))
     expect(tight.metadata.prompt_tokens).toBe(prompt)
     expect(tight.metadata.completion_tokens).toBeLessThanOrEqual(3)
     expect(tight.metadata.finish_reason === "length").toBe(tight.metadata.completion_tokens === 3)
@@ -144,7 +146,7 @@ describe("the app's contract", () => {
 
   it("derives confidence from the model: the greedy answer's mean token probability differs per question", async () => {
     const ask = (question: string) =>
-      post(`${server.url}/infer`, { question, context: appContext, max_length: 160, temperature: 0 }).then((r) => json<Api.InferResponse>(r))
+      post(`${server.url}/infer`, { question, context: appContext, max_length: 160, temperature: 0 }).then((r) => json<InferReply>(r))
     const [a, b, a2] = [await ask("What moved MSFT?"), await ask("Explain the AAPL valuation"), await ask("What moved MSFT?")]
     expect(a.confidence).not.toBe(b.confidence)
     expect(a2.confidence).toBe(a.confidence)
@@ -158,7 +160,7 @@ describe("the app's contract", () => {
       max_length: 160
     })
     expect(response.status).toBe(200)
-    expect((await json<Api.InferResponse>(response)).metadata.placeholders.policy).toBe("leave")
+    expect((await json<InferReply>(response)).metadata.placeholders.policy).toBe("leave")
   })
 })
 
@@ -168,16 +170,16 @@ describe("placeholder policies", () => {
     // (empty) context cannot fill
     const ask = (question: string, placeholders: string) =>
       post(`${server.url}/infer`, { question, context: "", max_length: 160, temperature: 0, placeholders })
-    let found: { question: string; body: Api.InferResponse } | undefined
+    let found: { question: string; body: InferReply } | undefined
     for (let i = 0; i < 40 && found === undefined; i++) {
       const question = `What drives the price of stock number ${i}?`
-      const body = await json<Api.InferResponse>(await ask(question, "leave"))
+      const body = await json<InferReply>(await ask(question, "leave"))
       if (body.metadata.placeholders.unfilled.length > 0) found = { question, body }
     }
     expect(found).toBeDefined()
     const { question, body } = found!
     for (const p of body.metadata.placeholders.unfilled) expect(body.answer).toContain(p)
-    const removed = await json<Api.InferResponse>(await ask(question, "remove"))
+    const removed = await json<InferReply>(await ask(question, "remove"))
     expect(removed.metadata.placeholders.unfilled).toEqual(body.metadata.placeholders.unfilled)
     expect(removed.metadata.placeholders.policy).toBe("remove")
     for (const p of body.metadata.placeholders.unfilled) expect(removed.answer).not.toContain(p)
@@ -299,7 +301,7 @@ describe("load and cancellation", () => {
     const questions = Array.from({ length: 50 }, (_, i) => `Question number ${i}: how did ticker ${i} move?`)
     const ask = (question: string) => post(`${server.url}/infer`, { question, context: appContext, max_length: 140, temperature: 0 })
     const expected = new Map<string, string>()
-    for (const q of questions) expected.set(q, (await json<Api.InferResponse>(await ask(q))).answer)
+    for (const q of questions) expected.set(q, (await json<InferReply>(await ask(q))).answer)
     const responses = await Promise.all(questions.map(async (q) => {
       const r = await ask(q)
       return { q, status: r.status, retryAfter: r.headers.get("retry-after"), body: (await r.json()) as any }
@@ -399,7 +401,7 @@ describe("a busy server: one slot, a model wide enough to keep it busy for secon
     await waitFor(async () => (await metric(url, "inference_active_generations")) === 0, "the slot to be freed")
     const third = await post(`${url}/infer`, { question: "after", max_length: 160 })
     expect(third.status).toBe(200)
-    const answer = await json<Api.InferResponse>(third)
+    const answer = await json<InferReply>(third)
     // only the third request generated: neither the aborted holder nor the request that left the queue
     expect(await tokensTotal() - tokensBefore).toBe(answer.metadata.completion_tokens)
   })
