@@ -75,6 +75,19 @@ describe("the contract", () => {
     expect(Object.keys(infer.responses)).toEqual(expect.arrayContaining(["200", "400", "413", "429", "503", "504"]))
   })
 
+  it("routes as the hand-written table did: a trailing slash, HEAD on GET routes, 404 and 405 with error bodies", async () => {
+    expect(await (await fetch(`${open.url}/health/`)).json()).toEqual({ status: "healthy", model_loaded: true })
+    const head = await fetch(`${open.url}/health`, { method: "HEAD" })
+    expect(head.status).toBe(200)
+    expect(await head.text()).toBe("")
+    const wrong = await fetch(`${open.url}/v1/models`, { method: "DELETE" })
+    expect(wrong.status).toBe(405)
+    expect(((await wrong.json()) as Api.ErrorBody).detail).toBe("DELETE is not allowed on /v1/models; use GET")
+    const missing = await fetch(`${open.url}/nothing/here`)
+    expect(missing.status).toBe(404)
+    expect(((await missing.json()) as Api.ErrorBody).error.code).toBe("not_found")
+  })
+
   it("the pipeline's serve check asks through the derived client and gets the contract's reply", async () => {
     const progress: Array<string> = []
     const answers = await Effect.runPromise(serveCheck(open.url, [
