@@ -13,10 +13,11 @@ import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
 import { SeededRng } from "../Shared/Prng.ts"
 import { Device } from "../Model/Device.ts"
 import { generate } from "../Model/Generation.ts"
-import { LlamaModel } from "../Model/LlamaModel.ts"
+import { droppedWindowWarning, LlamaModel } from "../Model/LlamaModel.ts"
 import { DropoutContext, isLoraLayer, loraTransform } from "../Model/Lora.ts"
 import { loadAdapterInto, readPeftAdapter } from "../Model/PeftAdapter.ts"
 import { Tokenizer } from "../Model/Tokenizer.ts"
+import { finishedText, renderTokens } from "../Model/TokenText.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
 
 export interface ModelCoreOptions {
@@ -41,6 +42,8 @@ export const layerModelCore = (options: ModelCoreOptions) =>
       const eos = tok.eos
 
       const base = yield* Effect.acquireRelease(LlamaModel.load(options.model).pipe(Effect.mapError(fail)), (m) => Effect.sync(() => m.dispose()))
+      const windowWarning = droppedWindowWarning(base.config, base.config.maxPositionEmbeddings)
+      if (windowWarning !== undefined) yield* Effect.logWarning(`${options.model}: ${windowWarning}`)
       let model = base
       if (options.adapter !== undefined) {
         const adapter = yield* readPeftAdapter(options.adapter).pipe(Effect.mapError(fail))
@@ -75,7 +78,8 @@ export const layerModelCore = (options: ModelCoreOptions) =>
             }),
           catch: fail
         })
-        const answer = (out?.text ?? tok.detokenize(out?.tokens ?? [])).trim()
+        // rendered as llama.cpp renders it (an unfinished UTF-8 character at the end is dropped)
+        const answer = (out?.text === undefined ? renderTokens(tok.detokenize, out?.tokens ?? []) : finishedText(out.text)).trim()
         return { answer, rawAnswer: answer, modelVersion: source, latencyMs: Date.now() - started }
       })
       return Generator.of({ describe: source, generate: run })

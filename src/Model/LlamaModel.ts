@@ -8,6 +8,10 @@
  * Numerics follow llama.cpp where the order matters: RMSNorm as x · 1/sqrt(mean(x²) + eps) · w, attention scores
  * scaled by 1/sqrt(head_dim) after q·kᵀ, masked positions at -1e9 (exp underflows to exactly 0 as with llama.cpp's
  * -inf, without NaN on fully masked padding rows), float32 throughout.
+ *
+ * Attention is full (causal) even when the config declares a sliding window: llama.cpp serves the GGUF (architecture
+ * `llama`) with full attention, whatever `llama.attention.sliding_window` says, so the model trained and evaluated
+ * here is the one that is served. `droppedWindowWarning` says so when the window would have mattered.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Schema, Stream } from "effect"
@@ -157,6 +161,17 @@ const validateConfig = (c: LlamaConfig) => {
   if (c.headDim % 2 !== 0) fail("headDim", `${c.headDim} must be even for RoPE`)
   if (c.slidingWindow !== undefined && c.slidingWindow <= 0) fail("slidingWindow", `${c.slidingWindow} must be > 0`)
 }
+
+/**
+ * The warning for a config whose sliding window is shorter than the context it is used at: the window is not
+ * applied (see the header), so positions past it attend further back than the original model would.
+ */
+export const droppedWindowWarning = (c: LlamaConfig, contextLength: number): string | undefined =>
+  c.slidingWindow === undefined || c.slidingWindow >= contextLength
+    ? undefined
+    : `the model declares a sliding window of ${c.slidingWindow} tokens, shorter than the context of ${contextLength}: ` +
+      `llama.cpp serves architecture llama with full attention, so training and evaluation use full attention too ` +
+      `(the window is dropped; a sequence longer than ${c.slidingWindow} tokens sees its whole past)`
 
 /** Reads an int tensor [B, T] into JS rows (masks and position metadata are small and drive JS-side mask building). */
 const rows = (t: tf.Tensor2D): Array<Int32Array> => {
@@ -417,8 +432,8 @@ export class LlamaModel {
   }
 
   /**
-   * Additive attention bias [B, 1, T, past + T]: 0 where query t may attend key j, else -1e9. Causal by index, within
-   * the sliding window (a query sees at most `slidingWindow` keys, itself included), valid keys, same segment.
+   * Additive attention bias [B, 1, T, past + T]: 0 where query t may attend key j, else -1e9. Causal by index, valid
+   * keys, same segment; no sliding window (what llama.cpp computes for architecture llama).
    */
   private attentionBias(
     batch: number,
@@ -428,7 +443,6 @@ export class LlamaModel {
     segments: ReadonlyArray<Int32Array> | undefined
   ): Float32Array {
     const keys = past + length
-    const window = this.config.slidingWindow ?? Number.POSITIVE_INFINITY
     const bias = new Float32Array(batch * length * keys)
     for (let b = 0; b < batch; b++) {
       const valid = keyValid[b]!
@@ -436,7 +450,7 @@ export class LlamaModel {
         const q = past + t
         const rowStart = (b * length + t) * keys
         for (let j = 0; j < keys; j++) {
-          const allowed = valid[j] === 1 && j <= q && q - j < window &&
+          const allowed = valid[j] === 1 && j <= q &&
             (segments === undefined || segments[b]![j] === segments[b]![t])
           if (!allowed) bias[rowStart + j] = maskedScore
         }

@@ -17,7 +17,8 @@ export const MODEL_FILE = "model.safetensors"
 
 export const EvalRecord = Schema.Struct({
   step: Schema.Int,
-  evalLoss: Schema.Finite,
+  // null: the validation set had no answer token (no mean to report)
+  evalLoss: Schema.NullOr(Schema.Finite),
   rougeL: Schema.NullOr(Schema.Finite)
 })
 export type EvalRecord = typeof EvalRecord.Type

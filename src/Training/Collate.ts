@@ -10,6 +10,11 @@
  * inference, where the prompt is tokenized alone and the model continues it. This is TRL's completion-only
  * loss on prompt/completion data. (With a SentencePiece vocabulary the answer part gets the tokenizer's dummy
  * "▁" prefix; the model learns that continuation, and the detokenized answer may start with a space.)
+ *
+ * Truncation keeps the answer: an example longer than the maximum loses prompt tokens from the left (after BOS,
+ * which stays first), and the answer is cut from its end only when the prompt is down to one token. A row whose
+ * first token cannot be a target gets no loss there, so a row needs two tokens for any; rows left without a loss
+ * target (`hasAnswerTokens` false) are counted and left out by the trainer instead of averaging an empty set to 0.
  */
 
 import { SeededRng } from "../Shared/Prng.ts"
@@ -45,14 +50,27 @@ export interface FormattedExample {
   readonly answerEnd: number
 }
 
-/** Tokenizes a formatted example, truncating to `maxLength` tokens (from the end of the answer). */
+/**
+ * Tokenizes a formatted example to at most `maxLength` tokens: the prompt is truncated from the left (BOS kept)
+ * before the answer is truncated from its end, and at least one prompt token stays so the first answer token is a
+ * target.
+ */
 export const tokenizeExample = (tok: TokenizerLike, ex: FormattedExample, maxLength: number): TokenizedExample => {
-  const prompt = [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))]
-  const answer = [...tok.encode(ex.text.slice(ex.answerStart, ex.answerEnd)), tok.eosId]
-  const ids = [...prompt, ...answer].slice(0, maxLength)
-  const labels = ids.map((_, i) => i >= prompt.length)
-  return { ids, labels }
+  const bos = tok.bosId === undefined ? [] : [tok.bosId]
+  const body = tok.encode(ex.text.slice(0, ex.answerStart))
+  const fullAnswer = [...tok.encode(ex.text.slice(ex.answerStart, ex.answerEnd)), tok.eosId]
+  const promptLength = bos.length + body.length
+  if (promptLength + fullAnswer.length <= maxLength) {
+    return { ids: [...bos, ...body, ...fullAnswer], labels: [...bos, ...body, ...fullAnswer].map((_, i) => i >= promptLength) }
+  }
+  const keepPrompt = Math.min(promptLength, Math.max(1, maxLength - fullAnswer.length))
+  const prompt = keepPrompt <= bos.length ? bos.slice(0, keepPrompt) : [...bos, ...body.slice(body.length - (keepPrompt - bos.length))]
+  const answer = fullAnswer.slice(0, Math.max(0, maxLength - prompt.length))
+  return { ids: [...prompt, ...answer], labels: [...prompt, ...answer].map((_, i) => i >= prompt.length) }
 }
+
+/** Whether the example has a loss target: an answer token at a position after the first. */
+export const hasAnswerTokens = (ex: TokenizedExample): boolean => ex.labels.some((l, i) => l && i > 0)
 
 /** A batch as plain arrays, row-major [rows, length]. */
 export interface Batch {

@@ -3,7 +3,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Stream } from "effect"
 import { Device, missingKernels } from "../../src/Model/Device.ts"
 import { generate } from "../../src/Model/Generation.ts"
-import { disposeKvCache, LlamaModel, ModelWeightsError, outputLinearName } from "../../src/Model/LlamaModel.ts"
+import { disposeKvCache, droppedWindowWarning, LlamaModel, ModelWeightsError, outputLinearName } from "../../src/Model/LlamaModel.ts"
 import { type LinearLayer, type LlamaConfig, weightNames } from "../../src/Model/ModelContracts.ts"
 import { inverseFrequencies } from "../../src/Model/Rope.ts"
 import { randomWeights, referenceLogits } from "./LlamaModelReference.ts"
@@ -62,8 +62,27 @@ layer(Device.layerCpu)("LlamaModel", (it) => {
       assert.isTrue(scaled[1]! < plain[1]! && scaled[1]! > plain[1]! / 8)
     }))
 
+  it.effect("a declared sliding window is not applied (llama.cpp serves arch llama with full attention) and is warned about", () =>
+    Effect.gen(function*() {
+      const { slidingWindow: _, ...noWindow } = mistralLike
+      const weights = randomWeights(mistralLike, 3, 0.3)
+      const windowed = yield* Effect.promise(() => LlamaModel.fromWeights(mistralLike, weights))
+      const full = yield* Effect.promise(() => LlamaModel.fromWeights(noWindow, weights))
+      const input = ids2d([prompt])
+      const [a, b] = [windowed.logits(input), full.logits(input)]
+      // the prompt is 14 tokens, the window 4: a windowed mask would change every position from 4 on
+      assert.isAbove(prompt.length, 2 * mistralLike.slidingWindow!)
+      assert.deepStrictEqual(Array.from(a.dataSync()), Array.from(b.dataSync()))
+      tf.dispose([a, b, input])
+      windowed.dispose()
+      full.dispose()
+      assert.match(droppedWindowWarning(mistralLike, 512)!, /sliding window of 4 tokens, shorter than the context of 512.*full attention/)
+      assert.isUndefined(droppedWindowWarning(mistralLike, 4))
+      assert.isUndefined(droppedWindowWarning(noWindow, 512))
+    }))
+
   for (const [label, config] of [["Llama-3-like (GQA, llama3 RoPE, untied)", llama3Like], [
-    "Mistral-like (sliding window 4, MQA, tied)",
+    "Mistral-like (sliding window 4 declared, not applied; MQA, tied)",
     mistralLike
   ]] as const) {
     it.effect(`${label}: logits equal a float64 transformers-style reference`, () =>

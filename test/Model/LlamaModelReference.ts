@@ -1,6 +1,7 @@
 /**
  * Test helpers: random Llama weights from a seed, and a naive float64 reference forward written straight from
- * transformers' LlamaForCausalLM / MistralForCausalLM (rotate-half RoPE, repeat_kv, causal + sliding-window mask).
+ * transformers' LlamaForCausalLM (rotate-half RoPE, repeat_kv, causal mask; a declared sliding window is not applied,
+ * as neither LlamaForCausalLM nor llama.cpp's architecture llama applies it).
  * It shares nothing with src/Model/LlamaModel.ts except the RoPE frequencies, which have their own test.
  */
 import { attentionModules, type LlamaConfig, mlpModules, type NamedTensor, weightNames } from "../../src/Model/ModelContracts.ts"
@@ -77,10 +78,8 @@ export const referenceLogits = (
         const kvh = Math.floor(head / groups)
         const scores: Array<number> = []
         for (let j = 0; j <= t; j++) {
-          if (c.slidingWindow !== undefined && t - j >= c.slidingWindow) {
-            scores.push(Number.NEGATIVE_INFINITY)
-            continue
-          }
+          // full causal attention, as LlamaForCausalLM and llama.cpp (arch llama) compute it: a declared window is
+          // not applied
           let s = 0
           for (let d = 0; d < D; d++) s += Q[t]![head * D + d]! * K[j]![kvh * D + d]!
           scores.push(s / Math.sqrt(D))

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { epochPermutation, packBatch, padBatch, tokenizeExample } from "../../src/Training/Collate.ts"
+import { epochPermutation, hasAnswerTokens, packBatch, padBatch, tokenizeExample } from "../../src/Training/Collate.ts"
 import { planSteps } from "../../src/Training/Trainer.ts"
 
 const tok = { bosId: 1, eosId: 2, encode: (s: string) => [...s].map((c) => c.charCodeAt(0)) }
@@ -10,6 +10,28 @@ describe("collation", () => {
     expect(ex.ids).toEqual([1, ..."Q: a?\nA: ".split("").map((c) => c.charCodeAt(0)), 121, 101, 115, 2])
     expect(ex.labels.filter(Boolean).length).toBe(4)
     expect(ex.labels.slice(0, 10).some(Boolean)).toBe(false)
+  })
+
+  it("truncates the prompt from the left (BOS kept) before the answer, and the answer only when the prompt is one token", () => {
+    const ex = { text: "Q: why?\nA: ok", answerStart: 11, answerEnd: 13 }
+    const codes = (t: string) => [...t].map((c) => c.charCodeAt(0))
+    // 1 + 11 prompt tokens + 3 answer tokens (o, k, EOS) = 15; at 8 the prompt keeps BOS and its last 4 tokens
+    const cut = tokenizeExample(tok, ex, 8)
+    expect(cut.ids).toEqual([1, ...codes("\nA: "), ...codes("ok"), 2])
+    expect(cut.labels).toEqual([false, false, false, false, false, true, true, true])
+    expect(hasAnswerTokens(cut)).toBe(true)
+    // at 3 only BOS is left of the prompt and the answer loses EOS: still two loss targets
+    const tight = tokenizeExample(tok, ex, 3)
+    expect(tight.ids).toEqual([1, ...codes("ok")])
+    expect(tight.labels).toEqual([false, true, true])
+    // at 1 nothing can be a target (the first token of a row never is)
+    const none = tokenizeExample(tok, ex, 1)
+    expect(none.ids).toEqual([1])
+    expect(hasAnswerTokens(none)).toBe(false)
+    // without BOS, the last prompt token stays
+    const noBos = tokenizeExample({ ...tok, bosId: undefined }, ex, 4)
+    expect(noBos.ids).toEqual([32, ...codes("ok"), 2])
+    expect(noBos.labels).toEqual([false, true, true, true])
   })
 
   it("pads right, shifts targets by one and ignores padding in the loss", () => {

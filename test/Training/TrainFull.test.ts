@@ -52,7 +52,7 @@ describe("full-parameter training", () => {
     const losses = result.trainLogs.map((l) => l.loss)
     expect(losses.at(-1)!).toBeLessThan(losses[0]! * 0.7)
     expect(result.evaluations.map((e) => e.step)).toEqual([4, 8])
-    expect(result.evaluations[1]!.evalLoss).toBeLessThan(result.evaluations[0]!.evalLoss)
+    expect(result.evaluations[1]!.evalLoss!).toBeLessThan(result.evaluations[0]!.evalLoss!)
 
     // the GGUF holds exactly the best checkpoint's weights (the loader undoes the Q/K permutation) and the config
     const gguf = await Effect.runPromise(loadModelSource(path.join(result.finalDir, "model.gguf")))

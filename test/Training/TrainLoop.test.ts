@@ -1,6 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import * as tf from "@tensorflow/tfjs-core"
-import { Effect } from "effect"
+import { Effect, Exit, Logger } from "effect"
 import * as fsSync from "node:fs"
 import * as os from "node:os"
 import * as nodePath from "node:path"
@@ -48,6 +48,38 @@ const learnConfig = (dir: string, mode: "lora" | "qlora") =>
 const prompt = (question: string) => [byteTokenizer.bosId!, ...byteTokenizer.encode(`Context: \nQuestion: ${question}\nAnswer: `)]
 
 describe("the training loop", () => {
+  it("never reports a loss of 0 for an empty mean: long prompts keep their answers, rows with none are left out and warned about", async () => {
+    const warnings: Array<string> = []
+    const capture = Logger.make((o) => {
+      if (o.logLevel === "Warn") warnings.push(String(Array.isArray(o.message) ? o.message[0] : o.message))
+    })
+    const runLogged = <A, E>(e: Effect.Effect<A, E, any>) =>
+      Effect.runPromiseExit(e.pipe(Effect.provide(Logger.layer([capture])), Effect.provide(NodeServices.layer)) as Effect.Effect<A, E, never>)
+    const config = (dir: string, maxSeqLength: number) =>
+      baseTrainConfig(dir, { maxSeqLength, epochs: 1, batchSize: 2, logEvery: 1, evalEvery: 2, evalGenerationSamples: 0, metricForBest: "eval_loss" })
+    // the prompts are ~40 bytes: at 24 tokens the old tail truncation left no answer token (loss 0.0000 grad 0.000)
+    const long = await runLogged(runTraining({ ...input(), validation: [] }, config(tmp(), 24), { onLog: () => {} }))
+    expect(Exit.isSuccess(long)).toBe(true)
+    const result = Exit.isSuccess(long) ? long.value : undefined!
+    expect(result.trainLogs.length).toBeGreaterThan(0)
+    for (const log of result.trainLogs) {
+      expect(log.loss).toBeGreaterThan(1)
+      expect(log.gradNorm).toBeGreaterThan(0)
+    }
+    // no validation set: no eval loss rather than 0, and no "best" picked from it; the final adapter is the last step's
+    expect(result.evaluations.map((e) => e.evalLoss)).toEqual([null])
+    expect(result.bestMetric).toBeNull()
+    expect(fsSync.existsSync(nodePath.join(result.finalDir, "adapter_model.safetensors"))).toBe(true)
+    expect(warnings).toEqual([])
+    // at 1 token no row can have a loss target: the run says so instead of training on nothing
+    const none = await runLogged(runTraining(input(), config(tmp(), 1), { onLog: () => {} }))
+    expect(Exit.isFailure(none) && String(none.cause)).toContain("no training example has an answer token within maxSeqLength 1")
+    expect(warnings).toEqual([
+      "4 of 4 training examples have no answer token within maxSeqLength 1: left out of the loss",
+      "4 of 4 validation examples have no answer token within maxSeqLength 1: left out of the loss"
+    ])
+  })
+
   it("drives the loss down steadily, keeps the best checkpoint, and the final adapter answers greedily", async () => {
     const dir = tmp()
     const baseline = tf.memory().numTensors
