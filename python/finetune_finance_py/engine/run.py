@@ -19,6 +19,8 @@ import sys
 import time
 import traceback
 
+import numpy as np
+
 from . import events
 from .data import Examples, Plan, collate
 from .events import EngineError, emit
@@ -364,7 +366,7 @@ def train(job: dict, rank: int) -> int:
                     gen_config = GenerationConfig(max_new_tokens=ev["maxNewTokens"], do_sample=False,
                                                   eos_token_id=list(ev["stopIds"]), pad_token_id=pad_id)
                     for i in range(len(gen_set)):
-                        prompt = torch.tensor([gen_set.example(i)[0]], dtype=torch.long, device=device)
+                        prompt = torch.from_numpy(np.asarray(gen_set.example(i)[0], dtype=np.int64))[None, :].to(device)
                         out = llama.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                              generation_config=gen_config)
                         new = [int(t) for t in out[0, prompt.shape[1]:]]
@@ -377,10 +379,11 @@ def train(job: dict, rank: int) -> int:
                         if reply is not None and isinstance(reply.get("rougeL"), (int, float)):
                             rouge = float(reply["rougeL"])
             peft_model.train()
-            eval_loss = 0.0 if count == 0 else total_loss / count
-            value = (rouge if rouge is not None else 0.0) if metric_for_best == "rouge" else eval_loss
+            # no validation token: no eval loss (None), never a 0 that would win as the best
+            eval_loss = None if count == 0 else total_loss / count
+            value = rouge if metric_for_best == "rouge" else eval_loss
             best = state["bestMetric"]
-            improved = best is None or (value > best if metric_for_best == "rouge" else value < best)
+            improved = value is not None and (best is None or (value > best if metric_for_best == "rouge" else value < best))
             state["evaluations"].append({"step": state["globalStep"], "evalLoss": eval_loss, "rougeL": rouge})
             if improved:
                 state["bestMetric"], state["bestStep"], state["evaluationsWithoutImprovement"] = value, state["globalStep"], 0

@@ -1,0 +1,56 @@
+/**
+ * TrainingEngine: who runs a training job. Two layers behind one interface, both fed the same job (same records,
+ * prompt layouts, tokens, answer-only masks, step plan, LoRA config and initial weights):
+ * - `tfjs` (TfjsEngine.ts): the in-process Trainer; no Python, every mode, one CPU core (wasm) or WebGPU;
+ * - `torch` (TorchEngine.ts): transformers + PEFT in a Python child process, CUDA/bf16/QLoRA (bitsandbytes),
+ *   all CPU cores, and torchrun for many GPUs or nodes (DDP, FSDP, DeepSpeed).
+ * `auto` takes torch when the Python environment resolves (PythonEnv.ensure) and torch, transformers and PEFT
+ * import there, tfjs otherwise; `reason` says which and why.
+ */
+import { Context, Effect, FileSystem, Layer, Path, Schema } from "effect"
+import { describeRuntime, PythonEnv } from "../Python/PythonEnv.ts"
+import { Tokenizer } from "../Model/Tokenizer.ts"
+import { makeTfjsEngine } from "./TfjsEngine.ts"
+import { makeTorchEngine, probeTorch } from "./TorchEngine.ts"
+import { type TrainError, Trainer, type TrainOptions, type TrainResult } from "./Trainer.ts"
+import type { TrainConfig } from "./TrainConfig.ts"
+
+export const EngineChoice = Schema.Literals(["tfjs", "torch", "auto"])
+export type EngineChoice = typeof EngineChoice.Type
+
+export interface TrainingEngineShape {
+  readonly name: "tfjs" | "torch"
+  /** why this engine runs the job (the flag, or what auto found) */
+  readonly reason: string
+  readonly train: (config: TrainConfig, options?: TrainOptions) => Effect.Effect<TrainResult, TrainError, FileSystem.FileSystem | Path.Path>
+}
+
+export class TrainingEngine extends Context.Service<TrainingEngine, TrainingEngineShape>()("app/Training/TrainingEngine") {
+  /** The in-process tfjs trainer. */
+  static readonly layerTfjs = (reason = "--engine tfjs") =>
+    Layer.effect(TrainingEngine, makeTfjsEngine(reason)).pipe(Layer.provide(Trainer.layer))
+
+  /** The torch engine; the Python environment is resolved when a job starts (a PythonEnv failure fails the job). */
+  static readonly layerTorch = (reason = "--engine torch") =>
+    Layer.effect(TrainingEngine, makeTorchEngine(reason)).pipe(Layer.provide(Tokenizer.layer))
+
+  /** tfjs, torch, or auto: torch when the Python environment is usable, with the reason either way. */
+  static readonly layer = (choice: EngineChoice) => {
+    if (choice === "tfjs") return TrainingEngine.layerTfjs()
+    if (choice === "torch") return TrainingEngine.layerTorch()
+    return Layer.unwrap(Effect.gen(function*() {
+      const env = yield* PythonEnv
+      const reason = yield* env.ensure.pipe(
+        Effect.flatMap((runtime) =>
+          Effect.map(probeTorch(runtime), (probe) =>
+            probe.ok
+              ? { torch: true, text: `auto chose torch: ${describeRuntime(runtime)}, ${probe.detail}` }
+              : { torch: false, text: `auto chose tfjs: ${runtime.executable} cannot import the torch stack (${probe.detail})` })
+        ),
+        Effect.catch((e) => Effect.succeed({ torch: false, text: `auto chose tfjs: no usable Python environment (${e.message})` }))
+      )
+      yield* Effect.logInfo(reason.text)
+      return reason.torch ? TrainingEngine.layerTorch(reason.text) : TrainingEngine.layerTfjs(reason.text)
+    }))
+  }
+}
