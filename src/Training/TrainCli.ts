@@ -7,9 +7,10 @@
  */
 import { Console, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Device } from "../Model/Device.ts"
+import { PythonEnv } from "../Python/PythonEnv.ts"
+import { Progress } from "../Shared/Progress.ts"
 import { configFieldKinds, parseFlagValue, resolveTrainConfig, type TrainConfig } from "./TrainConfig.ts"
-import { Trainer } from "./Trainer.ts"
+import { TrainingEngine } from "./TrainingEngine.ts"
 import { failCommand } from "../CommandFailed.ts"
 
 const fail = (message: string, exitCode: number) => failCommand("train", message, exitCode)
@@ -50,7 +51,17 @@ const descriptions: Record<keyof TrainConfig, string> = {
   evalGenerationSamples: "validation records generated greedily and scored with ROUGE-L at each evaluation (default 16)",
   maxNewTokens: "generation length at evaluation (default 64)",
   promptLayout: "seed | llama3 | mistral (default seed)",
-  device: "auto | gpu | wasm | cpu (default auto)"
+  device: "auto | gpu | wasm | cpu (default auto)",
+  engine: "tfjs (in-process, default) | torch (PyTorch + PEFT in Python) | auto (torch when the Python env is usable)",
+  nprocPerNode: "torch engine: processes per node under torchrun (data-parallel; default 1)",
+  nnodes: "torch engine: number of nodes (multi-node torchrun; default 1)",
+  nodeRank: "torch engine: this node's rank, 0 .. nnodes-1",
+  masterAddr: "torch engine: rendezvous address (node 0's host) for multi-node runs",
+  masterPort: "torch engine: rendezvous port (default 29500)",
+  fsdp: "torch engine: FSDP (shard decoder layers) instead of DDP",
+  deepspeed: "torch engine: DeepSpeed config file (ZeRO-2/3; needs the deepspeed package)",
+  gradientCheckpointing: "torch engine: gradient checkpointing (less activation memory)",
+  threads: "torch engine: intra-op threads per process"
 }
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)
@@ -73,6 +84,10 @@ export const trainCommand = Command.make(
     resume: Flag.Boolean("resume").pipe(
       Flag.withDescription("continue from the newest checkpoint in the run folder"),
       Flag.withDefault(false)
+    ),
+    python: Flag.String("python").pipe(
+      Flag.withDescription("torch engine: the Python interpreter to use as it is (default: FINETUNE_PYTHON, else the managed .venv)"),
+      Flag.optional
     )
   },
   Effect.fn("train")(function*(flags) {
@@ -85,11 +100,17 @@ export const trainCommand = Command.make(
       Effect.catchTag("TrainConfigError", (e) => fail(e.message, 2))
     )
     yield* Console.log(`resolved config:\n${JSON.stringify(config, null, 2)}`)
-    const result = yield* Trainer.use((t) => t.train(config, { resume: flags.resume })).pipe(
-      Effect.provide(Layer.mergeAll(Trainer.layer, Device.layer(config.device))),
+    const engine = TrainingEngine.layer(config.engine ?? "tfjs").pipe(
+      Layer.provide(PythonEnv.layer({ python: Option.getOrUndefined(flags.python) }))
+    )
+    const result = yield* TrainingEngine.use((t) => t.train(config, { resume: flags.resume })).pipe(
+      Effect.provide(Layer.merge(engine, Progress.layerTerminal)),
       Effect.catchTags({
-        DeviceUnavailable: (e) => fail(e.message, 4),
-        TrainError: (e) => fail(e.message, e.stage === "model" || e.stage === "data" || e.stage === "tokenizer" ? 3 : e.stage === "config" ? 2 : 1)
+        TrainError: (e) =>
+          fail(
+            e.message,
+            e.stage === "model" || e.stage === "data" || e.stage === "tokenizer" ? 3 : e.stage === "config" ? 2 : e.stage === "device" || e.stage === "python" ? 4 : 1
+          )
       })
     )
     if (result.globalStep < result.totalSteps && !result.stoppedEarly) {

@@ -66,7 +66,24 @@ export const TrainConfig = Schema.Struct({
   maxNewTokens: PositiveInt,
   /** the prompt layout of the Dataset stage */
   promptLayout: Schema.NonEmptyString,
-  device: Schema.Literals(["auto", "gpu", "wasm", "cpu"])
+  device: Schema.Literals(["auto", "gpu", "wasm", "cpu"]),
+  /** who trains: the in-process tfjs trainer (default), the PyTorch engine, or torch when Python is usable */
+  engine: Schema.optionalKey(Schema.Literals(["tfjs", "torch", "auto"])),
+  /** torch engine: processes per node (torchrun); more than 1 runs data-parallel */
+  nprocPerNode: Schema.optionalKey(PositiveInt),
+  /** torch engine, multi-node: the number of nodes, this node's rank, the rendezvous address and port */
+  nnodes: Schema.optionalKey(PositiveInt),
+  nodeRank: Schema.optionalKey(NonNegativeInt),
+  masterAddr: Schema.optionalKey(Schema.NonEmptyString),
+  masterPort: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))),
+  /** torch engine: shard the decoder layers with FSDP instead of DDP (bases that do not fit one GPU) */
+  fsdp: Schema.optionalKey(Schema.Boolean),
+  /** torch engine: a DeepSpeed config file (ZeRO-2/3); needs the deepspeed package */
+  deepspeed: Schema.optionalKey(Schema.NonEmptyString),
+  /** torch engine: recompute activations in backward (less memory, ~30% more compute) */
+  gradientCheckpointing: Schema.optionalKey(Schema.Boolean),
+  /** torch engine: intra-op threads per process (default: torch's, all cores) */
+  threads: Schema.optionalKey(PositiveInt)
 })
 export type TrainConfig = typeof TrainConfig.Type
 
@@ -150,7 +167,17 @@ export const configFieldKinds: Record<keyof TrainConfig, "string" | "int" | "num
   evalGenerationSamples: "int",
   maxNewTokens: "int",
   promptLayout: "string",
-  device: "string"
+  device: "string",
+  engine: "string",
+  nprocPerNode: "int",
+  nnodes: "int",
+  nodeRank: "int",
+  masterAddr: "string",
+  masterPort: "int",
+  fsdp: "boolean",
+  deepspeed: "string",
+  gradientCheckpointing: "boolean",
+  threads: "int"
 }
 
 /** Parses a flag's text into the field's kind; numbers that do not parse stay strings so the schema names them. */
