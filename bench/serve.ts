@@ -12,7 +12,10 @@
  *   `parallel` sequences, with the same number of concurrent callers.
  * - Rounds alternate baseline and server, so drift on this shared machine hits both alike.
  *
- * Writes the results into the `## Serving` section of BENCHMARKS.md.
+ * - Part 3 (bench/serveThreads.ts): decode speed by llama.cpp thread setting (the default policy, 1, every core,
+ *   node-llama-cpp's old default), idle and with a busy process per core; `BENCH_SERVE_PARTS=threads` runs it alone.
+ *
+ * Writes the results into the `## Serving` and `## Serving threads` sections of BENCHMARKS.md.
  */
 import { NodeServices } from "@effect/platform-node"
 import { Effect, Exit, Scope } from "effect"
@@ -31,6 +34,7 @@ import { presetConfig, writeTinyModel } from "../src/Model/TinyModel.ts"
 import { writeSafetensors } from "../src/Model/Safetensors.ts"
 import { weightNames } from "../src/Model/ModelContracts.ts"
 import { writeBenchmarkSection } from "./BenchmarksFile.ts"
+import { runThreadsBench } from "./serveThreads.ts"
 
 // autocannon ships no types; this is the part of its API used here
 interface AutocannonInstance {
@@ -67,6 +71,14 @@ const merge = (runs: ReadonlyArray<Run>): Run => ({
   seconds: runs.reduce((a, r) => a + r.seconds, 0),
   tokens: runs.reduce((a, r) => a + r.tokens, 0)
 })
+
+// BENCH_SERVE_PARTS=threads runs part 3 alone (decode speed by llama.cpp thread setting, idle and loaded)
+if (process.env.BENCH_SERVE_PARTS === "threads") {
+  const threads = await runThreadsBench()
+  writeBenchmarkSection("## Serving threads", threads)
+  console.log(threads)
+  process.exit(0)
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // files
@@ -415,3 +427,8 @@ ${(fixedCost / percentile(fixed.direct, 50) * 100).toFixed(1)}% of a \`tiny\`-mo
 `
 writeBenchmarkSection("## Serving", section)
 console.log(section)
+
+// part 3: thread settings (bench/serveThreads.ts); its own section, after this one
+const threadsSection = await runThreadsBench()
+writeBenchmarkSection("## Serving threads", threadsSection)
+console.log(threadsSection)

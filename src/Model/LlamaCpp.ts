@@ -104,7 +104,7 @@ export interface ThreadState {
 export const describeThreads = (t: ThreadState) =>
   t.mode === "fixed"
     ? `${t.threads} thread${t.threads === 1 ? "" : "s"} (--threads)`
-    : `${t.threads} thread${t.threads === 1 ? "" : "s"} (auto: up to ${t.ceiling} for this model, ${t.cores} core${t.cores === 1 ? "" : "s"}, ${t.busyCores.toFixed(1)} busy)`
+    : `${t.threads} thread${t.threads === 1 ? "" : "s"} (auto: up to ${t.ceiling} for the model size, ${t.cores} core${t.cores === 1 ? "" : "s"}, ${t.busyCores.toFixed(1)} busy)`
 
 /** Kernel CPU counters: all CPUs' busy time and this process's own (ms), to tell our load from the neighbours'. */
 const cpuSample = () => {

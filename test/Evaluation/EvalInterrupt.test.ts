@@ -80,7 +80,7 @@ describe("eval run interrupted", () => {
     const interrupted = stderr.split("\n").filter((l) => l.startsWith("eval: interrupted"))
     expect(interrupted).toEqual([`eval: interrupted; ${kept.length} finished samples kept in ${generations}; rerun with --resume to continue`])
     // the thread policy's count for a 13 MB model: one thread
-    expect(stderr).toMatch(/llama\.cpp: 1 thread \(auto: up to 1 for this model, \d+ cores?, [\d.]+ busy\)/)
+    expect(stderr).toMatch(/llama\.cpp: 1 thread \(auto: up to 1 for the model size, \d+ cores?, [\d.]+ busy\)/)
 
     // resuming skips what was kept and finishes the rest, here on a given thread count
     const resumed = evalRun(["--out", out, "--resume", "--threads", "1"])

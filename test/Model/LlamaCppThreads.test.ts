@@ -60,7 +60,7 @@ describe("chooseThreads", () => {
     assert.strictEqual(describeThreads({ mode: "fixed", threads: 2, ceiling: 2, cores: 8, busyCores: 1 }), "2 threads (--threads)")
     assert.strictEqual(
       describeThreads({ mode: "auto", threads: 1, ceiling: 4, cores: 8, busyCores: 6.94 }),
-      "1 thread (auto: up to 4 for this model, 8 cores, 6.9 busy)"
+      "1 thread (auto: up to 4 for the model size, 8 cores, 6.9 busy)"
     )
   })
 })

@@ -37,10 +37,10 @@ describe("serve threads", () => {
     // a 2-layer d-128 model: one thread on any machine, counted against at most the cores this process may use
     const line = await serveOnce([])
     const m = new RegExp(
-      `^serving tiny on http://127\\.0\\.0\\.1:\\d+ \\(no auth, llama\\.cpp 1 thread \\(auto: up to 1 for this model, (\\d+) cores?, [\\d.]+ busy\\)\\)`
+      `^serving tiny on http://127\\.0\\.0\\.1:\\d+ \\(no auth, llama\\.cpp 1 thread \\(auto: up to 1 for the model size, (\\d+) cores?, [\\d.]+ busy\\)\\)`
     ).exec(line)
     expect(m, line).not.toBeNull()
     expect(Number(m![1])).toBeLessThanOrEqual(os.availableParallelism())
-    expect(await serveOnce(["--threads", "2"])).toContain("llama.cpp 2 threads (--threads)")
+    expect(await serveOnce(["--threads", "1"])).toContain("llama.cpp 1 thread (--threads)")
   }, 120_000)
 })
