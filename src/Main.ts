@@ -45,7 +45,7 @@ const stages: ReadonlyArray<{ readonly group: string; readonly words: Record<str
     }
   },
   { group: "Router", words: { route: () => import("./Router/Cli.ts").then((m) => [m.routeCommand]) } },
-  { group: "End to end", words: { pipeline: () => import("./Pipeline.ts").then((m) => [m.pipelineCommand]) } }
+  { group: "End to end", words: { pipeline: () => import("./Pipeline/PipelineCli.ts").then((m) => [m.pipelineCommand]) } }
 ]
 
 const groups = (await Promise.all(

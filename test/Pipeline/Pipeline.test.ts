@@ -5,7 +5,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { getLlama, LlamaCompletion } from "node-llama-cpp"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { RunManifest, stageNames } from "../../src/Pipeline.ts"
+import { stageNames } from "../../src/Pipeline/Pipeline.ts"
+import { RunManifest } from "../../src/Pipeline/StageRunner.ts"
+import { exitCodeOf } from "../../src/Shared/Errors.ts"
 
 // The pipeline on a miniature default, through the built CLI (npm test builds first): a 200-record synthetic set, a
 // one-layer model, a few optimizer steps per training stage, four evaluated samples, one /infer question.
@@ -167,14 +169,14 @@ describe("pipeline on a miniature default", () => {
     }
   })
 
-  it("--require-improvement exits 4 exactly when the tuned model does not beat the base on all three gate metrics", async () => {
+  it("--require-improvement exits as a missed threshold exactly when the tuned model does not beat the base on all three gate metrics", async () => {
     const gated = await cli("--config", configFile, "--require-improvement")
     const evaluation = readManifest().stages["evaluate"]!.result as {
       base: { metrics: Record<string, number> }
       tuned: { metrics: Record<string, number> }
     }
     const better = ["rougeL", "factuality", "placeholder_f1"].every((m) => evaluation.tuned.metrics[m]! > evaluation.base.metrics[m]!)
-    expect(gated.code).toBe(better ? 0 : 4)
+    expect(gated.code).toBe(better ? 0 : exitCodeOf("threshold"))
     if (!better) expect(gated.stderr).toContain("does not beat the base on")
   })
 
@@ -191,18 +193,18 @@ describe("pipeline on a miniature default", () => {
     expect(m.stages["evaluate"]!.status).toBe("done")
   })
 
-  it("bad configuration and bad input exit 2 with a message naming the field or stage, without a stack trace", async () => {
+  it("a bad config value exits as bad data, rejected input as a missed reject-rate threshold, each naming the field or stage without a stack trace", async () => {
     const badConfig = path.join(dir, "bad.yaml")
     fs.writeFileSync(badConfig, "train:\n  r: 0\n")
     const bad = await cli("--config", badConfig)
-    expect(bad.code).toBe(2)
+    expect(bad.code).toBe(exitCodeOf("data"))
     expect(bad.stderr).toContain("train.r")
     expect(bad.stderr).not.toMatch(/\n\s+at /)
 
     const badData = path.join(dir, "bad.jsonl")
     fs.writeFileSync(badData, "{\"question\": 1}\nnot json\n")
     const rejected = await cli("--data", badData, "--out", path.join(dir, "bad-run"))
-    expect(rejected.code).toBe(2)
+    expect(rejected.code).toBe(exitCodeOf("threshold"))
     expect(rejected.stderr).toContain("stage \"dataset\" failed")
     expect(rejected.stderr).not.toMatch(/\n\s+at /)
     const m = Schema.decodeUnknownSync(Schema.fromJsonString(RunManifest))(fs.readFileSync(path.join(dir, "bad-run", "run.json"), "utf8"))

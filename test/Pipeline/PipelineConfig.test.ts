@@ -11,9 +11,9 @@ import {
   renderConfigReference,
   resolvePipelineConfig,
   validatePipelineConfig
-} from "../../src/PipelineConfig.ts"
-import { flagsToConfig } from "../../src/Pipeline.ts"
-import { pairedBootstrap } from "../../src/PipelineReport.ts"
+} from "../../src/Pipeline/PipelineConfig.ts"
+import { flagsToConfig } from "../../src/Pipeline/PipelineCli.ts"
+import { pairedBootstrap } from "../../src/Evaluation/Margins.ts"
 import { Option } from "effect"
 
 const tmpFile = (name: string, text: string) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { formatSeconds } from "../../src/PipelineReport.ts"
+import { formatSeconds } from "../../src/Pipeline/PipelineReport.ts"
 
 describe("formatSeconds", () => {
   it("rounds before splitting minutes and seconds", () => {

@@ -1,93 +1,17 @@
 /**
  * What a person reads at the end of `pipeline`: the one-screen summary printed to the terminal and `report.md` in
  * the run folder. Base-vs-tuned margins come with a paired bootstrap 95% interval over the held-out samples (the
- * same records scored for both systems), so a margin can be told apart from noise.
+ * same records scored for both systems; src/Evaluation/Margins.ts), so a margin can be told apart from noise.
  */
-import { Effect, FileSystem, Schema } from "effect"
-import type { DatasetResult, BaseResult, EvaluateResult, ExportResult, PretrainResult, RunManifest, ServeResult, TrainStageResult } from "./Pipeline.ts"
+import type { DatasetResult } from "../Dataset/DatasetStage.ts"
+import type { EvaluateResult } from "../Evaluation/EvaluateStage.ts"
+import type { ExportResult } from "../Serving/ExportStage.ts"
+import type { ServeResult } from "../Serving/ServeStage.ts"
+import type { BaseResult } from "../Training/BaseStage.ts"
+import type { PretrainResult } from "../Training/PretrainStage.ts"
+import type { TrainStageResult } from "../Training/TrainStage.ts"
 import type { PipelineConfig } from "./PipelineConfig.ts"
-
-export interface Margin {
-  readonly metric: string
-  readonly label: string
-  readonly base: number
-  readonly tuned: number
-  readonly delta: number
-  /** paired bootstrap 95% interval of the delta */
-  readonly low: number
-  readonly high: number
-  readonly pairs: number
-}
-
-/** The per-sample metrics compared (samples.jsonl field -> label). */
-export const marginMetrics = [
-  ["rougeL", "ROUGE-L"],
-  ["factuality", "factuality"],
-  ["placeholderF1", "placeholder F1"],
-  ["bleu", "sentence BLEU"]
-] as const
-
-const SampleLine = Schema.Struct({
-  id: Schema.String,
-  metrics: Schema.Struct({
-    rougeL: Schema.Finite,
-    factuality: Schema.Finite,
-    placeholderF1: Schema.Finite,
-    bleu: Schema.Finite
-  })
-})
-const decodeSample = Schema.decodeUnknownSync(Schema.fromJsonString(SampleLine))
-
-/** mulberry32 */
-const prng = (seed: number) => () => {
-  let t = (seed = (seed + 0x6d2b79f5) | 0)
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-
-/** Paired bootstrap of mean(tuned − base): 2,000 resamples of the sample pairs, percentile interval. */
-export const pairedBootstrap = (
-  deltas: ReadonlyArray<number>,
-  seed: number,
-  resamples = 2000
-): { readonly low: number; readonly high: number } => {
-  if (deltas.length === 0) return { low: 0, high: 0 }
-  const rand = prng(seed)
-  const means = new Float64Array(resamples)
-  for (let b = 0; b < resamples; b++) {
-    let sum = 0
-    for (let i = 0; i < deltas.length; i++) sum += deltas[Math.floor(rand() * deltas.length)]!
-    means[b] = sum / deltas.length
-  }
-  means.sort()
-  return { low: means[Math.floor(0.025 * (resamples - 1))]!, high: means[Math.ceil(0.975 * (resamples - 1))]! }
-}
-
-/** Margins of the tuned run over the base run, from their samples.jsonl files (pairs matched by sample id). */
-export const bootstrapMargins = Effect.fn("PipelineReport.margins")(function*(baseSamples: string, tunedSamples: string, seed: number) {
-  const fs = yield* FileSystem.FileSystem
-  const read = (file: string) =>
-    fs.readFileString(file).pipe(Effect.flatMap((text) =>
-      Effect.try({
-        try: () => new Map(text.split("\n").filter((l) => l.trim() !== "").map((l) => {
-          const s = decodeSample(l)
-          return [s.id, s.metrics] as const
-        })),
-        catch: (e) => new Error(`${file}: ${e instanceof Error ? e.message : String(e)}`)
-      })
-    ))
-  const base = yield* read(baseSamples)
-  const tuned = yield* read(tunedSamples)
-  const ids = [...tuned.keys()].filter((id) => base.has(id))
-  const mean = (xs: ReadonlyArray<number>) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length)
-  return marginMetrics.map(([metric, label]): Margin => {
-    const b = ids.map((id) => base.get(id)![metric])
-    const t = ids.map((id) => tuned.get(id)![metric])
-    const deltas = t.map((x, i) => x - b[i]!)
-    return { metric, label, base: mean(b), tuned: mean(t), delta: mean(deltas), ...pairedBootstrap(deltas, seed), pairs: ids.length }
-  })
-})
+import type { RunManifest } from "./StageRunner.ts"
 
 export interface ReportInput {
   readonly config: PipelineConfig
