@@ -101,14 +101,13 @@ export interface StageRunner {
 
 const now = () => new Date().toISOString()
 
-export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: StageRunnerOptions) {
+/** run.json: the earlier run's stages (when it decodes), and an atomic save of the manifest as it stands. */
+const openManifest = Effect.fn("StageRunner.openManifest")(function*(options: StageRunnerOptions) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   const manifestPath = path.join(options.runDir, "run.json")
-  const io = (stage: string) => (e: unknown) => new StageFailed({ stage, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
-  yield* fs.makeDirectory(options.runDir, { recursive: true }).pipe(Effect.mapError(io("setup")))
-
-  // the manifest of an earlier run in this folder, if it is readable (a corrupt one is ignored: every stage reruns)
+  yield* fs.makeDirectory(options.runDir, { recursive: true }).pipe(Effect.mapError(toStageFailed("setup")))
+  // a corrupt or older manifest is ignored: every stage reruns
   const previous = yield* fs.readFileString(manifestPath).pipe(
     Effect.flatMap((text) => Schema.decodeUnknownEffect(Schema.fromJsonString(RunManifest))(text)),
     Effect.option
@@ -129,10 +128,21 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
   const save = Effect.suspend(() =>
     fs.writeFileString(`${manifestPath}.tmp`, JSON.stringify(snapshot(), null, 2) + "\n").pipe(
       Effect.andThen(fs.rename(`${manifestPath}.tmp`, manifestPath)),
-      Effect.mapError(io("manifest"))
+      Effect.mapError(toStageFailed("manifest"))
     )
   )
+  const finish = Effect.suspend(() => {
+    manifest.status = "done"
+    finishedAt = now()
+    return save.pipe(Effect.as(snapshot()))
+  })
   yield* save
+  return { manifest, snapshot, save, finish }
+})
+
+export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: StageRunnerOptions) {
+  const fs = yield* FileSystem.FileSystem
+  const { manifest, snapshot, save, finish } = yield* openManifest(options)
 
   const keys = new Map<string, string>()
   const forceFrom = options.force === undefined ? options.order.length : options.order.indexOf(options.force)
@@ -141,7 +151,7 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
     return at >= 0 && at >= forceFrom
   }
 
-  const keyOf = <In>(stage: Stage<In, unknown, unknown, unknown>, input: In) =>
+  const keyOf = <In, A, E, R>(stage: Stage<In, A, E, R>, input: In) =>
     Effect.gen(function*() {
       const files: Record<string, unknown> = {}
       for (const [label, file] of Object.entries(stage.inputFiles(input))) files[label] = yield* fileIdentity(stage.name, file)
@@ -150,7 +160,7 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
     })
 
   /** the recorded result when it is still valid: same key, decodes with the stage's Schema, outputs present */
-  const cached = <In, A>(stage: Stage<In, A, unknown, unknown>, input: In, key: string) =>
+  const cached = <In, A, E, R>(stage: Stage<In, A, E, R>, input: In, key: string) =>
     Effect.gen(function*() {
       const prior = manifest.stages[stage.name]
       if (isForced(stage.name) || prior?.status !== "done" || prior.key !== key || prior.result === undefined) return Option.none<A>()
@@ -171,9 +181,9 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
   const run = <In, A, E, R>(stage: Stage<In, A, E, R>, input: In): Effect.Effect<A, StageFailed, R> =>
     Effect.gen(function*() {
       const name = stage.name
-      const key = yield* keyOf(stage as Stage<In, unknown, unknown, unknown>, input)
+      const key = yield* keyOf(stage, input)
       keys.set(name, key)
-      const hit = yield* cached(stage as Stage<In, A, unknown, unknown>, input, key)
+      const hit = yield* cached(stage, input, key)
       if (Option.isSome(hit)) {
         manifest.lastInvocation[name] = "cached"
         yield* Effect.logInfo(`[${name}] up to date (cached): skipped`)
@@ -183,7 +193,7 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
       const prior = manifest.stages[name]
       const resume = !isForced(name) && prior !== undefined && prior.key === key && prior.status !== "done"
       if (!resume) {
-        for (const dir of stage.workDirs(input)) yield* fs.remove(dir, { recursive: true, force: true }).pipe(Effect.mapError(io(name)))
+        for (const dir of stage.workDirs(input)) yield* fs.remove(dir, { recursive: true, force: true }).pipe(Effect.mapError(toStageFailed(name)))
       }
       const startedAt = now()
       const started = performance.now()
@@ -207,7 +217,7 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
           return save.pipe(Effect.ignore)
         })
       )
-      const encoded = yield* Schema.encodeUnknownEffect(stage.result)(result).pipe(Effect.mapError(io(name)))
+      const encoded = yield* Schema.encodeUnknownEffect(stage.result)(result).pipe(Effect.mapError(toStageFailed(name)))
       const seconds = (performance.now() - started) / 1000
       const cpu = process.cpuUsage(cpuStart)
       manifest.stages[name] = { status: "done", key, startedAt, finishedAt: now(), seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, result: encoded }
@@ -221,11 +231,7 @@ export const makeStageRunner = Effect.fn("StageRunner.make")(function*(options: 
     setArtifacts: (artifacts) => {
       manifest.artifacts = { ...artifacts }
     },
-    finish: Effect.suspend(() => {
-      manifest.status = "done"
-      finishedAt = now()
-      return save.pipe(Effect.as(snapshot()))
-    }),
+    finish,
     manifest: snapshot,
     keyOf: (name) => keys.get(name)
   } satisfies StageRunner

@@ -31,9 +31,11 @@ const runExport = Effect.fn("ExportStage.run")(function*(input: ExportStageInput
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   const progress = yield* Progress
-  // writers call back per tensor, outside Effect: the Progress layers are synchronous
+  // writers call back per tensor, outside Effect: run the (synchronous) Progress update with this fiber's
+  // context, so it reaches the loggers the caller provided
+  const context = yield* Effect.context<never>()
   const onTensor = (task: string) => (i: number, n: number) => {
-    if (i === n - 1 || i % 32 === 0) Effect.runSync(progress.update({ task, done: i + 1, total: n, unit: "tensors" }))
+    if (i === n - 1 || i % 32 === 0) Effect.runSyncWith(context)(progress.update({ task, done: i + 1, total: n, unit: "tensors" }))
   }
   yield* fs.makeDirectory(input.dir, { recursive: true })
   const adapterGguf = path.join(input.dir, "adapter.gguf")

@@ -10,7 +10,7 @@ import { RunManifest } from "../../src/Pipeline/StageRunner.ts"
 import { exitCodeOf } from "../../src/Shared/Errors.ts"
 
 // The pipeline on a miniature default, through the built CLI (npm test builds first): a 200-record synthetic set, a
-// one-layer model, a few optimizer steps per training stage, four evaluated samples, one /infer question.
+// one-layer model, a few optimizer steps per training stage, four evaluated samples, one /infer question, and the merged GGUF.
 const main = path.resolve("dist/Main.js")
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pipeline-test-"))
 const out = path.join(dir, "run")
@@ -24,6 +24,7 @@ fs.writeFileSync(configFile, [
   "train: { maxSteps: 3, batchSize: 2, maxSeqLength: 160, evalEvery: 3, saveEvery: 2, evalGenerationSamples: 2, r: 4, loraAlpha: 8, warmupSteps: 1 }",
   "eval: { samples: 4, maxNewTokens: 12 }",
   "serve: { questions: 1, maxLength: 600 }",
+  "export: { merged: true }",
   ""
 ].join("\n"))
 
@@ -68,7 +69,11 @@ describe("pipeline on a miniature default", () => {
     for (const label of ["ROUGE-L", "factuality", "placeholder F1", "adapter (GGUF)", "evaluation report"]) expect(first.stdout).toContain(label)
     expect(fs.readFileSync(path.join(out, "config.yaml"), "utf8")).toContain("synthCount: 200")
     expect(readJson("versions.json").node).toBe(process.version)
-    expect(fs.readFileSync(path.join(out, "pipeline.log"), "utf8")).toContain("[train] done")
+    const log = fs.readFileSync(path.join(out, "pipeline.log"), "utf8")
+    expect(log).toContain("[train] done")
+    // the export's per-tensor progress reaches the run's log through the Progress service
+    expect(log).toMatch(/\[export\] merged \[#+\] (\d+)\/\1 tensors/)
+    expect(fs.statSync(path.join(out, "export", "merged-f16.gguf")).size).toBeGreaterThan(0)
   })
 
   it("writes the datasets: the split adds up to the summary and train/test share no question", () => {
