@@ -56,4 +56,12 @@ describe("torch engine agrees with the tfjs trainer", () => {
     const evals = (r: TrainResult) => r.evaluations.map((e) => e.evalLoss!)
     evals(torch).forEach((l, i) => expect(Math.abs(l - evals(tfjs)[i]!)).toBeLessThan(1e-3))
   })
+
+  it("packed rows (block-diagonal attention, positions restarting per example) agree as well", async () => {
+    const packed = { packing: true, maxSeqLength: 64, maxSteps: 4, batchSize: 4, evalEvery: 4, saveEvery: 4 }
+    const t = await trainTorch(agreementConfig(dir, "torch-packed", packed))
+    const j = await trainTfjs(agreementConfig(dir, "tfjs-packed", packed), { onLog: () => {} })
+    expect(t.trainLogs.length).toBe(4)
+    t.trainLogs.forEach((l, k) => expect(Math.abs(l.loss - j.trainLogs[k]!.loss)).toBeLessThan(1e-4))
+  }, 120_000)
 })
