@@ -3,6 +3,7 @@
  *
  *     eval run      --split test.jsonl (--endpoint URL [--api infer|openai] | --model base.gguf [--adapter lora.gguf]) --out DIR
  *     eval compare  RUN_A RUN_B [--out DIR]
+ *     eval score    --split test.jsonl --predictions preds.jsonl [--json] [--out DIR]
  *     eval rubric export --run A --run B --out DIR [--items 50]
  *     eval rubric import --sheet ann.csv --sheet bob.csv --key DIR/rubric-key.json [--out DIR]
  *     eval schedule (--cron "0 * * * *" | --every 1h) --db history.sqlite + the run flags
@@ -327,7 +328,37 @@ const checkCommand = Command.make("check", { db: dbFlag, ...regressionFlags }, (
   Command.withDescription("Exit non-zero (3) when the latest recorded run regressed against the previous run or the baseline")
 )
 
+/** Every metric of an aggregate as a table: metric, value, standard error (where the metric has one). */
+export const scoreTable = (a: Aggregate): string => {
+  const rows: Array<readonly [string, string, string]> = [
+    ...Object.entries(a.metrics).map(([m, v]) => [m, v.toFixed(4), a.stderr[m] === undefined ? "" : `± ${a.stderr[m]!.toFixed(4)}`] as const),
+    ...Object.entries(a.rougeStemmed).map(([m, v]) => [`${m} (stemmed)`, v.toFixed(4), ""] as const),
+    ...Object.entries(a.counts).map(([m, v]) => [m, String(v), ""] as const)
+  ]
+  const width = Math.max(...rows.map((r) => r[0].length))
+  return [
+    `${a.system}: ${a.scored} of ${a.samples} records scored`,
+    ...rows.map(([m, v, e]) => `  ${m.padEnd(width)}  ${v.padStart(10)}  ${e}`.trimEnd())
+  ].join("\n")
+}
+
+const scoreCommand = Command.make("score", {
+  split: Flag.String("split").pipe(Flag.withDescription("the references: held-out records (canonical TrainingRecord JSONL)")),
+  predictions: Flag.String("predictions").pipe(Flag.withDescription(
+    "predictions JSONL: {\"prediction\": ...} per line, in the split's order, or with \"index\" (a run's generations.jsonl works); optional rawAnswer, latencyMs"
+  )),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the aggregate (every metric) as JSON instead of a table"), Flag.withDefault(false)),
+  out: Flag.String("out").pipe(Flag.optional, Flag.withDescription("also write samples.jsonl and aggregate.json here"))
+}, ({ split, predictions, json, out }) =>
+  Effect.gen(function*() {
+    const evaluator = yield* Evaluator
+    const result = yield* report(evaluator.score({ split, predictions, outDir: Option.getOrUndefined(out) }))
+    yield* Console.log(json ? JSON.stringify(result.aggregate, null, 2) : scoreTable(result.aggregate))
+  }).pipe(Effect.provide(Evaluator.layer))).pipe(
+  Command.withDescription("Score a predictions JSONL against a split's references: BLEU, ROUGE, factuality, citations, risk flags, placeholders")
+)
+
 export const evalCommand = Command.make("eval").pipe(
   Command.withDescription("Evaluate models: BLEU/ROUGE equal to sacrebleu/rouge-score, finance metrics, reports, human rubrics, schedules"),
-  Command.withSubcommands([runCommand, compareCommand, rubricCommand, scheduleCommand, historyCommand, checkCommand])
+  Command.withSubcommands([runCommand, compareCommand, scoreCommand, rubricCommand, scheduleCommand, historyCommand, checkCommand])
 )

@@ -65,6 +65,34 @@ export interface RunOptions {
   readonly trainingLog?: string | undefined
 }
 
+/**
+ * One predictions line for `score`: the answer, optionally the model's placeholder-form text (`rawAnswer`), the
+ * split index it answers (`index`: a run's generations.jsonl has it) and its latency. Lines without `index` are
+ * matched to the split's records in order.
+ */
+export const PredictionLine = Schema.Struct({
+  prediction: Schema.String,
+  index: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
+  rawAnswer: Schema.optionalKey(Schema.String),
+  latencyMs: Schema.optionalKey(Schema.Finite)
+})
+export type PredictionLine = typeof PredictionLine.Type
+
+export interface ScoreOptions {
+  /** predictions JSONL (PredictionLine per line) */
+  readonly predictions: string
+  /** the references: a split in TrainingRecord JSONL */
+  readonly split: string
+  /** also write samples.jsonl and aggregate.json here */
+  readonly outDir?: string | undefined
+  readonly system?: string | undefined
+}
+
+export interface ScoreResult {
+  readonly aggregate: Aggregate
+  readonly samples: ReadonlyArray<SampleResult>
+}
+
 export interface RunResult {
   readonly aggregate: Aggregate
   readonly outDir: string
@@ -74,6 +102,7 @@ export interface RunResult {
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 const decodeRecordLine = Schema.decodeUnknownResult(Schema.fromJsonString(TrainingRecord))
 const decodeGenerationLine = Schema.decodeUnknownResult(Schema.fromJsonString(GenerationLine))
+const decodePredictionLine = Schema.decodeUnknownResult(Schema.fromJsonString(PredictionLine))
 const decodeSampleLine = Schema.decodeUnknownResult(Schema.fromJsonString(SampleResult))
 const decodeAggregate = Schema.decodeUnknownResult(Schema.fromJsonString(Aggregate))
 const encodeJson = (x: unknown) => JSON.stringify(x)
@@ -107,6 +136,8 @@ export class Evaluator extends Context.Service<Evaluator, {
   run(options: RunOptions): Effect.Effect<RunResult, EvalError | EvalInputError>
   /** Reads `aggregate.json` of a run folder. */
   loadAggregate(runDir: string): Effect.Effect<Aggregate, EvalError>
+  /** Scores a predictions JSONL against a split's references: every metric of `run`, with no generation. */
+  score(options: ScoreOptions): Effect.Effect<ScoreResult, EvalError | EvalInputError>
   /** Side-by-side comparison of two run folders; writes compare.html/compare.md into `outDir` when given. */
   compare(runA: string, runB: string, outDir?: string): Effect.Effect<{ deltas: ReadonlyArray<MetricDelta>; markdown: string }, EvalError | EvalInputError>
 }>()("app/Evaluation/Evaluator") {
@@ -310,7 +341,65 @@ export class Evaluator extends Context.Service<Evaluator, {
         return { deltas, markdown }
       })
 
-      return Evaluator.of({ run, loadAggregate, compare })
+      const score = Effect.fn("Evaluator.score")(function*(options: ScoreOptions) {
+        const { records, sha } = yield* readSplit(options.split)
+        const text = yield* fs.readFileString(options.predictions).pipe(
+          Effect.mapError((e) => new EvalInputError({ path: options.predictions, detail: e.message }))
+        )
+        const lines = yield* Effect.fromResult(parseLines(options.predictions, text, (l) => decodePredictionLine(l, { errors: "first" })))
+        if (lines.length === 0) return yield* new EvalInputError({ path: options.predictions, detail: "no predictions" })
+        const indexed = lines.every((l) => l.value.index !== undefined)
+        if (!indexed && lines.some((l) => l.value.index !== undefined)) {
+          return yield* new EvalInputError({ path: options.predictions, detail: "either every line has an index or none does (then line i answers record i)" })
+        }
+        if (!indexed && lines.length !== records.length) {
+          return yield* new EvalInputError({
+            path: options.predictions,
+            detail: `${lines.length} predictions for ${records.length} records of ${options.split}: without an index field, there must be one per record`
+          })
+        }
+        const byIndex = new Map<number, { line: number; value: PredictionLine }>()
+        for (const [i, l] of lines.entries()) {
+          const index = l.value.index ?? i
+          if (index >= records.length) {
+            return yield* new EvalInputError({ path: options.predictions, detail: `line ${l.line}: index ${index}, but ${options.split} has ${records.length} records` })
+          }
+          if (byIndex.has(index)) return yield* new EvalInputError({ path: options.predictions, detail: `line ${l.line}: a second prediction for index ${index}` })
+          byIndex.set(index, l)
+        }
+        const scored = records.filter((r) => byIndex.has(r.index))
+        const samples = scored.map((r) => {
+          const p = byIndex.get(r.index)!.value
+          return scoreSample(r, {
+            id: r.id,
+            index: r.index,
+            prediction: p.prediction,
+            ...(p.rawAnswer !== undefined ? { rawAnswer: p.rawAnswer } : {}),
+            latencyMs: p.latencyMs ?? 0
+          })
+        })
+        const agg = aggregate(
+          {
+            system: options.system ?? path.basename(options.predictions),
+            generator: `predictions:${options.predictions}`,
+            split: options.split,
+            splitSha256: sha,
+            seed: 0,
+            samples: records.length,
+            failed: 0
+          },
+          samples,
+          new Map(records.map((r) => [r.id, r]))
+        )
+        if (options.outDir !== undefined) {
+          yield* fs.makeDirectory(options.outDir, { recursive: true }).pipe(Effect.mapError(io(options.outDir)))
+          yield* writeText(path.join(options.outDir, "samples.jsonl"), samples.map((r) => encodeJson(r) + "\n").join(""))
+          yield* writeText(path.join(options.outDir, "aggregate.json"), JSON.stringify(agg, null, 2) + "\n")
+        }
+        return { aggregate: agg, samples } satisfies ScoreResult
+      })
+
+      return Evaluator.of({ run, loadAggregate, compare, score })
     })
   )
 }
