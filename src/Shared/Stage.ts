@@ -9,7 +9,7 @@
  */
 import type { Effect } from "effect"
 import { Schema } from "effect"
-import { ErrorKind, exitCodeOf } from "./Errors.ts"
+import { ErrorKind } from "./Errors.ts"
 
 export interface StageContext {
   /** an earlier run of the same key was interrupted or failed: the stage may continue from what it left */
@@ -46,8 +46,5 @@ export class StageFailed extends Schema.TaggedError<StageFailed>()("StageFailed"
 }) {
   override get message() {
     return `stage "${this.stage}" failed: ${this.detail}`
-  }
-  get exitCode(): number {
-    return exitCodeOf(this.kind)
   }
 }
