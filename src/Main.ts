@@ -45,6 +45,7 @@ const stages: ReadonlyArray<{ readonly group: string; readonly words: Record<str
     }
   },
   { group: "Router", words: { route: () => import("./Router/Cli.ts").then((m) => [m.routeCommand]) } },
+  { group: "Python", words: { python: () => import("./Python/Cli.ts").then((m) => [m.pythonCommand]) } },
   { group: "End to end", words: { pipeline: () => import("./Pipeline/PipelineCli.ts").then((m) => [m.pipelineCommand]) } }
 ]
 

@@ -20,6 +20,7 @@ import { createHash } from "node:crypto"
 import { existsSync } from "node:fs"
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import type { ErrorKind } from "../Shared/Errors.ts"
 import { Progress } from "../Shared/Progress.ts"
 
 export class PythonRuntime extends Schema.Class<PythonRuntime>("PythonRuntime")({
@@ -41,7 +42,12 @@ export class PythonRuntime extends Schema.Class<PythonRuntime>("PythonRuntime")(
 export class PythonEnvError extends Schema.TaggedError<PythonEnvError>()("PythonEnvError", {
   reason: Schema.Literals(["NoPython", "TooOld", "NoRegistry", "LockMismatch", "NotPython", "InstallFailed"]),
   message: Schema.String
-}) {}
+}) {
+  /** Every set-up problem the user fixes (Python, network, lock, --python) exits 1; a failed install is a failure (3). */
+  get kind(): ErrorKind {
+    return this.reason === "InstallFailed" ? "failure" : "input"
+  }
+}
 
 /** The uv that makes the managed env; python/uv-requirements.txt pins it with hashes. */
 export const uvVersion = "0.13.9"
