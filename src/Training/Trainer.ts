@@ -17,6 +17,7 @@ import {
   adapterTensors,
   ADAPTER_CONFIG,
   ADAPTER_WEIGHTS,
+  FINAL_ADAPTER_DIR,
   loadAdapterInto,
   readPeftAdapter,
   writePeftAdapter
@@ -760,7 +761,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   // with no evaluation that could be compared, the final weights are the last step's
   if (!finished || state.trainer.bestStep === null) yield* save()
   const bestStep = state.trainer.bestStep ?? state.trainer.globalStep
-  const finalDir = path.join(runDir, config.mode === "full" ? "final-model" : "final-adapter")
+  const finalDir = path.join(runDir, config.mode === "full" ? "final-model" : FINAL_ADAPTER_DIR)
   if (finished) {
     const from = path.join(runDir, checkpointName(bestStep))
     yield* fs.remove(finalDir, { recursive: true, force: true }).pipe(Effect.mapError(toTrainError(finalDir)))

@@ -7,7 +7,7 @@ import * as nodePath from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { packBatch, padBatch } from "../../src/Training/Collate.ts"
 import { generate } from "../../src/Model/Generation.ts"
-import { loadAdapterInto, readPeftAdapter, writePeftAdapter } from "../../src/Model/PeftAdapter.ts"
+import { FINAL_ADAPTER_DIR, loadAdapterInto, readPeftAdapter, writePeftAdapter } from "../../src/Model/PeftAdapter.ts"
 import { batchGrads, batchLoss, adapterConfigOf, buildTrainee, runTraining, type TrainingInput } from "../../src/Training/Trainer.ts"
 import { baseTrainConfig, byteTokenizer, examples, qa, randomWeights, tinyConfig, useWasm } from "./TrainFixtures.ts"
 
@@ -70,6 +70,7 @@ describe("the training loop", () => {
     expect(result.evaluations.map((e) => e.evalLoss)).toEqual([null])
     expect(result.bestMetric).toBeNull()
     expect(fsSync.existsSync(nodePath.join(result.finalDir, "adapter_model.safetensors"))).toBe(true)
+    expect(nodePath.basename(result.finalDir)).toBe(FINAL_ADAPTER_DIR) // the folder eval, export and serve are told to take
     expect(warnings).toEqual([])
     // at 1 token no row can have a loss target: the run says so instead of training on nothing
     const none = await runLogged(runTraining(input(), config(tmp(), 1), { onLog: () => {} }))
