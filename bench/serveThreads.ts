@@ -15,7 +15,8 @@
  * - Conditions: `idle` (nothing started by the bench; the CPU that other processes used meanwhile is measured and
  *   shown), then `loaded`: one busy-looping child process per core, started LOAD_WARM_S before the measurements
  *   (the governor re-measures every 0.5 s) and killed at the end (each also stops itself after a bound).
- * - Rounds: ROUNDS per condition, settings in turn within each round; the table gives each cell's median.
+ * - Rounds: ROUNDS per condition, settings in turn (rotating the order) within each round; the table gives each
+ *   cell's median.
  */
 import { Effect, Exit, Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -115,7 +116,11 @@ export const runThreadsBench = async (): Promise<string> => {
       tokens++
       if (tokens >= GEN || performance.now() - started > CAP_S * 1000) break
     }
-    return tokens / ((performance.now() - started) / 1000)
+    const rate = tokens / ((performance.now() - started) / 1000)
+    // the batch in flight when the loop stopped still runs (seconds, on a collapsed setting): wait for it (this
+    // takes the context's lock), so that it does not run into the next setting's measurement
+    await sequence.clearHistory()
+    return rate
   }
 
   const cells: Array<Cell> = []
@@ -127,7 +132,9 @@ export const runThreadsBench = async (): Promise<string> => {
   const measure = async (condition: Cell["condition"]) => {
     for (let round = 0; round < ROUNDS; round++) {
       for (let m = 0; m < models.length; m++) {
-        for (const runtime of runtimes) {
+        // the settings in a rotating order, so none always runs first after another model's slowest setting
+        for (let k = 0; k < runtimes.length; k++) {
+          const runtime = runtimes[(k + round) % runtimes.length]!
           const rate = await decode(runtime, m)
           const state = await Effect.runPromise(runtime.contexts[m]!.llamaCpp.threads)
           const c = cell(models[m]!.name, condition, runtime.setting.name)
@@ -185,7 +192,7 @@ per-CPU counters less the bench's own time); "loaded" adds one busy-looping proc
 ${LOAD_WARM_S} s before the measurements, and other processes then used ${loadedOthers.toFixed(2)} cores.
 
 Decode tokens/s (greedy, after a ${promptTokens}-token prompt, up to ${GEN} tokens or ${CAP_S} s), median of ${ROUNDS} rounds with the settings
-in turn; \`default\` is what \`serve\`, \`eval run --model\` and the pipeline use without \`--threads\` (the thread
+in turn (the order rotating by round); \`default\` is what \`serve\`, \`eval run --model\` and the pipeline use without \`--threads\` (the thread
 policy: \`chooseThreads\` in src/Model/LlamaCpp.ts, with its governor). Models: the project's random \`small\` (8 layers,
 d 512, 111 MB F32) and \`medium\` (8 layers, d 1024, 396 MB F32).
 
@@ -197,6 +204,11 @@ Goal: the default never below 0.5× the best setting of the same run: **${worst 
 The last column of figures is what these commands did before the policy: node-llama-cpp's own default, its
 \`maxThreads\` (the math cores or 4, whichever is higher). llama.cpp's barrier spins, so any count above the free
 cores collapses. The governor shows in the last column: the default's count per round, as the runtime reported it.
+
+Reading: a thread count above the cores that are free in that moment is what collapses (the 1-thread column never
+does; \`N\` does whenever a neighbour computes, on this shared machine "idle" included); the default follows the
+free cores, so it decodes on N threads only while nothing else needs them. The rounds are a few seconds each and
+neighbours come and go, so single figures move by 2x between runs: read the ratios within a row.
 `
   return section
 }
