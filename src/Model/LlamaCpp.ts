@@ -88,6 +88,23 @@ export const chooseThreads = (inputs: ThreadInputs): ThreadChoice => {
   return { threads, ceiling, freeCores }
 }
 
+/**
+ * The governor's step from one measurement to the next: down at once to what the policy says (a neighbour that
+ * starts computing stalls every barrier), up only when two measurements in a row agree (a short lull is no reason
+ * to spread out again).
+ */
+export const governorStep = (
+  state: { readonly threads: number; readonly raiseVotes: number },
+  target: number
+): { readonly threads: number; readonly raiseVotes: number } =>
+  target < state.threads
+    ? { threads: target, raiseVotes: 0 }
+    : target === state.threads
+    ? { threads: state.threads, raiseVotes: 0 }
+    : state.raiseVotes + 1 >= 2
+    ? { threads: target, raiseVotes: 0 }
+    : { threads: state.threads, raiseVotes: state.raiseVotes + 1 }
+
 /** What the runtime computes with now (for /health, startup lines and reports). */
 export interface ThreadState {
   /** "auto": the policy and its governor; "fixed": a count the user gave */
@@ -185,24 +202,14 @@ export class LlamaCpp extends Context.Service<LlamaCpp, {
           llama.maxThreads = current
         }
       }
-      /** one measurement: fewer threads at once when neighbours appear, more only after two windows agree */
+      /** one measurement, then `governorStep` */
       const measure = () => {
         const now = cpuSample()
         busyCores = busyBetween(last, now, mathCores)
         last = now
-        const target = choice().threads
-        if (target < current) {
-          current = target
-          raiseVotes = 0
-        } else if (target > current) {
-          raiseVotes++
-          if (raiseVotes >= 2) {
-            current = target
-            raiseVotes = 0
-          }
-        } else {
-          raiseVotes = 0
-        }
+        const next = governorStep({ threads: current, raiseVotes }, choice().threads)
+        current = next.threads
+        raiseVotes = next.raiseVotes
         apply()
       }
       const startGovernor = Effect.suspend(() => {

@@ -5,7 +5,7 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { join } from "node:path"
-import { bytesPerThread, chooseThreads, describeThreads, LlamaCpp } from "../../src/Model/LlamaCpp.ts"
+import { bytesPerThread, chooseThreads, describeThreads, governorStep, LlamaCpp } from "../../src/Model/LlamaCpp.ts"
 import { presetConfig, writeTinyModel } from "../../src/Model/TinyModel.ts"
 import { tempDir } from "./WeightFileFixtures.ts"
 
@@ -54,6 +54,19 @@ describe("chooseThreads", () => {
         }
       }
     }
+  })
+
+  it("the governor goes down at once and up after two measurements that agree", () => {
+    const run = (targets: ReadonlyArray<number>, start = 4) => {
+      let state = { threads: start, raiseVotes: 0 }
+      return targets.map((t) => (state = governorStep(state, t)).threads)
+    }
+    assert.deepStrictEqual(run([1]), [1])
+    assert.deepStrictEqual(run([2, 4, 4, 4]), [2, 2, 4, 4])
+    // a lull of one measurement does not raise it
+    assert.deepStrictEqual(run([1, 4, 1, 4, 1], 1), [1, 1, 1, 1, 1])
+    assert.deepStrictEqual(run([1, 3, 4, 4], 1), [1, 1, 4, 4])
+    assert.deepStrictEqual(run([4, 4, 4], 4), [4, 4, 4])
   })
 
   it("describes the choice for startup lines", () => {
