@@ -4,7 +4,8 @@ Request: {"corpus": [{"hypotheses": [...], "references": [[stream 1...], ...], "
           "sentence": [{"hypothesis": "...", "references": [...], "options": {...}}]}
 options use the TypeScript names: tokenize ("13a" | "intl" | "char" | "none"), smoothMethod, smoothValue,
 lowercase, maxNgramOrder, effectiveOrder. Answer: the same lists of {score, counts, totals, precisions, bp,
-sysLen, refLen}, plus sacrebleu's version.
+sysLen, refLen}, plus sacrebleu's version. Also: "tokenize13a": [text] -> sacrebleu's 13a tokenization of each
+text after BLEU's own rstrip(); "errors": [{"hypotheses", "references"}] -> the message corpus_score raises.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import sacrebleu
 from sacrebleu.metrics import BLEU
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from finetune_finance_py import jsonio
 
@@ -58,7 +60,16 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         as_dict(bleu_for(case.get("options", {}), True).sentence_score(case["hypothesis"], case["references"]))
         for case in request.get("sentence", [])
     ]
-    return {"version": sacrebleu.__version__, "corpus": corpus, "sentence": sentence}
+    tokenizer = Tokenizer13a()
+    tokenized = [tokenizer(text.rstrip()) for text in request.get("tokenize13a", [])]
+    errors = []
+    for case in request.get("errors", []):
+        try:
+            BLEU().corpus_score(case["hypotheses"], case["references"])
+            errors.append(None)
+        except Exception as error:  # the message is what the caller compares
+            errors.append(str(error))
+    return {"version": sacrebleu.__version__, "corpus": corpus, "sentence": sentence, "tokenize13a": tokenized, "errors": errors}
 
 
 if __name__ == "__main__":
