@@ -7,9 +7,10 @@
  *     dataset split     INPUT -o data/dataset [--seed 42] [--test-ratio 0.1] [--group-by-ticker] [--strict] …
  *     dataset stats     INPUT [--json]
  *
- * INPUT is a JSONL file, a `.gz` JSONL file, or `-` for stdin. Exit codes: 0 success; 1 the input or an
- * output cannot be read or written, or a flag is invalid; 2 `--strict` met a bad line (the message names
- * file, line, field and reason); 3 the reject rate is over `--max-reject-rate` (outputs are still written).
+ * INPUT is a JSONL file, a `.gz` JSONL file, or `-` for stdin. Exit codes are the project's one table
+ * (`exitCodeOf` in Shared/Errors.ts): 1 the input or an output cannot be read or written, or a flag is invalid;
+ * 2 `--strict` met a bad line (the message names file, line, field and reason); 3 the reject rate is over
+ * `--max-reject-rate` (outputs are still written).
  */
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
@@ -23,15 +24,14 @@ import { normalizeFile, writeSynthetic } from "./FileOps.ts"
 import type { Reject } from "./Ingest.ts"
 import { defaultRuleConfig, parseRuleConfig, ruleNames, type RuleConfig } from "./Rules.ts"
 import { computeStats, renderStats } from "./Stats.ts"
-import { CommandFailed, failCommand } from "../CommandFailed.ts"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
+import { failCommand, reportErrors } from "../Shared/Errors.ts"
 
-const fail = (message: string, exitCode: number) => failCommand("dataset", message, exitCode)
+/** A bad flag value is an `input` error. */
+const fail = (message: string) => failCommand("dataset", message, "input")
 
-const exitCodes: Record<string, number> = { StrictModeViolation: 2, RejectRateExceeded: 3 }
-
-/** Prints a stage error without a stack trace and exits with its code. */
-const report = <A, E extends { readonly _tag: string; readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.catch((e) => (e instanceof CommandFailed ? Effect.fail(e) : fail(e.message, exitCodes[e._tag] ?? 1))))
+/** Prints a stage error without a stack trace and exits with its kind's code. */
+const report = reportErrors("dataset")
 
 /**
  * `1234567` as "1,234,567". Not `toLocaleString`: its first call loads ICU's locale data, about 5 MB of
@@ -91,10 +91,10 @@ const inputArg = Argument.String("input").pipe(
 )
 const rulesFlag = Flag.String("rules").pipe(
   Flag.withDescription(`content rule severities, e.g. advice_needs_risk_note=warn,tickers_in_text=off (rules: ${ruleNames.join(", ")}; severities: reject, warn, off)`),
-  Flag.withDefault("")
+  withDefault("", "tickers_in_text=warn, every other rule reject")
 )
 const ingestFlags = {
-  strict: Flag.Boolean("strict").pipe(Flag.withDescription("stop at the first bad line with exit code 2"), Flag.withDefault(false)),
+  strict: Flag.Boolean("strict").pipe(Flag.withDescription("stop at the first bad line with exit code 2"), withDefault(false)),
   maxRejectRate: Flag.Finite("max-reject-rate").pipe(
     Flag.withDescription("exit 3 (after writing everything) when rejected/records is above this, e.g. 0.05"),
     Flag.optional
@@ -102,9 +102,9 @@ const ingestFlags = {
   rules: rulesFlag,
   keepExtra: Flag.Boolean("keep-extra").pipe(
     Flag.withDescription("keep unknown top-level fields (written after the canonical ones); default: drop and count them"),
-    Flag.withDefault(false)
+    withDefault(false)
   ),
-  maxLineBytes: Flag.Int("max-line-bytes").pipe(Flag.withDescription("reject lines longer than this"), Flag.withDefault(1024 * 1024)),
+  maxLineBytes: Flag.Int("max-line-bytes").pipe(Flag.withDescription("reject lines longer than this many bytes"), withDefault(1024 * 1024, "1048576 (1 MiB)")),
   workers: Flag.Int("workers").pipe(
     Flag.withDescription("worker threads for parsing and normalization on large inputs (default: one per core beyond the first, at most 3; 0: main thread only); outputs are the same for any number"),
     Flag.optional
@@ -114,7 +114,7 @@ const ingestFlags = {
 const parseRules = (spec: string) => {
   if (spec === "") return Effect.succeed<RuleConfig>(defaultRuleConfig)
   const parsed = parseRuleConfig(spec)
-  return typeof parsed === "string" ? fail(`--rules: ${parsed}`, 1) : Effect.succeed(parsed)
+  return typeof parsed === "string" ? fail(`--rules: ${parsed}`) : Effect.succeed(parsed)
 }
 
 const printSummary = (s: Summary) =>
@@ -128,7 +128,7 @@ const printSummary = (s: Summary) =>
 
 const runIngest = (input: string, options: Omit<PipelineOptions, "input" | "onProgress">, label: string) =>
   Effect.gen(function*() {
-    if (options.workers !== undefined && options.workers < 0) return yield* fail("--workers must be 0 or more", 1)
+    if (options.workers !== undefined && options.workers < 0) return yield* fail("--workers must be 0 or more")
     const pipeline = yield* DatasetPipeline
     const progress = progressReporter(label, "lines")
     const total = inputSize(input)
@@ -144,24 +144,24 @@ const runIngest = (input: string, options: Omit<PipelineOptions, "input" | "onPr
   }).pipe(Effect.provide(DatasetPipeline.layer))
 
 const synth = Command.make("synth", {
-  count: Flag.Int("count").pipe(Flag.withDescription("how many records"), Flag.withDefault(100_000)),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("random seed: same seed and count, same file"), Flag.withDefault(42)),
-  output: Flag.String("output").pipe(Flag.withAlias("o"), Flag.withDescription("output JSONL file, or - for stdout"), Flag.withDefault("-"))
+  count: Flag.Int("count").pipe(Flag.withDescription("how many records"), withDefault(100_000)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("random seed: same seed and count, same file"), withDefault(42)),
+  output: Flag.String("output").pipe(Flag.withAlias("o"), Flag.withDescription("output JSONL file, or - for stdout"), withDefault("-", "- (stdout)"))
 }, ({ count, seed, output }) =>
   Effect.gen(function*() {
-    if (count < 0) return yield* fail("--count must be 0 or more", 1)
+    if (count < 0) return yield* fail("--count must be 0 or more")
     const progress = progressReporter("synth", "records")
     yield* writeSynthetic({ count, seed, output, onProgress: (p) => progress.update(p.done, count === 0 ? undefined : p.done / count) })
     yield* progress.done(count)
   }).pipe(report)).pipe(
-  Command.withDescription("Write realistic synthetic finance Q&A records (seed schema, placeholdered answers, app-layout context); deterministic for a seed")
+  describeCommand("Write realistic synthetic finance Q&A records (seed schema, placeholdered answers, app-layout context); deterministic for a seed")
 )
 
 const validate = Command.make("validate", {
   input: inputArg,
   ...ingestFlags,
-  maxErrors: Flag.Int("max-errors").pipe(Flag.withDescription("how many bad lines to print"), Flag.withDefault(20)),
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print the summary as JSON on stdout"), Flag.withDefault(false))
+  maxErrors: Flag.Int("max-errors").pipe(Flag.withDescription("how many bad lines to print"), withDefault(20)),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the summary as JSON on stdout"), withDefault(false))
 }, (f) =>
   Effect.gen(function*() {
     const rules = yield* parseRules(f.rules)
@@ -176,13 +176,13 @@ const validate = Command.make("validate", {
     yield* printSummary(summary)
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
   }).pipe(report)).pipe(
-  Command.withDescription("Check a JSONL file (decode, normalize, content rules, duplicates) without writing outputs; lists bad lines with line, field and reason")
+  describeCommand("Check a JSONL file (decode, normalize, content rules, duplicates) without writing outputs; lists bad lines with line, field and reason")
 )
 
 const normalize = Command.make("normalize", {
   input: inputArg,
-  output: Flag.String("output").pipe(Flag.withAlias("o"), Flag.withDescription("output JSONL file, or - for stdout"), Flag.withDefault("-")),
-  noMap: Flag.Boolean("no-map").pipe(Flag.withDescription("leave out placeholder_map (the values each placeholder replaced)"), Flag.withDefault(false))
+  output: Flag.String("output").pipe(Flag.withAlias("o"), Flag.withDescription("output JSONL file, or - for stdout"), withDefault("-", "- (stdout)")),
+  noMap: Flag.Boolean("no-map").pipe(Flag.withDescription("leave out placeholder_map (the values each placeholder replaced)"), withDefault(false))
 }, ({ input, output, noMap }) =>
   Effect.gen(function*() {
     const progress = progressReporter("normalize", "records")
@@ -195,19 +195,19 @@ const normalize = Command.make("normalize", {
     yield* progress.done(r.records)
     yield* Console.error(`${name}: ${r.records} records normalized (${r.replaced} values replaced), ${r.failed} lines skipped`)
   }).pipe(report)).pipe(
-  Command.withDescription("Replace live values (prices, changes, ratios, dates…) by typed placeholders, with a reversible per-record placeholder_map")
+  describeCommand("Replace live values (prices, changes, ratios, dates…) by typed placeholders, with a reversible per-record placeholder_map")
 )
 
 const split = Command.make("split", {
   input: inputArg,
-  outDir: Flag.String("out-dir").pipe(Flag.withAlias("o"), Flag.withDescription("folder for train.jsonl, test.jsonl, rejects.jsonl, summary.json"), Flag.withDefault("data/dataset")),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("split seed"), Flag.withDefault(42)),
-  testRatio: Flag.Finite("test-ratio").pipe(Flag.withDescription("share of records in test.jsonl"), Flag.withDefault(0.1)),
-  groupByTicker: Flag.Boolean("group-by-ticker").pipe(Flag.withDescription("keep all records of a ticker set on one side of the split"), Flag.withDefault(false)),
+  outDir: Flag.String("out-dir").pipe(Flag.withAlias("o"), Flag.withDescription("folder for train.jsonl, test.jsonl, rejects.jsonl, summary.json"), withDefault("data/dataset")),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("split seed"), withDefault(42)),
+  testRatio: Flag.Finite("test-ratio").pipe(Flag.withDescription("share of records in test.jsonl"), withDefault(0.1)),
+  groupByTicker: Flag.Boolean("group-by-ticker").pipe(Flag.withDescription("keep all records of a ticker set on one side of the split"), withDefault(false)),
   ...ingestFlags
 }, (f) =>
   Effect.gen(function*() {
-    if (!(f.testRatio >= 0 && f.testRatio <= 1)) return yield* fail("--test-ratio must be between 0 and 1", 1)
+    if (!(f.testRatio >= 0 && f.testRatio <= 1)) return yield* fail("--test-ratio must be between 0 and 1")
     const rules = yield* parseRules(f.rules)
     const summary = yield* runIngest(f.input, {
       outDir: f.outDir, seed: f.seed, testRatio: f.testRatio, groupByTicker: f.groupByTicker,
@@ -216,23 +216,23 @@ const split = Command.make("split", {
     }, "split")
     yield* printSummary(summary)
   }).pipe(report)).pipe(
-  Command.withDescription("The full ingest: decode, normalize, content rules, dedupe, leak-free train/test split; writes train/test/rejects JSONL and summary.json")
+  describeCommand("The full ingest: decode, normalize, content rules, dedupe, leak-free train/test split; writes train/test/rejects JSONL and summary.json")
 )
 
 const stats = Command.make("stats", {
   input: inputArg,
   rules: rulesFlag,
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON instead of tables"), Flag.withDefault(false))
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print JSON instead of tables"), withDefault(false))
 }, ({ input, rules, json }) =>
   Effect.gen(function*() {
     const config = yield* parseRules(rules)
     const s = yield* computeStats(input, config)
     yield* Console.log(json ? JSON.stringify(s, null, 2) : renderStats(s))
   }).pipe(report)).pipe(
-  Command.withDescription("Counts by intent, ticker and placeholder type, length percentiles, and reject reasons")
+  describeCommand("Counts by intent, ticker and placeholder type, length percentiles, and reject reasons")
 )
 
 export const datasetCommand = Command.make("dataset").pipe(
-  Command.withDescription("Finance Q&A datasets: synthesize, validate, normalize, split and describe JSONL"),
+  describeCommand("Finance Q&A datasets: synthesize, validate, normalize, split and describe JSONL"),
   Command.withSubcommands([synth, validate, normalize, split, stats])
 )

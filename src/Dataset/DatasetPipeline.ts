@@ -32,6 +32,7 @@ import { batchInputView, fullDecoder, IngestProcessor, type IngestConfig, type P
 import { defaultIngestWorkers, IngestWorkers } from "./IngestWorkers.ts"
 import { LineSplitter, type RawLine } from "./LineSplitter.ts"
 import { defaultRuleConfig, type RuleConfig } from "./Rules.ts"
+import { describeCause } from "../Shared/Errors.ts"
 
 export interface PipelineOptions {
   /** a JSONL file, a `.gz` JSONL file, or "-" for stdin */
@@ -104,7 +105,7 @@ const chunkBytes = 1 << 18
  * at 1M records).
  */
 const fileChunks = (file: string, buffers: BufferPool): Stream.Stream<Uint8Array, DatasetInputError> => {
-  const fail = (e: unknown) => new DatasetInputError({ file, detail: e instanceof Error ? e.message : String(e) })
+  const fail = (e: unknown) => new DatasetInputError({ file, detail: describeCause(e) })
   return Stream.unwrap(
     Effect.acquireRelease(
       Effect.tryPromise({ try: () => openFile(file, "r"), catch: fail }),
@@ -154,7 +155,7 @@ export const inputBytes = (input: string, buffers?: BufferPool): Stream.Stream<U
       file.on("error", (e) => gunzip.destroy(e))
       return file.pipe(gunzip)
     },
-    onError: (e) => new DatasetInputError({ file: input, detail: e instanceof Error ? e.message : String(e) }),
+    onError: (e) => new DatasetInputError({ file: input, detail: describeCause(e) }),
     closeOnDone: input !== "-"
   })
 
@@ -266,7 +267,7 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
                 if (!all && pending.length <= maxPending) return
                 head.analysis = yield* Effect.tryPromise({
                   try: () => head.promise!,
-                  catch: (e) => new DatasetInputError({ file: input, detail: `ingest worker failed: ${e instanceof Error ? e.message : String(e)}` })
+                  catch: (e) => new DatasetInputError({ file: input, detail: `ingest worker failed: ${describeCause(e)}` })
                 })
               }
               pending.shift()

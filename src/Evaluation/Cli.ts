@@ -10,8 +10,9 @@
  *     eval history  --db history.sqlite [--pin ID]
  *     eval check    --db history.sqlite [--margin 0.02] [--against previous|baseline]
  *
- * Exit codes: 0 success; 1 the run failed (every generation failed, files unwritable); 2 bad input (flags, split
- * or sheet contents, cron expression); 3 `eval check` found a regression (or nothing to check).
+ * Exit codes are the project's one table (`exitCodeOf` in Shared/Errors.ts): 1 a bad flag or a missing file;
+ * 2 bad split or sheet contents; 3 the run failed (every generation failed), or `eval check` found a regression
+ * (or nothing to check); 4 the model or device is unavailable.
  */
 import { Console, Cron, Duration, Effect, FileSystem, Layer, Option, Path, Result, Schedule } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
@@ -28,18 +29,14 @@ import { layerModelCore } from "./ModelCoreGenerator.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { Rubric, rubricMarkdown } from "./Rubric.ts"
 import { RunHistory, type RunRow } from "./RunHistory.ts"
-import { CommandFailed, failCommand } from "../CommandFailed.ts"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
+import { failCommand, reportErrors } from "../Shared/Errors.ts"
 
-const fail = (message: string, exitCode: number) => failCommand("eval", message, exitCode)
+/** A bad flag or flag combination is an `input` error. */
+const fail = (message: string) => failCommand("eval", message, "input")
 
-/** Maps a stage error to a printed message and an exit code (2 for input errors, 1 otherwise). */
-const report = <A, E extends { readonly _tag: string; readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.catch((e) =>
-    e instanceof CommandFailed
-      ? Effect.fail(e) // already printed
-      : fail(e.message, inputErrors.has(e._tag) ? 2 : e._tag === "RegressionDetected" || e._tag === "NothingToCheck" ? 3 : 1)
-  ))
-const inputErrors = new Set(["RubricError", "MetricInputError", "EvalInputError"])
+/** Prints a stage error without a stack trace; the exit code is its kind's. */
+const report = reportErrors("eval")
 
 /** `90s`, `30m`, `1h`, `2 hours`, `1d` -> Duration */
 export const parseEvery = (text: string): Option.Option<Duration.Duration> => {
@@ -58,28 +55,25 @@ const runFlags = {
   split: Flag.String("split").pipe(Flag.withDescription("held-out split (canonical TrainingRecord JSONL, e.g. data/test.jsonl)")),
   endpoint: Flag.String("endpoint").pipe(Flag.optional, Flag.withDescription("a served model's base URL, e.g. http://127.0.0.1:8000")),
   api: Flag.Literals("api", ["infer", "openai"]).pipe(
-    Flag.withDefault("infer" as const),
-    Flag.withDescription("with --endpoint: the app's POST /infer, or OpenAI-compatible POST /v1/chat/completions")
+    Flag.withDescription("with --endpoint: the app's POST /infer, or OpenAI-compatible POST /v1/chat/completions"), withDefault("infer" as const)
   ),
   modelName: Flag.String("model-name").pipe(Flag.optional, Flag.withDescription("with --endpoint: the model/adapter name to request")),
   model: Flag.String("model").pipe(Flag.optional, Flag.withDescription("in-process: a base model GGUF run with llama.cpp")),
   adapter: Flag.String("adapter").pipe(Flag.optional, Flag.withDescription("with --model: a llama.cpp LoRA adapter GGUF (eval of the fine-tuned model)")),
   engine: Flag.Literals("engine", ["auto", "llama.cpp", "core"]).pipe(
-    Flag.withDefault("auto" as const),
-    Flag.withDescription("with --model: llama.cpp (GGUF model + GGUF LoRA), or the project's tfjs model core (GGUF or HF folder + PEFT adapter folder); auto picks core when the model or adapter is a folder")
+    Flag.withDescription("with --model: llama.cpp (GGUF model + GGUF LoRA), or the project's tfjs model core (GGUF or HF folder + PEFT adapter folder); auto picks core when the model or adapter is a folder"), withDefault("auto" as const)
   ),
-  device: Flag.Literals("device", ["auto", "gpu", "wasm", "cpu"]).pipe(Flag.withDefault("auto" as const), Flag.withDescription("with --engine core: the tfjs backend")),
+  device: Flag.Literals("device", ["auto", "gpu", "wasm", "cpu"]).pipe(Flag.withDescription("with --engine core: the tfjs backend"), withDefault("auto" as const)),
   threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: llama.cpp CPU threads (default: auto, from the model's size and the cores other processes leave free)")),
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
-  concurrency: Flag.Int("concurrency").pipe(Flag.withDefault(4), Flag.withDescription("generations in flight at once")),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sent with every request; also picks the --limit sample")),
+  concurrency: Flag.Int("concurrency").pipe(Flag.withDescription("generations in flight at once"), withDefault(4)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("sent with every request; also picks the --limit sample"), withDefault(42)),
   maxTokens: Flag.Int("max-tokens").pipe(
-    Flag.withDefault(256),
-    Flag.withDescription("answer length limit in tokens (/infer bounds prompt + answer, so it gets max_length = this + 512)")
+    Flag.withDescription("answer length limit in tokens (/infer bounds prompt + answer, so it gets max_length = this + 512)"), withDefault(256)
   ),
-  temperature: Flag.Finite("temperature").pipe(Flag.withDefault(0), Flag.withDescription("sampling temperature (0 = greedy)")),
+  temperature: Flag.Finite("temperature").pipe(Flag.withDescription("sampling temperature (0 = greedy)"), withDefault(0)),
   limit: Flag.Int("limit").pipe(Flag.optional, Flag.withDescription("evaluate a seeded sample of this many records")),
-  timeout: Flag.Int("timeout-s").pipe(Flag.withDefault(120), Flag.withDescription("per-request timeout for --endpoint")),
+  timeout: Flag.Int("timeout-s").pipe(Flag.withDescription("per-request timeout for --endpoint"), withDefault(120)),
   trainingLog: Flag.String("training-log").pipe(Flag.optional, Flag.withDescription("training metrics JSONL ({step, loss} lines) for the loss chart"))
 } as const
 
@@ -90,10 +84,10 @@ type RunFlags = {
 /** The Generator the flags ask for; exactly one of --endpoint / --model. */
 const generatorLayer = (f: RunFlags) => {
   if (Option.isSome(f.endpoint) === Option.isSome(f.model)) {
-    return fail("give exactly one of --endpoint URL (a served model) or --model FILE.gguf (in-process)", 2)
+    return fail("give exactly one of --endpoint URL (a served model) or --model FILE.gguf (in-process)")
   }
   if (Option.isSome(f.endpoint)) {
-    if (!/^https?:\/\//.test(f.endpoint.value)) return fail(`--endpoint: expected an http(s) URL, got "${f.endpoint.value}"`, 2)
+    if (!/^https?:\/\//.test(f.endpoint.value)) return fail(`--endpoint: expected an http(s) URL, got "${f.endpoint.value}"`)
     return Effect.succeed(Generator.layerHttp({
       url: f.endpoint.value,
       api: f.api,
@@ -121,10 +115,10 @@ const generatorLayer = (f: RunFlags) => {
 
 const checkRunFlags = (f: RunFlags) =>
   Effect.gen(function*() {
-    if (f.concurrency < 1) return yield* fail("--concurrency: must be at least 1", 2)
-    if (f.maxTokens < 1) return yield* fail("--max-tokens: must be at least 1", 2)
-    if (Option.isSome(f.limit) && f.limit.value < 1) return yield* fail("--limit: must be at least 1", 2)
-    if (Option.isSome(f.adapter) && Option.isNone(f.model)) return yield* fail("--adapter needs --model (the base GGUF it adapts)", 2)
+    if (f.concurrency < 1) return yield* fail("--concurrency: must be at least 1")
+    if (f.maxTokens < 1) return yield* fail("--max-tokens: must be at least 1")
+    if (Option.isSome(f.limit) && f.limit.value < 1) return yield* fail("--limit: must be at least 1")
+    if (Option.isSome(f.adapter) && Option.isNone(f.model)) return yield* fail("--adapter needs --model (the base GGUF it adapts)")
   })
 
 /** One evaluation into `outDir`, with the generator built (and released) around it. */
@@ -166,7 +160,7 @@ const interruptedLine = (out: string) =>
 const runCommand = Command.make("run", {
   ...runFlags,
   out: Flag.String("out").pipe(Flag.withDescription("run folder to write (samples.jsonl, aggregate.json, report.html, summary.md)")),
-  resume: Flag.Boolean("resume").pipe(Flag.withDefault(false), Flag.withDescription("continue an interrupted run in --out, skipping finished samples"))
+  resume: Flag.Boolean("resume").pipe(Flag.withDescription("continue an interrupted run in --out, skipping finished samples"), withDefault(false))
 }, (f) =>
   Effect.gen(function*() {
     yield* checkRunFlags(f)
@@ -174,7 +168,7 @@ const runCommand = Command.make("run", {
     yield* Console.log(summaryLine(result.aggregate))
     yield* Console.log(`report: ${result.files.report}`)
   }).pipe(Effect.provide(Evaluator.layer))).pipe(
-  Command.withDescription("Generate answers for a held-out split (served endpoint or in-process GGUF) and score them: BLEU, ROUGE, factuality, citations, risk flags")
+  describeCommand("Generate answers for a held-out split (served endpoint or in-process GGUF) and score them: BLEU, ROUGE, factuality, citations, risk flags")
 )
 
 const compareCommand = Command.make("compare", {
@@ -186,21 +180,21 @@ const compareCommand = Command.make("compare", {
     const evaluator = yield* Evaluator
     const result = yield* report(evaluator.compare(a, b, Option.getOrUndefined(out)))
     yield* Console.log(result.markdown)
-  }).pipe(Effect.provide(Evaluator.layer))).pipe(Command.withDescription("Put two evaluation runs side by side with per-metric deltas (B − A)"))
+  }).pipe(Effect.provide(Evaluator.layer))).pipe(describeCommand("Put two evaluation runs side by side with per-metric deltas (B − A)"))
 
 const rubricExport = Command.make("export", {
   runs: Flag.atLeast(Flag.String("run"), 1).pipe(Flag.withDescription("run folders to rate (repeat --run for each system)")),
   out: Flag.String("out").pipe(Flag.withDescription("folder for rubric.csv, rubric.jsonl and rubric-key.json (keep the key from raters)")),
-  items: Flag.Int("items").pipe(Flag.withDefault(50), Flag.withDescription("how many items to sample")),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(42), Flag.withDescription("sampling and blinding seed"))
+  items: Flag.Int("items").pipe(Flag.withDescription("how many items to sample"), withDefault(50)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("sampling and blinding seed"), withDefault(42))
 }, ({ runs, out, items, seed }) =>
   Effect.gen(function*() {
-    if (items < 1) return yield* fail("--items: must be at least 1", 2)
+    if (items < 1) return yield* fail("--items: must be at least 1")
     const rubric = yield* Rubric
     const r = yield* report(rubric.exportSheet({ runs, outDir: out, items, seed }))
     yield* Console.log(`wrote ${r.rows} rows: ${r.files.join(", ")}`)
   }).pipe(Effect.provide(Rubric.layer))).pipe(
-  Command.withDescription("Write a blinded rating sheet (CSV + JSONL): clarity 1–5, correctness 1–5, risk flag yes/no, number accuracy 1–5, comment")
+  describeCommand("Write a blinded rating sheet (CSV + JSONL): clarity 1–5, correctness 1–5, risk flag yes/no, number accuracy 1–5, comment")
 )
 
 const rubricImport = Command.make("import", {
@@ -222,24 +216,24 @@ const rubricImport = Command.make("import", {
     }
     yield* Console.log(md)
   }).pipe(Effect.provide(Rubric.layer))).pipe(
-  Command.withDescription("Validate filled rating sheets, unblind them, and report per-system means with confidence intervals and inter-rater agreement")
+  describeCommand("Validate filled rating sheets, unblind them, and report per-system means with confidence intervals and inter-rater agreement")
 )
 
 const rubricCommand = Command.make("rubric").pipe(
-  Command.withDescription("Human evaluation with the seed's rubric"),
+  describeCommand("Human evaluation with the seed's rubric"),
   Command.withSubcommands([rubricExport, rubricImport])
 )
 
-const dbFlag = Flag.String("db").pipe(Flag.withDefault("eval-history.sqlite"), Flag.withDescription("SQLite file with the run history"))
+const dbFlag = Flag.String("db").pipe(Flag.withDescription("SQLite file with the run history"), withDefault("eval-history.sqlite"))
 const regressionFlags = {
-  margin: Flag.Finite("margin").pipe(Flag.withDefault(0.02), Flag.withDescription("largest tolerated drop on 0–1 scales (BLEU /100)")),
+  margin: Flag.Finite("margin").pipe(Flag.withDescription("largest tolerated drop on 0–1 scales (BLEU /100)"), withDefault(0.02)),
   against: Flag.Literals("against", ["previous", "baseline"]).pipe(
-    Flag.withDefault("previous" as RegressionReference),
-    Flag.withDescription("compare with the previous succeeded run or the pinned baseline")
+    Flag.withDescription("compare with the previous succeeded run or the pinned baseline"), withDefault("previous" as RegressionReference)
   )
 } as const
 
-const historyLayer = (db: string) => EvalScheduler.layer.pipe(Layer.provideMerge(RunHistory.layer(db)))
+const historyLayer = (db: string, options?: { readonly create?: boolean }) =>
+  EvalScheduler.layer.pipe(Layer.provideMerge(RunHistory.layer(db, options)))
 
 const scheduleCommand = Command.make("schedule", {
   ...runFlags,
@@ -255,15 +249,15 @@ const scheduleCommand = Command.make("schedule", {
 }, (f) =>
   Effect.gen(function*() {
     yield* checkRunFlags(f)
-    if (Option.isSome(f.cron) === Option.isSome(f.every)) return yield* fail("give exactly one of --cron EXPR or --every INTERVAL", 2)
+    if (Option.isSome(f.cron) === Option.isSome(f.every)) return yield* fail("give exactly one of --cron EXPR or --every INTERVAL")
     let schedule: Schedule.Schedule<unknown, unknown, Cron.CronParseError>
     if (Option.isSome(f.cron)) {
       const parsed = Cron.parse(f.cron.value, "UTC")
-      if (Result.isFailure(parsed)) return yield* fail(`--cron: ${parsed.failure.message}`, 2)
+      if (Result.isFailure(parsed)) return yield* fail(`--cron: ${parsed.failure.message}`)
       schedule = Schedule.cron(parsed.success)
     } else {
       const every = parseEvery(Option.getOrThrow(f.every))
-      if (Option.isNone(every)) return yield* fail(`--every: expected a duration like 30m, 1h or 1d, got "${Option.getOrThrow(f.every)}"`, 2)
+      if (Option.isNone(every)) return yield* fail(`--every: expected a duration like 30m, 1h or 1d, got "${Option.getOrThrow(f.every)}"`)
       schedule = Schedule.fixed(every.value)
     }
     if (Option.isSome(f.maxRuns)) schedule = schedule.pipe(Schedule.upTo({ times: Math.max(0, f.maxRuns.value - 1) }))
@@ -286,8 +280,8 @@ const scheduleCommand = Command.make("schedule", {
       schedule: Option.getOrNull(f.cron) ?? `every ${Option.getOrNull(f.every)}`
     }
     yield* scheduler.runScheduled(job, schedule, config, { margin: f.margin, against: f.against })
-  }).pipe(Effect.provide(historyLayer(f.db)), Effect.catchTag("HistoryError", (e) => fail(e.message, 1)))).pipe(
-  Command.withDescription("Run batch evaluations on a schedule, record each run in SQLite and flag regressions (never overlapping)")
+  }).pipe(Effect.provide(historyLayer(f.db)), report)).pipe(
+  describeCommand("Run batch evaluations on a schedule, record each run in SQLite and flag regressions (never overlapping)")
 )
 
 const rowLine = (r: RunRow) =>
@@ -303,20 +297,20 @@ const rowLine = (r: RunRow) =>
 
 const historyCommand = Command.make("history", {
   db: dbFlag,
-  limit: Flag.Int("limit").pipe(Flag.withDefault(20), Flag.withDescription("how many recent runs to list")),
+  limit: Flag.Int("limit").pipe(Flag.withDescription("how many recent runs to list"), withDefault(20)),
   pin: Flag.Int("pin").pipe(Flag.optional, Flag.withDescription("pin this succeeded run as the regression baseline")),
-  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print the rows as JSON"))
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the rows as JSON"), withDefault(false))
 }, ({ db, limit, pin, json }) =>
   Effect.gen(function*() {
     const history = yield* RunHistory
     if (Option.isSome(pin)) {
-      yield* history.pinBaseline(pin.value).pipe(Effect.catchTag("HistoryError", (e) => fail(e.message, 2)))
+      yield* history.pinBaseline(pin.value)
       yield* Console.log(`run ${pin.value} is now the baseline`)
     }
     const rows = yield* history.list(limit)
     yield* Console.log(json ? JSON.stringify(rows, null, 2) : rows.length === 0 ? `no runs in ${db}` : rows.map(rowLine).join("\n"))
-  }).pipe(Effect.provide(RunHistory.layer(db)), Effect.catchTag("HistoryError", (e) => fail(e.message, 1)))).pipe(
-  Command.withDescription("List recorded evaluation runs (status, metrics, regressions, files); --pin sets the baseline")
+  }).pipe(Effect.provide(RunHistory.layer(db, { create: false })), report)).pipe(
+  describeCommand("List recorded evaluation runs (status, metrics, regressions, files); --pin sets the baseline")
 )
 
 const checkCommand = Command.make("check", { db: dbFlag, ...regressionFlags }, ({ db, margin, against }) =>
@@ -324,8 +318,8 @@ const checkCommand = Command.make("check", { db: dbFlag, ...regressionFlags }, (
     const scheduler = yield* EvalScheduler
     const r = yield* report(scheduler.check({ margin, against }))
     yield* Console.log(`run ${r.run.id}: no regression against run ${r.reference.id} (margin ${margin})`)
-  }).pipe(Effect.provide(historyLayer(db)), Effect.catchTag("HistoryError", (e) => fail(e.message, 1)))).pipe(
-  Command.withDescription("Exit non-zero (3) when the latest recorded run regressed against the previous run or the baseline")
+  }).pipe(Effect.provide(historyLayer(db, { create: false })), report)).pipe(
+  describeCommand("Exit 3 when the latest recorded run regressed against the previous run or the baseline (or there is none)")
 )
 
 /** Every metric of an aggregate as a table: metric, value, standard error (where the metric has one). */
@@ -347,7 +341,7 @@ const scoreCommand = Command.make("score", {
   predictions: Flag.String("predictions").pipe(Flag.withDescription(
     "predictions JSONL: {\"prediction\": ...} per line, in the split's order, or with \"index\" (a run's generations.jsonl works); optional rawAnswer, latencyMs"
   )),
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print the aggregate (every metric) as JSON instead of a table"), Flag.withDefault(false)),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the aggregate (every metric) as JSON instead of a table"), withDefault(false)),
   out: Flag.String("out").pipe(Flag.optional, Flag.withDescription("also write samples.jsonl and aggregate.json here"))
 }, ({ split, predictions, json, out }) =>
   Effect.gen(function*() {
@@ -355,10 +349,10 @@ const scoreCommand = Command.make("score", {
     const result = yield* report(evaluator.score({ split, predictions, outDir: Option.getOrUndefined(out) }))
     yield* Console.log(json ? JSON.stringify(result.aggregate, null, 2) : scoreTable(result.aggregate))
   }).pipe(Effect.provide(Evaluator.layer))).pipe(
-  Command.withDescription("Score a predictions JSONL against a split's references: BLEU, ROUGE, factuality, citations, risk flags, placeholders")
+  describeCommand("Score a predictions JSONL against a split's references: BLEU, ROUGE, factuality, citations, risk flags, placeholders")
 )
 
 export const evalCommand = Command.make("eval").pipe(
-  Command.withDescription("Evaluate models: BLEU/ROUGE equal to sacrebleu/rouge-score, finance metrics, reports, human rubrics, schedules"),
+  describeCommand("Evaluate models: BLEU/ROUGE equal to sacrebleu/rouge-score, finance metrics, reports, human rubrics, schedules"),
   Command.withSubcommands([runCommand, compareCommand, scoreCommand, rubricCommand, scheduleCommand, historyCommand, checkCommand])
 )

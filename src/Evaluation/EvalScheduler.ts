@@ -14,6 +14,7 @@ import { Cause, Context, Effect, Layer, Option, Schema, Semaphore } from "effect
 import type * as Schedule from "effect/Schedule"
 import packageJson from "../../package.json" with { type: "json" }
 import { type Regression, RunHistory, type RunRow } from "./RunHistory.ts"
+import type { ErrorKind } from "../Shared/Errors.ts"
 import { headlineMetrics, lowerIsBetter } from "./RunFiles.ts"
 
 export class RegressionDetected extends Schema.TaggedError<RegressionDetected>()("RegressionDetected", {
@@ -21,13 +22,20 @@ export class RegressionDetected extends Schema.TaggedError<RegressionDetected>()
   comparedTo: Schema.Int,
   regressions: Schema.Array(Schema.Struct({ metric: Schema.String, reference: Schema.Finite, current: Schema.Finite, drop: Schema.Finite }))
 }) {
+  get kind(): ErrorKind {
+    return "threshold"
+  }
   override get message() {
     return `run ${this.runId} regressed against run ${this.comparedTo}: ` +
       this.regressions.map((r) => `${r.metric} ${r.reference.toFixed(4)} -> ${r.current.toFixed(4)} (drop ${r.drop.toFixed(4)})`).join("; ")
   }
 }
 
+/** `eval check` cannot pass without a run to check: the gate is not met. */
 export class NothingToCheck extends Schema.TaggedError<NothingToCheck>()("NothingToCheck", { detail: Schema.String }) {
+  get kind(): ErrorKind {
+    return "threshold"
+  }
   override get message() {
     return this.detail
   }

@@ -9,9 +9,10 @@
  *   changed split file is refused.
  * - A failed generation is recorded with its error and left out of the metrics (counted in `failed`).
  */
-import { Context, Effect, FileSystem, Layer, Path, Ref, Result, Schema, SchemaIssue, Semaphore } from "effect"
+import { Context, Effect, FileSystem, Layer, Path, Ref, Result, Schema, Semaphore } from "effect"
 import { createHash } from "node:crypto"
 import packageJson from "../../package.json" with { type: "json" }
+import { causeKind, describeCause, issueField, kindField } from "../Shared/Errors.ts"
 import { TrainingRecord } from "../Dataset/Record.ts"
 import type { Generator } from "./Generator.ts"
 import { seededSample } from "./Seeded.ts"
@@ -30,7 +31,9 @@ import {
 export class EvalError extends Schema.TaggedError<EvalError>()("EvalError", {
   /** the file or folder concerned */
   path: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** `failure` (the run failed) unless a file or folder is missing or unreadable (`input`) */
+  kind: kindField("failure")
 }) {
   override get message() {
     return `${this.path}: ${this.detail}`
@@ -40,7 +43,9 @@ export class EvalError extends Schema.TaggedError<EvalError>()("EvalError", {
 /** The input is wrong (split file contents, run folder state): the user must change something. */
 export class EvalInputError extends Schema.TaggedError<EvalInputError>()("EvalInputError", {
   path: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** `data` (the split's contents) unless the file is missing or unreadable, or a flag is wrong (`input`) */
+  kind: kindField("data")
 }) {
   override get message() {
     return `${this.path}: ${this.detail}`
@@ -99,7 +104,6 @@ export interface RunResult {
   readonly files: { readonly samples: string; readonly aggregate: string; readonly report: string; readonly summary: string }
 }
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 const decodeRecordLine = Schema.decodeUnknownResult(Schema.fromJsonString(TrainingRecord))
 const decodeGenerationLine = Schema.decodeUnknownResult(Schema.fromJsonString(GenerationLine))
 const decodePredictionLine = Schema.decodeUnknownResult(Schema.fromJsonString(PredictionLine))
@@ -108,9 +112,6 @@ const decodeAggregate = Schema.decodeUnknownResult(Schema.fromJsonString(Aggrega
 const encodeJson = (x: unknown) => JSON.stringify(x)
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex")
-
-const issuePath = (path: ReadonlyArray<unknown> | undefined) =>
-  (path ?? []).map((p) => (typeof p === "object" && p !== null && "key" in p ? String(p.key) : String(p))).join(".") || "<root>"
 
 /** Parses a JSONL file with a line decoder; errors name file, line and field. */
 const parseLines = <A>(
@@ -125,8 +126,7 @@ const parseLines = <A>(
     const r = decode(raw)
     if (Result.isSuccess(r)) out.push({ line: i + 1, value: r.success })
     else if (errors.length < 10) {
-      const first = formatter(r.failure.issue).issues[0]
-      errors.push(`line ${i + 1}: ${issuePath(first?.path)}: ${first?.message ?? r.failure.message}`)
+      errors.push(`line ${i + 1}: ${issueField(r.failure)}`)
     }
   })
   return errors.length === 0 ? Result.succeed(out) : Result.fail(new EvalInputError({ path: file, detail: errors.join("; ") }))
@@ -146,14 +146,14 @@ export class Evaluator extends Context.Service<Evaluator, {
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
-      const io = (p: string) => (e: { message: string }) => new EvalError({ path: p, detail: e.message })
+      const io = (p: string) => (e: unknown) => new EvalError({ path: p, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
 
       const readText = (p: string) => fs.readFileString(p).pipe(Effect.mapError(io(p)))
       const writeText = (p: string, s: string) => fs.writeFileString(p, s).pipe(Effect.mapError(io(p)))
 
       const readSplit = Effect.fn("Evaluator.readSplit")(function*(split: string) {
         // an unreadable split is the user's input to fix, like a malformed one
-        const text = yield* fs.readFileString(split).pipe(Effect.mapError((e) => new EvalInputError({ path: split, detail: e.message })))
+        const text = yield* fs.readFileString(split).pipe(Effect.mapError((e) => new EvalInputError({ path: split, detail: describeCause(e), kind: causeKind(e) ?? "input" })))
         const lines = yield* Effect.fromResult(parseLines(split, text, (l) => decodeRecordLine(l, { errors: "first" })))
         if (lines.length === 0) return yield* new EvalInputError({ path: split, detail: "the split has no records" })
         const seen = new Map<string, number>()
@@ -200,7 +200,7 @@ export class Evaluator extends Context.Service<Evaluator, {
         const completed = new Map<string, GenerationLine>()
         if (yield* fs.exists(genPath).pipe(Effect.mapError(io(genPath)))) {
           if (!options.resume) {
-            return yield* new EvalInputError({ path: options.outDir, detail: "already holds a run; pass --resume to continue it or choose another --out" })
+            return yield* new EvalInputError({ path: options.outDir, detail: "already holds a run; pass --resume to continue it or choose another --out", kind: "input" })
           }
           const previous = yield* Effect.fromResult(Schema.decodeUnknownResult(Schema.fromJsonString(Schema.Struct({ splitSha256: Schema.String })))(
             yield* readText(runPath)
@@ -344,7 +344,7 @@ export class Evaluator extends Context.Service<Evaluator, {
       const score = Effect.fn("Evaluator.score")(function*(options: ScoreOptions) {
         const { records, sha } = yield* readSplit(options.split)
         const text = yield* fs.readFileString(options.predictions).pipe(
-          Effect.mapError((e) => new EvalInputError({ path: options.predictions, detail: e.message }))
+          Effect.mapError((e) => new EvalInputError({ path: options.predictions, detail: describeCause(e), kind: causeKind(e) ?? "input" }))
         )
         const lines = yield* Effect.fromResult(parseLines(options.predictions, text, (l) => decodePredictionLine(l, { errors: "first" })))
         if (lines.length === 0) return yield* new EvalInputError({ path: options.predictions, detail: "no predictions" })

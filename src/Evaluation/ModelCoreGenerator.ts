@@ -19,6 +19,7 @@ import { loadAdapterInto, readPeftAdapter } from "../Model/PeftAdapter.ts"
 import { Tokenizer } from "../Model/Tokenizer.ts"
 import { finishedText, renderTokens } from "../Model/TokenText.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
+import { causeKind, describeCause } from "../Shared/Errors.ts"
 
 export interface ModelCoreOptions {
   /** base model: GGUF file or Hugging Face folder */
@@ -34,8 +35,7 @@ export const layerModelCore = (options: ModelCoreOptions) =>
     Effect.gen(function*() {
       yield* Device // the tfjs backend is chosen and initialised by the Device layer
       const source = options.adapter === undefined ? `core:${options.model}` : `core:${options.model} + ${options.adapter}`
-      const fail = (e: { readonly message: string } | unknown) =>
-        new GenerationError({ source, detail: typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e) })
+      const fail = (e: unknown) => new GenerationError({ source, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
       const layout = options.layout ?? "seed"
       const tok = yield* (yield* Tokenizer).load(options.model).pipe(Effect.mapError(fail))
       if (tok.eos === undefined) return yield* fail(`${options.model}: the model has no EOS token`)

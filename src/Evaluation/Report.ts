@@ -9,8 +9,12 @@ import { Effect, Schema } from "effect"
 import * as vega from "vega"
 import * as vl from "vega-lite"
 import { type Aggregate, headlineMetrics, type SampleResult } from "./RunFiles.ts"
+import { describeCause, type ErrorKind } from "../Shared/Errors.ts"
 
 export class ReportError extends Schema.TaggedError<ReportError>()("ReportError", { detail: Schema.String }) {
+  get kind(): ErrorKind {
+    return "failure"
+  }
   override get message() {
     return `report: ${this.detail}`
   }
@@ -41,7 +45,7 @@ export const renderSvg = (spec: vl.TopLevelSpec) =>
         view.finalize()
       }
     },
-    catch: (e) => new ReportError({ detail: `chart rendering failed: ${e instanceof Error ? e.message : String(e)}` })
+    catch: (e) => new ReportError({ detail: `chart rendering failed: ${describeCause(e)}` })
   })
 
 const escapeHtml = (s: string) =>

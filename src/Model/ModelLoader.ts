@@ -4,7 +4,8 @@
  * Stream, one tensor at a time: the loader holds at most one tensor's file bytes and its float32 copy, so the
  * consumer decides what stays in memory (one float32 copy of the model when it keeps them all).
  */
-import { Effect, Result, Schema, SchemaIssue, Stream } from "effect"
+import { Effect, Result, Schema, Stream } from "effect"
+import { firstFieldIssue } from "../Shared/Errors.ts"
 import * as fs from "node:fs"
 import { join } from "node:path"
 import { dequantizableTypeNames, dequantizableTypes } from "./GgmlQuants.ts"
@@ -224,15 +225,13 @@ export const HfConfig = Schema.Struct({
 })
 export type HfConfig = typeof HfConfig.Type
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 const decodeHfConfig = Schema.decodeUnknownResult(Schema.fromJsonString(HfConfig))
 
 /** Reads and validates config.json; errors name the field. */
 export const configFromHf = (configPath: string, text: string): LlamaConfig => {
   const hf = Result.getOrThrowWith(decodeHfConfig(text, { errors: "all" }), (error) => {
-    const issue = formatter(error.issue).issues[0]
-    const field = (issue?.path ?? []).map((p) => typeof p === "object" && p !== null && "key" in p ? String(p.key) : String(p)).join(".")
-    return fileError(configPath, issue?.message ?? error.message, field === "" ? undefined : field)
+    const { field, reason } = firstFieldIssue(error)
+    return fileError(configPath, reason, field === "" ? undefined : field)
   })
   let ropeScaling: RopeScaling | undefined
   const rs = hf.rope_scaling

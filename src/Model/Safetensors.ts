@@ -9,6 +9,7 @@ import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "./
 import type { NamedTensor } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { bytesOf, closeFile, openForRead, readAt, type ReadableFile, SequentialWriter } from "./BinaryFile.ts"
+import { describeCause } from "../Shared/Errors.ts"
 
 /** Bytes per element of the dtypes we read into float32. */
 const dtypeSizes: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 }
@@ -61,7 +62,7 @@ const parseHeader = (file: ReadableFile) => {
   try {
     header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes))
   } catch (cause) {
-    throw fileError(path, `header is not valid JSON: ${cause instanceof Error ? cause.message : String(cause)}`)
+    throw fileError(path, `header is not valid JSON: ${describeCause(cause)}`)
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
     throw fileError(path, "header is not a JSON object")

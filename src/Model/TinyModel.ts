@@ -15,6 +15,7 @@ import { attentionModules, type LlamaConfig, mlpModules, weightNames } from "./M
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { toHfConfigJson } from "./ModelLoader.ts"
 import { writeSafetensors } from "./Safetensors.ts"
+import { describeCause } from "../Shared/Errors.ts"
 
 export const TinyPreset = Schema.Literals(["tiny", "small", "llama3-tiny", "mistral-tiny", "bench-1b"])
 export type TinyPreset = typeof TinyPreset.Type
@@ -219,7 +220,7 @@ export const writeTinyModel = (options: TinyModelOptions): Effect.Effect<void, M
     try {
       vocab = buildFinanceVocabulary(config.vocabSize)
     } catch (cause) {
-      return Effect.fail(fileError(path, cause instanceof Error ? cause.message : String(cause), "config.vocabSize"))
+      return Effect.fail(fileError(path, describeCause(cause), "config.vocabSize"))
     }
     const metadata: Array<readonly [string, GgufValue]> = [
       ["general.architecture", gguf.string("llama")],
@@ -261,7 +262,7 @@ export const writeTinyHfFolder = (options: InitOptions & {
     const dtype = options.dtype ?? "F32"
     const vocab = yield* Effect.try({
       try: () => buildFinanceVocabulary(config.vocabSize),
-      catch: (cause) => fileError(folder, cause instanceof Error ? cause.message : String(cause), "config.vocabSize")
+      catch: (cause) => fileError(folder, describeCause(cause), "config.vocabSize")
     })
     yield* Effect.try({
       try: () => {

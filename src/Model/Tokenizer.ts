@@ -13,10 +13,13 @@ import { join } from "node:path"
 import type { Token } from "node-llama-cpp"
 import { readGgufHeader } from "./Gguf.ts"
 import { LlamaCpp } from "./LlamaCpp.ts"
+import { causeKind, describeCause, kindField } from "../Shared/Errors.ts"
 
 export class TokenizerError extends Schema.TaggedError<TokenizerError>()("TokenizerError", {
   path: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** `data` (a broken tokenizer file) unless the file is missing or unreadable (`input`) */
+  kind: kindField("data")
 }) {
   override get message() {
     return `${this.path}: ${this.detail}`
@@ -62,7 +65,6 @@ export interface ModelTokenizer {
   ) => Effect.Effect<string, TokenizerError>
 }
 
-const describe = (cause: unknown) => cause instanceof Error ? cause.message : String(cause)
 
 const renderTemplate = (path: string, template: string | undefined, bos: string | undefined, eos: string | undefined) =>
   (messages: ReadonlyArray<ChatMessage>, options?: { readonly addGenerationPrompt?: boolean }) =>
@@ -76,16 +78,16 @@ const renderTemplate = (path: string, template: string | undefined, bos: string 
           eos_token: eos ?? ""
         })
       },
-      catch: (cause) => new TokenizerError({ path, detail: `chat template: ${describe(cause)}` })
+      catch: (cause) => new TokenizerError({ path, detail: `chat template: ${describeCause(cause)}` })
     })
 
 /** llama.cpp's own tokenizer for a GGUF, through a vocab-only model load (no weights in memory). */
 const ggufTokenizer = (llamaCpp: LlamaCpp["Service"], path: string) =>
   Effect.gen(function*() {
     // our own header check first: llama.cpp guesses its way through a corrupt file instead of failing cleanly
-    yield* readGgufHeader(path).pipe(Effect.mapError((e) => new TokenizerError({ path, detail: e.detail })))
+    yield* readGgufHeader(path).pipe(Effect.mapError((e) => new TokenizerError({ path, detail: e.detail, kind: e.kind })))
     const model = yield* llamaCpp.loadModel({ modelPath: path, vocabOnly: true }).pipe(
-      Effect.mapError((e) => new TokenizerError({ path, detail: e.detail }))
+      Effect.mapError((e) => new TokenizerError({ path, detail: e.detail, kind: e.kind }))
     )
     const metadata = model.fileInfo.metadata as { tokenizer?: { chat_template?: string; ggml?: { tokens?: ReadonlyArray<string> } } }
     const vocabSize = metadata.tokenizer?.ggml?.tokens?.length ?? 0
@@ -138,7 +140,7 @@ const hfTokenizer = (folder: string) =>
       try {
         config = decodeTokenizerConfig(configText)
       } catch (cause) {
-        throw new TokenizerError({ path: configPath, detail: describe(cause) })
+        throw new TokenizerError({ path: configPath, detail: describeCause(cause) })
       }
       const configObject = JSON.parse(configText) as object
       const json = JSON.parse(fs.readFileSync(jsonPath, "utf8")) as object
@@ -174,7 +176,7 @@ const hfTokenizer = (folder: string) =>
         applyChatTemplate: renderTemplate(folder, chatTemplate, bosText, eosText)
       }
     },
-    catch: (cause) => cause instanceof TokenizerError ? cause : new TokenizerError({ path: folder, detail: describe(cause) })
+    catch: (cause) => cause instanceof TokenizerError ? cause : new TokenizerError({ path: folder, detail: describeCause(cause), kind: causeKind(cause) ?? "data" })
   })
 
 export class Tokenizer extends Context.Service<Tokenizer, {
@@ -188,7 +190,7 @@ export class Tokenizer extends Context.Service<Tokenizer, {
       const load = Effect.fn("Tokenizer.load")(function*(path: string) {
         const isFolder = yield* Effect.try({
           try: () => fs.statSync(path).isDirectory(),
-          catch: (cause) => new TokenizerError({ path, detail: describe(cause) })
+          catch: (cause) => new TokenizerError({ path, detail: describeCause(cause), kind: causeKind(cause) ?? "data" })
         })
         return isFolder ? yield* hfTokenizer(path) : yield* ggufTokenizer(llamaCpp, path)
       })

@@ -2,30 +2,33 @@
  * `route "question" [--context file.json] [--explain] [--stream] [--model name] [--json]`: asks the Router
  * configured from the app's environment names and prints the answer and the decision.
  *
- * Exit codes: 0 answered, 2 bad input (question, context file, unknown model), 3 every provider unavailable.
+ * Exit codes are the project's one table (`exitCodeOf` in Shared/Errors.ts): 1 bad input (question, a missing
+ * context file, unknown model), 2 a context file or router configuration that is not valid, 3 a stream that broke
+ * off, 4 every provider unavailable.
  */
 import { Console, Effect, FileSystem, Option, Stream } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import type { BreakerSnapshot } from "./CircuitBreaker.ts"
 import type { Attempt } from "./Errors.ts"
 import { type Explanation, ModelRouter, type RouteAnswer, type RouteContext } from "./ModelRouter.ts"
-import { failCommand } from "../CommandFailed.ts"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
+import { causeKind, describeCause, type ErrorKind, failCommand, kindOf } from "../Shared/Errors.ts"
 
-const fail = (message: string, exitCode: number) => failCommand("route", message, exitCode)
+const fail = (message: string, kind: ErrorKind) => failCommand("route", message, kind)
 
 const readContext = Effect.fnUntraced(function*(file: string) {
   const fs = yield* FileSystem.FileSystem
   const text = yield* fs.readFileString(file).pipe(
-    Effect.catch((e) => fail(`cannot read context file ${file}: ${e.message}`, 2))
+    Effect.catch((e) => fail(`cannot read context file ${file}: ${describeCause(e)}`, causeKind(e) ?? "input"))
   )
   if (!file.endsWith(".json")) return text as RouteContext
   const parsed = yield* Effect.try({
     try: () => JSON.parse(text) as unknown,
-    catch: (e) => (e instanceof Error ? e.message : String(e))
-  }).pipe(Effect.catch((reason) => fail(`context file ${file}: invalid JSON: ${reason}`, 2)))
+    catch: describeCause
+  }).pipe(Effect.catch((reason) => fail(`context file ${file}: invalid JSON: ${reason}`, "data")))
   if (typeof parsed === "string") return parsed as RouteContext
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    return yield* fail(`context file ${file}: expected a JSON object (symbol, prices, fundamentals, news, holdings) or a string`, 2)
+    return yield* fail(`context file ${file}: expected a JSON object (symbol, prices, fundamentals, news, holdings) or a string`, "data")
   }
   return parsed as RouteContext
 })
@@ -67,30 +70,29 @@ export const routeCommand = Command.make("route", {
   ),
   explain: Flag.Boolean("explain").pipe(
     Flag.withDescription("print why the query was routed where it was (rules fired, chain, attempts, breakers)"),
-    Flag.withDefault(false)
+    withDefault(false)
   ),
-  stream: Flag.Boolean("stream").pipe(Flag.withDescription("print tokens as they arrive"), Flag.withDefault(false)),
+  stream: Flag.Boolean("stream").pipe(Flag.withDescription("print tokens as they arrive"), withDefault(false)),
   model: Flag.String("model").pipe(
     Flag.withDescription("preferred provider tried first: local-pytorch, groq-llama, gemini, ollama"),
     Flag.optional
   ),
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print the full answer (with metadata) as JSON"), Flag.withDefault(false))
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the full answer (with metadata) as JSON"), withDefault(false))
 }, Effect.fn("route")(function*({ question, context: contextFile, explain, stream, model, json }) {
   const router = yield* ModelRouter
   if (router.config.providers.length === 0) {
     return yield* fail(
       "no provider configured: set LOCAL_PYTORCH_ENABLED=true (+ LOCAL_PYTORCH_URL), GROQ_API_KEY, GEMINI_API_KEY or OLLAMA_URL",
-      2
+      "data"
     )
   }
   const context = Option.isSome(contextFile) ? yield* readContext(contextFile.value) : undefined
   const options = Option.isSome(model) ? { preferredModel: model.value } : {}
   if (explain) {
-    const e = yield* router.explain(question, context, options).pipe(Effect.catch((err) => fail(err.message, 2)))
+    const e = yield* router.explain(question, context, options).pipe(Effect.catch((err) => fail(err.message, kindOf(err))))
     yield* Console.error(explanationLines(e).join("\n"))
   }
-  const onError = (err: { readonly _tag: string; readonly message: string }) =>
-    fail(err.message, err._tag === "InvalidRouteRequest" ? 2 : 3)
+  const onError = (err: { readonly _tag: string; readonly message: string }) => fail(err.message, kindOf(err))
   let answer: RouteAnswer
   if (stream) {
     let done: RouteAnswer | undefined
@@ -105,7 +107,7 @@ export const routeCommand = Command.make("route", {
       Effect.catch(onError)
     )
     yield* Console.log("")
-    if (done === undefined) return yield* fail("the stream ended without an answer", 3)
+    if (done === undefined) return yield* fail("the stream ended without an answer", "failure")
     answer = done
   } else {
     answer = yield* router.route(question, context, options).pipe(Effect.catch(onError))
@@ -116,9 +118,9 @@ export const routeCommand = Command.make("route", {
 }, (effect) =>
   effect.pipe(
     Effect.provide(ModelRouter.layer),
-    Effect.catchTag(["ConfigError", "RouterConfigError"], (e) => fail(`bad router configuration in the environment: ${e.message}`, 2))
+    Effect.catchTag(["ConfigError", "RouterConfigError"], (e) => fail(`bad router configuration in the environment: ${e.message}`, "data"))
   ))).pipe(
-  Command.withDescription(
+  describeCommand(
     "Answer a question through the Router (local model for finance queries, cloud providers otherwise) and print the decision. " +
       "Configured from LOCAL_PYTORCH_ENABLED, LOCAL_PYTORCH_URL, GROQ_API_KEY[_SECONDARY|_THIRD|_FOURTH], GEMINI_API_KEY, OLLAMA_URL."
   )

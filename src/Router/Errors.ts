@@ -1,8 +1,11 @@
 /**
- * The Router's typed failures. A provider call fails with a `ProviderFailure` whose `kind` decides
- * everything downstream: whether it is retried, whether the key is rotated, which breaker it feeds.
+ * The Router's typed failures. A provider call fails with a `ProviderFailure` whose `kind` (a `FailureKind`, the
+ * Router's own vocabulary) decides everything downstream: whether it is retried, whether the key is rotated, which
+ * breaker it feeds. It never reaches a command's edge alone (the router wraps it); the errors that do carry an
+ * `ErrorKind` (Shared/Errors.ts) like every other stage's.
  */
 import { Schema } from "effect"
+import type { ErrorKind } from "../Shared/Errors.ts"
 
 /** Why one provider attempt failed. */
 export const FailureKind = Schema.Literals([
@@ -63,6 +66,9 @@ export class AllProvidersUnavailable extends Schema.TaggedError<AllProvidersUnav
     attempts: Schema.Array(Attempt)
   }
 ) {
+  get kind(): ErrorKind {
+    return "unavailable"
+  }
   override get message() {
     const tried = this.attempts.map((a) => `${a.provider}:${a.outcome}`).join(", ")
     return `all providers unavailable (${this.reason})${tried === "" ? "" : `; attempts: ${tried}`}`
@@ -76,6 +82,9 @@ export class StreamInterrupted extends Schema.TaggedError<StreamInterrupted>()("
   tokensDelivered: Schema.Int,
   cause: ProviderFailure
 }) {
+  get kind(): ErrorKind {
+    return "failure"
+  }
   override get message() {
     return `stream from ${this.provider} failed after ${this.tokensDelivered} token(s): ${this.cause.message}`
   }
@@ -86,6 +95,9 @@ export class InvalidRouteRequest extends Schema.TaggedError<InvalidRouteRequest>
   field: Schema.String,
   detail: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "input"
+  }
   override get message() {
     return `invalid request field "${this.field}": ${this.detail}`
   }
@@ -99,6 +111,9 @@ export class RouterConfigError extends Schema.TaggedError<RouterConfigError>()("
   field: Schema.String,
   detail: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "data"
+  }
   override get message() {
     return `router config: ${this.field}: ${this.detail}`
   }

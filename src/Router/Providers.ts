@@ -12,6 +12,7 @@ import type * as Api from "../Serving/Api.ts"
 import * as ApiClient from "../Serving/ApiClient.ts"
 import { type FailureKind, ProviderFailure } from "./Errors.ts"
 import type { ProviderConfig } from "./RouterConfig.ts"
+import { describeCause } from "../Shared/Errors.ts"
 
 /** What the Router asks a provider for. */
 export interface ProviderPrompt {
@@ -244,7 +245,7 @@ export type Fetch = (input: string, init: RequestInit) => Promise<Response>
 
 /** What a transport error says, with its cause's code (`fetch failed (ECONNREFUSED)`). */
 const describeFetchError = (e: unknown): string => {
-  if (!(e instanceof Error)) return String(e)
+  if (!(e instanceof Error)) return describeCause(e)
   const cause = e.cause as { code?: unknown; message?: unknown } | undefined
   const code = typeof cause?.code === "string" ? cause.code : typeof cause?.message === "string" ? cause.message : undefined
   return code === undefined || e.message.includes(code) ? e.message : `${e.message} (${code})`

@@ -1,9 +1,10 @@
 /**
  * The Serving stage's commands: `export adapter`, `export merged`, `export base` and `serve`.
  *
- * Exit codes: 0 done; 1 a file could not be read or written (the message names it); 3 preflight: the adapter does
- * not fit the base (every mismatch is listed, with the likely cause); 4 the server could not load its models or
- * bind its port. Messages go to stderr without stack traces.
+ * Exit codes are the project's one table (`exitCodeOf` in Shared/Errors.ts): 1 a flag or a file that is missing or
+ * cannot be read or written (the message names it); 2 the adapter does not fit the base (every mismatch is listed,
+ * with the likely cause) or a model file is invalid; 4 the server could not load its models or bind its port.
+ * Messages go to stderr without stack traces.
  */
 import { Config, Console, Effect, FileSystem, Option, Path, Schema } from "effect"
 import type { PlatformError } from "effect/PlatformError"
@@ -14,15 +15,14 @@ import { PlaceholderPolicy } from "./Api.ts"
 import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
 import * as Server from "./Server.ts"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { describeCause, type ErrorKind, exitCodeOf, kindOf } from "../Shared/Errors.ts"
 
 /** Prints a failure the way a user should read it, and sets the documented exit code. */
 const reportFailure = (error: { readonly _tag?: string; readonly message: string }) =>
   Console.error(`error: ${error.message}`).pipe(
     Effect.andThen(Effect.sync(() => {
-      process.exitCode = error._tag === "ListenError" || error._tag === "AdapterNotFound"
-        ? exitCodeOf(kindOf(error))
-        : error._tag === "PreflightError" ? 3 : error._tag === "ModelLoadFailed" ? 4 : 1
+      process.exitCode = exitCodeOf(kindOf(error))
     }))
   )
 
@@ -34,7 +34,7 @@ const adapterCommand = Command.make("adapter", {
   adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. RUN/final-adapter")),
   base: Flag.String("base").pipe(Flag.withDescription("the base model it was trained on: a GGUF file or a Hugging Face folder")),
   out: Flag.String("out").pipe(Flag.withDescription("the llama.cpp LoRA adapter GGUF to write")),
-  type: Flag.Literals("type", ["f32", "f16"]).pipe(Flag.withDefault("f32" as const), Flag.withDescription("tensor type of lora_a/lora_b")),
+  type: Flag.Literals("type", ["f32", "f16"]).pipe(Flag.withDescription("tensor type of lora_a/lora_b"), withDefault("f32" as const)),
   name: Flag.String("name").pipe(Flag.optional, Flag.withDescription("general.name (default: the adapter folder's name)"))
 }, (flags) =>
   exportAdapter({
@@ -46,7 +46,7 @@ const adapterCommand = Command.make("adapter", {
   }).pipe(
     Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.modules} adapted modules, ${r.tensors} tensors, adapter.lora.alpha = ${r.alpha}, ${r.bytes} bytes`)),
     Effect.catch(reportFailure)
-  )).pipe(Command.withDescription(
+  )).pipe(describeCommand(
     "Convert a PEFT LoRA adapter (ours or Python PEFT's) to a llama.cpp LoRA GGUF, after checking it against the base"
   ))
 
@@ -54,29 +54,29 @@ const mergedCommand = Command.make("merged", {
   base: Flag.String("base").pipe(Flag.withDescription("the base model: a GGUF file, or a Hugging Face folder (config.json, safetensors, tokenizer.json); its tokenizer and chat template are kept")),
   adapter: Flag.String("adapter").pipe(Flag.withDescription("PEFT adapter folder")),
   out: Flag.String("out").pipe(Flag.withDescription("the merged model GGUF to write")),
-  type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDefault("f16" as const), Flag.withDescription("tensor type of the 2-D weights"))
+  type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDescription("tensor type of the 2-D weights"), withDefault("f16" as const))
 }, (flags) =>
   Console.error(`merging ${flags.adapter} into ${flags.base} (${flags.type})`).pipe(
     Effect.andThen(exportMerged({ ...flags, onTensor: progressLine })),
     Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.tensors} tensors, ${r.modules} modules merged, ${r.bytes} bytes`)),
     Effect.catch(reportFailure)
-  )).pipe(Command.withDescription("Merge a PEFT LoRA adapter into its base and write a standalone GGUF (f32, f16 or q8_0)"))
+  )).pipe(describeCommand("Merge a PEFT LoRA adapter into its base and write a standalone GGUF (f32, f16 or q8_0)"))
 
 const baseCommand = Command.make("base", {
   base: Flag.String("base").pipe(Flag.withDescription("a Hugging Face model folder (config.json, safetensors, tokenizer.json)")),
   out: Flag.String("out").pipe(Flag.withDescription("the GGUF to write")),
-  type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDefault("f16" as const), Flag.withDescription("tensor type of the 2-D weights"))
+  type: Flag.Literals("type", MergedType.literals).pipe(Flag.withDescription("tensor type of the 2-D weights"), withDefault("f16" as const))
 }, (flags) =>
   Console.error(`converting ${flags.base} to GGUF (${flags.type})`).pipe(
     Effect.andThen(convertHfBase({ ...flags, onTensor: progressLine })),
     Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.tensors} tensors, ${r.bytes} bytes`)),
     Effect.catch(reportFailure)
-  )).pipe(Command.withDescription(
+  )).pipe(describeCommand(
     "Convert a Hugging Face base folder to a GGUF with its tokenizer and chat template, so llama.cpp can serve it with adapters exported against the folder"
   ))
 
 export const exportCommand = Command.make("export").pipe(
-  Command.withDescription("Export trained adapters as GGUF for llama.cpp / node-llama-cpp"),
+  describeCommand("Export trained adapters as GGUF for llama.cpp / node-llama-cpp"),
   Command.withSubcommands([adapterCommand, mergedCommand, baseCommand])
 )
 
@@ -138,15 +138,15 @@ export const serveCommand = Command.make("serve", {
   adapters: Flag.atLeast(Flag.String("adapter"), 0).pipe(Flag.withDescription(
     "a LoRA adapter to serve over the base, as name=path or path (a GGUF adapter or a PEFT folder); repeatable. The OpenAI `model` field picks one"
   )),
-  host: Flag.String("host").pipe(Flag.withDefault("127.0.0.1"), Flag.withDescription("address to listen on")),
-  port: Flag.Int("port").pipe(Flag.withDefault(8000), Flag.withDescription("port (0 = any free port)")),
-  parallel: Flag.Int("parallel").pipe(Flag.withDefault(4), Flag.withDescription("generations that run at once (sequences per context)")),
-  queue: Flag.Int("queue").pipe(Flag.withDefault(32), Flag.withDescription("requests that may wait for a slot; beyond it: 429 with Retry-After")),
-  contextSize: Flag.Int("context-size").pipe(Flag.withDefault(2048), Flag.withDescription("tokens per request, prompt and answer together")),
+  host: Flag.String("host").pipe(Flag.withDescription("address to listen on"), withDefault("127.0.0.1")),
+  port: Flag.Int("port").pipe(Flag.withDescription("port (0 = any free port)"), withDefault(8000)),
+  parallel: Flag.Int("parallel").pipe(Flag.withDescription("generations that run at once (sequences per context)"), withDefault(4)),
+  queue: Flag.Int("queue").pipe(Flag.withDescription("requests that may wait for a slot; beyond it: 429 with Retry-After"), withDefault(32)),
+  contextSize: Flag.Int("context-size").pipe(Flag.withDescription("tokens per request, prompt and answer together"), withDefault(2048)),
   threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription(
     "llama.cpp CPU threads (default: auto, from the model's size and the cores other processes leave free, re-measured every 0.5 s)"
   )),
-  gpu: Flag.Literals("gpu", ["auto", "off"]).pipe(Flag.withDefault("auto" as const), Flag.withDescription("auto: CUDA/Vulkan/Metal where present; off: CPU")),
+  gpu: Flag.Literals("gpu", ["auto", "off"]).pipe(Flag.withDescription("auto: CUDA/Vulkan/Metal where present; off: CPU"), withDefault("auto" as const)),
   defaultModel: Flag.String("default-model").pipe(Flag.optional, Flag.withDescription("model for requests that name none (default: the first adapter)")),
   modelVersion: Flag.String("model-version").pipe(Flag.optional, Flag.withDescription("model_version reported by /infer")),
   apiKey: Flag.Redacted("api-key").pipe(
@@ -154,11 +154,10 @@ export const serveCommand = Command.make("serve", {
     Flag.optional,
     Flag.withDescription("require `Authorization: Bearer <key>` (also from SERVE_API_KEY); probes stay open")
   ),
-  maxBodyBytes: Flag.Int("max-body-bytes").pipe(Flag.withDefault(1024 * 1024), Flag.withDescription("larger bodies get 413")),
-  requestTimeout: Flag.Int("request-timeout-ms").pipe(Flag.withDefault(60_000), Flag.withDescription("per-request generation timeout (504)")),
+  maxBodyBytes: Flag.Int("max-body-bytes").pipe(Flag.withDescription("larger bodies get 413"), withDefault(1024 * 1024)),
+  requestTimeout: Flag.Int("request-timeout-ms").pipe(Flag.withDescription("per-request generation timeout (504)"), withDefault(60_000)),
   placeholders: Flag.Literals("placeholders", PlaceholderPolicy.literals).pipe(
-    Flag.withDefault("leave" as const),
-    Flag.withDescription("placeholders the context cannot fill: leave them, remove them, or refuse the answer (422)")
+    Flag.withDescription("placeholders the context cannot fill: leave them, remove them, or refuse the answer (422)"), withDefault("leave" as const)
   )
 }, (flags) =>
   Effect.gen(function*() {
@@ -192,6 +191,6 @@ export const serveCommand = Command.make("serve", {
   }).pipe(
     Effect.scoped,
     Effect.catch(reportFailure)
-  )).pipe(Command.withDescription(
+  )).pipe(describeCommand(
     "Serve a GGUF base (+ LoRA adapters) over HTTP: the app's POST /infer and GET /health, OpenAI-compatible /v1/*, /metrics"
   ))

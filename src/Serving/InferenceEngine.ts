@@ -18,6 +18,7 @@ import * as Path from "node:path"
 import type { FinishReason } from "./Api.ts"
 import * as OffThreadTokenizer from "./OffThreadTokenizer.ts"
 import { preflightGgufAdapter } from "./Preflight.ts"
+import { type ErrorKind, kindField } from "../Shared/Errors.ts"
 import { type PromptInput, renderPrompt } from "./Prompt.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -27,6 +28,9 @@ export class EngineNotReady extends Schema.TaggedError<EngineNotReady>()("Engine
   state: Schema.Literals(["loading", "failed", "stopped"]),
   detail: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "unavailable"
+  }
   override get message() {
     return this.state === "loading" ? "the model is still loading" : `the model is not available: ${this.detail}`
   }
@@ -37,6 +41,9 @@ export class EngineOverloaded extends Schema.TaggedError<EngineOverloaded>()("En
   queued: Schema.Int,
   retryAfterSeconds: Schema.Int
 }) {
+  get kind(): ErrorKind {
+    return "unavailable"
+  }
   override get message() {
     return `server busy: ${this.active} generations running and ${this.queued} queued; retry after ${this.retryAfterSeconds} s`
   }
@@ -46,6 +53,9 @@ export class UnknownModel extends Schema.TaggedError<UnknownModel>()("UnknownMod
   model: Schema.String,
   available: Schema.Array(Schema.String)
 }) {
+  get kind(): ErrorKind {
+    return "input"
+  }
   override get message() {
     return `model "${this.model}" is not loaded; available: ${this.available.join(", ")}`
   }
@@ -57,6 +67,9 @@ export class PromptTooLong extends Schema.TaggedError<PromptTooLong>()("PromptTo
   promptTokens: Schema.Int,
   limit: Schema.Int
 }) {
+  get kind(): ErrorKind {
+    return "input"
+  }
   override get message() {
     return `${this.field}: the prompt is ${this.promptTokens} tokens, which leaves no room to answer within ${this.limit} tokens`
   }
@@ -65,6 +78,9 @@ export class PromptTooLong extends Schema.TaggedError<PromptTooLong>()("PromptTo
 export class GenerationFailed extends Schema.TaggedError<GenerationFailed>()("GenerationFailed", {
   detail: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "failure"
+  }
   override get message() {
     return `generation failed: ${this.detail}`
   }
@@ -72,7 +88,9 @@ export class GenerationFailed extends Schema.TaggedError<GenerationFailed>()("Ge
 
 export class ModelLoadFailed extends Schema.TaggedError<ModelLoadFailed>()("ModelLoadFailed", {
   path: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** `unavailable` (llama.cpp could not load it), `input` (a missing file), `data` (an adapter that does not fit) */
+  kind: kindField("unavailable")
 }) {
   override get message() {
     return `could not load ${this.path}: ${this.detail}`
@@ -263,11 +281,11 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     // llama.cpp's own checks come late and say little: compare every adapter with the base first
     for (const adapter of options.adapters ?? []) {
       yield* preflightGgufAdapter(adapter.path, options.base).pipe(
-        Effect.mapError((e) => new ModelLoadFailed({ path: adapter.path, detail: e.message }))
+        Effect.mapError((e) => new ModelLoadFailed({ path: adapter.path, detail: e.message, kind: e.kind }))
       )
     }
     const model = yield* llamaCpp.loadModel({ modelPath: options.base, ...(options.gpu === "off" ? { gpuLayers: 0 } : {}) }).pipe(
-      Effect.mapError((e) => new ModelLoadFailed({ path: options.base, detail: e.detail }))
+      Effect.mapError((e) => new ModelLoadFailed({ path: options.base, detail: e.detail, kind: e.kind === "failure" ? "unavailable" : e.kind }))
     )
     const contextSize = Math.min(options.contextSize ?? 2048, model.trainContextSize)
     const baseId = options.baseName ?? modelIdOf(options.base)
@@ -278,7 +296,7 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     const contexts: Array<{ readonly spec: (typeof specs)[number]; readonly context: LlamaContext; readonly pool: Queue.Queue<LlamaContextSequence> }> = []
     for (const spec of specs) {
       if (contexts.some((c) => c.spec.id === spec.id)) {
-        return yield* new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: `duplicate model name "${spec.id}"` })
+        return yield* new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: `duplicate model name "${spec.id}"`, kind: "input" })
       }
       const context = yield* llamaCpp.createContext(model, {
         sequences: parallel,
@@ -298,7 +316,7 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     ]))
     const defaultModel = options.defaultModel ?? specs[specs.length > 1 ? 1 : 0]!.id
     if (!served.has(defaultModel)) {
-      return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}` })
+      return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}`, kind: "input" })
     }
     const template = model.fileInfo.metadata?.tokenizer?.chat_template
     const inline = (text: string, special: boolean): ReadonlyArray<number> => model.tokenize(text, special)

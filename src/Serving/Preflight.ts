@@ -11,6 +11,8 @@ import { metaNumber, metaString, readGgufHeader } from "../Model/Gguf.ts"
 import { hfNameOf } from "../Model/GgufNames.ts"
 import { fileError, type ModelFileError, toFileError } from "../Model/ModelFileError.ts"
 import { readSafetensorsHeader } from "../Model/Safetensors.ts"
+import type { ErrorKind } from "../Shared/Errors.ts"
+import { ggufKeys } from "../Model/GgufKeys.ts"
 
 export class PreflightError extends Schema.TaggedError<PreflightError>()("PreflightError", {
   adapter: Schema.String,
@@ -18,6 +20,9 @@ export class PreflightError extends Schema.TaggedError<PreflightError>()("Prefli
   problems: Schema.Array(Schema.String),
   likelyCause: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "data"
+  }
   override get message() {
     const shown = this.problems.slice(0, 8).map((p) => `  - ${p}`)
     if (this.problems.length > 8) shown.push(`  - … and ${this.problems.length - 8} more`)
@@ -77,7 +82,7 @@ export const describeBase = Effect.fn("Preflight.describeBase")(function*(base: 
     const header = yield* readGgufHeader(base)
     return yield* Effect.try({
       try: (): BaseDescription => {
-        const architecture = metaString(header, "general.architecture") ?? "unknown"
+        const architecture = metaString(header, ggufKeys.architecture) ?? "unknown"
         const key = (k: string) => metaNumber(header, `${architecture}.${k}`)
         const numHeads = key("attention.head_count") ?? 0
         const shapes = new Map<string, ReadonlyArray<number>>()
@@ -130,8 +135,8 @@ export const describeGgufAdapter = Effect.fn("Preflight.describeGgufAdapter")(fu
   const header = yield* readGgufHeader(adapter)
   return yield* Effect.try({
     try: (): AdapterDescription => {
-      const type = metaString(header, "general.type")
-      const adapterType = metaString(header, "adapter.type")
+      const type = metaString(header, ggufKeys.type)
+      const adapterType = metaString(header, ggufKeys.adapterType)
       if (type !== "adapter" || adapterType !== "lora") {
         throw fileError(adapter, `not a llama.cpp LoRA adapter (general.type = ${type ?? "missing"}, adapter.type = ${adapterType ?? "missing"})`)
       }
@@ -150,7 +155,7 @@ export const describeGgufAdapter = Effect.fn("Preflight.describeGgufAdapter")(fu
         const hf = hfNameOf(weight)
         modules.push({ module: (hf ?? weight).replace(/\.weight$/, ""), aShape: a, bShape: b })
       }
-      return { source: adapter, format: "gguf", architecture: metaString(header, "general.architecture"), modules }
+      return { source: adapter, format: "gguf", architecture: metaString(header, ggufKeys.architecture), modules }
     },
     catch: toFileError(adapter)
   })

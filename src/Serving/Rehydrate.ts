@@ -21,10 +21,14 @@ import { Option, Schema } from "effect"
 import { placeholderBaseType, placeholderPattern } from "../Dataset/Placeholders.ts"
 import { parseRagContext, RagContext } from "../Dataset/RagContext.ts"
 import { type PlaceholderPolicy, type PlaceholderReport, type RequestContext } from "./Api.ts"
+import type { ErrorKind } from "../Shared/Errors.ts"
 
 export class PlaceholdersUnfilled extends Schema.TaggedError<PlaceholdersUnfilled>()("PlaceholdersUnfilled", {
   unfilled: Schema.Array(Schema.String)
 }) {
+  get kind(): ErrorKind {
+    return "data"
+  }
   override get message() {
     return `the answer needs live values the request's context does not hold: ${this.unfilled.join(", ")}`
   }

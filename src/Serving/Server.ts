@@ -37,7 +37,6 @@ import {
   Redacted,
   Result,
   Schema,
-  SchemaIssue,
   Scope,
   Stream
 } from "effect"
@@ -59,7 +58,7 @@ import { ServerMetrics } from "./Metrics.ts"
 import { seedStops } from "./Prompt.ts"
 import { contextText } from "../Dataset/PromptFormat.ts"
 import { placeholderValuesOf, rehydrate, StreamingRehydrator } from "./Rehydrate.ts"
-import { describeCause, type ErrorKind } from "../Shared/Errors.ts"
+import { describeCause, type ErrorKind, fieldIssues, issueField } from "../Shared/Errors.ts"
 
 export interface ServerOptions {
   /** default 127.0.0.1 */
@@ -123,7 +122,12 @@ export class ApiFailure extends Schema.TaggedError<ApiFailure>()("ApiFailure", {
   param: Schema.NullOr(Schema.String),
   code: Schema.NullOr(Schema.String),
   retryAfterSeconds: Schema.optionalKey(Schema.Int)
-}) {}
+}) {
+  /** 4xx: the request is wrong; 503/429: try later; other 5xx: the server failed */
+  get kind(): ErrorKind {
+    return this.status === 503 || this.status === 429 ? "unavailable" : this.status < 500 ? "input" : "failure"
+  }
+}
 
 const failure = (status: number, message: string, type: string, extra: { param?: string; code?: string; retryAfterSeconds?: number } = {}) =>
   new ApiFailure({
@@ -164,10 +168,6 @@ const failureResponse = (f: ApiFailure) =>
     }
   })
 
-const issueFormatter = SchemaIssue.makeFormatterStandardSchemaV1()
-const pathText = (path: ReadonlyArray<unknown> | undefined) =>
-  (path ?? []).map((p) => typeof p === "object" && p !== null && "key" in p ? String(p.key) : String(p)).join(".")
-
 /** Parses and validates a JSON body; the error names the field. */
 const decodeBody = <S extends Schema.Decoder<unknown>>(schema: S, text: string): Result.Result<S["Type"], ApiFailure> => {
   let json: unknown
@@ -181,10 +181,9 @@ const decodeBody = <S extends Schema.Decoder<unknown>>(schema: S, text: string):
   return Result.mapError(
     Schema.decodeUnknownResult(schema)(json, { errors: "all" }),
     (error) => {
-      const issues = issueFormatter(error.issue).issues
-      const first = issues[0]
-      const field = pathText(first?.path)
-      const message = issues.map((i) => `${pathText(i.path) || "body"}: ${i.message}`).join("; ")
+      const issues = fieldIssues(error)
+      const field = issues[0]!.field
+      const message = issues.map((i) => issueField(i, "body")).join("; ")
       return failure(400, message, "invalid_request_error", { ...(field === "" ? {} : { param: field }), code: "invalid_body" })
     }
   )

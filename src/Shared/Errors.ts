@@ -45,6 +45,14 @@ export const exitCodesHelp =
   "Exit codes: 0 ok; 1 bad usage or input (a flag, a missing or unreadable file); 2 invalid data or config; " +
   "3 the run failed or a required threshold was not met; 4 unavailable (device, port, model, providers); 130 interrupted."
 
+/**
+ * A `kind` field for an error that can be more than one kind (the same "cannot use this model file" is `input` when
+ * the file is missing and `data` when its contents are wrong): `kind: kindField("data")` defaults to `data` and a
+ * constructor passes `kind: "input"` (often `causeKind(cause)`) where it knows better. An error that is always the
+ * same kind declares `get kind(): ErrorKind` instead.
+ */
+export const kindField = (defaultKind: ErrorKind) => ErrorKind.pipe(Schema.withConstructorDefault(Effect.succeed(defaultKind)))
+
 const isErrorKind = Schema.is(ErrorKind)
 
 /** An error's kind: its `kind` when that is an `ErrorKind`, else `failure` (an unclassified error is a failure). */
@@ -112,11 +120,14 @@ const inputCodes = new Set(["NotFound", "PermissionDenied", "ENOENT", "EACCES", 
 const unavailableCodes = new Set(["EADDRINUSE", "EADDRNOTAVAIL", "ECONNREFUSED"])
 
 /**
- * The kind a low-level cause implies, when it implies one: a missing or unreadable path is `input`, a port in use
- * or a refused connection is `unavailable`. Lets an error built from "could not open X" carry the right kind.
+ * The kind a cause implies, when it implies one: an error of ours says its `kind`; a missing or unreadable path is
+ * `input`, a port in use or a refused connection is `unavailable`. Lets an error built from "could not open X"
+ * carry the right kind.
  */
 export const causeKind = (cause: unknown): ErrorKind | undefined => {
   if (typeof cause !== "object" || cause === null) return undefined
+  const own = field(cause, "kind")
+  if (isErrorKind(own)) return own
   const reason = field(cause, "reason")
   const tag = field(cause, "_tag") === "PlatformError" && typeof reason === "object" && reason !== null ? field(reason, "_tag") : undefined
   const code = field(cause, "code")

@@ -3,8 +3,9 @@
  * flags. Every value is checked by one schema; a bad or unknown value fails with an error naming the field
  * (and the file, when it came from one).
  */
-import { Effect, FileSystem, Result, Schema, SchemaIssue } from "effect"
+import { Effect, FileSystem, Result, Schema } from "effect"
 import * as Yaml from "yaml"
+import { describeCause, firstFieldIssue, kindField } from "../Shared/Errors.ts"
 import { LrSchedulerType } from "./LrSchedule.ts"
 import { TargetModules } from "../Model/AdapterConfig.ts"
 
@@ -123,7 +124,9 @@ export const defaultTrainConfig = {
 export class TrainConfigError extends Schema.TaggedError<TrainConfigError>()("TrainConfigError", {
   source: Schema.String,
   field: Schema.String,
-  issue: Schema.String
+  issue: Schema.String,
+  /** `data` (a bad value) unless the config file is missing or unreadable (`input`) */
+  kind: kindField("data")
 }) {
   override get message() {
     return `${this.source}: ${this.field === "" ? "" : `${this.field}: `}${this.issue}`
@@ -197,7 +200,6 @@ export const parseFlagValue = (field: keyof TrainConfig, text: string): unknown 
   }
 }
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 const decode = Schema.decodeUnknownResult(TrainConfig)
 
 /** Validates a merged config object; `source` names where the values came from, for the error. */
@@ -205,9 +207,8 @@ export const validateTrainConfig = (value: unknown, source: string): Effect.Effe
   Result.match(decode(value, { onExcessProperty: "error", reportInput: true }), {
     onSuccess: Effect.succeed,
     onFailure: (error) => {
-      const first = formatter(error.issue).issues[0]
-      const field = (first?.path ?? []).map((p) => typeof p === "object" ? String(p.key) : String(p)).join(".")
-      return Effect.fail(new TrainConfigError({ source, field, issue: first?.message ?? error.message }))
+      const first = firstFieldIssue(error)
+      return Effect.fail(new TrainConfigError({ source, field: first.field, issue: first.reason }))
     }
   })
 
@@ -215,7 +216,7 @@ export const validateTrainConfig = (value: unknown, source: string): Effect.Effe
 export const readConfigFile = Effect.fn("TrainConfig.readConfigFile")(function*(path: string) {
   const fs = yield* FileSystem.FileSystem
   const text = yield* fs.readFileString(path).pipe(
-    Effect.mapError((e) => new TrainConfigError({ source: path, field: "", issue: `cannot read the file (${e.message})` }))
+    Effect.mapError((e) => new TrainConfigError({ source: path, field: "", issue: `cannot read the file (${describeCause(e)})`, kind: "input" }))
   )
   const doc = Yaml.parseDocument(text, { prettyErrors: true })
   if (doc.errors.length > 0) {

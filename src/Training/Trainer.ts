@@ -60,17 +60,35 @@ import { toFileError } from "../Model/ModelFileError.ts"
 import { type ModelTokenizer, Tokenizer } from "../Model/Tokenizer.ts"
 import { openSafetensors, writeSafetensors } from "../Model/Safetensors.ts"
 
+import { causeKind, describeCause, ErrorKind } from "../Shared/Errors.ts"
 export class TrainError extends Schema.TaggedError<TrainError>()("TrainError", {
   stage: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** the kind its cause implied (a missing model or data file is `input`), when it implied one */
+  origin: Schema.optionalKey(ErrorKind)
 }) {
   override get message() {
+  /** the cause's kind, else by stage: a bad model, data, tokenizer or config is `data`, no device or Python `unavailable` */
+  get kind(): ErrorKind {
+    return this.origin ?? trainStageKinds[this.stage] ?? "failure"
+  }
     return `${this.stage}: ${this.detail}`
   }
 }
 
-const toTrainError = (stage: string) => (e: unknown) =>
-  new TrainError({ stage, detail: e instanceof Error ? e.message : typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e) })
+const trainStageKinds: Readonly<Record<string, ErrorKind>> = {
+  model: "data",
+  data: "data",
+  tokenizer: "data",
+  config: "data",
+  device: "unavailable",
+  python: "unavailable"
+}
+
+const toTrainError = (stage: string) => (e: unknown) => {
+  const origin = causeKind(e)
+  return new TrainError({ stage, detail: describeCause(e), ...(origin === undefined ? {} : { origin }) })
+}
 
 /** A tokenizer as the trainer needs it. */
 export interface TrainTokenizer {
@@ -877,7 +895,7 @@ export const exportFullModelGguf = (baseGguf: string, weightsFile: string, out: 
 export const readRecordsFile = Effect.fn("Trainer.readRecords")(function*(file: string) {
   const fs = yield* FileSystem.FileSystem
   const text = yield* fs.readFileString(file).pipe(
-    Effect.mapError((e) => new TrainError({ stage: "data", detail: `${file}: cannot read (${e.message})` }))
+    Effect.mapError((e) => new TrainError({ stage: "data", detail: `${file}: cannot read (${describeCause(e)})`, origin: "input" }))
   )
   const records: Array<TrainingRecord> = []
   const lines = text.split("\n")
