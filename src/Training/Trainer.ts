@@ -59,19 +59,19 @@ import { expectedShape, loadModelSource } from "../Model/ModelLoader.ts"
 import { toFileError } from "../Model/ModelFileError.ts"
 import { type ModelTokenizer, Tokenizer } from "../Model/Tokenizer.ts"
 import { openSafetensors, writeSafetensors } from "../Model/Safetensors.ts"
-
 import { causeKind, describeCause, ErrorKind } from "../Shared/Errors.ts"
+
 export class TrainError extends Schema.TaggedError<TrainError>()("TrainError", {
   stage: Schema.String,
   detail: Schema.String,
   /** the kind its cause implied (a missing model or data file is `input`), when it implied one */
   origin: Schema.optionalKey(ErrorKind)
 }) {
-  override get message() {
   /** the cause's kind, else by stage: a bad model, data, tokenizer or config is `data`, no device or Python `unavailable` */
   get kind(): ErrorKind {
     return this.origin ?? trainStageKinds[this.stage] ?? "failure"
   }
+  override get message() {
     return `${this.stage}: ${this.detail}`
   }
 }
