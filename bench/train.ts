@@ -6,6 +6,10 @@
  *
  *   node bench/train.ts            all cases, writes BENCHMARKS.md
  *   node bench/train.ts --case wasm:tiny:lora   one case, prints JSON
+ *   node bench/train.ts --engines-only          the torch engine against plain PyTorch only, prints the table
+ *
+ * The torch rows (section `## Training engines`) put the torch engine (python/finetune_finance_py/engine) beside a
+ * plain PyTorch + PEFT loop on the same shapes, 1 and 2 threads; they need FINETUNE_PYTHON or the managed .venv.
  */
 import { execFileSync } from "node:child_process"
 import * as os from "node:os"
@@ -22,6 +26,8 @@ interface CaseResult {
   readonly batch: number
   readonly seq: number
   readonly trainTokensPerSecond: number
+  /** trained tokens per second of process CPU time (all threads) */
+  readonly trainTokensPerCpuSecond: number
   readonly forwardTokensPerSecond: number
   readonly matmulGflops: number
   readonly trainGflops: number
@@ -37,6 +43,13 @@ const shapes = {
     config: {
       vocabSize: 32000, hiddenSize: 768, intermediateSize: 2048, numLayers: 10, numHeads: 12, numKvHeads: 4, headDim: 64,
       rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 2048, tieWordEmbeddings: false
+    }
+  },
+  // SmolLM2-135M's shape (random weights): 30 layers, d 576, 9 heads over 3 KV heads, SwiGLU 1536, vocab 49152 tied
+  smollm2: {
+    config: {
+      vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3, headDim: 64,
+      rmsNormEps: 1e-5, ropeTheta: 100000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true
     }
   }
 }
@@ -56,7 +69,7 @@ const runCase = async (spec: string): Promise<CaseResult> => {
 
   const shape = shapes[shapeName]
   const config = "preset" in shape ? presetConfig(shape.preset) : shape.config
-  const big = shapeName === "100m"
+  const big = shapeName !== "tiny"
   // tfjs-backend-cpu's generic gradient kernels make a 4 × 128 tiny step take ~100 s: one row keeps the run short
   const batch = big || backend === "cpu" ? 1 : 4
   const seq = big ? (backend === "cpu" ? 32 : 128) : 128
@@ -122,11 +135,15 @@ const runCase = async (spec: string): Promise<CaseResult> => {
   forward()
   // train steps and forward passes alternate, so load from other processes on this shared machine hits both alike
   let trainSeconds = 0
+  let trainCpuSeconds = 0
   let forwardSeconds = 0
   for (let k = 1; k <= steps; k++) {
     t0 = performance.now()
+    const cpu0 = process.cpuUsage()
     step(k)
     trainSeconds += (performance.now() - t0) / 1000
+    const cpu = process.cpuUsage(cpu0)
+    trainCpuSeconds += (cpu.user + cpu.system) / 1e6
     t0 = performance.now()
     forward()
     forwardSeconds += (performance.now() - t0) / 1000
@@ -151,6 +168,7 @@ const runCase = async (spec: string): Promise<CaseResult> => {
     batch,
     seq,
     trainTokensPerSecond,
+    trainTokensPerCpuSecond: (tokens * steps) / trainCpuSeconds,
     forwardTokensPerSecond: (tokens * steps) / forwardSeconds,
     matmulGflops,
     trainGflops,
@@ -165,10 +183,13 @@ const runCase = async (spec: string): Promise<CaseResult> => {
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`
 
-const main = () => {
-  const cases = ["wasm", "cpu"].flatMap((backend) =>
-    (["tiny", "100m"] as const).flatMap((shape) => ["lora", "qlora"].map((mode) => `${backend}:${shape}:${mode}`))
-  )
+const main = async () => {
+  const cases = [
+    ...["wasm", "cpu"].flatMap((backend) =>
+      (["tiny", "100m"] as const).flatMap((shape) => ["lora", "qlora"].map((mode) => `${backend}:${shape}:${mode}`))
+    ),
+    "wasm:smollm2:lora"
+  ]
   const results: Array<CaseResult> = []
   const loadBefore = os.loadavg()[0]!
   for (const c of cases) {
@@ -235,12 +256,136 @@ const main = () => {
   ].join("\n")
   writeBenchmarkSection("## Training", section.trimEnd() + "\n")
   console.log(section)
+  const engines = await benchEngines(results)
+  writeBenchmarkSection("## Training engines", engines.trimEnd() + "\n")
+  console.log(engines)
 }
 
-if (args[0] === "--case") {
+// ---------------------------------------------------------------------------------------------------------------------
+// the torch engine against a plain PyTorch loop (and beside the tfjs rows above)
+
+interface TorchRow {
+  readonly shape: string
+  readonly threads: number
+  readonly batch: number
+  readonly seq: number
+  readonly engine: { readonly tokensPerSecond: number; readonly tokensPerCpuSecond: number }
+  readonly reference: { readonly tokensPerSecond: number; readonly tokensPerCpuSecond: number }
+}
+
+const torchCases = [
+  { shape: "tiny" as const, batch: 4, seq: 128, steps: 12 },
+  { shape: "100m" as const, batch: 1, seq: 128, steps: 4 },
+  { shape: "smollm2" as const, batch: 1, seq: 128, steps: 4 }
+]
+
+const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>): Promise<string> => {
+  const { Effect } = await import("effect")
+  const { NodeServices } = await import("@effect/platform-node")
+  const { AdapterConfig } = await import("../src/Model/AdapterConfig.ts")
+  const { presetConfig } = await import("../src/Model/TinyModel.ts")
+  const { toHfConfigJson } = await import("../src/Model/ModelLoader.ts")
+  const { encodeTorchJob, writeHandoverData, writeInitialAdapter } = await import("../src/Training/TrainHandover.ts")
+  const { parseEngineLine } = await import("../src/Training/TorchEngine.ts")
+  const fs = await import("node:fs")
+  const path = await import("node:path")
+  const python = process.env.FINETUNE_PYTHON ?? new URL("../.venv/bin/python", import.meta.url).pathname
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "bench-torch-"))
+  const pythonPath = new URL("../python", import.meta.url).pathname
+  const env = (threads: number) => ({ ...process.env, PYTHONPATH: pythonPath, OMP_NUM_THREADS: String(threads), PYTHONUNBUFFERED: "1" })
+  const rows: Array<TorchRow> = []
+  for (const c of torchCases) {
+    const shape = shapes[c.shape]
+    const config = "preset" in shape ? presetConfig(shape.preset) : shape.config
+    const dir = path.join(root, c.shape)
+    const base = path.join(dir, "base")
+    fs.mkdirSync(dir, { recursive: true })
+    const hf = toHfConfigJson(config)
+    const keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "max_position_embeddings", "tie_word_embeddings"] as const
+    fs.writeFileSync(path.join(dir, "shape.json"), JSON.stringify(Object.fromEntries(keys.map((k) => [k, hf[k]]))))
+    execFileSync(python, ["-m", "finetune_finance_py.engine.bench", "make-base", path.join(dir, "shape.json"), base], { env: env(2), stdio: ["ignore", "ignore", "inherit"] })
+    // the rows of the tfjs bench: token i of row r is 3 + (r·7919 + i·104729) mod (vocab − 3), loss on the last ¾
+    const train = Array.from({ length: c.batch }, (_, r) => ({
+      ids: Array.from({ length: c.seq }, (_, i) => 3 + ((r * 7919 + i * 104729) % (config.vocabSize - 3))),
+      labels: Array.from({ length: c.seq }, (_, i) => i >= c.seq / 4)
+    }))
+    const plan = Array.from({ length: c.steps + 1 }, (_, k) => ({ epoch: 0, epochProgress: (k + 1) / (c.steps + 1), micro: [train.map((_, i) => i)] }))
+    const adapter = AdapterConfig.fromSettings({ r: 16, alpha: 32, dropout: 0.1, useRslora: false, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"] }, "bench")
+    await Effect.runPromise(Effect.gen(function*() {
+      yield* writeHandoverData(path.join(dir, "data"), { train, validation: [], generation: [], plan })
+      yield* writeInitialAdapter(path.join(dir, "adapter"), config, adapter, 1)
+    }).pipe(Effect.provide(NodeServices.layer)))
+    for (const threads of [1, 2]) {
+      const runDir = path.join(dir, `run-${threads}`)
+      const jobFile = path.join(dir, `job-${threads}.json`)
+      fs.writeFileSync(jobFile, encodeTorchJob({
+        version: 1, baseModel: base, baseModelName: "bench", mode: "lora", initialAdapter: path.join(dir, "adapter"),
+        optimizer: { learningRate: 1e-4, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, maxGradNorm: 1 },
+        schedule: { type: "constant", peak: 1e-4, warmupSteps: 0, totalSteps: plan.length },
+        gradientAccumulationSteps: 1, batchSize: c.batch, packing: false, maxSeqLength: c.seq, padId: 2,
+        logEvery: 1, saveEvery: plan.length, evalEvery: plan.length, metricForBest: "eval_loss",
+        evaluation: { generationSamples: 0, maxNewTokens: 1, stopIds: [2] }, seed: 1,
+        data: { dir: path.join(dir, "data"), trainCount: c.batch, validationCount: 0, steps: plan.length },
+        runDir, resume: false, device: "cpu", bf16: "off", gradientCheckpointing: false, threads, distributed: { strategy: "ddp" }
+      }))
+      process.stderr.write(`bench:train torch engine ${c.shape} ${threads} thread(s) ... `)
+      const out = execFileSync(python, ["-m", "finetune_finance_py.engine", jobFile], { env: env(threads), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], maxBuffer: 1 << 26 })
+      // step 1 is warm-up (allocator, first-call kernels), as in the reference loop
+      const steps = out.split("\n").map(parseEngineLine).filter((e) => e?.event === "train" && e.step > 1) as Array<
+        { readonly tokens?: number; readonly windowSeconds?: number; readonly cpuSeconds?: number }
+      >
+      const tokens = steps.reduce((n, e) => n + (e.tokens ?? 0), 0)
+      const wall = steps.reduce((n, e) => n + (e.windowSeconds ?? 0), 0)
+      const cpu = steps.reduce((n, e) => n + (e.cpuSeconds ?? 0), 0)
+      const engine = { tokensPerSecond: tokens / wall, tokensPerCpuSecond: tokens / cpu }
+      process.stderr.write(`${engine.tokensPerSecond.toFixed(0)} tok/s; reference ... `)
+      const argsFile = path.join(dir, `reference-${threads}.json`)
+      fs.writeFileSync(argsFile, JSON.stringify({ base, batch: c.batch, seq: c.seq, steps: c.steps, threads }))
+      const ref = JSON.parse(
+        execFileSync(python, ["-m", "finetune_finance_py.engine.bench", "reference", argsFile], { env: env(threads), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim().split("\n").at(-1)!
+      ) as TorchRow["reference"]
+      process.stderr.write(`${ref.tokensPerSecond.toFixed(0)} tok/s\n`)
+      rows.push({ shape: c.shape, threads, batch: c.batch, seq: c.seq, engine, reference: ref })
+    }
+  }
+  fs.rmSync(root, { recursive: true, force: true })
+  const versions = execFileSync(python, ["-c", "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)"], { encoding: "utf8" }).trim().split(" ")
+  const tfjsOf = (shape: string) => tfjsResults.find((r) => r.backend === "wasm" && r.shape === shape && r.mode === "lora")
+  const date = new Date().toISOString().slice(0, 16).replace("T", " ")
+  const row = (r: TorchRow) => {
+    const t = tfjsOf(r.shape)
+    return `| ${r.shape} | ${r.batch} × ${r.seq} | ${r.threads} | ${r.reference.tokensPerSecond.toFixed(0)} | ${r.engine.tokensPerSecond.toFixed(0)} | ${
+      (r.engine.tokensPerSecond / r.reference.tokensPerSecond).toFixed(2)
+    }× | ${r.reference.tokensPerCpuSecond.toFixed(0)} | ${r.engine.tokensPerCpuSecond.toFixed(0)} | ${
+      (r.engine.tokensPerSecond / r.engine.tokensPerCpuSecond).toFixed(2)
+    } | ${r.threads === 1 && t !== undefined ? `${t.trainTokensPerSecond.toFixed(1)} (${t.batch} × ${t.seq}) | ${(r.engine.tokensPerSecond / t.trainTokensPerSecond).toFixed(1)}×` : "| "} |`
+  }
+  return [
+    "## Training engines (`npm run bench:train`)",
+    "",
+    `Same run as the section above (${date} UTC, 1-minute load average ${os.loadavg()[0]!.toFixed(2)} at the end; \`uptime\` load is`,
+    `shared with other work on this 2-core machine). torch ${versions[0]}, transformers ${versions[1]}, PEFT ${versions[2]}, CPU, float32.`,
+    "One step = forward + backward + clipping + AdamW, LoRA r 16 / α 32 on q,k,v,o, dropout 0.1, loss on the last ¾ of each row,",
+    "the tfjs bench's token rows. *Reference*: the loop one writes by hand (transformers + PEFT, `model(ids, labels).loss`, backward,",
+    "clip_grad_norm_, AdamW). *Engine*: `python -m finetune_finance_py.engine` on a handover written by TrainHandover (the torch",
+    "engine's real code path; its own step timing from its JSON events). First step of each excluded (warm-up). tokens/CPU-s",
+    "divides by the process's CPU time over all threads; CPU/wall is the cores in use. The tfjs column is the wasm LoRA row above",
+    "(one thread; its 100m and smollm2 rows train 1 × 128).",
+    "",
+    "| shape | batch × seq | threads | reference tok/s | engine tok/s | engine/reference | reference tok/CPU-s | engine tok/CPU-s | engine CPU/wall | tfjs wasm tok/s | engine/tfjs |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map(row),
+    ""
+  ].join("\n")
+}
+
+if (args[0] === "--engines-only") {
+  // the torch-engine and reference rows alone (for working on the engine); the published table comes from a full run
+  console.log(await benchEngines([]))
+} else if (args[0] === "--case") {
   const r = await runCase(args[1]!)
   console.log(JSON.stringify(r))
   process.exit(0)
 } else {
-  main()
+  await main()
 }

@@ -37,7 +37,7 @@ import {
   trainTokenizerOf
 } from "./Trainer.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
-import { convertGgufToHf, encodeTorchJob, type TorchJob, writeHandoverData, writeInitialAdapter } from "./TrainHandover.ts"
+import { convertGgufToHf, encodeTorchJob, type TorchJob, writeAtomically, writeHandoverData, writeInitialAdapter } from "./TrainHandover.ts"
 import type { TrainingEngineShape } from "./TrainingEngine.ts"
 
 const Int = Schema.Int
@@ -66,7 +66,11 @@ export const EngineEvent = Schema.Union([
     learningRate: Num,
     gradNorm: Num,
     tokensPerSecond: Num,
-    etaSeconds: Num
+    etaSeconds: Num,
+    /** the log window's wall and process CPU seconds and tokens (benchmarks read them) */
+    windowSeconds: Schema.optionalKey(Num),
+    cpuSeconds: Schema.optionalKey(Num),
+    tokens: Schema.optionalKey(Int)
   }),
   Schema.Struct({ event: Schema.Literal("eval"), step: Int, evalLoss: Schema.NullOr(Num), rougeL: Schema.NullOr(Num) }),
   Schema.Struct({ event: Schema.Literal("generations"), step: Int, outputs: Schema.Array(Schema.Array(Int)) }),
@@ -238,8 +242,10 @@ export const makeTorchEngine = (reason: string) =>
         distributed: strategyOf(config)
       }
       const jobFile = path.join(engineDir, "job.json")
-      yield* fs.writeFileString(jobFile, encodeTorchJob(job)).pipe(Effect.mapError(wrapFile(jobFile)))
-      if (options.resume !== true) yield* fs.writeFileString(metricsFile, "").pipe(Effect.mapError(wrapFile(metricsFile)))
+      yield* writeAtomically(jobFile, encodeTorchJob(job)).pipe(Effect.mapError(wrapFile(jobFile)))
+      // on the other nodes of a multi-node run, rank 0's node keeps the run history and the final adapter
+      const leader = (config.nodeRank ?? 0) === 0
+      if (options.resume !== true && leader) yield* fs.writeFileString(metricsFile, "").pipe(Effect.mapError(wrapFile(metricsFile)))
 
       // the run
       const trainLogs: Array<TrainLog> = []
@@ -316,8 +322,16 @@ export const makeTorchEngine = (reason: string) =>
               return
             }
             case "train": {
-              const { event: _e, ...fields } = event
-              const log: TrainLog = { type: "train", ...fields }
+              const log: TrainLog = {
+                type: "train",
+                step: event.step,
+                epoch: event.epoch,
+                loss: event.loss,
+                learningRate: event.learningRate,
+                gradNorm: event.gradNorm,
+                tokensPerSecond: event.tokensPerSecond,
+                etaSeconds: event.etaSeconds
+              }
               trainLogs.push(log)
               yield* report(log)
               yield* appendMetrics(log)
@@ -373,7 +387,7 @@ export const makeTorchEngine = (reason: string) =>
       const finished = summary.event === "done"
       const bestStep = summary.bestStep ?? summary.globalStep
       const finalDir = path.join(runDir, FINAL_ADAPTER_DIR)
-      if (finished) {
+      if (finished && leader) {
         const from = path.join(runDir, checkpointName(bestStep))
         yield* fs.remove(finalDir, { recursive: true, force: true }).pipe(Effect.mapError(wrapFile(finalDir)))
         yield* fs.makeDirectory(finalDir, { recursive: true }).pipe(Effect.mapError(wrapFile(finalDir)))

@@ -150,6 +150,17 @@ export interface HandoverData {
   readonly plan: ReadonlyArray<StepPlan>
 }
 
+/**
+ * Writes through a temporary file and a rename: on a shared filesystem every node of a multi-node run writes the
+ * same (deterministic) handover, and a reader must never see a file another node is rewriting.
+ */
+export const writeAtomically = Effect.fnUntraced(function*(file: string, data: Uint8Array | string) {
+  const fs = yield* FileSystem.FileSystem
+  const tmp = `${file}.${process.pid}.tmp`
+  yield* (typeof data === "string" ? fs.writeFileString(tmp, data) : fs.writeFile(tmp, data)).pipe(Effect.mapError(toFileError(tmp)))
+  yield* fs.rename(tmp, file).pipe(Effect.mapError(toFileError(file)))
+})
+
 /** Writes the data files into `dir` (created). */
 export const writeHandoverData = Effect.fn("TrainHandover.writeData")(function*(dir: string, data: HandoverData) {
   const fs = yield* FileSystem.FileSystem
@@ -165,10 +176,7 @@ export const writeHandoverData = Effect.fn("TrainHandover.writeData")(function*(
   split("generation", data.generation.map((ids) => ({ ids, labels: ids.map(() => false) })))
   const p = flatPlan(data.plan)
   files.push(["plan_examples", p.examples], ["plan_micro_offsets", p.microOffsets], ["plan_step_offsets", p.stepOffsets], ["plan_epoch", p.epoch])
-  for (const [name, array] of files) {
-    const file = path.join(dir, `${name}.npy`)
-    yield* fs.writeFile(file, npyBytes(array)).pipe(Effect.mapError(toFileError(file)))
-  }
+  for (const [name, array] of files) yield* writeAtomically(path.join(dir, `${name}.npy`), npyBytes(array))
 })
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -212,9 +220,11 @@ export const writeInitialAdapter = Effect.fn("TrainHandover.writeInitialAdapter"
   const path = yield* Path.Path
   yield* fs.makeDirectory(dir, { recursive: true }).pipe(Effect.mapError(toFileError(dir)))
   const configPath = path.join(dir, ADAPTER_CONFIG)
-  yield* fs.writeFileString(configPath, JSON.stringify(adapter.toPeftJson(), null, 2) + "\n").pipe(Effect.mapError(toFileError(configPath)))
+  yield* writeAtomically(configPath, JSON.stringify(adapter.toPeftJson(), null, 2) + "\n")
   const tensors = initialLoraTensors(model, adapter, seed)
-  yield* writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, { metadata: { format: "pt" } })
+  const weights = path.join(dir, ADAPTER_WEIGHTS)
+  yield* writeSafetensors(`${weights}.${process.pid}.tmp`, tensors, { metadata: { format: "pt" } })
+  yield* fs.rename(`${weights}.${process.pid}.tmp`, weights).pipe(Effect.mapError(toFileError(weights)))
   return tensors.length / 2
 })
 

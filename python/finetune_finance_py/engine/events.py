@@ -1,4 +1,5 @@
-"""The engine's side of the pipe: one JSON object per stdout line, each with an `event` field (only rank 0 writes).
+"""The engine's side of the pipe: one JSON object per stdout line, each with an `event` field (rank 0 writes them;
+the first process of every other node writes how the run ended).
 
 Anything else a library prints to stdout is not JSON with an `event` and the TypeScript side logs it.
 """
@@ -7,15 +8,19 @@ import sys
 
 _out = sys.stdout
 _enabled = True
+_node_leader = True
+# every node's driver needs to know how the run ended (the other ranks' events are rank 0's to tell)
+_endings = {"done", "stopped", "interrupted", "error"}
 
 
-def configure(enabled: bool) -> None:
-    global _enabled
+def configure(enabled: bool, node_leader: bool) -> None:
+    global _enabled, _node_leader
     _enabled = enabled
+    _node_leader = node_leader
 
 
 def emit(event: str, **fields) -> None:
-    if not _enabled:
+    if not (_enabled or (_node_leader and event in _endings)):
         return
     _out.write(json.dumps({"event": event, **fields}, allow_nan=False) + "\n")
     _out.flush()

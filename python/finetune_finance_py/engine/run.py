@@ -189,7 +189,7 @@ def main(argv) -> int:
         sys.stderr.write("usage: python -m finetune_finance_py.engine JOB.json\n")
         return 2
     rank = int(os.environ.get("RANK", "0"))
-    events.configure(rank == 0)
+    events.configure(rank == 0, int(os.environ.get("LOCAL_RANK", "0")) == 0)
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
@@ -406,7 +406,7 @@ def train(job: dict, rank: int) -> int:
 
     peft_model.train()
     run_start = time.perf_counter()
-    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": run_start}
+    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": run_start, "cpu": time.process_time()}
     steps_this_run = 0
     run_tokens = 0
     stopped_early = False
@@ -475,10 +475,12 @@ def train(job: dict, rank: int) -> int:
         if done % job["logEvery"] == 0 or done == total:
             now = time.perf_counter()
             per_step = (now - run_start) / steps_this_run
+            cpu = time.process_time()
             emit("train", step=done, epoch=state["epoch"], loss=window["loss"] / window["steps"], learningRate=lr,
                  gradNorm=grad_norm, tokensPerSecond=window["tokens"] / max(1e-9, now - window["start"]),
-                 etaSeconds=per_step * (total - done))
-            window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": now}
+                 etaSeconds=per_step * (total - done), windowSeconds=now - window["start"],
+                 cpuSeconds=cpu - window["cpu"], tokens=window["tokens"])
+            window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": now, "cpu": cpu}
         if done % job["evalEvery"] == 0 or done == total:
             if evaluate():
                 stopped_early = True
