@@ -10,6 +10,7 @@ import { blockLayout, dequantize, GgmlType, ggmlTypeName, tensorByteSize } from 
 import type { NamedTensor } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { describeCause } from "../Shared/Errors.ts"
+import { ggufKeys } from "./GgufKeys.ts"
 
 /** GGUF metadata value types, by their on-disk ids (enum gguf_type) */
 export const GgufValueTypeId = {
@@ -219,10 +220,10 @@ const parseHeader = (file: ReadableFile): GgufHeader => {
     const type = cursor.valueType(key)
     metadata.set(key, cursor.scalar(type, key))
   }
-  const alignmentValue = metadata.get("general.alignment")
+  const alignmentValue = metadata.get(ggufKeys.alignment)
   const alignment = alignmentValue === undefined ? 32 : Number(alignmentValue.type === "array" ? 0 : alignmentValue.value)
   if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0) {
-    throw fileError(path, `general.alignment must be a power of two, got ${alignment}`, "general.alignment")
+    throw fileError(path, `general.alignment must be a power of two, got ${alignment}`, ggufKeys.alignment)
   }
   const raw: Array<{ name: string; dims: Array<number>; type: number; offset: number }> = []
   for (let i = 0; i < tensorCount; i++) {

@@ -9,6 +9,7 @@ import { f32ArrayToBf16, f32ArrayToF16 } from "./Float16.ts"
 import { blockLayout, GgmlType, ggmlTypeName, quantizeQ8_0, tensorByteSize } from "./GgmlQuants.ts"
 import { type GgufValue, GgufValueTypeId } from "./Gguf.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
+import { ggufKeys } from "./GgufKeys.ts"
 
 /** The tensor types the writer converts float32 data to. */
 export type GgufWriteType = "F32" | "F16" | "BF16" | "Q8_0"
@@ -134,10 +135,10 @@ export const writeGguf = (path: string, options: GgufWriteOptions): Effect.Effec
   Effect.try({
     try: () => {
       const metadata = Array.from(options.metadata)
-      const alignmentEntry = metadata.find(([key]) => key === "general.alignment")?.[1]
+      const alignmentEntry = metadata.find(([key]) => key === ggufKeys.alignment)?.[1]
       const alignment = alignmentEntry === undefined ? 32 : alignmentEntry.type === "u32" ? alignmentEntry.value : -1
       if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0) {
-        throw fileError(path, "general.alignment must be a u32 power of two", "general.alignment")
+        throw fileError(path, "general.alignment must be a u32 power of two", ggufKeys.alignment)
       }
       const header = new ByteBuilder()
       header.raw(new TextEncoder().encode("GGUF"))

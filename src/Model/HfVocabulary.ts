@@ -24,6 +24,7 @@ import { TokenType } from "./FinanceVocabulary.ts"
 import { gguf, type GgufValue } from "./Gguf.ts"
 import { fileError, toFileError } from "./ModelFileError.ts"
 import { describeCause } from "../Shared/Errors.ts"
+import { ggufKeys } from "./GgufKeys.ts"
 
 /** The pre-tokenizer regexes llama.cpp knows, by the `tokenizer.ggml.pre` name it knows them by. */
 const knownPreTokenizers: ReadonlyArray<{ readonly pre: string; readonly regex: string }> = [
@@ -262,9 +263,9 @@ export const ggufVocabularyFromHf = (files: HfTokenizerFiles, vocabSize: number)
     return [m.slice(0, cut), m.slice(cut + 1)]
   })
   const metadata: Array<readonly [string, GgufValue]> = [
-    ["tokenizer.ggml.model", gguf.string(spm ? "llama" : "gpt2")],
-    ["tokenizer.ggml.pre", gguf.string(pre)],
-    ["tokenizer.ggml.tokens", gguf.strings(texts)]
+    [ggufKeys.tokenizerModel, gguf.string(spm ? "llama" : "gpt2")],
+    [ggufKeys.tokenizerPre, gguf.string(pre)],
+    [ggufKeys.tokens, gguf.strings(texts)]
   ]
   if (spm) {
     // SentencePiece merges by score: a token scores minus the rank of the first HF merge that builds it
@@ -283,11 +284,11 @@ export const ggufVocabularyFromHf = (files: HfTokenizerFiles, vocabSize: number)
       if (built[id] === 0 && types[id] === TokenType.normal && Array.from(t).length > 1) scores[id] = -1 - merges.length
       if (types[id] === TokenType.unused) scores[id] = -1e9
     })
-    metadata.push(["tokenizer.ggml.scores", gguf.f32s(scores)])
+    metadata.push([ggufKeys.scores, gguf.f32s(scores)])
   }
-  metadata.push(["tokenizer.ggml.token_type", gguf.i32s(types)])
+  metadata.push([ggufKeys.tokenType, gguf.i32s(types)])
   // gguf-py writes merges with a space inside a part as U+0120 (byte-level's space)
-  if (!spm) metadata.push(["tokenizer.ggml.merges", gguf.strings(merges.map(([l, r]) => `${l.replaceAll(" ", "\u0120")} ${r.replaceAll(" ", "\u0120")}`))])
+  if (!spm) metadata.push([ggufKeys.merges, gguf.strings(merges.map(([l, r]) => `${l.replaceAll(" ", "\u0120")} ${r.replaceAll(" ", "\u0120")}`))])
 
   // special ids: tokenizer_config.json's tokens (as added tokens), then config.json's ids, as SpecialVocab does
   const idOfText = (text: string | undefined) => text === undefined ? undefined : added.find((t) => t.content === text)?.id ?? json.model.vocab[text]
@@ -301,15 +302,15 @@ export const ggufVocabularyFromHf = (files: HfTokenizerFiles, vocabSize: number)
   ]
   for (const [kind, id] of specials) if (id !== undefined) metadata.push([`tokenizer.ggml.${kind}_token_id`, gguf.u32(id)])
   const template = templateAdds(json, bosText, eosText)
-  metadata.push(["tokenizer.ggml.add_bos_token", gguf.bool(config.add_bos_token ?? template.bos ?? false)])
-  metadata.push(["tokenizer.ggml.add_eos_token", gguf.bool(config.add_eos_token ?? template.eos ?? false)])
-  if (spm) metadata.push(["tokenizer.ggml.add_space_prefix", gguf.bool(addSpacePrefix)])
+  metadata.push([ggufKeys.addBosToken, gguf.bool(config.add_bos_token ?? template.bos ?? false)])
+  metadata.push([ggufKeys.addEosToken, gguf.bool(config.add_eos_token ?? template.eos ?? false)])
+  if (spm) metadata.push([ggufKeys.addSpacePrefix, gguf.bool(addSpacePrefix)])
 
   const chat = config.chat_template ?? files.chatTemplateJinja
-  if (typeof chat === "string") metadata.push(["tokenizer.chat_template", gguf.string(chat)])
+  if (typeof chat === "string") metadata.push([ggufKeys.chatTemplate, gguf.string(chat)])
   else if (chat !== undefined && chat !== null) {
     for (const { name, template: text } of chat) {
-      metadata.push([name === "default" ? "tokenizer.chat_template" : `tokenizer.chat_template.${name}`, gguf.string(text)])
+      metadata.push([name === "default" ? ggufKeys.chatTemplate : `tokenizer.chat_template.${name}`, gguf.string(text)])
     }
   }
   return { model: spm ? "llama" : "gpt2", pre, tokens: texts, types, metadata }

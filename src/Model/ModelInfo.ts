@@ -13,6 +13,7 @@ import { type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { loadModelSource } from "./ModelLoader.ts"
 import { readSafetensorsHeader } from "./Safetensors.ts"
 import { parameterCount } from "./TinyModel.ts"
+import { ggufKeys } from "./GgufKeys.ts"
 
 export interface TokenizerFacts {
   readonly kind: string
@@ -55,8 +56,8 @@ const ggufInfo = (path: string) =>
     const header = yield* readGgufHeader(path)
     // describe what is there even when it is not a model we load (another architecture, an adapter)
     const loaded = yield* Effect.result(loadModelSource(path))
-    const tokens = metaArray(header, "tokenizer.ggml.tokens")?.values as ReadonlyArray<string> | undefined
-    const types = metaArray(header, "tokenizer.ggml.token_type")?.values as Int32Array | undefined
+    const tokens = metaArray(header, ggufKeys.tokens)?.values as ReadonlyArray<string> | undefined
+    const types = metaArray(header, ggufKeys.tokenType)?.values as Int32Array | undefined
     const tokenAt = (key: string) => {
       const id = metaNumber(header, key)
       return id === undefined || tokens === undefined ? undefined : `${JSON.stringify(tokens[id])} (${id})`
@@ -64,22 +65,22 @@ const ggufInfo = (path: string) =>
     const typeCount = (type: number) => types === undefined ? undefined : types.reduce((n, t) => n + (t === type ? 1 : 0), 0)
     const optional = <K extends string, V>(key: K, value: V | undefined) => value === undefined ? {} : { [key]: value } as { [P in K]: V }
     const tokenizer: TokenizerFacts | undefined = tokens === undefined ? undefined : {
-      kind: `gguf ${metaString(header, "tokenizer.ggml.model") ?? "?"}`,
+      kind: `gguf ${metaString(header, ggufKeys.tokenizerModel) ?? "?"}`,
       vocabSize: tokens.length,
-      ...optional("bos", tokenAt("tokenizer.ggml.bos_token_id")),
-      ...optional("eos", tokenAt("tokenizer.ggml.eos_token_id")),
-      ...optional("eot", tokenAt("tokenizer.ggml.eot_token_id")),
-      ...optional("addBos", metaBool(header, "tokenizer.ggml.add_bos_token")),
+      ...optional("bos", tokenAt(ggufKeys.bosTokenId)),
+      ...optional("eos", tokenAt(ggufKeys.eosTokenId)),
+      ...optional("eot", tokenAt(ggufKeys.eotTokenId)),
+      ...optional("addBos", metaBool(header, ggufKeys.addBosToken)),
       ...optional("controlTokens", typeCount(TokenType.control)),
       ...optional("userDefinedTokens", typeCount(TokenType.userDefined)),
       ...optional("byteTokens", typeCount(TokenType.byte)),
-      chatTemplate: metaString(header, "tokenizer.chat_template") !== undefined
+      chatTemplate: metaString(header, ggufKeys.chatTemplate) !== undefined
     }
-    const name = metaString(header, "general.name")
+    const name = metaString(header, ggufKeys.name)
     const info: ModelInfo = {
       path,
       format: "gguf",
-      architecture: metaString(header, "general.architecture") ?? "?",
+      architecture: metaString(header, ggufKeys.architecture) ?? "?",
       ...(name === undefined ? {} : { name }),
       fileBytes: header.fileSize,
       ...(Result.isSuccess(loaded) ? { config: loaded.success.config } : { configError: loaded.failure.detail }),

@@ -14,6 +14,7 @@ import { hfNameOf, llama3ScalingFromFactors, qkHeadsFor } from "./GgufNames.ts"
 import { type LlamaConfig, type NamedTensor, type RopeScaling, weightNames } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { openSafetensors, readSafetensorsHeader } from "./Safetensors.ts"
+import { ggufKeys } from "./GgufKeys.ts"
 
 /** A model on disk, ready to stream. */
 export interface ModelSource {
@@ -93,38 +94,38 @@ const unpermuteInPlace = (data: Float32Array, rows: number, nHead: number): void
 /** The Llama config a GGUF describes (llama.* keys; tied output when `output.weight` is absent). */
 export const configFromGguf = (header: GgufHeader): LlamaConfig => {
   const path = header.path
-  const kind = metaString(header, "general.type")
-  if (kind === "adapter") throw fileError(path, "this GGUF is a LoRA adapter, not a model", "general.type")
-  const arch = metaString(header, "general.architecture")
+  const kind = metaString(header, ggufKeys.type)
+  if (kind === "adapter") throw fileError(path, "this GGUF is a LoRA adapter, not a model", ggufKeys.type)
+  const arch = metaString(header, ggufKeys.architecture)
   if (arch !== "llama") {
-    throw fileError(path, `unsupported architecture ${JSON.stringify(arch ?? null)} (supported: llama, which covers Llama and Mistral)`, "general.architecture")
+    throw fileError(path, `unsupported architecture ${JSON.stringify(arch ?? null)} (supported: llama, which covers Llama and Mistral)`, ggufKeys.architecture)
   }
-  const hiddenSize = requireNumber(header, "llama.embedding_length")
-  const numHeads = requireNumber(header, "llama.attention.head_count")
-  const headDim = metaNumber(header, "llama.attention.key_length") ?? hiddenSize / numHeads
-  const rotary = metaNumber(header, "llama.rope.dimension_count") ?? headDim
-  if (rotary !== headDim) throw fileError(path, `partial rotary embeddings (${rotary} of ${headDim}) are not supported`, "llama.rope.dimension_count")
+  const hiddenSize = requireNumber(header, ggufKeys.embeddingLength)
+  const numHeads = requireNumber(header, ggufKeys.headCount)
+  const headDim = metaNumber(header, ggufKeys.keyLength) ?? hiddenSize / numHeads
+  const rotary = metaNumber(header, ggufKeys.ropeDimensionCount) ?? headDim
+  if (rotary !== headDim) throw fileError(path, `partial rotary embeddings (${rotary} of ${headDim}) are not supported`, ggufKeys.ropeDimensionCount)
   const embedding = header.tensors.find((t) => t.name === "token_embd.weight")
   if (embedding === undefined) throw fileError(path, "the model has no token embedding", "token_embd.weight")
-  const vocabSize = metaNumber(header, "llama.vocab_size") ?? metaArray(header, "tokenizer.ggml.tokens")?.values.length ?? embedding.shape[0]!
-  const ropeTheta = metaNumber(header, "llama.rope.freq_base") ?? 10000
-  const scalingType = metaString(header, "llama.rope.scaling.type")
-  const scalingFactor = metaNumber(header, "llama.rope.scaling.factor")
+  const vocabSize = metaNumber(header, ggufKeys.vocabSize) ?? metaArray(header, ggufKeys.tokens)?.values.length ?? embedding.shape[0]!
+  const ropeTheta = metaNumber(header, ggufKeys.ropeFreqBase) ?? 10000
+  const scalingType = metaString(header, ggufKeys.ropeScalingType)
+  const scalingFactor = metaNumber(header, ggufKeys.ropeScalingFactor)
   if ((scalingType !== undefined && scalingType !== "none") || (scalingFactor !== undefined && scalingFactor !== 1 && scalingFactor !== 0)) {
-    throw fileError(path, `unsupported RoPE scaling ${scalingType ?? "linear"} x${scalingFactor ?? 1} (supported: none, llama3)`, "llama.rope.scaling.type")
+    throw fileError(path, `unsupported RoPE scaling ${scalingType ?? "linear"} x${scalingFactor ?? 1} (supported: none, llama3)`, ggufKeys.ropeScalingType)
   }
-  const slidingWindow = metaNumber(header, "llama.attention.sliding_window")
+  const slidingWindow = metaNumber(header, ggufKeys.slidingWindow)
   const config: LlamaConfig = {
     vocabSize,
     hiddenSize,
-    intermediateSize: requireNumber(header, "llama.feed_forward_length"),
-    numLayers: requireNumber(header, "llama.block_count"),
+    intermediateSize: requireNumber(header, ggufKeys.feedForwardLength),
+    numLayers: requireNumber(header, ggufKeys.blockCount),
     numHeads,
-    numKvHeads: metaNumber(header, "llama.attention.head_count_kv") ?? numHeads,
+    numKvHeads: metaNumber(header, ggufKeys.headCountKv) ?? numHeads,
     headDim,
-    rmsNormEps: metaNumber(header, "llama.attention.layer_norm_rms_epsilon") ?? 1e-5,
+    rmsNormEps: metaNumber(header, ggufKeys.rmsEpsilon) ?? 1e-5,
     ropeTheta,
-    maxPositionEmbeddings: requireNumber(header, "llama.context_length"),
+    maxPositionEmbeddings: requireNumber(header, ggufKeys.contextLength),
     tieWordEmbeddings: !header.tensors.some((t) => t.name === "output.weight"),
     ...(slidingWindow !== undefined && slidingWindow > 0 ? { slidingWindow } : {})
   }

@@ -16,6 +16,7 @@ import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts
 import { toHfConfigJson } from "./ModelLoader.ts"
 import { writeSafetensors } from "./Safetensors.ts"
 import { describeCause } from "../Shared/Errors.ts"
+import { ggufKeys } from "./GgufKeys.ts"
 
 export const TinyPreset = Schema.Literals(["tiny", "small", "llama3-tiny", "mistral-tiny", "bench-1b"])
 export type TinyPreset = typeof TinyPreset.Type
@@ -157,41 +158,41 @@ const fileTypes: Record<GgufWriteType, number> = { F32: 0, F16: 1, Q8_0: 7, BF16
 /** The `llama.*` hyper-parameter metadata of a config, as llama.cpp's converter writes it. */
 export const llamaMetadata = (config: LlamaConfig): Array<readonly [string, GgufValue]> => {
   const entries: Array<readonly [string, GgufValue]> = [
-    ["llama.vocab_size", gguf.u32(config.vocabSize)],
-    ["llama.context_length", gguf.u32(config.maxPositionEmbeddings)],
-    ["llama.embedding_length", gguf.u32(config.hiddenSize)],
-    ["llama.block_count", gguf.u32(config.numLayers)],
-    ["llama.feed_forward_length", gguf.u32(config.intermediateSize)],
-    ["llama.rope.dimension_count", gguf.u32(config.headDim)],
-    ["llama.attention.head_count", gguf.u32(config.numHeads)],
-    ["llama.attention.head_count_kv", gguf.u32(config.numKvHeads)],
-    ["llama.attention.layer_norm_rms_epsilon", gguf.f32(config.rmsNormEps)],
-    ["llama.rope.freq_base", gguf.f32(config.ropeTheta)]
+    [ggufKeys.vocabSize, gguf.u32(config.vocabSize)],
+    [ggufKeys.contextLength, gguf.u32(config.maxPositionEmbeddings)],
+    [ggufKeys.embeddingLength, gguf.u32(config.hiddenSize)],
+    [ggufKeys.blockCount, gguf.u32(config.numLayers)],
+    [ggufKeys.feedForwardLength, gguf.u32(config.intermediateSize)],
+    [ggufKeys.ropeDimensionCount, gguf.u32(config.headDim)],
+    [ggufKeys.headCount, gguf.u32(config.numHeads)],
+    [ggufKeys.headCountKv, gguf.u32(config.numKvHeads)],
+    [ggufKeys.rmsEpsilon, gguf.f32(config.rmsNormEps)],
+    [ggufKeys.ropeFreqBase, gguf.f32(config.ropeTheta)]
   ]
   if (config.headDim * config.numHeads !== config.hiddenSize) {
-    entries.push(["llama.attention.key_length", gguf.u32(config.headDim)])
-    entries.push(["llama.attention.value_length", gguf.u32(config.headDim)])
+    entries.push([ggufKeys.keyLength, gguf.u32(config.headDim)])
+    entries.push([ggufKeys.valueLength, gguf.u32(config.headDim)])
   }
-  if (config.slidingWindow !== undefined) entries.push(["llama.attention.sliding_window", gguf.u32(config.slidingWindow)])
+  if (config.slidingWindow !== undefined) entries.push([ggufKeys.slidingWindow, gguf.u32(config.slidingWindow)])
   return entries
 }
 
 /** The tokenizer metadata of an SPM vocabulary. */
 export const tokenizerMetadata = (vocab: SpmVocabulary, template: string = chatTemplate): Array<readonly [string, GgufValue]> => [
-  ["tokenizer.ggml.model", gguf.string("llama")],
-  ["tokenizer.ggml.tokens", gguf.strings(vocab.tokens)],
-  ["tokenizer.ggml.scores", gguf.f32s(vocab.scores)],
-  ["tokenizer.ggml.token_type", gguf.i32s(vocab.types)],
-  ["tokenizer.ggml.bos_token_id", gguf.u32(vocab.bosId)],
-  ["tokenizer.ggml.eos_token_id", gguf.u32(vocab.eosId)],
-  ["tokenizer.ggml.unknown_token_id", gguf.u32(vocab.unkId)],
-  ["tokenizer.ggml.eot_token_id", gguf.u32(vocab.eotId)],
-  ["tokenizer.ggml.add_bos_token", gguf.bool(true)],
-  ["tokenizer.ggml.add_eos_token", gguf.bool(false)],
+  [ggufKeys.tokenizerModel, gguf.string("llama")],
+  [ggufKeys.tokens, gguf.strings(vocab.tokens)],
+  [ggufKeys.scores, gguf.f32s(vocab.scores)],
+  [ggufKeys.tokenType, gguf.i32s(vocab.types)],
+  [ggufKeys.bosTokenId, gguf.u32(vocab.bosId)],
+  [ggufKeys.eosTokenId, gguf.u32(vocab.eosId)],
+  [ggufKeys.unknownTokenId, gguf.u32(vocab.unkId)],
+  [ggufKeys.eotTokenId, gguf.u32(vocab.eotId)],
+  [ggufKeys.addBosToken, gguf.bool(true)],
+  [ggufKeys.addEosToken, gguf.bool(false)],
   // no implicit leading space: otherwise llama.cpp also inserts one after every placeholder token ("<PRICE> rose"
   // would become "<PRICE>", "▁", "▁rose")
-  ["tokenizer.ggml.add_space_prefix", gguf.bool(false)],
-  ["tokenizer.chat_template", gguf.string(template)]
+  [ggufKeys.addSpacePrefix, gguf.bool(false)],
+  [ggufKeys.chatTemplate, gguf.string(template)]
 ]
 
 export interface TinyModelOptions extends InitOptions {
@@ -223,10 +224,10 @@ export const writeTinyModel = (options: TinyModelOptions): Effect.Effect<void, M
       return Effect.fail(fileError(path, describeCause(cause), "config.vocabSize"))
     }
     const metadata: Array<readonly [string, GgufValue]> = [
-      ["general.architecture", gguf.string("llama")],
-      ["general.type", gguf.string("model")],
-      ["general.name", gguf.string(options.name ?? "finetune-finance tiny llama")],
-      ["general.file_type", gguf.u32(fileTypes[type])],
+      [ggufKeys.architecture, gguf.string("llama")],
+      [ggufKeys.type, gguf.string("model")],
+      [ggufKeys.name, gguf.string(options.name ?? "finetune-finance tiny llama")],
+      [ggufKeys.fileType, gguf.u32(fileTypes[type])],
       ...llamaMetadata(config),
       ...tokenizerMetadata(vocab)
     ]

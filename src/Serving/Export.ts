@@ -21,9 +21,10 @@
  * (HfVocabulary.ts), as llama.cpp's convert_hf_to_gguf.py does.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
-import { gguf, type GgufValue, openGguf } from "../Model/Gguf.ts"
-import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor, unpermuteQkFromGguf } from "../Model/GgufNames.ts"
-import { GgmlType } from "../Model/GgmlQuants.ts"
+import { gguf, type GgufValue } from "../Model/Gguf.ts"
+import { ggufKeys } from "../Model/GgufKeys.ts"
+import { rewriteGguf } from "../Model/GgufRewrite.ts"
+import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../Model/GgufNames.ts"
 import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Model/GgufWriter.ts"
 import { fileError, toFileError } from "../Model/ModelFileError.ts"
 import { loadHfFolder } from "../Model/ModelLoader.ts"
@@ -192,35 +193,19 @@ interface MergedPlan {
   readonly tensors: ReadonlyArray<GgufTensorToWrite>
 }
 
-/** A GGUF base: every metadata key copied (file type updated), every tensor copied or merged. */
-const mergedFromGguf = Effect.fn("Export.mergedFromGguf")(function*(
-  options: ExportMergedOptions,
-  base: BaseDescription,
-  byWeight: ReadonlyMap<string, AdapterPair>
-) {
+/** A GGUF base (rewriteGguf): every metadata key copied (file type updated), every tensor copied or merged. */
+const mergedFromGguf = (options: ExportMergedOptions, byWeight: ReadonlyMap<string, AdapterPair>) => {
   const target = writeTypes[options.type]
-  const file = yield* openGguf(options.base)
-  const metadata = [...file.metadata].map(([k, v]): readonly [string, GgufValue] =>
-    k === "general.file_type" ? [k, gguf.u32(fileTypes[options.type])] : [k, v])
-  if (!file.metadata.has("general.file_type")) metadata.push(["general.file_type", gguf.u32(fileTypes[options.type])])
-  const read = (name: string) => Effect.runSync(file.readTensor(name)).data
-  const tensors = file.tensors.map((info): GgufTensorToWrite => {
-    const pair = byWeight.get(info.name)
-    const type = mergedTensorType(info.shape, target)
-    if (pair === undefined) {
-      const sameType = (type === "F32" && info.type === GgmlType.F32) || (type === "F16" && info.type === GgmlType.F16) ||
-        (type === "Q8_0" && info.type === GgmlType.Q8_0)
-      return sameType
-        ? { name: info.name, shape: info.shape, rawType: info.type, raw: () => Effect.runSync(file.readRaw(info.name)) }
-        : { name: info.name, shape: info.shape, type, data: () => read(info.name) }
+  return rewriteGguf(options.base, {
+    metadata: [[ggufKeys.fileType, gguf.u32(fileTypes[options.type])]],
+    copyType: (info) => mergedTensorType(info.shape, target),
+    // merged in HF layout, as PEFT does; rewriteGguf puts Q/K back into llama.cpp's row order
+    tensor: ({ info, read }) => {
+      const pair = byWeight.get(info.name)
+      return pair === undefined ? undefined : { type: mergedTensorType(info.shape, target), data: () => mergeInHfLayout(read(), info.shape, pair, undefined) }
     }
-    const heads = qkHeadsFor(info.name, base)
-    // merge in HF layout, as PEFT does, then back to llama.cpp's row order
-    const hfLayout = () => heads === undefined ? read(info.name) : unpermuteQkFromGguf(read(info.name), info.shape[0]!, heads)
-    return { name: info.name, shape: info.shape, type, data: () => mergeInHfLayout(hfLayout(), info.shape, pair, heads) }
   })
-  return { metadata, tensors } satisfies MergedPlan
-})
+}
 
 const decodeShardIndex = Schema.decodeUnknownEffect(Schema.fromJsonString(Schema.Struct({ weight_map: Schema.Record(Schema.String, Schema.String) })))
 
@@ -265,10 +250,10 @@ const mergedFromHf = Effect.fn("Export.mergedFromHf")(function*(
   const handles = yield* openHfWeights(options.base, source.tensorNames)
   const target = writeTypes[options.type]
   const metadata: Array<readonly [string, GgufValue]> = [
-    ["general.architecture", gguf.string("llama")],
-    ["general.type", gguf.string("model")],
-    ["general.name", gguf.string(path.basename(path.resolve(options.base)))],
-    ["general.file_type", gguf.u32(fileTypes[options.type])],
+    [ggufKeys.architecture, gguf.string("llama")],
+    [ggufKeys.type, gguf.string("model")],
+    [ggufKeys.name, gguf.string(path.basename(path.resolve(options.base)))],
+    [ggufKeys.fileType, gguf.u32(fileTypes[options.type])],
     ...llamaMetadata(config),
     ...vocabulary.metadata
   ]
@@ -294,7 +279,7 @@ export const exportMerged = Effect.fn("Export.merged")(function*(options: Export
   const [adapter, base] = yield* Effect.all([loadPeftAdapter(options.adapter), describeBase(options.base)])
   yield* checkAdapter(describePeft(adapter), base)
   const byWeight = new Map(adapter.pairs.map((p) => [ggufNameOf(`${p.module}.weight`)!, p]))
-  const plan = base.format === "gguf" ? mergedFromGguf(options, base, byWeight) : mergedFromHf(options, byWeight)
+  const plan = base.format === "gguf" ? mergedFromGguf(options, byWeight) : mergedFromHf(options, byWeight)
   return yield* writePlan(options, plan, adapter.pairs.length)
 })
 

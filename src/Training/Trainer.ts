@@ -52,9 +52,10 @@ import { frozenLinear, nf4Bytes, nf4Linear, quantizeNf4 } from "../Model/Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
 import { SeededRng } from "../Shared/Prng.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
-import { gguf, openGguf } from "../Model/Gguf.ts"
-import { hfNameOf, permuteQkForGguf, qkHeadsFor } from "../Model/GgufNames.ts"
-import { type GgufTensorToWrite, writeGguf } from "../Model/GgufWriter.ts"
+import { gguf } from "../Model/Gguf.ts"
+import { ggufKeys } from "../Model/GgufKeys.ts"
+import { rewriteGguf } from "../Model/GgufRewrite.ts"
+import { writeGguf } from "../Model/GgufWriter.ts"
 import { expectedShape, loadModelSource } from "../Model/ModelLoader.ts"
 import { toFileError } from "../Model/ModelFileError.ts"
 import { type ModelTokenizer, Tokenizer } from "../Model/Tokenizer.ts"
@@ -860,32 +861,19 @@ export const hfConfigOf = (c: LlamaConfig) => ({
 })
 
 /**
- * Writes a GGUF with the base file's metadata and tensor order, each decoder weight replaced by the trained one
- * (F32, Q/K rows permuted to llama.cpp's layout) and anything else (rope_freqs) copied as it is.
+ * Writes a GGUF with the base file's metadata and tensor order (rewriteGguf), each decoder weight replaced by the
+ * trained one (F32; the Q/K permutation is rewriteGguf's) and anything else (rope_freqs) copied as it is.
+ * `_config` is the trained model's (the head counts come from the base file itself).
  */
-export const exportFullModelGguf = (baseGguf: string, weightsFile: string, out: string, config: LlamaConfig) =>
+export const exportFullModelGguf = (baseGguf: string, weightsFile: string, out: string, _config: LlamaConfig) =>
   Effect.scoped(Effect.gen(function*() {
-    const base = yield* openGguf(baseGguf)
     const trained = yield* openSafetensors(weightsFile)
-    const tensors: Array<GgufTensorToWrite> = base.tensors.map((info) => {
-      const hf = hfNameOf(info.name)
-      const t = hf === undefined ? undefined : trained.info(hf)
-      if (hf === undefined || t === undefined) {
-        return { name: info.name, shape: info.shape, rawType: info.type, raw: () => Effect.runSync(base.readRaw(info.name)) }
-      }
-      const heads = qkHeadsFor(info.name, config)
-      return {
-        name: info.name,
-        shape: info.shape,
-        type: "F32" as const,
-        data: () => {
-          const data = Effect.runSync(trained.readTensor(hf)).data
-          return heads === undefined ? data : permuteQkForGguf(data, info.shape[0]!, heads)
-        }
-      }
+    const plan = yield* rewriteGguf(baseGguf, {
+      metadata: [[ggufKeys.fileType, gguf.u32(0)]],
+      tensor: ({ hfName }) =>
+        hfName === undefined || trained.info(hfName) === undefined ? undefined : { data: () => Effect.runSync(trained.readTensor(hfName)).data }
     })
-    const metadata = [...base.metadata].map(([k, v]) => k === "general.file_type" ? [k, gguf.u32(0)] as const : [k, v] as const)
-    yield* writeGguf(out, { metadata, tensors })
+    yield* writeGguf(out, plan)
   }))
 
 // ---------------------------------------------------------------------------------------------------------------------
