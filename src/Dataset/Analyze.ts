@@ -13,7 +13,7 @@ import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
 import { encodeRecord, encodesAsLine } from "./RecordEncode.ts"
 import { checkRules, type RuleConfig } from "./Rules.ts"
-import { canonicalKeys, fingerprintBytes, splitBasis, splitKeyHash } from "./Split.ts"
+import { canonicalKeys, fingerprintBytes, groupKeys, splitBasis } from "./Split.ts"
 
 /** The rare per-line facts that do not fit the typed arrays of a BatchAnalysis. */
 export interface LineNote {
@@ -33,7 +33,10 @@ export interface LineNote {
  * the distinct ones, to transfer between threads and give back to the pool.
  */
 export interface BatchAnalysis {
-  /** per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced, line fingerprint (hi, lo) */
+  /**
+   * per line, `META` words: status, normalized fingerprint (hi, lo), split key hash, values replaced, line
+   * fingerprint (hi, lo), group id (with the split key hash, the record's template group: Split.groupKeys)
+   */
   readonly meta: Uint32Array
   /** the encoded records of the valid lines, each ending in "\n" (UTF-8) */
   readonly bytes: Uint8Array
@@ -59,7 +62,7 @@ export interface BatchInput {
   readonly skip: Uint8Array
 }
 
-export const META = 7
+export const META = 8
 export const OK = 0
 export const REJECTED = 1
 /** a blank or problem line: the main thread counts it */
@@ -170,11 +173,13 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
     meta[m] = OK
     meta[m + 1] = keys.hi
     meta[m + 2] = keys.lo
-    meta[m + 3] = config.groupByTicker && record.tickers.length > 0 ? splitKeyHash(record.question, record.tickers, basis) : keys.questionHash
+    const group = groupKeys(record, basis, config.groupByTicker)
+    meta[m + 3] = group.split
     meta[m + 4] = nr.replaced
     const lineFp = fingerprintBytes(src.subarray(from, to))
     meta[m + 5] = lineFp.hi
     meta[m + 6] = lineFp.lo
+    meta[m + 7] = group.group
     if (violations.length > 0 || d.extraKeys.length > 0 || d.format !== "seed") {
       notes.push({
         i,

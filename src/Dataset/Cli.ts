@@ -119,7 +119,8 @@ const parseRules = (spec: string) => {
 
 const printSummary = (s: Summary) =>
   Console.error(
-    `${s.input}: ${s.linesRead} lines (${s.blankLines} blank) -> train ${s.train}, test ${s.test}, ` +
+    `${s.input}: ${s.linesRead} lines (${s.blankLines} blank) -> train ${s.train}, test ${s.test}` +
+      (s.groups !== undefined ? ` (${s.groups.total} groups: ${s.groups.train} train, ${s.groups.test} test)` : "") + ", " +
       `duplicates ${s.duplicates.exact} exact + ${s.duplicates.normalized} normalized, rejected ${s.rejected}` +
       (Object.keys(s.rejectReasons).length > 0 ? ` (${Object.entries(s.rejectReasons).map(([k, v]) => `${k} ${v}`).join(", ")})` : "") +
       (Object.keys(s.warnings).length > 0 ? `; warnings: ${Object.entries(s.warnings).map(([k, v]) => `${k} ${v}`).join(", ")}` : "") +

@@ -76,6 +76,11 @@ export const Summary = Schema.Struct({
   records: Count,
   train: Count,
   test: Count,
+  /**
+   * the split's groups: distinct templated answers (or ticker sets with `groupByTicker`) among the kept records;
+   * each lies wholly on one side (Split.ts). Optional for summaries written before it existed.
+   */
+  groups: Schema.optionalKey(Schema.Struct({ total: Count, train: Count, test: Count })),
   duplicates: Schema.Struct({ exact: Count, normalized: Count }),
   rejected: Count,
   rejectRate: Schema.Finite,
@@ -357,6 +362,7 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
           records: c.records,
           train: c.train,
           test: c.test,
+          groups: { total: c.groupsTrain + c.groupsTest, train: c.groupsTrain, test: c.groupsTest },
           duplicates: { exact: c.duplicatesExact, normalized: c.duplicatesNormalized },
           rejected: c.rejected,
           rejectRate: c.records === 0 ? 0 : c.rejected / c.records,

@@ -19,7 +19,7 @@ import { allocBatchBuffer, analyzeBatch, type BatchAnalysis, type BatchInput, DE
 import { decodeInput } from "./Input.ts"
 import { Line, type RawLine } from "./LineSplitter.ts"
 import type { RuleConfig } from "./Rules.ts"
-import { DedupeTable, sideOf } from "./Split.ts"
+import { DedupeTable, FingerprintSet, sideOf } from "./Split.ts"
 
 /** The main thread's decoder: every input format, with the Schema's error messages. */
 export const fullDecoder: LineDecoder = (json, keepExtra) => {
@@ -58,6 +58,9 @@ export interface Counts {
   duplicatesNormalized: number
   rejected: number
   placeholdersReplaced: number
+  /** distinct split groups (templated answers, or ticker sets) among train and test records */
+  groupsTrain: number
+  groupsTest: number
   rejectReasons: Record<string, number>
   warnings: Record<string, number>
   formats: Record<string, number>
@@ -144,9 +147,11 @@ const bump = (m: Record<string, number>, k: string) => {
 export class IngestProcessor {
   readonly counts: Counts = {
     linesRead: 0, blankLines: 0, records: 0, train: 0, test: 0, duplicatesExact: 0, duplicatesNormalized: 0,
-    rejected: 0, placeholdersReplaced: 0, rejectReasons: {}, warnings: {}, formats: {}, extraFields: {}
+    rejected: 0, placeholdersReplaced: 0, groupsTrain: 0, groupsTest: 0, rejectReasons: {}, warnings: {}, formats: {}, extraFields: {}
   }
   private readonly seen: DedupeTable
+  /** the split groups met so far (8 bytes a slot: the groups are far fewer than the records on templated data) */
+  private readonly groups = new FingerprintSet(1 << 12)
   readonly config: IngestConfig
   private readonly strict: boolean
   // output buffers reused by every commit (the caller writes them before the next one)
@@ -241,7 +246,12 @@ export class IngestProcessor {
       c.placeholdersReplaced += a.meta[m + 4]!
       const k = m / META
       const record = a.bytes.subarray(k === 0 ? 0 : a.ends[k - 1]!, a.ends[k]!)
-      if (sideOf(a.meta[m + 3]!, ratio) === "test") {
+      const side = sideOf(a.meta[m + 3]!, ratio)
+      if (this.groups.addHash(a.meta[m + 7]!, a.meta[m + 3]!)) {
+        if (side === "test") c.groupsTest++
+        else c.groupsTrain++
+      }
+      if (side === "test") {
         c.test++
         if (testUsed + record.length > this.testOut.length) this.testOut = growBuffer(this.testOut, testUsed, testUsed + record.length)
         this.testOut.set(record, testUsed)

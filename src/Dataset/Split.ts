@@ -8,10 +8,21 @@
  *   bytes a slot, grown at 7/8 load): 1M records cost about 12 MB, where a Set of strings would cost
  *   hundreds. Two different records share a fingerprint with probability about n²/2⁶⁵ (3e-8 at 1M).
  * - The split puts a record in `test` when the hash of (seed, key) falls below `testRatio` of the 32-bit
- *   range; the key is the canonical normalized question, or with grouping the record's sorted tickers.
+ *   range. The key is the record's templated answer: its canonical normalized answer with every ticker
+ *   masked as one symbol (`maskTickers`; numbers are placeholders already). Templated data (the original
+ *   app's chat file: 411 distinct records, 36 answer templates that differ only in the stock) would
+ *   otherwise put the same answer with another ticker on both sides, so the test set measured recall of
+ *   training answers. One template is one group and lands on one side; the ingest reports how many groups
+ *   there are. With `--group-by-ticker` the key is the record's sorted tickers instead (records without
+ *   tickers keep the template key).
+ *   Why the answer and not the question: such generators pair question paraphrases with answer templates
+ *   independently, so a question key leaves every answer template on both sides, and the answer is what
+ *   the model learns and the metrics compare. Keeping questions apart as well would need the connected
+ *   templates of the whole file before the first record is written (the ingest streams).
  */
 
 import { Buffer } from "node:buffer"
+import { maskTickers } from "./Tickers.ts"
 
 const FNV_PRIME = 0x01000193
 
@@ -194,7 +205,8 @@ export class FingerprintSet {
     }
     return false
   }
-  private addHash(hi: number, lo: number): boolean {
+  /** `add` without an object per call (`hi` must not be 0) */
+  addHash(hi: number, lo: number): boolean {
     let i = (lo ^ hi) & this.mask
     while (this.hi[i] !== 0) {
       if (this.hi[i] === hi && this.lo[i] === lo) return false
@@ -226,22 +238,61 @@ export const splitBasis = (seed: number): number => fnv1a(`split:${seed}`)
 export const sideOf = (keyHash: number, testRatio: number): SplitName =>
   keyHash / 0x1_0000_0000 < testRatio ? "test" : "train"
 
-/** The 32-bit split key of a record: its canonical question, or (grouped) its sorted tickers. */
-export const splitKeyHash = (question: string, tickers: ReadonlyArray<string> | undefined, basis: number): number =>
-  tickers !== undefined && tickers.length > 0
-    ? fnv1a(`tickers:${[...tickers].sort().join(",")}`, basis)
-    : canonicalHash(question, basis)
+/** The group of a record: the split key's hash (seeded) and a second, seed-independent hash of the same key. */
+export interface GroupKeys {
+  /** which side: `sideOf(split, testRatio)` */
+  readonly split: number
+  /** with `split`, 63 bits that tell groups apart within a run (never 0) */
+  readonly group: number
+}
+
+/** The templated answer (see the header): the canonical form of the answer with its tickers masked. */
+export const templateText = (answer: string, tickers: ReadonlyArray<string> = []): string => canonicalText(maskTickers(answer, tickers))
+
+/** a second hash of the first `n` canonical units, apart from FNV-1a (with it, a 63-bit group id) */
+const mixUnits = (n: number): number => {
+  const units = canonUnits
+  let h = 0x9747b28c ^ n
+  for (let i = 0; i < n; i++) {
+    h = Math.imul(h ^ units[i]!, 0x5bd1e995)
+    h ^= h >>> 15
+  }
+  return (Math.imul(h ^ (h >>> 13), 0xc2b2ae35) | 1) >>> 0
+}
+
+const tickerKey = (tickers: ReadonlyArray<string>) => `tickers:${[...tickers].sort().join(",")}`
 
 /**
- * Which side a record falls on: by the canonical question, or (grouped) by its sorted tickers.
- * Same question (up to case, punctuation and spacing), same seed -> same side.
+ * The split key of a record: its templated answer, or (`groupByTicker`, when it has tickers) its sorted tickers.
+ * Same templated answer, same seed -> same side.
  */
+export const groupKeys = (
+  record: { readonly answer: string; readonly tickers: ReadonlyArray<string> },
+  basis: number,
+  groupByTicker = false
+): GroupKeys => {
+  if (groupByTicker && record.tickers.length > 0) {
+    const key = tickerKey(record.tickers)
+    return { split: fnv1a(key, basis), group: (fnv1a(key, 0x9747b28c) | 1) >>> 0 }
+  }
+  const n = appendCanonical(maskTickers(record.answer, record.tickers), 0)
+  return { split: fnvUnits(n, basis), group: mixUnits(n) }
+}
+
+/** The 32-bit split key hash of a record (`groupKeys(…).split`). */
+export const splitKeyHash = (
+  record: { readonly answer: string; readonly tickers: ReadonlyArray<string> },
+  basis: number,
+  groupByTicker = false
+): number => groupKeys(record, basis, groupByTicker).split
+
+/** Which side a record falls on (the rule the ingest applies): by its templated answer, or grouped by its tickers. */
 export const assignSplit = (
-  question: string,
-  tickers: ReadonlyArray<string> | undefined,
+  record: { readonly answer: string; readonly tickers: ReadonlyArray<string> },
   seed: number,
-  testRatio: number
-): SplitName => sideOf(splitKeyHash(question, tickers, splitBasis(seed)), testRatio)
+  testRatio: number,
+  groupByTicker = false
+): SplitName => sideOf(splitKeyHash(record, splitBasis(seed), groupByTicker), testRatio)
 
 /**
  * The ingest's duplicate memory in one compact table, keyed by the normalized fingerprint (question +

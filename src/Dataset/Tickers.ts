@@ -329,3 +329,118 @@ export const findTickersInTexts = (first: string, second: string): ReadonlyArray
 
 /** Index ETFs quoted as "the market" in overviews. */
 export const marketIndexSymbols: ReadonlyArray<string> = ["SPY", "QQQ", "DIA", "IWM"]
+
+/** What `maskTickers` writes for every ticker mention. */
+export const tickerMask = "<TICKER>"
+
+// placeholders that stand for a symbol (`<STOCK_1>`, `<SYMBOL>`, `<TICKER>`): masked like the symbols they replace
+const symbolPlaceholder = /^(?:STOCK(?:_\d+)?|SYMBOL(?:_\d+)?|TICKER(?:_\d+)?)$/
+const isPlaceholderChar = (c: number) => (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95
+
+/** text[start, end) shaped like a listed symbol: capitals, at most one `.` class suffix (`BRK.B`), 1 to 7 characters */
+const symbolShaped = (text: string, start: number, end: number): boolean => {
+  if (end - start > 7) return false
+  let dots = 0
+  for (let k = start; k < end; k++) {
+    const c = text.charCodeAt(k)
+    if (c === 46) {
+      if (++dots > 1) return false
+    } else if (c < 65 || c > 90) return false
+  }
+  return true
+}
+
+const ownSymbol = (text: string, start: number, end: number, own: ReadonlyArray<string>): boolean => {
+  for (let k = 0; k < own.length; k++) {
+    const s = own[k]!
+    if (s.length === end - start && text.startsWith(s, start)) return true
+  }
+  return false
+}
+
+const scratchFound: Array<string> = []
+
+/**
+ * `text` with every ticker mention replaced by `tickerMask`: the templated form two records share when they
+ * differ only in the stock they talk about (the split groups records by it, Split.ts). Masked:
+ * - what `findTickersInText` finds: symbols, cashtags, company names and aliases, strict symbols in
+ *   unmistakable positions;
+ * - the record's own `tickers` wherever they stand as a whole token, symbol placeholders (`<STOCK_1>`);
+ * - every other upper-case token of two to seven capitals (`FTS`, `TSX`, `EPS`): the table cannot list every
+ *   listing (the original app's chat file quotes Fortis as FTS), and masking an acronym with the symbols only
+ *   makes the templated form coarser, which for grouping is the safe side.
+ * Other placeholders (`<PRICE>`) stay as they are. Returns `text` itself when nothing is masked.
+ */
+export const maskTickers = (text: string, own: ReadonlyArray<string> = []): string => {
+  let out: string | undefined
+  let last = 0
+  const n = text.length
+  let i = 0
+  while (i < n) {
+    const c = text.charCodeAt(i)
+    if (c === 60) {
+      // a placeholder is one unit: kept whole, or masked when it names a symbol
+      let j = i + 1
+      while (j < n && isPlaceholderChar(text.charCodeAt(j))) j++
+      if (j > i + 1 && j < n && text.charCodeAt(j) === 62) {
+        const name = text.slice(i + 1, j)
+        if (symbolPlaceholder.test(name) || own.includes(`<${name}>`)) {
+          out = (out ?? "") + text.slice(last, i) + tickerMask
+          last = j + 1
+        }
+        i = j + 1
+        continue
+      }
+      i++
+      continue
+    }
+    let start = i
+    if (c >= 128 || wordChar[c] === 0) {
+      const next = c === 36 && i + 1 < n ? text.charCodeAt(i + 1) : 128
+      if (next >= 128 || wordChar[next] === 0) {
+        i++
+        continue
+      }
+      start = i + 1
+    }
+    // the token's end and its hash, as findTickersInText scans them
+    let end = start
+    let h = 0x811c9dc5
+    for (;;) {
+      let d = end < n ? text.charCodeAt(end) : 0
+      while (d < 128 && wordChar[d] === 1) {
+        h = Math.imul(h ^ d, 0x01000193)
+        d = ++end < n ? text.charCodeAt(end) : 0
+      }
+      if ((d === 46 || d === 38 || d === 45) && end + 1 < n) {
+        const after = text.charCodeAt(end + 1)
+        if (after < 128 && wordChar[after] === 1) {
+          h = Math.imul(h ^ d, 0x01000193)
+          end++
+          continue
+        }
+      }
+      break
+    }
+    const from = i
+    const cashtag = start !== i
+    const before = i > 0 ? text.charCodeAt(i - 1) : 32
+    i = end
+    if (!cashtag && (before === 38 || before === 46)) continue
+    let to = -1
+    if (symbolShaped(text, start, end) && (cashtag || end - start >= 2 || ownSymbol(text, start, end, own))) to = end
+    else if (own.length > 0 && ownSymbol(text, start, end, own)) to = end
+    else if (shapes[(text.charCodeAt(start) & 127) * 32 + (end - start < 31 ? end - start : 31)] === 1 && hashBits[h & 0xffff] === 1) {
+      const after = matchToken(text, start, end, h, cashtag, scratchFound)
+      if (scratchFound.length > 0) {
+        scratchFound.length = 0
+        to = after
+      }
+    }
+    if (to < 0) continue
+    out = (out ?? "") + text.slice(last, from) + tickerMask
+    last = to
+    i = to
+  }
+  return out === undefined ? text : out + text.slice(last)
+}

@@ -45,8 +45,13 @@ describe("dataset CLI", () => {
 
     const split = cli(["split", file, "-o", join(dir, "out"), "--test-ratio", "0.2"])
     expect(split.code).toBe(0)
-    expect(split.stderr).toMatch(/400 lines \(0 blank\) -> train \d+, test \d+, duplicates \d+ exact \+ \d+ normalized, rejected 0/)
+    const line = /400 lines \(0 blank\) -> train \d+, test \d+ \((\d+) groups: (\d+) train, (\d+) test\), duplicates \d+ exact \+ \d+ normalized, rejected 0/.exec(split.stderr)
+    expect(line).not.toBeNull()
     const summary = JSON.parse(readFileSync(join(dir, "out", "summary.json"), "utf8"))
+    // the stderr line reports the split's groups as summary.json has them
+    expect(line!.slice(1).map(Number)).toEqual([summary.groups.total, summary.groups.train, summary.groups.test])
+    expect(summary.groups.total).toBe(summary.groups.train + summary.groups.test)
+    expect(summary.groups.test).toBeGreaterThan(0)
     expect(summary.train + summary.test + summary.duplicates.exact + summary.duplicates.normalized).toBe(400)
     expect(summary.testRatio).toBe(0.2)
 

@@ -216,9 +216,10 @@ describe("ingest: dedupe and split", () => {
   const corpus = Array.from({ length: 600 }, (_, i) => line(seed(`Question number ${i % 500}?`))) // 100 exact repeats
     .concat(Array.from({ length: 50 }, (_, i) => line(seed(`  question NUMBER ${i}!!`)))) // 50 near-copies
     .join("\n")
-  // same canonical questions with different answers: not duplicates, but they must share a side
-  const variants = Array.from({ length: 300 }, (_, i) => line({ ...seed(`Question number ${i}?`), answer: `first answer ${i}` }))
-    .concat(Array.from({ length: 300 }, (_, i) => line({ ...seed(`  question NUMBER ${i}!!`), answer: `second answer ${i}` })))
+  // one answer template (up to case, punctuation, spacing and the stock) under different questions: not
+  // duplicates, but they must share a side
+  const variants = Array.from({ length: 300 }, (_, i) => line({ ...seed(`First question ${i}?`), answer: `Apple (AAPL) answer number ${i}.`, tickers: ["AAPL"] }))
+    .concat(Array.from({ length: 300 }, (_, i) => line({ ...seed(`Second question ${i}?`), answer: `  microsoft ($MSFT) Answer  number ${i}!!`, tickers: ["MSFT"] })))
     .join("\n")
 
   it.effect("drops exact and normalized duplicates", () =>
@@ -235,7 +236,7 @@ describe("ingest: dedupe and split", () => {
       assert.strictEqual(again.summary.duplicates.normalized, 1)
     }))
 
-  it.effect("splits about 90/10 with no canonical question on both sides, byte-identical for the same seed", () =>
+  it.effect("splits about 90/10 with no templated answer on both sides, byte-identical for the same seed", () =>
     Effect.gen(function*() {
       const a = yield* ingest(corpus, { seed: 7 })
       const b = yield* ingest(corpus, { seed: 7 })
@@ -246,18 +247,23 @@ describe("ingest: dedupe and split", () => {
         assert.strictEqual(x, y, f)
       }
       // the exported assignSplit is the rule the ingest applies
-      for (const r of a.test) assert.strictEqual(assignSplit(String(r.question), undefined, 7, 0.1), "test")
-      for (const r of a.train) assert.strictEqual(assignSplit(String(r.question), undefined, 7, 0.1), "train")
+      const asRecord = (r: Record<string, unknown>) => ({ answer: String(r.answer), tickers: r.tickers as Array<string> })
+      for (const r of a.test) assert.strictEqual(assignSplit(asRecord(r), 7, 0.1), "test")
+      for (const r of a.train) assert.strictEqual(assignSplit(asRecord(r), 7, 0.1), "train")
       const ratio = a.summary.test / (a.summary.train + a.summary.test)
       assert.isTrue(ratio > 0.05 && ratio < 0.15, `test ratio ${ratio}`)
-      const trainQs = new Set(a.train.map((r) => canonicalText(String(r.question))))
-      assert.isTrue(a.test.every((r) => !trainQs.has(canonicalText(String(r.question)))))
-      // "Question number 3?" and "  question NUMBER 3!!" are one canonical question: same side
+      // every answer is its own template here, so the groups are the records
+      assert.deepStrictEqual(a.summary.groups, { total: a.summary.train + a.summary.test, train: a.summary.train, test: a.summary.test })
+      const trainAnswers = new Set(a.train.map((r) => canonicalText(String(r.answer))))
+      assert.isTrue(a.test.every((r) => !trainAnswers.has(canonicalText(String(r.answer)))))
+      // "Apple (AAPL) answer number 3." and "  microsoft ($MSFT) Answer  number 3!!" are one templated answer: same side
       const v = yield* ingest(variants, { seed: 7 })
       assert.strictEqual(v.summary.train + v.summary.test, 600)
+      assert.strictEqual(v.summary.groups?.total, 300)
       const side = (q: string) => (v.test.some((r) => r.question === q) ? "test" : "train")
-      for (let i = 0; i < 300; i++) assert.strictEqual(side(`Question number ${i}?`), side(`  question NUMBER ${i}!!`))
+      for (let i = 0; i < 300; i++) assert.strictEqual(side(`First question ${i}?`), side(`Second question ${i}?`))
       assert.isAbove(v.summary.test, 0)
+      assert.strictEqual(v.summary.groups?.test, v.summary.test / 2)
       assert.notDeepEqual(c.test.map((r) => r.question), a.test.map((r) => r.question))
       assert.isAbove(c.summary.test, a.summary.test)
     }))
