@@ -1,6 +1,8 @@
 /**
  * BLEU exactly as sacrebleu computes it (mjpost/sacrebleu 2.x `metrics/bleu.py`, `tokenizers/tokenizer_13a.py`),
- * checked to 1e-6 against sacrebleu's own output (test/fixtures/eval/reference.json) and its published test cases.
+ * checked to 1e-9 against sacrebleu itself on 2,000 generated pairs on every test run (test/Metrics/BleuOracle.test.ts)
+ * and against its published test cases. One known difference: sacrebleu 2.6 scores an empty reference as one of
+ * length 0; this rejects it.
  *
  * - `corpusBleu`: sufficient statistics summed over segments, then one score (sacrebleu `corpus_score`);
  *   defaults: 13a tokenizer, `exp` smoothing, max order 4, no effective order, case-sensitive.

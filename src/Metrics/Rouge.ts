@@ -1,7 +1,7 @@
 /**
  * ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum exactly as Google's rouge-score computes them (`rouge_scorer.py`,
- * `tokenize.py`, `tokenizers.py`), checked to 1e-6 against rouge-score's output in
- * test/fixtures/eval/reference.json, with and without stemming.
+ * `tokenize.py`, `tokenizers.py`), checked to 1e-9 against rouge-score itself on 2,000 generated pairs, with and
+ * without stemming, on every test run (test/Metrics/RougeOracle.test.ts).
  *
  * - Tokens: lower-case, every run of characters outside [a-z0-9] becomes a space (so non-ASCII text is dropped),
  *   split on whitespace; with `useStemmer`, tokens longer than 3 characters go through NLTK's Porter stemmer in its

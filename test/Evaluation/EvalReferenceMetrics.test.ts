@@ -1,148 +1,37 @@
 /**
- * BLEU, ROUGE and the Porter stemmer against values produced by the reference implementations themselves
- * (sacrebleu, rouge-score, NLTK; see test/fixtures/eval/README.md) and against sacrebleu's published test cases.
+ * BLEU, ROUGE and the Porter stemmer against the reference implementations' *published* test cases (sacrebleu's
+ * test_bleu.py, rouge-score's rouge_scorer_test.py and ROUGE-1.5.5 ground truth, Martin Porter's voc.txt output),
+ * plus invariants on arbitrary text. The comparisons with the libraries themselves, run on every CI run, are in
+ * test/Metrics/BleuOracle.test.ts and RougeOracle.test.ts (sacrebleu, rouge-score and NLTK in the test Python).
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { readFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import {
   bleuSignature,
-  type BleuOptions,
   computeBleu,
   corpusBleu,
   MetricInputError,
-  pyRstrip,
   sentenceBleu,
   tokenize13a
 } from "../../src/Metrics/Bleu.ts"
-import { PorterStemmer, type PorterMode } from "../../src/Metrics/Porter.ts"
-import { aggregateRouge, rougeL, rougeScores, rougeTypes, type RougeScores } from "../../src/Metrics/Rouge.ts"
-
-interface RefBleu {
-  score: number
-  counts: Array<number>
-  totals: Array<number>
-  bp: number
-  sysLen: number
-  refLen: number
-  precisions?: Array<number>
-}
-interface Sample {
-  id: number
-  hypothesis: string
-  reference: string
-  reference2: string
-  tok13a: { hypothesis: string; reference: string }
-  sentenceBleu: Record<string, RefBleu>
-  rouge: RougeScores
-  rougeStemmed: RougeScores
-}
-interface Fixture {
-  samples: Array<Sample>
-  corpusBleu: Record<string, RefBleu>
-  emptyReferenceError: string
-  porter: Record<PorterMode, Record<string, string>>
-}
-
-const fixture: Fixture = JSON.parse(
-  readFileSync(fileURLToPath(new URL("../fixtures/eval/reference.json", import.meta.url)), "utf8")
-)
-const TOL = 1e-6
-
-/** fixture config names -> our options (the `_eff` suffix = effective order) */
-const configOptions = (name: string): BleuOptions => {
-  const effectiveOrder = name.includes("_eff")
-  const base = name.replace("_eff", "").replace("_2refs", "")
-  switch (base) {
-    case "exp":
-      return { smoothMethod: "exp", effectiveOrder }
-    case "floor":
-      return { smoothMethod: "floor", effectiveOrder }
-    case "floor_0.5":
-      return { smoothMethod: "floor", smoothValue: 0.5, effectiveOrder }
-    case "add-k":
-      return { smoothMethod: "add-k", effectiveOrder }
-    case "add-k_2":
-      return { smoothMethod: "add-k", smoothValue: 2, effectiveOrder }
-    case "none":
-      return { smoothMethod: "none", effectiveOrder }
-    case "exp_lowercase":
-      return { smoothMethod: "exp", lowercase: true, effectiveOrder }
-    default:
-      throw new Error(`unknown config ${name}`)
-  }
-}
-
-const assertBleu = (actual: ReturnType<typeof corpusBleu>, expected: RefBleu, label: string) => {
-  assert.deepStrictEqual(
-    [actual.sysLen, actual.refLen, ...actual.counts, ...actual.totals],
-    [expected.sysLen, expected.refLen, ...expected.counts, ...expected.totals],
-    `${label}: statistics`
-  )
-  assert.approximately(actual.bp, expected.bp, TOL, `${label}: bp`)
-  assert.approximately(actual.score, expected.score, TOL, `${label}: score`)
-  if (expected.precisions) {
-    expected.precisions.forEach((p, i) => assert.approximately(actual.precisions[i]!, p, TOL, `${label}: p${i + 1}`))
-  }
-}
-
-describe("fixture corpus", () => {
-  it("is large and varied enough", () => {
-    const s = fixture.samples
-    assert.isAtLeast(s.length, 200)
-    assert.isTrue(s.some((x) => x.hypothesis === ""), "empty hypothesis")
-    assert.isTrue(s.some((x) => x.reference.includes("\n")), "multi-line")
-    assert.isTrue(s.some((x) => /<[A-Z_0-9]+>/.test(x.hypothesis)), "placeholders")
-    assert.isTrue(s.some((x) => /\d,\d{3}/.test(x.hypothesis)), "numbers with separators")
-    assert.isTrue(s.some((x) => /[^\x00-\x7f]/.test(x.hypothesis)), "unicode")
-  })
-})
+import { PorterStemmer } from "../../src/Metrics/Porter.ts"
+import { aggregateRouge, rougeL, rougeScores, rougeTypes } from "../../src/Metrics/Rouge.ts"
 
 describe("sacrebleu 13a tokenizer", () => {
-  it("tokenizes every fixture string as sacrebleu does", () => {
-    for (const s of fixture.samples) {
-      assert.strictEqual(tokenize13a(pyRstrip(s.hypothesis)), s.tok13a.hypothesis, `sample ${s.id} hyp`)
-      assert.strictEqual(tokenize13a(pyRstrip(s.reference)), s.tok13a.reference, `sample ${s.id} ref`)
-    }
-  })
   it("keeps decimal separators and splits dashes after digits", () => {
     assert.strictEqual(tokenize13a("$1,234.50 rose 1.2% (Q3-2024)."), "$ 1,234.50 rose 1.2 % ( Q3 - 2024 ) .")
     assert.strictEqual(tokenize13a("AT&amp;T <PRICE>"), "AT & T < PRICE >")
   })
 })
 
-describe("sentence BLEU = sacrebleu", () => {
-  it("matches every sample under every smoothing method, with and without effective order and lowercase", () => {
-    let checked = 0
-    for (const s of fixture.samples) {
-      for (const [name, expected] of Object.entries(s.sentenceBleu)) {
-        assertBleu(sentenceBleu(s.hypothesis, [s.reference], configOptions(name)), expected, `sample ${s.id} ${name}`)
-        checked++
-      }
-    }
-    assert.isAtLeast(checked, 200 * 14)
-  })
-})
-
-describe("corpus BLEU = sacrebleu", () => {
-  it("matches the whole corpus with one and two reference streams under every configuration", () => {
-    const hyps = fixture.samples.map((s) => s.hypothesis)
-    const refs = fixture.samples.map((s) => s.reference)
-    const refs2 = fixture.samples.map((s) => s.reference2)
-    for (const [name, expected] of Object.entries(fixture.corpusBleu)) {
-      const streams = name.endsWith("_2refs") ? [refs, refs2] : [refs]
-      assertBleu(corpusBleu(hyps, streams, configOptions(name)), expected, `corpus ${name}`)
-    }
-  })
-
+describe("corpus BLEU", () => {
   it("prints sacrebleu's signature", () => {
     assert.strictEqual(bleuSignature(), "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
     assert.strictEqual(bleuSignature({ smoothMethod: "floor", lowercase: true, nrefs: 2 }, true), "nrefs:2|case:lc|eff:yes|tok:13a|smooth:floor[0.10]")
   })
 
-  it("rejects an empty reference like sacrebleu", () => {
-    assert.strictEqual(fixture.emptyReferenceError, "Empty or `None` reference sentence found.")
+  it("rejects an empty reference and reference streams of the wrong length", () => {
+    // sacrebleu 2.6.0 scores an empty reference as one of length 0 instead (BleuOracle.test.ts sends none)
     assert.throws(() => corpusBleu(["a"], [[""]]), MetricInputError)
     assert.throws(() => corpusBleu(["a", "b"], [["x"]]), /reference stream 0 has 1 segments/)
   })
@@ -196,15 +85,7 @@ describe("sacrebleu published test cases", () => {
   })
 })
 
-describe("Porter stemmer = NLTK", () => {
-  for (const mode of ["NLTK_EXTENSIONS", "MARTIN_EXTENSIONS", "ORIGINAL_ALGORITHM"] as const) {
-    it(`${mode}: every vocabulary word`, () => {
-      const stemmer = new PorterStemmer(mode)
-      const cases = Object.entries(fixture.porter[mode])
-      assert.isAtLeast(cases.length, 300)
-      for (const [word, stem] of cases) assert.strictEqual(stemmer.stem(word), stem, `${mode} ${word}`)
-    })
-  }
+describe("Porter stemmer, published outputs", () => {
   it("MARTIN_EXTENSIONS reproduces Martin Porter's published output (first 150 words of his voc.txt)", () => {
     // the vocabulary and output.txt stems as reproduced in JGAAP's PorterStemmer test
     const words = (
@@ -290,23 +171,7 @@ describe("rouge-score published test cases", () => {
   })
 })
 
-describe("ROUGE = rouge-score", () => {
-  const check = (stemmed: boolean) => {
-    let checked = 0
-    for (const s of fixture.samples) {
-      const expected = stemmed ? s.rougeStemmed : s.rouge
-      const actual = rougeScores(s.hypothesis, s.reference, { useStemmer: stemmed })
-      for (const type of rougeTypes) {
-        for (const k of ["precision", "recall", "fmeasure"] as const) {
-          assert.approximately(actual[type][k], expected[type][k], TOL, `sample ${s.id} ${type} ${k} stem=${stemmed}`)
-          checked++
-        }
-      }
-    }
-    assert.isAtLeast(checked, 200 * 12)
-  }
-  it("matches every sample without stemming", () => check(false))
-  it("matches every sample with the Porter stemmer", () => check(true))
+describe("ROUGE", () => {
   it("stemming changes scores where word forms differ", () => {
     const plain = rougeL("The investors were investing in investments.", "An investor invests in an investment.")
     const stemmed = rougeL("The investors were investing in investments.", "An investor invests in an investment.", { useStemmer: true })
