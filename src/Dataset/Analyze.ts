@@ -8,7 +8,7 @@
  */
 import { Buffer } from "node:buffer"
 import type { Decoded, InputFormat, InputIssue } from "./SeedRecord.ts"
-import { isSeedInput, seedDecoded } from "./SeedRecord.ts"
+import { isChatShaped, isSeedInput, seedDecoded } from "./SeedRecord.ts"
 import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
 import { encodeRecord, encodesAsLine } from "./RecordEncode.ts"
@@ -85,11 +85,20 @@ export type LineDecoder = (json: unknown, keepExtra: boolean) => { readonly deco
 export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
   if (json === null || typeof json !== "object" || Array.isArray(json)) return undefined
   const o = json as Record<string, unknown>
-  if ("messages" in o || ("prompt" in o && "completion" in o) || !isSeedInput(o)) return undefined
+  if (isChatShaped(o) || ("prompt" in o && "completion" in o) || !isSeedInput(o)) return undefined
   return { decoded: seedDecoded(o, o, keepExtra) }
 }
 
 const blank = /^\s*$/
+
+/** every turn of a conversation but its last assistant turn, one after another (its near-duplicate key) */
+const conversationBefore = (messages: ReadonlyArray<{ readonly role: string; readonly content: string }>): string => {
+  let last = messages.length - 1
+  while (last >= 0 && messages[last]!.role !== "assistant") last--
+  let out = ""
+  for (let i = 0; i < last; i++) out += `${messages[i]!.role}: ${messages[i]!.content}\n`
+  return out
+}
 
 /**
  * A fresh batch buffer of at least `bytes` bytes, rounded up to a multiple of 64 KiB, never from Buffer's
@@ -169,7 +178,8 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
       notes.push({ i, reject: { code: fatal.rule, field: fatal.field, reason: fatal.reason }, ...(d.extraKeys.length > 0 ? { extraKeys: d.extraKeys } : {}) })
       continue
     }
-    const keys = canonicalKeys(record.question, record.answer, basis)
+    // a conversation's earlier turns are part of what makes it distinct (two chats may end in the same pair)
+    const keys = canonicalKeys(record.messages !== undefined && record.messages.length > 2 ? conversationBefore(record.messages) : record.question, record.answer, basis)
     meta[m] = OK
     meta[m + 1] = keys.hi
     meta[m + 2] = keys.lo

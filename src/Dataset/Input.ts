@@ -7,11 +7,14 @@
  * 2. a chat record `{"messages":[{role, content}…], "category"?}` (the original app's file, TRL's
  *    conversational format): question = the last user turn before the last assistant turn, answer = that
  *    assistant turn, intent = `category`, risk_note = the answer's closing disclaimer paragraph when it
- *    has one ("not financial advice", "educational"…). System turns are dropped (the prompt layout adds
- *    its own).
+ *    has one ("not financial advice", "educational"…), and `messages` = the whole conversation (system prompt and
+ *    every turn), so training can format it in the model's chat template with loss on every assistant turn.
  * 3. a prompt/completion pair `{"prompt", "completion"}`: strings, or TRL's conversational form (arrays of
  *    messages). A prompt already in the seed layout (`Context: …\nQuestion: …\nAnswer:`) is split back
- *    into context and question.
+ *    into context and question. The conversational form keeps its whole conversation in `messages`, as chat.
+ *
+ * A canonical record (the ingest's own output) that carries `messages` beside `question`/`answer` reads as a seed
+ * record with its messages.
  *
  * Extra fields rule: keys outside the format's known fields are dropped by default and counted by name in
  * the summary (`extraFields`); with `keepExtra` they are kept, written after the canonical keys in their
@@ -21,8 +24,8 @@
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
-import { NonBlankString, RecordContext, TrainingRecord, Citation } from "./Record.ts"
-import { isSeedInput, seedDecoded, splitExtra, type Decoded, type InputIssue } from "./SeedRecord.ts"
+import { ChatMessage, NonBlankString, RecordContext, TrainingRecord, Citation } from "./Record.ts"
+import { isChatShaped, isSeedInput, seedDecoded, splitExtra, type Decoded, type InputIssue } from "./SeedRecord.ts"
 import { findTickersInText } from "./Tickers.ts"
 
 export { isSeedInput, seedKeys, type Decoded, type InputFormat, type InputIssue } from "./SeedRecord.ts"
@@ -37,13 +40,11 @@ export const SeedInput = Schema.Struct({
   context_required: Schema.optionalKey(Schema.Boolean),
   risk_note: Schema.optionalKey(Schema.String),
   context: Schema.optionalKey(RecordContext),
-  intent: Schema.optionalKey(Schema.String)
+  intent: Schema.optionalKey(Schema.String),
+  messages: Schema.optionalKey(Schema.Array(ChatMessage))
 })
 
-export const ChatMessage = Schema.Struct({
-  role: Schema.Literals(["system", "user", "assistant"]),
-  content: Schema.String
-})
+export { ChatMessage }
 export const ChatInput = Schema.Struct({
   messages: Schema.Array(ChatMessage),
   category: Schema.optionalKey(Schema.String)
@@ -117,7 +118,7 @@ export const decodeInput = (json: unknown, keepExtra: boolean): Result.Result<De
     return Result.fail({ field: "<root>", reason: `Expected a JSON object, got ${typeName(json)}` })
   }
   const obj = json as Record<string, unknown>
-  if ("messages" in obj) {
+  if (isChatShaped(obj)) {
     const r = decodeChat(obj, { errors: "first" })
     if (Result.isFailure(r)) return Result.fail(firstIssue(r.failure, obj))
     const { question, answer } = fromConversation(r.success.messages)
@@ -135,7 +136,8 @@ export const decodeInput = (json: unknown, keepExtra: boolean): Result.Result<De
         citations: [],
         context_required: false,
         ...(risk !== undefined ? { risk_note: risk } : {}),
-        ...(r.success.category !== undefined ? { intent: r.success.category } : {})
+        ...(r.success.category !== undefined ? { intent: r.success.category } : {}),
+        messages: r.success.messages
       },
       deriveContextRequired: true,
       extra,
@@ -149,6 +151,9 @@ export const decodeInput = (json: unknown, keepExtra: boolean): Result.Result<De
     const answer = typeof r.success.completion === "string" ? r.success.completion : fromConversation(r.success.completion).answer
     if (blank(promptText)) return Result.fail({ field: "prompt", reason: "Expected a non-blank prompt" })
     if (blank(answer)) return Result.fail({ field: "completion", reason: "Expected a non-blank completion" })
+    const conversation = typeof r.success.prompt === "string" || typeof r.success.completion === "string"
+      ? undefined
+      : [...r.success.prompt, ...r.success.completion]
     const m = seedPrompt.exec(promptText!.trim())
     const question = (m ? m[2]! : promptText!).trim()
     if (question === "") return Result.fail({ field: "prompt", reason: "Expected a non-blank question after \"Question:\"" })
@@ -163,7 +168,8 @@ export const decodeInput = (json: unknown, keepExtra: boolean): Result.Result<De
         tickers: findTickersInText(`${question} ${answer}`),
         citations: [],
         context_required: false,
-        ...(context !== undefined ? { context } : {})
+        ...(context !== undefined ? { context } : {}),
+        ...(conversation !== undefined ? { messages: conversation } : {})
       },
       deriveContextRequired: true,
       extra,

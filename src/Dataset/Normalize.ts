@@ -1,5 +1,5 @@
 /**
- * Record-level normalization: live values in the question, answer, rationale and risk note become typed
+ * Record-level normalization: live values in the question, answer, rationale, risk note and chat turns become typed
  * placeholders (Placeholders.ts), and citation timestamps that are ISO-8601 become `<TIMESTAMP>`. The
  * context is never normalized: it is where the live values live. The map of what each placeholder
  * replaced makes the step reversible (`rehydrateRecord`). Schema-free, as Placeholders.ts (worker threads).
@@ -49,6 +49,18 @@ export const normalizeRecord = (r: TrainingRecord): NormalizedRecord => {
     }
   })
   if (citations) out = { ...out, citations }
+  if (r.messages !== undefined) {
+    let messages: Array<NonNullable<TrainingRecord["messages"]>[number]> | undefined
+    r.messages.forEach((m, i) => {
+      const n = normalizeText(m.content)
+      if (n.replacements.length === 0) return
+      messages ??= [...r.messages!]
+      messages[i] = { role: m.role, content: n.text }
+      map[`messages.${i}.content`] = n.replacements
+      replaced += n.replacements.length
+    })
+    if (messages) out = { ...out, messages }
+  }
   return { record: out, map, replaced }
 }
 
@@ -64,7 +76,11 @@ export const rehydrateRecord = (r: TrainingRecord, map: PlaceholderMap): Trainin
     const reps = map[`citations.${i}.timestamp`]
     return reps ? { source: c.source, timestamp: rehydrateText(c.timestamp, reps) } : c
   })
-  return { ...out, citations }
+  const messages = r.messages?.map((m, i) => {
+    const reps = map[`messages.${i}.content`]
+    return reps ? { role: m.role, content: rehydrateText(m.content, reps) } : m
+  })
+  return { ...out, citations, ...(messages !== undefined ? { messages } : {}) }
 }
 
 export { canonicalText } from "./Split.ts"

@@ -12,8 +12,13 @@
  *
  * With a GGUF model, the serving side should prefer the model's own chat template (node-llama-cpp reads it
  * from the file); these strings are for training text and for models without a template.
+ *
+ * Chat data (records with `messages`) is formatted in the model's own chat template instead (`formatChatExample`),
+ * with loss on every assistant turn, so `/v1/chat/completions`, which renders the same template, serves the layout
+ * the model was trained on.
  */
 import { Schema } from "effect"
+import { type ChatTemplateTokens, type ChatTurn, renderChatTemplate } from "../Model/ChatTemplate.ts"
 import { RagContext, renderRagContext } from "./RagContext.ts"
 
 export const PromptLayout = Schema.Literals(["seed", "llama3", "mistral"])
@@ -108,4 +113,60 @@ export const formatExample = (
   const prompt = formatPrompt(record, layout, systemPrompt)
   const text = prompt + record.answer + endOfAnswer[layout]
   return { text, answerStart: prompt.length, answerEnd: text.length }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Chat data in the model's own chat template
+
+/** A model's chat template and its BOS/EOS texts (`ModelTokenizer.chatTemplate`, `bosText`, `eosText`). */
+export interface ChatFormat extends ChatTemplateTokens {
+  readonly template: string
+}
+
+/** A chat training example: loss on every assistant turn. */
+export interface ChatExample extends FormattedExample {
+  /** each assistant turn's span (its content and end-of-turn text), in order; the last is `[answerStart, answerEnd)` */
+  readonly lossSpans: ReadonlyArray<readonly [number, number]>
+}
+
+const lastAssistant = (messages: ReadonlyArray<ChatTurn>) => {
+  let last = messages.length - 1
+  while (last >= 0 && messages[last]!.role !== "assistant") last--
+  return last
+}
+
+/**
+ * A conversation (system prompt and every turn, `TrainingRecord.messages`) as one text in the model's chat template,
+ * rendered by the one renderer serving uses (Model/ChatTemplate.ts), with the span of every assistant turn. A turn's
+ * span is what rendering it adds after the prompt that asks for it (`add_generation_prompt`): its content and the
+ * template's end-of-turn text, without the whitespace a template writes after that. Turns after the last assistant
+ * turn are left out (nothing would learn from them). Throws when the conversation has no assistant turn, or when the
+ * template does not render a conversation's beginning as the beginning of the whole (then no span can be found).
+ */
+export const formatChatExample = (messages: ReadonlyArray<ChatTurn>, chat: ChatFormat): ChatExample => {
+  const last = lastAssistant(messages)
+  if (last < 0) throw new Error("the conversation has no assistant turn")
+  const turns = messages.slice(0, last + 1)
+  const text = renderChatTemplate(chat.template, turns, chat, false)
+  const lossSpans: Array<readonly [number, number]> = []
+  for (let i = 0; i <= last; i++) {
+    if (turns[i]!.role !== "assistant") continue
+    const before = renderChatTemplate(chat.template, turns.slice(0, i), chat, true)
+    const through = i === last ? text : renderChatTemplate(chat.template, turns.slice(0, i + 1), chat, false)
+    if (!through.startsWith(before) || !text.startsWith(through)) {
+      throw new Error(`the chat template does not render turn ${i + 1} after the turns before it, so its loss span cannot be found`)
+    }
+    let end = through.length
+    // the newline a template writes after its end-of-turn token is the next turn's layout, not the answer
+    while (end > before.length + turns[i]!.content.trimEnd().length && /\s/.test(through.charAt(end - 1))) end--
+    lossSpans.push([before.length, end])
+  }
+  const [answerStart, answerEnd] = lossSpans[lossSpans.length - 1]!
+  return { text, answerStart, answerEnd, lossSpans }
+}
+
+/** The prompt that asks for a conversation's last assistant turn (what evaluation continues): the turns before it. */
+export const formatChatPrompt = (messages: ReadonlyArray<ChatTurn>, chat: ChatFormat): string => {
+  const last = lastAssistant(messages)
+  return renderChatTemplate(chat.template, last < 0 ? messages : messages.slice(0, last), chat, true)
 }

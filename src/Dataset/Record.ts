@@ -22,6 +22,13 @@ export const Citation = Schema.Struct({
 })
 export type Citation = typeof Citation.Type
 
+/** One turn of a conversation (TRL's conversational format, the original app's chat file). */
+export const ChatMessage = Schema.Struct({
+  role: Schema.Literals(["system", "user", "assistant"]),
+  content: Schema.String
+})
+export type ChatMessage = typeof ChatMessage.Type
+
 /** The context: the app's RAG text layout (see RagContext.ts), or a structured object. */
 export const RecordContext = Schema.Union([Schema.String, Schema.Record(Schema.String, Schema.Unknown)])
 
@@ -38,7 +45,13 @@ export const TrainingRecord = Schema.Struct({
   risk_note: Schema.optionalKey(Schema.String),
   context: Schema.optionalKey(RecordContext),
   /** the kind of question (`price`, `valuation`, `should_buy`…; the chat file's `category`), for stats */
-  intent: Schema.optionalKey(Schema.String)
+  intent: Schema.optionalKey(Schema.String),
+  /**
+   * chat data only: the whole conversation, system prompt and every turn, live values normalized as in
+   * `question`/`answer` (which are its last user turn and the assistant turn after it). Training formats such
+   * a record in the model's chat template with loss on every assistant turn (PromptFormat.formatChatExample).
+   */
+  messages: Schema.optionalKey(Schema.Array(ChatMessage))
 })
 export type TrainingRecord = typeof TrainingRecord.Type
 

@@ -14,7 +14,8 @@ export const recordFields = [
   "context_required",
   "risk_note",
   "context",
-  "intent"
+  "intent",
+  "messages"
 ] as const
 
 /** A record with its keys in canonical order (extra keys, when kept, go after them in input order). */
@@ -30,6 +31,7 @@ export const orderRecord = (r: TrainingRecord, extra?: Readonly<Record<string, u
   if (r.risk_note !== undefined) out.risk_note = r.risk_note
   if (r.context !== undefined) out.context = r.context
   if (r.intent !== undefined) out.intent = r.intent
+  if (r.messages !== undefined) out.messages = r.messages.map((m) => ({ role: m.role, content: m.content }))
   if (extra) for (const [k, v] of Object.entries(extra)) if (!(k in out)) out[k] = v
   return out
 }
@@ -49,6 +51,11 @@ export const encodeRecord = (r: TrainingRecord, extra?: Readonly<Record<string, 
   if (r.risk_note !== undefined) out += `,"risk_note":${str(r.risk_note)}`
   if (r.context !== undefined) out += `,"context":${str(r.context)}`
   if (r.intent !== undefined) out += `,"intent":${str(r.intent)}`
+  if (r.messages !== undefined) {
+    out += `,"messages":[`
+    for (let i = 0; i < r.messages.length; i++) out += `${i > 0 ? "," : ""}{"role":${str(r.messages[i]!.role)},"content":${str(r.messages[i]!.content)}}`
+    out += "]"
+  }
   if (extra) {
     for (const [k, v] of Object.entries(extra)) {
       if (!(recordFields as ReadonlyArray<string>).includes(k) && v !== undefined) out += `,${str(k)}:${str(v)}`

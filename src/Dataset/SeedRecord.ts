@@ -26,10 +26,14 @@ export interface Decoded {
 }
 
 /** the seed format's known keys (`Object.keys(SeedInput.fields)`; a test checks they agree) */
-export const seedKeys: ReadonlySet<string> = new Set(["question", "answer", "rationale", "tickers", "citations", "context_required", "risk_note", "context", "intent"])
+export const seedKeys: ReadonlySet<string> = new Set(["question", "answer", "rationale", "tickers", "citations", "context_required", "risk_note", "context", "intent", "messages"])
 
 const nonBlank = /\S/
 const isStringArray = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === "string")
+const isMessages = (v: unknown) =>
+  Array.isArray(v) && v.every((m) =>
+    m !== null && typeof m === "object" && !Array.isArray(m) &&
+    (m.role === "system" || m.role === "user" || m.role === "assistant") && typeof m.content === "string")
 const isCitations = (v: unknown) =>
   Array.isArray(v) && v.every((c) =>
     c !== null && typeof c === "object" && !Array.isArray(c) &&
@@ -40,6 +44,9 @@ const isCitations = (v: unknown) =>
  * values). The ingest decodes most lines through it, because it allocates nothing; the Schema decodes
  * the rest and explains what is wrong.
  */
+/** A canonical chat record (an ingest output) carries `messages` beside its seed fields: it reads as a seed record. */
+export const isChatShaped = (o: Record<string, unknown>): boolean => "messages" in o && !("answer" in o)
+
 export const isSeedInput = (o: Record<string, unknown>): o is typeof SeedInput.Type =>
   typeof o.question === "string" && nonBlank.test(o.question) &&
   typeof o.answer === "string" && nonBlank.test(o.answer) &&
@@ -49,7 +56,8 @@ export const isSeedInput = (o: Record<string, unknown>): o is typeof SeedInput.T
   (o.context_required === undefined ? !("context_required" in o) : typeof o.context_required === "boolean") &&
   (o.risk_note === undefined ? !("risk_note" in o) : typeof o.risk_note === "string") &&
   (o.context === undefined ? !("context" in o) : typeof o.context === "string" || (o.context !== null && typeof o.context === "object" && !Array.isArray(o.context))) &&
-  (o.intent === undefined ? !("intent" in o) : typeof o.intent === "string")
+  (o.intent === undefined ? !("intent" in o) : typeof o.intent === "string") &&
+  (o.messages === undefined ? !("messages" in o) : isMessages(o.messages))
 
 export const splitExtra = (obj: Record<string, unknown>, known: ReadonlySet<string>, keepExtra: boolean) => {
   let extraKeys: Array<string> | undefined
@@ -76,7 +84,8 @@ export const seedDecoded = (s: typeof SeedInput.Type, obj: Record<string, unknow
       context_required: s.context_required ?? false,
       ...(s.risk_note !== undefined ? { risk_note: s.risk_note } : {}),
       ...(s.context !== undefined ? { context: s.context } : {}),
-      ...(s.intent !== undefined ? { intent: s.intent } : {})
+      ...(s.intent !== undefined ? { intent: s.intent } : {}),
+      ...(s.messages !== undefined ? { messages: s.messages } : {})
     },
     deriveContextRequired: s.context_required === undefined,
     extra,

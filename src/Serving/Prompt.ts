@@ -9,7 +9,7 @@
  *   last user message the question.
  * - Raw completions are continued as given.
  */
-import { Template } from "@huggingface/jinja"
+import { renderChatTemplate as renderTemplate } from "../Model/ChatTemplate.ts"
 import { formatPrompt } from "../Dataset/PromptFormat.ts"
 import type { ChatMessage } from "./Api.ts"
 
@@ -47,18 +47,16 @@ export interface TemplateTokens {
   readonly eos: string
 }
 
-/** Renders a Hugging Face chat template the way transformers' `apply_chat_template(add_generation_prompt=True)` does. */
+/**
+ * Renders a Hugging Face chat template the way transformers' `apply_chat_template(add_generation_prompt=True)` does:
+ * the Model's one renderer, which training uses for chat data too (Dataset/PromptFormat.formatChatExample).
+ */
 export const renderChatTemplate = (
   template: string,
   messages: ReadonlyArray<ChatMessage>,
   tokens: TemplateTokens
 ): string =>
-  new Template(template).render({
-    messages: messages.map((m) => ({ role: m.role === "developer" ? "system" : m.role, content: messageText(m) })),
-    add_generation_prompt: true,
-    bos_token: tokens.bos,
-    eos_token: tokens.eos
-  })
+  renderTemplate(template, messages.map((m) => ({ role: m.role === "developer" ? "system" : m.role, content: messageText(m) })), tokens, true)
 
 export const renderPrompt = (
   input: PromptInput,

@@ -48,6 +48,50 @@ export interface FormattedExample {
   readonly text: string
   readonly answerStart: number
   readonly answerEnd: number
+  /**
+   * chat examples: every assistant turn's span, in order (the last is the answer's); the loss covers each
+   * (Dataset/PromptFormat.formatChatExample). Absent: the one span `answerStart..answerEnd`.
+   */
+  readonly lossSpans?: ReadonlyArray<readonly [number, number]> | undefined
+}
+
+/** BOS, unless the text's own tokens already start with it (a chat template that writes `bos_token`). */
+const bosFor = (tok: TokenizerLike, first: number | undefined): Array<number> =>
+  tok.bosId === undefined || first === tok.bosId ? [] : [tok.bosId]
+
+/** The ids of a prompt text as training saw it: BOS (once) and its tokens. */
+export const promptIds = (tok: TokenizerLike, text: string): Array<number> => {
+  const body = tok.encode(text)
+  return [...bosFor(tok, body[0]), ...body]
+}
+
+/**
+ * A chat example with several loss spans: the text between the spans and each span are tokenized apart (no token
+ * straddles a boundary, as for one span), every span's tokens are targets, EOS follows the last. Too long, it loses
+ * tokens from the left (BOS kept), so the latest turns stay.
+ */
+const tokenizeTurns = (tok: TokenizerLike, ex: FormattedExample, spans: ReadonlyArray<readonly [number, number]>, maxLength: number): TokenizedExample => {
+  const ids: Array<number> = []
+  const labels: Array<boolean> = []
+  let at = 0
+  const push = (from: number, to: number, target: boolean) => {
+    if (to <= from) return
+    for (const id of tok.encode(ex.text.slice(from, to))) {
+      ids.push(id)
+      labels.push(target)
+    }
+  }
+  for (const [start, end] of spans) {
+    push(at, start, false)
+    push(start, end, true)
+    at = end
+  }
+  ids.push(tok.eosId)
+  labels.push(true)
+  const bos = bosFor(tok, ids[0])
+  if (bos.length + ids.length <= maxLength) return { ids: [...bos, ...ids], labels: [...bos.map(() => false), ...labels] }
+  const keep = Math.max(0, maxLength - bos.length)
+  return { ids: [...bos, ...ids.slice(ids.length - keep)], labels: [...bos.map(() => false), ...labels.slice(labels.length - keep)] }
 }
 
 /**
@@ -56,8 +100,9 @@ export interface FormattedExample {
  * target.
  */
 export const tokenizeExample = (tok: TokenizerLike, ex: FormattedExample, maxLength: number): TokenizedExample => {
-  const bos = tok.bosId === undefined ? [] : [tok.bosId]
+  if (ex.lossSpans !== undefined && ex.lossSpans.length > 1) return tokenizeTurns(tok, ex, ex.lossSpans, maxLength)
   const body = tok.encode(ex.text.slice(0, ex.answerStart))
+  const bos = bosFor(tok, body[0])
   const fullAnswer = [...tok.encode(ex.text.slice(ex.answerStart, ex.answerEnd)), tok.eosId]
   const promptLength = bos.length + body.length
   if (promptLength + fullAnswer.length <= maxLength) {

@@ -24,10 +24,11 @@ import { Tokenizer } from "../Model/Tokenizer.ts"
 import { describeRuntime, PythonEnv, type PythonRuntime } from "../Python/PythonEnv.ts"
 import { Progress } from "../Shared/Progress.ts"
 import { checkpointName } from "./Checkpoint.ts"
-import { hasAnswerTokens, tokenizeExample } from "./Collate.ts"
+import { hasAnswerTokens, promptIds, tokenizeExample } from "./Collate.ts"
 import {
   adapterConfigOf,
   type EvalLog,
+  chatFormatOf,
   loadExamples,
   planSteps,
   TrainError,
@@ -180,15 +181,15 @@ export const makeTorchEngine = (reason: string) =>
       const layout = yield* Schema.decodeUnknownEffect(PromptLayout)(config.promptLayout).pipe(
         Effect.mapError(() => fail("config", `promptLayout: expected one of ${PromptLayout.literals.join(", ")}, got "${config.promptLayout}"`))
       )
-      const examples = yield* loadExamples(config)
       const modelTokenizer = yield* tokenizers.load(config.model).pipe(Effect.mapError(wrapFile("tokenizer")))
-      const tok = yield* trainTokenizerOf(modelTokenizer, layout)
+      const examples = yield* loadExamples(config, chatFormatOf(modelTokenizer))
+      const tok = yield* trainTokenizerOf(modelTokenizer, layout, examples.chatShaped)
       const tokenize = (ex: (typeof examples.train)[number]) => tokenizeExample(tok, ex, config.maxSeqLength)
       const trainSet = examples.train.map(tokenize).filter(hasAnswerTokens)
       const validationSet = examples.validation.map(tokenize).filter(hasAnswerTokens)
       if (trainSet.length === 0) return yield* fail("data", "no training examples")
       const genSample = examples.validation.slice(0, config.evalGenerationSamples).map((ex) => ({
-        prompt: [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))],
+        prompt: promptIds(tok, ex.text.slice(0, ex.answerStart)),
         reference: ex.text.slice(ex.answerStart, ex.answerEnd)
       }))
       const plan = planSteps(trainSet.length, config)

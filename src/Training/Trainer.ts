@@ -10,7 +10,7 @@
 import * as tf from "@tensorflow/tfjs-core"
 import { Context, Effect, FileSystem, Layer, Path, Result, Schema, Stream } from "effect"
 import { decodeInput } from "../Dataset/Input.ts"
-import { formatExample, PromptLayout } from "../Dataset/PromptFormat.ts"
+import { type ChatFormat, formatChatExample, formatExample, PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { TrainingRecord } from "../Dataset/Record.ts"
 import { rougeL } from "../Metrics/Rouge.ts"
 import {
@@ -39,6 +39,7 @@ import {
   padBatch,
   type TokenizedExample,
   hasAnswerTokens,
+  promptIds,
   tokenizeExample
 } from "./Collate.ts"
 import { Device, parameterCount } from "../Model/Device.ts"
@@ -438,7 +439,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
   const windowWarning = droppedWindowWarning(input.modelConfig, config.maxSeqLength)
   if (windowWarning !== undefined) yield* Effect.logWarning(windowWarning)
   const genSample = input.validation.slice(0, config.evalGenerationSamples).map((ex) => ({
-    prompt: [...(tok.bosId === undefined ? [] : [tok.bosId]), ...tok.encode(ex.text.slice(0, ex.answerStart))],
+    prompt: promptIds(tok, ex.text.slice(0, ex.answerStart)),
     reference: ex.text.slice(ex.answerStart, ex.answerEnd)
   }))
   const collate = (idx: ReadonlyArray<number>, from: ReadonlyArray<TokenizedExample>) => {
@@ -910,7 +911,7 @@ export const readRecordsFile = Effect.fn("Trainer.readRecords")(function*(file: 
  * The train and validation examples of a config: the validation file when given, else a seeded hold-out of
  * `validationFraction` of the training file (at least one record when the fraction is above 0).
  */
-export const loadExamples = Effect.fn("Trainer.loadExamples")(function*(config: TrainConfig) {
+export const loadExamples = Effect.fn("Trainer.loadExamples")(function*(config: TrainConfig, chat?: ChatFormat) {
   const layout = yield* Schema.decodeUnknownEffect(PromptLayout)(config.promptLayout).pipe(
     Effect.mapError(() => new TrainError({ stage: "config", detail: `promptLayout: expected one of ${PromptLayout.literals.join(", ")}, got "${config.promptLayout}"` }))
   )
@@ -924,21 +925,40 @@ export const loadExamples = Effect.fn("Trainer.loadExamples")(function*(config: 
     train = all.filter((_, i) => !held.has(i))
     validation = all.filter((_, i) => held.has(i))
   }
-  const format = (r: TrainingRecord): TrainExample => formatExample(r, layout)
-  return { train: train.map(format), validation: validation.map(format) }
+  // chat data (records with `messages`) trains in the model's own chat template, loss on every assistant turn
+  const chatShaped = chat !== undefined && all.some((r) => r.messages !== undefined)
+  const format = (r: TrainingRecord, i: number, file: string): Effect.Effect<TrainExample, TrainError> =>
+    chatShaped && r.messages !== undefined
+      ? Effect.try({
+        try: () => formatChatExample(r.messages!, chat!),
+        catch: (cause) => new TrainError({ stage: "data", detail: `${file}: record ${i + 1}: chat template: ${describeCause(cause)}` })
+      })
+      : Effect.succeed(formatExample(r, layout))
+  const formatAll = (rows: ReadonlyArray<TrainingRecord>, file: string) => Effect.forEach(rows, (r, i) => format(r, i, file))
+  return {
+    train: yield* formatAll(train, config.trainFile),
+    validation: yield* formatAll(validation, config.validationFile ?? config.trainFile),
+    chatShaped
+  }
 })
+
+/** The model's chat template as training renders chat data with it; undefined when the model has none. */
+export const chatFormatOf = (tok: ModelTokenizer): ChatFormat | undefined =>
+  tok.chatTemplate === undefined || tok.chatTemplate === "" ? undefined : { template: tok.chatTemplate, bos: tok.bosText ?? "", eos: tok.eosText ?? "" }
 
 /** The trainer's view of a model tokenizer: BOS is prepended only for layouts whose text does not spell it. */
 export const trainTokenizerOf = (
   tok: ModelTokenizer,
-  layout: PromptLayout
+  layout: PromptLayout,
+  chatTemplate = false
 ): Effect.Effect<TrainTokenizer, TrainError> => {
   if (tok.eos === undefined) return Effect.fail(new TrainError({ stage: "tokenizer", detail: `${tok.path}: the model has no EOS token` }))
   const eos = tok.eos
-  // chat layouts write their control tokens (`<|begin_of_text|>`, `<s>`, `<|eot_id|>`) as text: parse them
-  const special = layout !== "seed"
+  // chat layouts and chat templates write their control tokens (`<|begin_of_text|>`, `<s>`, `<|eot_id|>`) as text:
+  // parse them; a chat template's text gets BOS as serving gives it (once, unless the template writes it)
+  const special = layout !== "seed" || chatTemplate
   return Effect.succeed({
-    bosId: layout === "seed" ? tok.bos : undefined,
+    bosId: layout === "seed" || chatTemplate ? tok.bos : undefined,
     eosId: eos,
     stopIds: tok.eot === undefined ? [eos] : [eos, tok.eot],
     encode: (text) => tok.tokenize(text, { addBos: false, special }),
@@ -960,9 +980,9 @@ export class Trainer extends Context.Service<Trainer, {
       const train = Effect.fn("Trainer.train")(function*(config: TrainConfig, options?: TrainOptions) {
         const source = yield* loadModelSource(config.model).pipe(Effect.mapError(toTrainError("model")))
         const layout = config.promptLayout as PromptLayout
-        const { train, validation } = yield* loadExamples(config)
         const modelTokenizer = yield* tokenizers.load(config.model).pipe(Effect.mapError(toTrainError("tokenizer")))
-        const tokenizer = yield* trainTokenizerOf(modelTokenizer, layout)
+        const { train, validation, chatShaped } = yield* loadExamples(config, chatFormatOf(modelTokenizer))
+        const tokenizer = yield* trainTokenizerOf(modelTokenizer, layout, chatShaped)
         return yield* runTraining({
           modelConfig: source.config,
           weights: () => Stream.toAsyncIterable(source.weights),
