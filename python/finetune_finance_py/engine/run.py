@@ -169,6 +169,15 @@ def _tensors(torch, batch, device):
     return ids, pos, mask, loss_mask, targets
 
 
+def _assign(p, t) -> None:
+    """Copies a full tensor into a parameter, sharding it first when FSDP holds the parameter as a DTensor."""
+    t = t.to(p.dtype)
+    if hasattr(p, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+        t = distribute_tensor(t.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+    p.copy_(t)
+
+
 def _atomic_json(path: str, value) -> None:
     with open(path, "w", encoding="utf8") as f:
         f.write(json.dumps(value, indent=2, allow_nan=False) + "\n")
@@ -247,9 +256,13 @@ def train(job: dict, rank: int) -> int:
         for layer in llama.model.layers:
             fully_shard(layer)
         wrapped = loss_module
+        # fully_shard swaps each layer's parameters for sharded ones: the optimizer must hold those
+        trainable = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+        params = [p for _, p in trainable]
     else:
         wrapped = loss_module
 
+    sharded = world > 1 and strategy == "fsdp"
     opt = job["optimizer"]
     optimizer = torch.optim.AdamW(params, lr=opt["learningRate"], betas=(opt["beta1"], opt["beta2"]), eps=opt["epsilon"],
                                   weight_decay=opt["weightDecay"])
@@ -302,14 +315,33 @@ def train(job: dict, rank: int) -> int:
             weights = load_file(os.path.join(ckpt, ADAPTER_WEIGHTS))
             with torch.no_grad():
                 for key, p in zip(names, params):
-                    p.copy_(weights[key].to(p.dtype))
-            optimizer.load_state_dict(torch.load(os.path.join(ckpt, OPTIMIZER_FILE), map_location=device, weights_only=True))
+                    _assign(p, weights[key])
+            saved_opt = torch.load(os.path.join(ckpt, OPTIMIZER_FILE), map_location=device, weights_only=True)
+            if sharded:
+                from torch.distributed.tensor import distribute_tensor
+                for key, p in zip(names, params):
+                    optimizer.state[p] = {
+                        k: distribute_tensor(v.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+                        if torch.is_tensor(v) and v.dim() > 0 else v
+                        for k, v in saved_opt["state"][key].items()
+                    }
+            else:
+                optimizer.load_state_dict(saved_opt)
             state = saved
             emit("resumed", step=steps[-1], dir=ckpt)
 
     def save():
         step = state["globalStep"]
         final = os.path.join(run_dir, f"checkpoint-{step}")
+        if sharded:
+            # every rank joins gathering the full AdamW moments (by adapter key) that rank 0 writes
+            opt_state = {"state": {
+                key: {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).cpu() if torch.is_tensor(v) else v
+                      for k, v in optimizer.state.get(p, {}).items()}
+                for key, p in zip(names, params)
+            }}
+        else:
+            opt_state = optimizer.state_dict()
         if rank == 0:
             tmp = final + ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -319,7 +351,7 @@ def train(job: dict, rank: int) -> int:
                       os.path.join(tmp, ADAPTER_WEIGHTS), metadata={"format": "pt"})
             # the handover's adapter_config.json, byte for byte: both engines' adapters have the same config file
             shutil.copyfile(os.path.join(job["initialAdapter"], ADAPTER_CONFIG), os.path.join(tmp, ADAPTER_CONFIG))
-            torch.save(optimizer.state_dict(), os.path.join(tmp, OPTIMIZER_FILE))
+            torch.save(opt_state, os.path.join(tmp, OPTIMIZER_FILE))
             _atomic_json(os.path.join(tmp, "scheduler.json"), {**schedule, "lastStep": step})
             _atomic_json(os.path.join(tmp, "rng_state.json"), {"seed": job["seed"], "globalStep": step})
             _atomic_json(os.path.join(tmp, "trainer_state.json"), state)
@@ -457,7 +489,8 @@ def train(job: dict, rank: int) -> int:
         else:
             # clip_grad_norm_ with an infinite bound measures without clipping (maxGradNorm 0 turns clipping off)
             bound = opt["maxGradNorm"] if opt["maxGradNorm"] > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, bound))
+            norm = torch.nn.utils.clip_grad_norm_(params, bound)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         loss_value = float(step_loss)
