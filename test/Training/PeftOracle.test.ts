@@ -152,14 +152,14 @@ describe("PEFT 0.21.2 / transformers 5.24.0 and our LoRA adapters", () => {
     assert.deepStrictEqual(keyWarnings(ours.warnings), [], ours.warnings.join("\n"))
     // the capture sees PEFT's warning when keys are missing
     assert.isNotEmpty(keyWarnings(control.warnings), control.warnings.join("\n"))
+    const expected = decodeLogits(ours.logits)
+    const actual = await ourLogits(trained)
+    assert.isAtMost(maxDiff(actual, expected), 1e-4)
     const adapter = await run(readPeftAdapter(trained))
     const peftScales = Object.entries(ours.scales).map(([name, s]) => [name.replace(/^base_model\.model\./, ""), s] as const)
     assert.strictEqual(peftScales.length, modules.length)
     for (const [module, scale] of peftScales) assert.closeTo(adapter.config.scaleOf(module), scale, 1e-12, module)
     assert.closeTo(adapter.config.scaleOf(modules[0]!), 8 / 2, 1e-12) // rsLoRA: alpha / √r
-    const expected = decodeLogits(ours.logits)
-    const actual = await ourLogits(trained)
-    assert.isAtMost(maxDiff(actual, expected), 1e-4)
     // the adapter changes the model, so the comparison tests it
     assert.isAbove(maxDiff(actual, await ourLogits(undefined)), 1e-2)
   })
@@ -171,12 +171,12 @@ describe("PEFT 0.21.2 / transformers 5.24.0 and our LoRA adapters", () => {
       [weightNames.linear(1, "q_proj"), weightNames.linear(0, "k_proj"), weightNames.linear(0, "q_proj")].map((m) => adapter.modules.get(m)!.a.shape[0]),
       [2, 3, 4]
     )
-    assert.closeTo(adapter.config.scaleOf(weightNames.linear(0, "v_proj")), 16 / 2, 1e-12)
-    assert.closeTo(adapter.config.scaleOf(weightNames.linear(0, "down_proj")), 2 / 2, 1e-12)
-    assert.closeTo(adapter.config.scaleOf(weightNames.linear(1, "down_proj")), 8 / 2, 1e-12)
     const expected = decodeLogits(answer.results[2].logits)
     const actual = await ourLogits(theirsDir)
     assert.isAtMost(maxDiff(actual, expected), 1e-4)
+    assert.closeTo(adapter.config.scaleOf(weightNames.linear(0, "v_proj")), 16 / 2, 1e-12)
+    assert.closeTo(adapter.config.scaleOf(weightNames.linear(0, "down_proj")), 2 / 2, 1e-12)
+    assert.closeTo(adapter.config.scaleOf(weightNames.linear(1, "down_proj")), 8 / 2, 1e-12)
     assert.isAbove(maxDiff(actual, await ourLogits(undefined)), 1e-2)
   })
 
