@@ -17,6 +17,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import "@tensorflow/tfjs-backend-cpu"
 import { registerHooks } from "node:module"
 import * as os from "node:os"
+import { withDefault } from "../Shared/CliHelp.ts"
 import { describeCause, type ErrorKind } from "../Shared/Errors.ts"
 import { createRequire } from "node:module"
 import * as path from "node:path"
@@ -33,7 +34,7 @@ export const deviceFlag = Flag.Literals("device", DeviceChoice.literals).pipe(
   Flag.withDescription(
     "compute device: auto (best that initializes: tfjs-node-gpu, webgpu, wasm, cpu), gpu (tfjs-node-gpu or webgpu), wasm, cpu"
   ),
-  Flag.withDefault("auto" as const)
+  withDefault("auto" as const)
 )
 
 export type BackendKind = "tensorflow" | "webgpu" | "wasm" | "cpu" | "mock-gpu"

@@ -8,6 +8,7 @@ import { NodeServices } from "@effect/platform-node"
 import { Console, Effect, Layer, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { failCommand, reportErrors } from "../Shared/Errors.ts"
 import { Progress } from "../Shared/Progress.ts"
 import { describeRuntime, parsePyprojectDependencies, PythonEnv, type PythonRuntime, satisfies } from "./PythonEnv.ts"
@@ -103,8 +104,8 @@ const check = Command.make("check", {
     Flag.withDescription("use this interpreter (a user's own env; any versions, judged against the declared ranges) instead of FINETUNE_PYTHON or the managed .venv"),
     Flag.optional
   ),
-  json: Flag.Boolean("json").pipe(Flag.withDescription("print the report as JSON"), Flag.withDefault(false)),
-  requireCuda: Flag.Boolean("require-cuda").pipe(Flag.withDescription("exit 4 unless torch sees at least one CUDA device"), Flag.withDefault(false))
+  json: Flag.Boolean("json").pipe(Flag.withDescription("print the report as JSON"), withDefault(false)),
+  requireCuda: Flag.Boolean("require-cuda").pipe(Flag.withDescription("exit 4 unless torch sees at least one CUDA device"), withDefault(false))
 }, Effect.fn("python.check")(function*({ python, json, requireCuda }) {
   const runtime = yield* PythonEnv.use((env) => env.ensure).pipe(
     Effect.provide(PythonEnv.layer({ python: Option.getOrUndefined(python) }).pipe(Layer.provide(Progress.layerTerminal)))
@@ -116,11 +117,11 @@ const check = Command.make("check", {
   if (requireCuda && (torch.devices ?? []).length === 0) {
     return yield* failCommand("python check", `torch ${torch.torch} in ${runtime.executable} sees no CUDA device (--require-cuda)`, "unavailable")
   }
-}, (self) => self.pipe(Effect.provide(NodeServices.layer), reportErrors("python check")))).pipe(Command.withDescription(
+}, (self) => self.pipe(Effect.provide(NodeServices.layer), reportErrors("python check")))).pipe(describeCommand(
   "Show the Python the project uses (--python PATH, FINETUNE_PYTHON, or the managed .venv made from python/requirements.lock on first use), its package versions against the declared ranges, and torch's CUDA/MPS devices"
 ))
 
 export const pythonCommand = Command.make("python").pipe(
-  Command.withDescription("The Python side (PyTorch, Hugging Face, the metric and GGUF oracles): check the environment"),
+  describeCommand("The Python side (PyTorch, Hugging Face, the metric and GGUF oracles): check the environment"),
   Command.withSubcommands([check])
 )

@@ -26,7 +26,7 @@ import { ggufKeys } from "../Model/GgufKeys.ts"
 import { rewriteGguf } from "../Model/GgufRewrite.ts"
 import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../Model/GgufNames.ts"
 import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Model/GgufWriter.ts"
-import { fileError, toFileError } from "../Model/ModelFileError.ts"
+import { fileError, ModelFileError, toFileError } from "../Model/ModelFileError.ts"
 import { loadHfFolder } from "../Model/ModelLoader.ts"
 import type { AdapterConfig } from "../Model/AdapterConfig.ts"
 import { ADAPTER_CONFIG, FINAL_ADAPTER_DIR, readPeftAdapter } from "../Model/PeftAdapter.ts"
@@ -56,7 +56,12 @@ export const loadPeftAdapter = Effect.fn("Export.loadPeftAdapter")(function*(dir
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   if (!(yield* fs.exists(path.join(dir, ADAPTER_CONFIG)).pipe(Effect.orElseSucceed(() => false)))) {
-    return yield* fileError(dir, `not a PEFT adapter folder: ${ADAPTER_CONFIG} is missing (pass the folder that holds it, e.g. RUN/${FINAL_ADAPTER_DIR})`)
+    // the path given is not the adapter: an input error (exit 1), like a missing file
+    return yield* new ModelFileError({
+      file: dir,
+      detail: `not a PEFT adapter folder: ${ADAPTER_CONFIG} is missing (pass the folder that holds it, e.g. RUN/${FINAL_ADAPTER_DIR})`,
+      kind: "input"
+    })
   }
   const peft = yield* readPeftAdapter(dir)
   const pairs: Array<AdapterPair> = [...peft.modules].map(([module, { a, b }]) => ({

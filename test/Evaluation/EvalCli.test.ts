@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { evalCommand, parseEvery } from "../../src/Evaluation/Cli.ts"
+import { exitCodeOf as codeOf } from "../../src/Shared/Errors.ts"
 import { records, startServer } from "../fixtures/eval/fakeModelServer.ts"
 
 const cli = (args: ReadonlyArray<string>) =>
@@ -51,7 +52,7 @@ describe("eval CLI", () => {
       const db = join(dir, "history.sqlite")
       const sched = ["schedule", "--split", split, "--endpoint", server.url, "--out", join(dir, "sched"), "--db", db, "--every", "1h", "--max-runs", "1"]
       yield* cli(sched)
-      assert.strictEqual(yield* exitCodeOf(["check", "--db", db]), 3) // only one run: nothing to compare
+      assert.strictEqual(yield* exitCodeOf(["check", "--db", db]), codeOf("threshold")) // only one run: nothing to compare
       yield* cli(sched)
       assert.strictEqual(yield* exitCodeOf(["check", "--db", db]), 0)
       assert.strictEqual(yield* exitCodeOf(["history", "--db", db, "--pin", "1"]), 0)
@@ -59,22 +60,38 @@ describe("eval CLI", () => {
       yield* Effect.promise(server.close)
     }))
 
-  it.live("bad input exits 2 with a message; an unreachable endpoint exits 1", () =>
+  it.live("bad flags and missing files exit 1, bad contents 2, an unreachable endpoint 3 (the one exit-code table)", () =>
     Effect.gen(function*() {
       const { dir, split } = setup()
-      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--out", join(dir, "x")]), 2)
-      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "http://x", "--model", "m.gguf", "--out", join(dir, "x")]), 2)
-      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "ftp://x", "--out", join(dir, "x")]), 2)
-      assert.strictEqual(yield* exitCodeOf(["run", "--split", join(dir, "missing.jsonl"), "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "m")]), 2)
+      const input = codeOf("input")
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--out", join(dir, "x")]), input)
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "http://x", "--model", "m.gguf", "--out", join(dir, "x")]), input)
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "ftp://x", "--out", join(dir, "x")]), input)
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", join(dir, "missing.jsonl"), "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "m")]), input)
       const bad = join(dir, "bad.jsonl")
       writeFileSync(bad, "{not json}\n")
-      assert.strictEqual(yield* exitCodeOf(["run", "--split", bad, "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "y")]), 2)
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", bad, "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "y")]), codeOf("data"))
       assert.strictEqual(
         yield* exitCodeOf(["schedule", "--split", split, "--endpoint", "http://127.0.0.1:9", "--out", dir, "--cron", "61 * * * *", "--db", join(dir, "h.sqlite")]),
-        2
+        input
       )
       // port 9 (discard) refuses connections: every generation fails
-      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "z"), "--timeout-s", "5"]), 1)
-      assert.strictEqual(yield* exitCodeOf(["rubric", "export", "--run", join(dir, "nope"), "--out", join(dir, "r")]), 2)
+      assert.strictEqual(yield* exitCodeOf(["run", "--split", split, "--endpoint", "http://127.0.0.1:9", "--out", join(dir, "z"), "--timeout-s", "5"]), codeOf("failure"))
+      assert.strictEqual(yield* exitCodeOf(["rubric", "export", "--run", join(dir, "nope"), "--out", join(dir, "r")]), input)
+    }))
+
+  it.live("schedule creates the history's folder; check and history never create a history file", () =>
+    Effect.gen(function*() {
+      const server = yield* Effect.promise(startServer)
+      const { dir, split } = setup()
+      const missing = join(dir, "nope.db")
+      assert.strictEqual(yield* exitCodeOf(["check", "--db", missing]), codeOf("input"))
+      assert.strictEqual(yield* exitCodeOf(["history", "--db", missing]), codeOf("input"))
+      assert.isFalse(existsSync(missing))
+      const db = join(dir, "newdir", "deeper", "h.db")
+      yield* cli(["schedule", "--split", split, "--endpoint", server.url, "--out", join(dir, "runs"), "--db", db, "--every", "1h", "--max-runs", "1"])
+      assert.isTrue(existsSync(db))
+      assert.strictEqual(yield* exitCodeOf(["history", "--db", db]), 0)
+      yield* Effect.promise(server.close)
     }))
 })

@@ -51,7 +51,7 @@ describe("model init / model info (built CLI)", () => {
     assert.include(text, "tensors:       22 (F32: 6, Q8_0: 16)")
   })
 
-  it("fails with a message and exit code 1, without a stack trace", async () => {
+  it("fails with a message and the table's exit code (1 missing, 2 invalid), without a stack trace", async () => {
     const missing = join(dir, "missing.gguf")
     const error = await cli("info", missing).then(() => undefined, (e: { code: number; stderr: string }) => e)
     assert.strictEqual(error?.code, 1)
@@ -60,7 +60,7 @@ describe("model init / model info (built CLI)", () => {
     const bad = join(dir, "bad.gguf")
     fs.writeFileSync(bad, "not a model at all")
     const e2 = await cli("info", bad).then(() => undefined, (e: { code: number; stderr: string }) => e)
-    assert.strictEqual(e2?.code, 1)
+    assert.strictEqual(e2?.code, 2)
     assert.include(e2?.stderr, "not a GGUF file: bad magic")
     const e3 = await cli("init", "--preset", "huge", "--out", join(dir, "x.gguf")).then(() => undefined, (e: { code: number; stderr: string }) => e)
     assert.isAbove(e3?.code ?? 0, 0)

@@ -49,7 +49,7 @@ describe("route command", () => {
       assert.include(streamed.stderr, "model: groq-llama")
     }))
 
-  it.live("exits 3 with a one-line message when every provider is down, and 2 on a bad context file", () =>
+  it.live("exits 4 (unavailable) with a one-line message when every provider is down, and 2 on a bad context file", () =>
     Effect.gen(function*() {
       const groq = yield* loopback("groq")
       groq.always({ kind: "status", status: 503 })
@@ -58,11 +58,11 @@ describe("route command", () => {
       writeFileSync(bad, "{\"symbol\": \"MSFT\",")
       const env = { GROQ_API_KEY: "k", GROQ_BASE_URL: groq.url, ROUTER_ATTEMPT_TIMEOUT_MS: "2000" }
       const down = yield* runCli(["route", "tell me a joke"], env)
-      assert.strictEqual(down.code, 3)
+      assert.strictEqual(down.code, 4) // unavailable
       assert.match(down.stderr, /^route: all providers unavailable \(every provider failed\); attempts: groq-llama:server/m)
       assert.notInclude(down.stderr, "    at ")
       const badContext = yield* runCli(["route", "tell me a joke", "--context", bad], env)
-      assert.strictEqual(badContext.code, 2)
+      assert.strictEqual(badContext.code, 2) // invalid data
       assert.include(badContext.stderr, `route: context file ${bad}: invalid JSON`)
       assert.notInclude(badContext.stderr, "    at ")
     }))

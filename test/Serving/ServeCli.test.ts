@@ -37,11 +37,11 @@ describe("export commands", () => {
     expect(fs.statSync(out).size).toBeGreaterThan(0)
   })
 
-  it("exits 3 with the mismatches (and no stack trace) when the adapter belongs to another base", async () => {
+  it("exits 2 (invalid data) with the mismatches (and no stack trace) when the adapter belongs to another base", async () => {
     const other = path.join(dir, "other.gguf")
     await writeBase(other, { ...tinyConfig, hiddenSize: 96, numHeads: 3, numKvHeads: 1 })
     const r = await cli(["export", "merged", "--adapter", peft, "--base", other, "--out", path.join(dir, "x.gguf"), "--type", "q8_0"])
-    expect(r.code).toBe(3)
+    expect(r.code).toBe(2)
     expect(r.stderr).toContain("error: the adapter")
     expect(r.stderr).toContain("likely cause: the adapter was trained on a different base model")
     expect(r.stderr).not.toMatch(/\bat .+\.(ts|js):\d+/)
