@@ -9,6 +9,8 @@
  *   `<|start_header_id|>`, `<|eot_id|>`); a tokenizer must map these strings to their special ids.
  * - `mistral`: `<s>[INST] {system}\n\n{user} [/INST] {answer}</s>` (Mistral has no system role, so the
  *   system prompt is prepended to the user turn, as its chat template does).
+ * - `chatml`: `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
+ *   {answer}<|im_end|>`, what SmolLM2/Qwen-style instruct models' `tokenizer.chat_template` renders (no BOS).
  *
  * With a GGUF model, the serving side should prefer the model's own chat template (node-llama-cpp reads it
  * from the file); these strings are for training text and for models without a template.
@@ -21,7 +23,7 @@ import { Schema } from "effect"
 import { type ChatTemplateTokens, type ChatTurn, renderChatTemplate } from "../Model/ChatTemplate.ts"
 import { RagContext, renderRagContext } from "./RagContext.ts"
 
-export const PromptLayout = Schema.Literals(["seed", "llama3", "mistral"])
+export const PromptLayout = Schema.Literals(["seed", "llama3", "mistral", "chatml"])
 export type PromptLayout = typeof PromptLayout.Type
 
 /** The system prompt of the chat layouts: the app's rule that numbers come only from the context. */
@@ -84,7 +86,7 @@ export const contextText = (context: PromptInput["context"]): string => {
 
 const userTurn = (r: PromptInput) => `Context: ${contextText(r.context)}\nQuestion: ${r.question}`
 
-const endOfAnswer: Record<PromptLayout, string> = { seed: "", llama3: "<|eot_id|>", mistral: "</s>" }
+const endOfAnswer: Record<PromptLayout, string> = { seed: "", llama3: "<|eot_id|>", mistral: "</s>", chatml: "<|im_end|>" }
 
 /** The prompt for generation: everything before the answer. */
 export const formatPrompt = (
@@ -101,17 +103,49 @@ export const formatPrompt = (
         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     case "mistral":
       return `<s>[INST] ${systemPrompt}\n\n${userTurn(record)} [/INST] `
+    case "chatml":
+      return `<|im_start|>system\n${systemPrompt}<|im_end|>\n<|im_start|>user\n${userTurn(record)}<|im_end|>\n<|im_start|>assistant\n`
   }
 }
 
-/** A training example: the prompt, the answer, and the answer's span (end-of-turn token included). */
+/** What the answer part is rendered from: the seed's answer, citations and risk note. */
+export interface AnswerFields {
+  readonly answer: string
+  readonly citations?: ReadonlyArray<{ readonly source: string }> | undefined
+  readonly risk_note?: string | undefined
+}
+
+// an answer that already names its sources (FinanceMetrics' `Source:` cue) is not given a second line
+const sourcesCue = /\bsources?\s*:/i
+
+/**
+ * The answer part a record trains and is evaluated on: its answer, then a `Sources: a, b.` line naming its
+ * citations' sources (once each, in order), then its risk note, each only when the record has it and the answer
+ * does not carry it already. The seed's schema keeps citations and the risk note as fields beside the answer; rendered
+ * into the loss-carrying text, the model learns to cite and to add the note, and Evaluation's citation and risk-flag
+ * rates (FinanceMetrics `citation`, `riskFlag`) can see them. Chat answers keep their closing disclaimer in the answer
+ * (it is their risk note) and have no citations, so they are unchanged.
+ */
+export const targetAnswer = (r: AnswerFields): string => {
+  let out = r.answer
+  const sources = [...new Set((r.citations ?? []).map((c) => c.source.trim()).filter((s) => s !== ""))]
+  if (sources.length > 0 && !sourcesCue.test(out)) out += `\n\nSources: ${sources.join(", ")}.`
+  const note = r.risk_note?.trim() ?? ""
+  if (note !== "" && !r.answer.includes(note)) out += `\n\n${note}`
+  return out
+}
+
+/**
+ * A training example: the prompt, the answer part (`targetAnswer`: the answer with its sources and risk note), and
+ * its span (end-of-turn token included).
+ */
 export const formatExample = (
-  record: PromptInput & { readonly answer: string },
+  record: PromptInput & AnswerFields,
   layout: PromptLayout = "seed",
   systemPrompt: string = defaultSystemPrompt
 ): FormattedExample => {
   const prompt = formatPrompt(record, layout, systemPrompt)
-  const text = prompt + record.answer + endOfAnswer[layout]
+  const text = prompt + targetAnswer(record) + endOfAnswer[layout]
   return { text, answerStart: prompt.length, answerEnd: text.length }
 }
 

@@ -59,7 +59,10 @@ export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, 
 
       const generate = Effect.fn("Generator.generate")(function*(request: GenerationRequest) {
         const started = Date.now()
-        const prompt = formatPrompt({ question: request.question, context: request.context }, options.layout ?? "seed")
+        const layout = options.layout ?? "seed"
+        const promptText = formatPrompt({ question: request.question, context: request.context }, layout)
+        // chat layouts spell their control tokens (`<|im_start|>`, `<|eot_id|>`): parse them, as the trainer does
+        const prompt = layout === "seed" ? promptText : model.tokenize(promptText, true)
         const answer = yield* Effect.acquireUseRelease(
           Queue.take(pool),
           (slot) =>

@@ -18,23 +18,41 @@ export const Margin = Schema.Struct({
 })
 export type Margin = typeof Margin.Type
 
-/** The per-sample metrics compared (samples.jsonl field -> label). */
-export const marginMetrics = [
-  ["rougeL", "ROUGE-L"],
-  ["factuality", "factuality"],
-  ["placeholderF1", "placeholder F1"],
-  ["bleu", "sentence BLEU"]
-] as const
-
-const SampleLine = Schema.Struct({
-  id: Schema.String,
-  metrics: Schema.Struct({
-    rougeL: Schema.Finite,
-    factuality: Schema.Finite,
-    placeholderF1: Schema.Finite,
-    bleu: Schema.Finite
-  })
+/** The per-sample metrics of a samples.jsonl line that the margins read. */
+const SampleMetrics = Schema.Struct({
+  rougeL: Schema.Finite,
+  factuality: Schema.Finite,
+  placeholderF1: Schema.Finite,
+  bleu: Schema.Finite,
+  cites: Schema.optionalKey(Schema.Boolean),
+  needsDisclaimer: Schema.optionalKey(Schema.Boolean),
+  hasDisclaimer: Schema.optionalKey(Schema.Boolean)
 })
+type SampleMetrics = typeof SampleMetrics.Type
+
+interface MarginMetric {
+  readonly metric: string
+  readonly label: string
+  /** the sample's value; undefined leaves the pair out (a rate over a subset, e.g. advice answers only) */
+  readonly value: (m: SampleMetrics) => number | undefined
+  /** whether a pair counts: both systems saw the same record, so the base's flags decide */
+  readonly applies?: (m: SampleMetrics) => boolean
+}
+
+const flag = (b: boolean | undefined) => (b === undefined ? undefined : b ? 1 : 0)
+
+/** The per-sample metrics compared, in report order. */
+export const marginMetrics: ReadonlyArray<MarginMetric> = [
+  { metric: "rougeL", label: "ROUGE-L", value: (m) => m.rougeL },
+  { metric: "bleu", label: "sentence BLEU", value: (m) => m.bleu },
+  { metric: "placeholderF1", label: "placeholder F1", value: (m) => m.placeholderF1 },
+  { metric: "citation", label: "citation rate", value: (m) => flag(m.cites) },
+  // the risk-flag rate counts advice answers only (records with a risk note), as the aggregate does
+  { metric: "riskNote", label: "risk-note rate", value: (m) => flag(m.hasDisclaimer), applies: (m) => m.needsDisclaimer === true },
+  { metric: "factuality", label: "numeric factuality", value: (m) => m.factuality }
+]
+
+const SampleLine = Schema.Struct({ id: Schema.String, metrics: SampleMetrics })
 const decodeSample = Schema.decodeUnknownSync(Schema.fromJsonString(SampleLine))
 
 /** Paired bootstrap of mean(tuned − base): 2,000 resamples of the sample pairs, percentile interval. */
@@ -72,10 +90,26 @@ export const bootstrapMargins = Effect.fn("Margins.bootstrap")(function*(baseSam
   const tuned = yield* read(tunedSamples)
   const ids = [...tuned.keys()].filter((id) => base.has(id))
   const mean = (xs: ReadonlyArray<number>) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length)
-  return marginMetrics.map(([metric, label]): Margin => {
-    const b = ids.map((id) => base.get(id)![metric])
-    const t = ids.map((id) => tuned.get(id)![metric])
-    const deltas = t.map((x, i) => x - b[i]!)
-    return { metric, label, base: mean(b), tuned: mean(t), delta: mean(deltas), ...pairedBootstrap(deltas, seed), pairs: ids.length }
+  return marginMetrics.flatMap((m): ReadonlyArray<Margin> => {
+    const pairs = ids.flatMap((id) => {
+      const bm = base.get(id)!
+      const tm = tuned.get(id)!
+      if (m.applies !== undefined && !m.applies(bm)) return []
+      const b = m.value(bm)
+      const t = m.value(tm)
+      return b === undefined || t === undefined ? [] : [[b, t] as const]
+    })
+    // a metric with no pairs (no advice records, or samples written before the flags existed) is left out
+    if (pairs.length === 0) return []
+    const deltas = pairs.map(([b, t]) => t - b)
+    return [{
+      metric: m.metric,
+      label: m.label,
+      base: mean(pairs.map(([b]) => b)),
+      tuned: mean(pairs.map(([, t]) => t)),
+      delta: mean(deltas),
+      ...pairedBootstrap(deltas, seed),
+      pairs: pairs.length
+    }]
   })
 })

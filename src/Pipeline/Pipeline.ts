@@ -5,9 +5,10 @@
  *   dataset ─► base ─► pretrain* ─► train ─► export ─► evaluate ─► serve ─► report
  *
  * - dataset  (Dataset/DatasetStage.ts): the built-in synthetic set or the user's JSONL through the ingest.
- * - base     (Training/BaseStage.ts): the project's tiny model (what `model init` writes) or the user's GGUF / HF folder.
+ * - base     (Training/BaseStage.ts): a catalog model (default SmolLM2-135M-Instruct, fetched into the cache), the
+ *            user's GGUF / HF folder, or `tiny`, the project's own random model (what `model init` writes).
  * - pretrain (Training/PretrainStage.ts; *the project-made base only): full-parameter pre-training of the random base.
- * - train    (Training/TrainStage.ts): LoRA or QLoRA.
+ * - train    (Training/TrainStage.ts): LoRA or QLoRA on the TrainingEngine (tfjs | torch | auto).
  * - export   (Serving/ExportStage.ts): the adapter GGUF, optionally the merged GGUF, an HF folder base as GGUF.
  * - evaluate (Evaluation/EvaluateStage.ts): base vs base + adapter on the held-out split, through llama.cpp.
  * - serve    (Serving/ServeStage.ts): the server on a free loopback port, a few held-out questions through `/infer`.
@@ -28,7 +29,8 @@ import { type PretrainResult, PretrainStage } from "../Training/PretrainStage.ts
 import { Trainer } from "../Training/Trainer.ts"
 import { TrainStage, type TrainStageResult } from "../Training/TrainStage.ts"
 import type { ErrorKind } from "../Shared/Errors.ts"
-import { canonicalJson, configToYaml, type PipelineConfig, sha256 } from "./PipelineConfig.ts"
+import { isCatalogName } from "../Model/ModelCatalog.ts"
+import { canonicalJson, configToYaml, isProjectModel, type PipelineConfig, settingsProfile, sha256 } from "./PipelineConfig.ts"
 import { renderSummary } from "./PipelineReport.ts"
 import { ReportStage } from "./ReportStage.ts"
 import { makeStageRunner, type RunManifest, type StageRunner, toStageFailed } from "./StageRunner.ts"
@@ -82,9 +84,11 @@ export class PipelineInputError extends Schema.TaggedError<PipelineInputError>()
 /** The data file and the base model the configuration names must exist. */
 export const checkInputFiles = Effect.fn("Pipeline.checkInputFiles")(function*(config: PipelineConfig) {
   const fs = yield* FileSystem.FileSystem
+  const base = config.model.base
   const named = [
     ["data.file (--data)", config.data.file],
-    ["model.base (--model)", config.model.base]
+    // `tiny` is made and a catalog name fetched: neither is a file yet
+    ["model.base (--model)", isProjectModel(base) || isCatalogName(base) ? undefined : base]
   ] as const
   for (const [field, file] of named) {
     if (file === undefined) continue
@@ -95,7 +99,14 @@ export const checkInputFiles = Effect.fn("Pipeline.checkInputFiles")(function*(c
 
 /** Pre-training applies to the project's random base (`pretrain.enabled: auto`), or when asked for (`on`). */
 export const pretrainApplies = (config: PipelineConfig) =>
-  config.pretrain.enabled === "on" || (config.pretrain.enabled === "auto" && config.model.base === undefined)
+  config.pretrain.enabled === "on" || (config.pretrain.enabled === "auto" && isProjectModel(config.model.base))
+
+/** The stages this configuration runs, in order (pre-training only for the project's random base). */
+export const plannedStages = (config: PipelineConfig): ReadonlyArray<StageName> =>
+  stageNames.filter((name) => name !== "pretrain" || pretrainApplies(config))
+
+/** The answer budget training's own evaluation generations get when `eval.maxNewTokens` is 0 (auto). */
+const trainGenerationTokens = 96
 
 /**
  * llama.cpp's threads for evaluation and serving: `eval.threads`, or (0) undefined, the thread policy of
@@ -112,8 +123,15 @@ const runStages = Effect.fn("Pipeline.stages")(function*(runner: StageRunner, co
     validationRecords: config.train.evalGenerationSamples,
     dir: dir("data")
   })
-  const model = config.model.base === undefined ? config.model : { ...config.model, base: path.resolve(config.model.base) }
-  const base = yield* runner.run(BaseStage, { model, dir: dir("model") })
+  const profile = settingsProfile(config.model.base)
+  yield* Effect.logInfo(
+    `[pipeline] settings: ${profile.name} (${profile.reason}); train: ${config.train.engine} engine, lr ${config.train.learningRate}, ` +
+      `${config.train.maxSteps ?? `${config.train.epochs} epochs`} steps, warmup ${config.train.warmupSteps}, dropout ${config.train.loraDropout}, ` +
+      `r ${config.train.r} alpha ${config.train.loraAlpha}, ${config.train.promptLayout} prompts; stages: ${plannedStages(config).join(", ")}`
+  )
+  const { base: named, ...shape } = config.model
+  const model = isProjectModel(named) ? shape : { ...shape, base: isCatalogName(named) ? named : path.resolve(named) }
+  const base = yield* runner.run(BaseStage, { model, dir: dir("model"), python: config.train.python })
   const data = { fit: dataset.fit, validation: dataset.validation }
   const { enabled: _, ...pretrainSettings } = config.pretrain
   const pretrain = yield* runner.run(PretrainStage, {
@@ -130,7 +148,7 @@ const runStages = Effect.fn("Pipeline.stages")(function*(runner: StageRunner, co
   const loraBase = pretrain.loraBase
   const train = yield* runner.run(TrainStage, {
     train: config.train,
-    maxNewTokens: config.eval.maxNewTokens,
+    maxNewTokens: config.eval.maxNewTokens > 0 ? config.eval.maxNewTokens : trainGenerationTokens,
     base: loraBase,
     data,
     device: config.device,

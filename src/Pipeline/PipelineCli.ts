@@ -9,6 +9,7 @@
 import { Console, Effect, FileSystem, Layer, Logger, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { DeviceChoice } from "../Model/Device.ts"
+import { EngineChoice } from "../Training/TrainingEngine.ts"
 import type { EvaluateResult } from "../Evaluation/EvaluateStage.ts"
 import { describeCommand } from "../Shared/CliHelp.ts"
 import { failCommand } from "../Shared/Errors.ts"
@@ -21,15 +22,29 @@ const positive = (name: string, description: string) => Flag.Int(name).pipe(Flag
 const flags = {
   config: Flag.String("config").pipe(Flag.withDescription("pipeline config file (YAML or JSON); see docs/config-reference.md"), Flag.optional),
   data: Flag.String("data").pipe(Flag.withDescription("your JSONL data (default: the built-in synthetic finance Q&A set)"), Flag.optional),
-  model: Flag.String("model").pipe(Flag.withDescription("your base model: a GGUF file or a Hugging Face folder (default: the project's tiny model)"), Flag.optional),
+  model: Flag.String("model").pipe(
+    Flag.withDescription(
+      "the base model: a catalog name (see `models`), a GGUF file, a Hugging Face folder, or `tiny` (the project's own random model, with pre-training and the toy settings) (default smollm2-135m-instruct)"
+    ),
+    Flag.optional
+  ),
   out: Flag.String("out").pipe(Flag.withDescription("the run folder (default runs/default)"), Flag.optional),
   force: Flag.Literals("force", stageNames).pipe(Flag.withDescription("redo this stage and every later one"), Flag.optional),
-  device: Flag.Literals("device", DeviceChoice.literals).pipe(Flag.withDescription("training device (default auto)"), Flag.optional),
+  device: Flag.Literals("device", DeviceChoice.literals).pipe(Flag.withDescription("tfjs engine's training device (default auto)"), Flag.optional),
+  engine: Flag.Literals("engine", EngineChoice.literals).pipe(
+    Flag.withDescription("who trains: tfjs, torch (PyTorch + PEFT) or auto (torch when the Python env is usable) (default auto; tfjs for --model tiny)"),
+    Flag.optional
+  ),
+  python: Flag.String("python").pipe(
+    Flag.withDescription("the Python interpreter for the torch engine and the model fetch (default: FINETUNE_PYTHON, else the managed .venv)"),
+    Flag.optional
+  ),
   synthCount: positive("synth-count", "records of the synthetic set"),
   pretrainSteps: positive("pretrain-steps", "optimizer steps of the default's pre-training"),
   trainSteps: positive("train-steps", "optimizer steps of the LoRA training"),
+  learningRate: Flag.Finite("learning-rate").pipe(Flag.withDescription("peak learning rate of the LoRA training"), Flag.optional),
   evalSamples: positive("eval-samples", "held-out records evaluated"),
-  maxNewTokens: positive("max-new-tokens", "most answer tokens per evaluated generation"),
+  maxNewTokens: positive("max-new-tokens", "most answer tokens per evaluated generation (default: from the reference lengths)"),
   merged: Flag.Boolean("merged").pipe(Flag.withDescription("also export the merged GGUF"), Flag.withDefault(false)),
   requireImprovement: Flag.Boolean("require-improvement").pipe(
     Flag.withDescription("exit 4 unless the tuned model beats the base on ROUGE-L, factuality and placeholder F1"),
@@ -55,7 +70,7 @@ export const flagsToConfig = (f: Flags): Record<string, unknown> => {
     data: section({ file: some(f.data), synthCount: some(f.synthCount) }),
     model: section({ base: some(f.model) }),
     pretrain: section({ steps: some(f.pretrainSteps) }),
-    train: section({ maxSteps: some(f.trainSteps) }),
+    train: section({ maxSteps: some(f.trainSteps), learningRate: some(f.learningRate), engine: some(f.engine), python: some(f.python) }),
     eval: section({ samples: some(f.evalSamples), maxNewTokens: some(f.maxNewTokens) }),
     export: f.merged ? { merged: true } : undefined
   }
@@ -96,7 +111,8 @@ export const pipelineCommand = Command.make("pipeline", flags, (f) =>
     })
   )).pipe(
     describeCommand(
-      "Run the whole project end to end: dataset -> base model -> (pre-training of the built-in tiny base) -> LoRA -> " +
+      "Run the whole project end to end: dataset -> base model (default SmolLM2-135M-Instruct, fetched into the cache) -> " +
+        "(pre-training, for --model tiny only) -> LoRA (tfjs or torch engine) -> " +
         "export GGUF -> evaluate base vs tuned -> serve and ask /infer -> report. Stages are cached in the run folder; " +
         "re-running skips finished stages, --force STAGE redoes one and everything after it; " +
         "--require-improvement not met exits as a threshold missed."

@@ -13,7 +13,9 @@ import * as Yaml from "yaml"
 import { PromptLayout } from "../Dataset/PromptFormat.ts"
 import { MergedType } from "../Serving/Export.ts"
 import { DeviceChoice } from "../Model/Device.ts"
+import { smollm2 } from "../Model/ModelCatalog.ts"
 import { readConfigFile, TrainConfig } from "../Training/TrainConfig.ts"
+import { EngineChoice } from "../Training/TrainingEngine.ts"
 import { kindField } from "../Shared/Errors.ts"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
@@ -35,11 +37,14 @@ export const DataSection = Schema.Struct({
   )
 })
 
+/** `model.base` naming the project's own seeded random model (made by `model init`, pre-trained before LoRA). */
+export const projectModelName = "tiny"
+
 export const ModelSection = Schema.Struct({
-  base: Schema.optionalKey(Schema.NonEmptyString.annotate(doc(
-    "Your base model: a GGUF file or a Hugging Face folder (config.json + *.safetensors). Absent: the project's tiny model, made by `model init`."
-  ))),
-  preset: Schema.Literals(["tiny", "small"]).annotate(doc("Shape of the project-made base model (`model init --preset`).")),
+  base: Schema.NonEmptyString.annotate(doc(
+    "The base model: a catalog name (`model models`; fetched into the cache on first use), a GGUF file, a Hugging Face folder (config.json + *.safetensors), or `tiny`: the project's own seeded random model (made by `model init`, pre-trained first; for tests). The project model runs with the toy settings (`tinyModelSettings`), every other base with the real-model defaults."
+  )),
+  preset: Schema.Literals(["tiny", "small"]).annotate(doc("Shape of the project-made base model (`model init --preset`; only with `base: tiny`).")),
   seed: NonNegativeInt.annotate(doc("Seed of the project-made base model's random weights.")),
   shape: Schema.optionalKey(Schema.Struct({
     vocabSize: Schema.optionalKey(PositiveInt.annotate(doc("Tokens in the finance SPM vocabulary."))),
@@ -64,7 +69,13 @@ export const PretrainSection = Schema.Struct({
 })
 
 export const TrainSection = Schema.Struct({
-  mode: Schema.Literals(["lora", "qlora"]).annotate(doc("`lora` over a float32 base, or `qlora` over a 4-bit NF4 base.")),
+  engine: EngineChoice.annotate(doc(
+    "Who trains: `tfjs` (in-process), `torch` (PyTorch + PEFT in the project's Python), or `auto` (torch when the Python environment is usable; the log says which it chose and why)."
+  )),
+  python: Schema.optionalKey(Schema.NonEmptyString.annotate(doc(
+    "torch engine: the Python interpreter to use as it is (like `train --python`; absent: FINETUNE_PYTHON, else the managed .venv)."
+  ))),
+  mode: Schema.Literals(["lora", "qlora"]).annotate(doc("`lora` over a float32 base, or `qlora` over a 4-bit NF4 base (the pipeline exports an adapter, so `train --mode full` is not a pipeline mode).")),
   r: t.r.annotate(doc("LoRA rank.")),
   loraAlpha: t.loraAlpha.annotate(doc("LoRA alpha (scale alpha/r, or alpha/sqrt(r) with rsLoRA).")),
   loraDropout: t.loraDropout.annotate(doc("Dropout on the LoRA input.")),
@@ -81,13 +92,48 @@ export const TrainSection = Schema.Struct({
   evalEvery: t.evalEvery.annotate(doc("Validation loss and ROUGE-L every this many steps (and at the end).")),
   saveEvery: t.saveEvery.annotate(doc("A checkpoint every this many steps (and at the end); an interrupted run resumes from the newest.")),
   evalGenerationSamples: t.evalGenerationSamples.annotate(doc("Held-out records whose greedy answers are scored with ROUGE-L at each evaluation (picks the best checkpoint).")),
-  promptLayout: PromptLayout.annotate(doc("Prompt layout: `seed` (Context/Question/Answer, what `/infer` serves), `llama3` or `mistral`.")),
-  seed: t.seed.annotate(doc("Seed of data order, dropout and LoRA initialization."))
+  promptLayout: PromptLayout.annotate(doc("Prompt layout of training and evaluation: `seed` (Context/Question/Answer, what `/infer` serves), `chatml` (SmolLM2/Qwen instruct models), `llama3` or `mistral`.")),
+  seed: t.seed.annotate(doc("Seed of data order, dropout and LoRA initialization.")),
+  weightDecay: t.weightDecay.annotate(doc("AdamW decoupled weight decay.")),
+  adamBeta1: t.adamBeta1.annotate(doc("AdamW beta1.")),
+  adamBeta2: t.adamBeta2.annotate(doc("AdamW beta2.")),
+  adamEpsilon: t.adamEpsilon.annotate(doc("AdamW epsilon.")),
+  maxGradNorm: t.maxGradNorm.annotate(doc("Gradient-norm clipping; 0 turns it off.")),
+  packing: t.packing.annotate(doc("Pack several examples per row without cross-sample attention.")),
+  logEvery: Schema.optionalKey(t.logEvery.annotate(doc("Log every this many steps (absent: about 20 lines per run)."))),
+  saveTotalLimit: t.saveTotalLimit.annotate(doc("Keep the newest this many checkpoints (plus the best).")),
+  metricForBest: t.metricForBest.annotate(doc("Picks the final adapter: `rouge` (needs `evalGenerationSamples` > 0) or `eval_loss`.")),
+  earlyStoppingPatience: Schema.optionalKey(t.earlyStoppingPatience.annotate(doc("Stop after this many evaluations without improvement (absent: never)."))),
+  nprocPerNode: Schema.optionalKey(t.nprocPerNode.annotate(doc("torch engine: processes per node under torchrun (data-parallel)."))),
+  nnodes: Schema.optionalKey(t.nnodes.annotate(doc("torch engine: number of nodes (multi-node torchrun)."))),
+  nodeRank: Schema.optionalKey(t.nodeRank.annotate(doc("torch engine: this node's rank, 0 .. nnodes-1."))),
+  masterAddr: Schema.optionalKey(t.masterAddr.annotate(doc("torch engine: rendezvous address (node 0's host) for multi-node runs."))),
+  masterPort: Schema.optionalKey(t.masterPort.annotate(doc("torch engine: rendezvous port."))),
+  fsdp: Schema.optionalKey(t.fsdp.annotate(doc("torch engine: FSDP (shard decoder layers) instead of DDP."))),
+  deepspeed: Schema.optionalKey(t.deepspeed.annotate(doc("torch engine: a DeepSpeed config file (ZeRO-2/3; needs the deepspeed package)."))),
+  gradientCheckpointing: Schema.optionalKey(t.gradientCheckpointing.annotate(doc("torch engine: recompute activations in backward (less memory)."))),
+  threads: Schema.optionalKey(t.threads.annotate(doc("torch engine: intra-op threads per process (absent: torch's own, every core).")))
 })
+
+/**
+ * The `train` settings the pipeline does not take from its `train` section, and where each comes from instead
+ * (test/Pipeline/PipelineConfig.test.ts holds every TrainConfig field to one of the two).
+ */
+export const trainFieldsFromPipeline = {
+  model: "model.base (or the pre-trained project model)",
+  trainFile: "the dataset stage's training split",
+  validationFile: "the dataset stage's validation slice",
+  validationFraction: "the dataset stage (train.evalGenerationSamples records, at least 4 and at most a fifth, are held out of the training split)",
+  outputDir: "RUN_DIR/train",
+  maxNewTokens: "eval.maxNewTokens (the resolved evaluation budget)",
+  device: "the top-level `device`"
+} as const
 
 export const EvalSection = Schema.Struct({
   samples: PositiveInt.annotate(doc("Held-out records evaluated (a seeded sample when the split is larger).")),
-  maxNewTokens: PositiveInt.annotate(doc("Most answer tokens per generation.")),
+  maxNewTokens: NonNegativeInt.annotate(doc(
+    "Most answer tokens per generation. 0: from the references, the 95th percentile of their token lengths plus a margin, so answers are not cut before their citations and risk notes."
+  )),
   concurrency: PositiveInt.annotate(doc("Generations in flight at once.")),
   threads: NonNegativeInt.annotate(doc(
     "llama.cpp CPU threads for evaluation and serving. 0: auto, from the model's size and the cores other processes leave free (re-measured as it runs)."
@@ -107,7 +153,7 @@ export const ServeSection = Schema.Struct({
 
 export const PipelineConfig = Schema.Struct({
   out: Schema.NonEmptyString.annotate(doc("The run folder: every stage's files, `run.json`, logs and the report.")),
-  device: DeviceChoice.annotate(doc("Training device: `auto` picks the best that initializes (tensorflow, webgpu, wasm, cpu).")),
+  device: DeviceChoice.annotate(doc("Training device of the tfjs engine: `auto` picks the best that initializes (tensorflow, webgpu, wasm, cpu).")),
   data: DataSection,
   model: ModelSection,
   pretrain: PretrainSection,
@@ -119,47 +165,93 @@ export const PipelineConfig = Schema.Struct({
 export type PipelineConfig = typeof PipelineConfig.Type
 
 /**
- * The built-in default. Sizes measured on the 2-core development machine (BENCHMARKS.md, "Pipeline"): the whole run
- * takes about 8-10 minutes there, leaving headroom under the 15-minute budget.
+ * The built-in default: SmolLM2-135M-Instruct from the catalog, LoRA r16 α32 on q,k,v,o with the seed's real-model
+ * settings (lr 2e-4, warmup, dropout 0.1), ChatML prompts, no pre-training. Sized on the 2-core development machine
+ * so the whole run stays under 15 minutes (BENCHMARKS.md, "Pipeline on SmolLM2-135M-Instruct").
  */
 export const defaultPipelineConfig: PipelineConfig = {
   out: "runs/default",
   device: "auto",
   data: { synthCount: 2000, seed: 42, testRatio: 0.1, maxRejectRate: 0.5 },
-  // the tiny preset narrowed to 2 blocks of width 128: on one CPU thread it trains ~3x more tokens per second, which
-  // buys more optimizer steps inside the time budget than the wider shape would use well
-  model: {
-    preset: "tiny",
-    seed: 42,
-    shape: { hiddenSize: 128, intermediateSize: 256, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32 }
-  },
+  model: { base: smollm2.name, preset: "tiny", seed: 42 },
   pretrain: { enabled: "auto", steps: 180, batchSize: 8, learningRate: 3e-3, warmupSteps: 5, maxSeqLength: 128 },
   train: {
+    engine: "auto",
     mode: "lora",
     r: 16,
     loraAlpha: 32,
-    loraDropout: 0.05,
+    loraDropout: 0.1,
     useRslora: false,
     targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"],
+    epochs: 1,
+    maxSteps: 60,
+    batchSize: 4,
+    gradientAccumulationSteps: 1,
+    learningRate: 2e-4,
+    lrScheduler: "linear",
+    warmupSteps: 6,
+    maxSeqLength: 320,
+    evalEvery: 60,
+    saveEvery: 30,
+    evalGenerationSamples: 0,
+    promptLayout: "chatml",
+    seed: 42,
+    weightDecay: 0,
+    adamBeta1: 0.9,
+    adamBeta2: 0.999,
+    adamEpsilon: 1e-8,
+    maxGradNorm: 1,
+    packing: false,
+    saveTotalLimit: 2,
+    metricForBest: "eval_loss"
+  },
+  eval: { samples: 30, maxNewTokens: 0, concurrency: 2, threads: 0, seed: 42 },
+  export: { merged: false, mergedType: "f16" },
+  serve: { questions: 3, maxLength: 1024 }
+}
+
+/**
+ * The toy settings of the project's own random model (`model.base: tiny`), over the defaults: a narrow 2-block
+ * shape, pre-training, and a high learning rate (measured: 1e-2 gave a clear held-out ROUGE-L gain where 3e-3 did
+ * not, in the same 40 steps). Never applied to a real base.
+ */
+export const tinyModelSettings = {
+  model: {
+    base: projectModelName,
+    // on one CPU thread the narrow shape trains ~3x more tokens per second than the preset's
+    shape: { hiddenSize: 128, intermediateSize: 256, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32 }
+  },
+  train: {
+    engine: "tfjs",
+    loraDropout: 0.05,
     epochs: 3,
     maxSteps: 80,
     batchSize: 8,
-    gradientAccumulationSteps: 1,
-    // measured: 1e-2 gave a clear held-out ROUGE-L gain where 3e-3 did not, in the same 40 steps
     learningRate: 1e-2,
-    lrScheduler: "linear",
     warmupSteps: 4,
     maxSeqLength: 256,
     evalEvery: 40,
     saveEvery: 40,
     evalGenerationSamples: 4,
     promptLayout: "seed",
-    seed: 42
+    metricForBest: "rouge"
   },
-  eval: { samples: 30, maxNewTokens: 48, concurrency: 2, threads: 0, seed: 42 },
-  export: { merged: false, mergedType: "f16" },
-  serve: { questions: 2, maxLength: 1024 }
-}
+  eval: { maxNewTokens: 48 },
+  serve: { questions: 2 }
+} as const
+
+/** true when `model.base` names the project's own random model */
+export const isProjectModel = (base: string): boolean => base === projectModelName
+
+/** Which set of defaults a base gets, and why (the log and the report say it). */
+export const settingsProfile = (base: string): { readonly name: "tiny" | "real-model"; readonly reason: string } =>
+  isProjectModel(base)
+    ? { name: "tiny", reason: "model.base is `tiny`, the project's random model: pre-training, lr 1e-2, 80 steps, tfjs" }
+    : { name: "real-model", reason: `model.base is ${base}, a trained model: the real-model defaults (lr 2e-4, warmup, dropout 0.1, no pre-training)` }
+
+/** The defaults for a base: the real-model defaults, or those with the toy settings over them for `tiny`. */
+export const defaultsFor = (base: string): PipelineConfig =>
+  (isProjectModel(base) ? mergeConfig(defaultPipelineConfig as unknown as Json, tinyModelSettings as unknown as Json) : defaultPipelineConfig) as PipelineConfig
 
 /** A config file that cannot be read (`input`) or a value that does not validate (`data`). */
 export class PipelineConfigError extends Schema.TaggedError<PipelineConfigError>()("PipelineConfigError", {
@@ -217,8 +309,10 @@ export const resolvePipelineConfig = Effect.fn("PipelineConfig.resolve")(functio
   file: string | undefined,
   flags: Json
 ) {
-  const defaults = defaultPipelineConfig as unknown as Json
   const fromFile = file === undefined ? {} : yield* readPipelineConfigFile(file)
+  // the base decides the defaults (a real model never gets the toy model's settings)
+  const baseOf = (j: Json) => (isObject(j["model"]) && typeof j["model"]["base"] === "string" ? j["model"]["base"] : undefined)
+  const defaults = defaultsFor(baseOf(flags) ?? baseOf(fromFile) ?? defaultPipelineConfig.model.base) as unknown as Json
   const withFile = mergeConfig(defaults, fromFile)
   if (file !== undefined) yield* validatePipelineConfig(withFile, file)
   return yield* validatePipelineConfig(mergeConfig(withFile, flags), file === undefined ? "flags" : `${file} + flags`)
@@ -293,10 +387,23 @@ export const renderConfigReference = (): string => {
     "<!-- generated by `node scripts/config-reference.ts` from src/Pipeline/PipelineConfig.ts; do not edit by hand (a test fails when it drifts) -->",
     "",
     "`node dist/Main.js pipeline --config pipeline.yaml` reads a YAML (or JSON) file with any subset of the keys below;",
-    "missing keys keep their defaults, CLI flags (`--data`, `--model`, `--out`, `--device`, `--synth-count`, `--pretrain-steps`,",
-    "`--train-steps`, `--eval-samples`, `--max-new-tokens`, `--merged`) override the file, and an unknown key or a bad value",
-    "stops the run with exit code 2 and a message naming the field. The resolved configuration is saved as",
-    "`RUN_DIR/config.yaml`.",
+    "missing keys keep their defaults, CLI flags (`--data`, `--model`, `--out`, `--device`, `--engine`, `--python`, `--synth-count`,",
+    "`--pretrain-steps`, `--train-steps`, `--learning-rate`, `--eval-samples`, `--max-new-tokens`, `--merged`) override the file, and an",
+    "unknown key or a bad value stops the run with exit code 2 and a message naming the field. The resolved configuration",
+    "is saved as `RUN_DIR/config.yaml`.",
+    "",
+    "The defaults depend on the base: every base gets the real-model defaults below, except `model.base: tiny` (the",
+    "project's own random model, for tests), which gets these toy settings over them:",
+    "",
+    "```yaml",
+    configToYaml(tinyModelSettings as unknown as PipelineConfig).trimEnd(),
+    "```",
+    "",
+    "The `train` settings the pipeline fills in itself:",
+    "",
+    "| `train` field | comes from |",
+    "| --- | --- |",
+    ...Object.entries(trainFieldsFromPipeline).map(([k, v]) => `| \`${k}\` | ${v} |`),
     ""
   ]
   for (const [key, section] of Object.entries(root.properties ?? {})) {

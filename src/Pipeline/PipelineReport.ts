@@ -10,7 +10,7 @@ import type { ServeResult } from "../Serving/ServeStage.ts"
 import type { BaseResult } from "../Training/BaseStage.ts"
 import type { PretrainResult } from "../Training/PretrainStage.ts"
 import type { TrainStageResult } from "../Training/TrainStage.ts"
-import type { PipelineConfig } from "./PipelineConfig.ts"
+import { type PipelineConfig, settingsProfile } from "./PipelineConfig.ts"
 import type { RunManifest } from "./StageRunner.ts"
 
 export interface ReportInput {
@@ -44,17 +44,19 @@ const stageLine = (input: ReportInput, name: string): string => {
       return `${d.summary.linesRead} lines -> ${d.summary.train} train / ${d.summary.test} test ` +
         `(${d.summary.rejected} rejected, ${d.summary.duplicates.exact + d.summary.duplicates.normalized} duplicates)`
     case "base":
-      return `${input.base.madeByProject ? "project-made" : "yours"}: ${input.base.shape}, ${(input.base.parameters / 1e6).toFixed(2)}M parameters`
+      return `${input.base.madeByProject ? "project-made" : input.base.catalogName ?? "yours"}: ${input.base.shape}, ${(input.base.parameters / 1e6).toFixed(2)}M parameters`
     case "pretrain":
       return input.pretrain.ran
         ? `full-parameter, ${input.pretrain.steps} steps, ${fmt(input.pretrain.tokensPerSecond, 0)} tok/s, loss ${fmt(input.pretrain.firstLoss, 2)} -> ${fmt(input.pretrain.lastLoss, 2)}`
         : `not run: ${input.pretrain.reason}`
     case "train":
-      return `${input.train.mode}, ${input.train.steps} steps, ${fmt(input.train.tokensPerSecond, 0)} tok/s, loss ${fmt(input.train.firstLoss, 2)} -> ${fmt(input.train.lastLoss, 2)}, best step ${input.train.bestStep}`
+      return `${input.train.mode} on ${input.train.engine ?? "tfjs"}, ${input.train.steps} steps, ${fmt(input.train.tokensPerSecond, 0)} tok/s, loss ${fmt(input.train.firstLoss, 2)} -> ${fmt(input.train.lastLoss, 2)}, best step ${input.train.bestStep}`
     case "export":
       return `adapter GGUF ${input.exported.tensors} tensors, ${mib(input.exported.adapterBytes)}${input.exported.merged === undefined ? "" : ", merged GGUF"}`
     case "evaluate":
-      return input.evaluation.ran ? `${input.evaluation.samples} held-out samples, base and tuned (llama.cpp, greedy)` : `not run: ${input.evaluation.reason}`
+      return input.evaluation.ran
+        ? `${input.evaluation.samples} held-out samples, base and tuned (llama.cpp, greedy${input.evaluation.maxNewTokens === undefined ? "" : `, up to ${input.evaluation.maxNewTokens} tokens`})`
+        : `not run: ${input.evaluation.reason}`
     case "serve": {
       const a = input.serve.answers ?? []
       return input.serve.ran
@@ -66,10 +68,26 @@ const stageLine = (input: ReportInput, name: string): string => {
   }
 }
 
+/** The stages a report lists: pre-training only when it ran (a real base has no pre-training stage). */
+const reportedStages = (input: ReportInput) =>
+  ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"].filter((n) => n !== "pretrain" || input.pretrain.ran)
+
+/** Which defaults the run used and the training settings that matter, in one line. */
+export const settingsLine = (input: ReportInput): string => {
+  const t = input.config.train
+  const profile = settingsProfile(input.config.model.base)
+  return `settings: ${profile.name} defaults (${profile.reason}); ${t.mode} r ${t.r} alpha ${t.loraAlpha} on ${
+    Array.isArray(t.targetModules) ? t.targetModules.join(",") : t.targetModules
+  }, lr ${t.learningRate}, ${t.maxSteps ?? `${t.epochs} epochs of`} steps x ${t.batchSize}, warmup ${t.warmupSteps}, dropout ${t.loraDropout}, ` +
+    `${t.maxSeqLength} tokens, ${t.promptLayout} prompts; engine ${input.train.engine ?? "tfjs"}${input.train.engineReason === undefined ? "" : ` (${input.train.engineReason})`}`
+}
+
+const oneLine = (s: string) => s.replace(/\s+/g, " ").trim()
+
 /** The one-screen summary printed at the end of a run. */
 export const renderSummary = (input: ReportInput): string => {
   const lines: Array<string> = []
-  const stages = ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"]
+  const stages = reportedStages(input)
   const total = stages.reduce((s, n) => s + (input.manifest.stages[n]?.seconds ?? 0), 0)
   const cpu = stages.reduce((s, n) => s + (input.manifest.stages[n]?.cpuSeconds ?? 0), 0)
   lines.push("", `finetune-finance pipeline: ${input.config.out}  (stages took ${formatSeconds(total)}, ${formatSeconds(cpu)} of CPU)`, "")
@@ -79,6 +97,7 @@ export const renderSummary = (input: ReportInput): string => {
     const record = input.manifest.stages[name]
     lines.push(`${pad(name, 9)} ${pad(ran, 8)} ${padLeft(formatSeconds(record?.seconds), 8)} ${padLeft(formatSeconds(record?.cpuSeconds), 8)}  ${stageLine(input, name)}`)
   }
+  lines.push("", settingsLine(input))
   const margins = input.evaluation.margins
   if (margins !== undefined && margins.length > 0) {
     lines.push("", `held-out metrics (${margins[0]!.pairs} samples; margin = tuned - base, paired bootstrap 95% interval)`)
@@ -89,6 +108,14 @@ export const renderSummary = (input: ReportInput): string => {
     const b = input.evaluation.base!.metrics
     const t = input.evaluation.tuned!.metrics
     lines.push(`${pad("corpus BLEU", 16)} ${padLeft(fmt(b["bleu"], 2), 7)} ${padLeft(fmt(t["bleu"], 2), 7)} ${padLeft(signed(t["bleu"]! - b["bleu"]!, 2), 8)}`)
+  }
+  const sideBySide = input.evaluation.sideBySide ?? []
+  if (sideBySide.length > 0) {
+    lines.push("", `${sideBySide.length} held-out questions side by side (report.md has them whole):`)
+    const cut = (s: string) => (oneLine(s).length > 150 ? `${oneLine(s).slice(0, 147)}...` : oneLine(s))
+    for (const [i, q] of sideBySide.entries()) {
+      lines.push(`${i + 1}. Q: ${cut(q.question)}`, `   base:      ${cut(q.base)}`, `   tuned:     ${cut(q.tuned)}`, `   reference: ${cut(q.reference)}`)
+    }
   }
   if (input.pretrain.ran) {
     lines.push("", "note: the built-in base starts from random weights, so it was pre-trained (full-parameter, same trainer) on the",
@@ -103,9 +130,10 @@ export const renderSummary = (input: ReportInput): string => {
 /** report.md: everything in the summary, plus settings, the served answers and where every file is. */
 export const renderMarkdownReport = (input: ReportInput): string => {
   const out: Array<string> = []
-  const stages = ["dataset", "base", "pretrain", "train", "export", "evaluate", "serve"]
+  const stages = reportedStages(input)
   out.push("# Pipeline report", "")
   out.push(`Run folder \`${input.config.out}\`, started ${input.manifest.startedAt}.`, "")
+  out.push(settingsLine(input), "")
   out.push("## Stages", "", "| stage | time | CPU | what |", "| --- | ---: | ---: | --- |")
   for (const name of stages) {
     const record = input.manifest.stages[name]
@@ -130,6 +158,14 @@ export const renderMarkdownReport = (input: ReportInput): string => {
     out.push("", "All corpus metrics:", "", "| metric | base | tuned |", "| --- | ---: | ---: |")
     for (const [k, v] of Object.entries(input.evaluation.tuned.metrics)) out.push(`| ${k} | ${fmt(input.evaluation.base.metrics[k])} | ${fmt(v)} |`)
     out.push("", `Charts and per-sample results: \`${input.evaluation.report}\`.`, "")
+    if (input.evaluation.budgetSource !== undefined) out.push(`Answer budget: ${input.evaluation.maxNewTokens} tokens (${input.evaluation.budgetSource}).`, "")
+  }
+  const sideBySide = input.evaluation.sideBySide ?? []
+  if (sideBySide.length > 0) {
+    const cell = (s: string) => oneLine(s).replace(/\|/g, "\\|")
+    out.push(`## ${sideBySide.length} held-out questions side by side`, "", "| question | base | tuned | reference |", "| --- | --- | --- | --- |")
+    for (const q of sideBySide) out.push(`| ${cell(q.question)} | ${cell(q.base)} | ${cell(q.tuned)} | ${cell(q.reference)} |`)
+    out.push("")
   }
   if (input.serve.ran && input.serve.answers !== undefined) {
     out.push("## Served answers (`POST /infer`)", "")

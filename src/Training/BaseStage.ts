@@ -1,9 +1,13 @@
 /**
- * The pipeline's base-model stage: the user's GGUF or Hugging Face folder (read, not copied), or the project's own
- * seeded random model, written as `model init` writes it.
+ * The pipeline's base-model stage: a catalog model (fetched into the cache on first use, then read from there), the
+ * user's GGUF or Hugging Face folder (read, not copied), or the project's own seeded random model, written as
+ * `model init` writes it.
  */
-import { Effect, FileSystem, Path, Schema } from "effect"
+import { Effect, FileSystem, Layer, Path, Schema } from "effect"
+import { isCatalogName } from "../Model/ModelCatalog.ts"
 import type { LlamaConfig } from "../Model/ModelContracts.ts"
+import { ModelFetch } from "../Model/ModelFetch.ts"
+import { PythonEnv } from "../Python/PythonEnv.ts"
 import { loadModelSource } from "../Model/ModelLoader.ts"
 import { parameterCount, presetConfig, type TinyPreset, writeTinyModel } from "../Model/TinyModel.ts"
 import type { Stage } from "../Shared/Stage.ts"
@@ -18,6 +22,8 @@ export interface BaseStageInput {
   }
   /** where the project-made model is written */
   readonly dir: string
+  /** the interpreter whose pip fetches a catalog model (absent: FINETUNE_PYTHON, else the managed .venv) */
+  readonly python?: string | undefined
 }
 
 export const BaseResult = Schema.Struct({
@@ -26,23 +32,32 @@ export const BaseResult = Schema.Struct({
   /** the project's random model (pre-training applies to it), not a trained one */
   madeByProject: Schema.Boolean,
   parameters: Schema.Int,
-  shape: Schema.String
+  shape: Schema.String,
+  /** the catalog name the path was resolved from */
+  catalogName: Schema.optionalKey(Schema.String)
 })
 export type BaseResult = typeof BaseResult.Type
 
 const shapeText = (c: LlamaConfig) => `${c.numLayers} layers, d ${c.hiddenSize}, vocab ${c.vocabSize}`
 
-const runBase = Effect.fn("BaseStage.run")(function*({ model, dir }: BaseStageInput) {
+const runBase = Effect.fn("BaseStage.run")(function*({ model, dir, python }: BaseStageInput) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   if (model.base !== undefined) {
-    const source = yield* loadModelSource(path.resolve(model.base))
+    const name = model.base
+    const file = isCatalogName(name)
+      ? yield* ModelFetch.use((f) => f.resolve(name)).pipe(
+        Effect.provide(ModelFetch.layerNoDeps.pipe(Layer.provide(PythonEnv.layer({ python }))))
+      )
+      : path.resolve(name)
+    const source = yield* loadModelSource(file)
     return {
       path: source.path,
       format: source.format,
       madeByProject: false,
       parameters: parameterCount(source.config),
-      shape: shapeText(source.config)
+      shape: shapeText(source.config),
+      ...(isCatalogName(name) ? { catalogName: name } : {})
     } satisfies BaseResult
   }
   const shape = { ...presetConfig(model.preset), ...model.shape }
@@ -57,7 +72,8 @@ export const BaseStage: Stage<BaseStageInput, BaseResult, Effect.Error<ReturnTyp
   reads: [],
   settings: ({ model }) =>
     model.base === undefined ? { preset: model.preset, shape: model.shape ?? null, seed: model.seed } : { path: model.base },
-  inputFiles: ({ model }) => (model.base === undefined ? {} : { model: model.base }),
+  // a catalog model is pinned by its sha256 in the catalog; a path is watched for changes
+  inputFiles: ({ model }) => (model.base === undefined || isCatalogName(model.base) ? {} : { model: model.base }),
   workDirs: ({ model, dir }) => (model.base === undefined ? [dir] : []),
   outputFiles: (r) => [r.path],
   result: BaseResult,

@@ -1,18 +1,24 @@
 /**
- * The pipeline's LoRA / QLoRA training stage: `Trainer.train` on the dataset stage's fit/validation files over the
- * base (or the pre-trained base), with checkpoints, the PEFT adapter and the best checkpoint by ROUGE-L.
+ * The pipeline's LoRA / QLoRA training stage: the TrainingEngine (tfjs, torch, or auto's choice) on the dataset
+ * stage's fit/validation files over the base (or the pre-trained base), with checkpoints, the PEFT adapter and the
+ * best checkpoint by the configured metric. The engine it ran on, and why, is part of the result.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Layer, Schema } from "effect"
 import type { PromptLayout } from "../Dataset/PromptFormat.ts"
-import { Device, type DeviceChoice } from "../Model/Device.ts"
+import type { DeviceChoice } from "../Model/Device.ts"
+import { PythonEnv } from "../Python/PythonEnv.ts"
 import type { Stage } from "../Shared/Stage.ts"
 import { defaultTrainConfig, type TrainConfig, validateTrainConfig } from "./TrainConfig.ts"
-import { Trainer, type TrainResult } from "./Trainer.ts"
+import type { TrainResult } from "./Trainer.ts"
+import { type EngineChoice, TrainingEngine } from "./TrainingEngine.ts"
 import { loraLogEvery } from "./TrainPresets.ts"
 
 /** What a training run reports to the pipeline (run.json, the report). */
 export const TrainStageResult = Schema.Struct({
   mode: Schema.String,
+  /** the engine that trained, and why it was chosen */
+  engine: Schema.optionalKey(Schema.String),
+  engineReason: Schema.optionalKey(Schema.String),
   runDir: Schema.String,
   finalDir: Schema.String,
   steps: Schema.Int,
@@ -44,16 +50,21 @@ export const trainSummary = (r: TrainResult, seconds: number, mode: string): Tra
 export const stageTrainConfig = (device: DeviceChoice, settings: Record<string, unknown>) =>
   validateTrainConfig({ ...defaultTrainConfig, device, ...settings }, "pipeline config")
 
-/** The LoRA settings the pipeline config exposes (a subset of TrainConfig). */
-export type LoraStageSettings = Pick<
-  TrainConfig,
-  | "r" | "loraAlpha" | "loraDropout" | "useRslora" | "targetModules" | "epochs" | "batchSize" | "gradientAccumulationSteps"
-  | "learningRate" | "lrScheduler" | "warmupSteps" | "maxSeqLength" | "evalEvery" | "saveEvery" | "evalGenerationSamples" | "seed"
-> & {
-  readonly mode: "lora" | "qlora"
-  readonly maxSteps?: number | undefined
-  readonly promptLayout: PromptLayout
-}
+/** The training settings the pipeline config exposes: every TrainConfig field but those the pipeline fills in. */
+export type LoraStageSettings =
+  & Omit<
+    TrainConfig,
+    "model" | "trainFile" | "validationFile" | "validationFraction" | "outputDir" | "maxNewTokens" | "device" | "mode" | "promptLayout" | "engine" | "logEvery"
+  >
+  & {
+    /** absent: about 20 lines per run */
+    readonly logEvery?: number | undefined
+    readonly mode: "lora" | "qlora"
+    readonly promptLayout: PromptLayout
+    readonly engine: EngineChoice
+    /** the torch engine's interpreter (`train --python`) */
+    readonly python?: string | undefined
+  }
 
 export interface TrainStageInput {
   readonly train: LoraStageSettings
@@ -67,23 +78,26 @@ export interface TrainStageInput {
 }
 
 const runTrain = Effect.fn("TrainStage.run")(function*(input: TrainStageInput, resume: boolean) {
-  const { maxSteps, ...rest } = input.train
+  const { python: _, logEvery, ...settings } = input.train
   const trainConfig = yield* stageTrainConfig(input.device, {
-    ...rest,
-    ...(maxSteps === undefined ? {} : { maxSteps }),
+    ...settings,
+    logEvery: logEvery ?? loraLogEvery(settings.maxSteps),
     model: input.base,
     trainFile: input.data.fit,
     validationFile: input.data.validation,
     outputDir: input.dir,
-    logEvery: loraLogEvery(maxSteps),
-    saveTotalLimit: 2,
-    metricForBest: "rouge",
     maxNewTokens: input.maxNewTokens
   })
+  const engine = yield* TrainingEngine
+  yield* Effect.logInfo(`[train] engine ${engine.name}: ${engine.reason}`)
   const started = performance.now()
-  const result = yield* (yield* Trainer).train(trainConfig, { resume })
-  return trainSummary(result, (performance.now() - started) / 1000, input.train.mode)
-}, (effect, input) => Effect.provide(effect, Device.layer(input.device)))
+  const result = yield* engine.train(trainConfig, { resume })
+  return { ...trainSummary(result, (performance.now() - started) / 1000, input.train.mode), engine: engine.name, engineReason: engine.reason }
+}, (effect, input) =>
+  Effect.provide(
+    effect,
+    TrainingEngine.layer(input.train.engine).pipe(Layer.provide(PythonEnv.layer({ python: input.train.python })))
+  ))
 
 export const TrainStage: Stage<TrainStageInput, TrainStageResult, Effect.Error<ReturnType<typeof runTrain>>, Effect.Services<ReturnType<typeof runTrain>>> = {
   name: "train",

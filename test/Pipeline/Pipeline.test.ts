@@ -9,7 +9,7 @@ import { stageNames } from "../../src/Pipeline/Pipeline.ts"
 import { RunManifest } from "../../src/Pipeline/StageRunner.ts"
 import { exitCodeOf } from "../../src/Shared/Errors.ts"
 
-// The pipeline on a miniature default, through the built CLI (npm test builds first): a 200-record synthetic set, a
+// The pipeline on a miniature `--model tiny` run (the project's random model, pre-trained first), through the built CLI (npm test builds first): a 200-record synthetic set, a
 // one-layer model, a few optimizer steps per training stage, four evaluated samples, one /infer question, and the merged GGUF.
 const main = path.resolve("dist/Main.js")
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pipeline-test-"))
@@ -19,7 +19,7 @@ fs.writeFileSync(configFile, [
   `out: ${JSON.stringify(out)}`,
   "device: wasm",
   "data: { synthCount: 200, seed: 7 }",
-  "model: { shape: { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16 } }",
+  "model: { base: tiny, shape: { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16 } }",
   "pretrain: { steps: 3, batchSize: 4, maxSeqLength: 96, warmupSteps: 1 }",
   "train: { maxSteps: 3, batchSize: 2, maxSeqLength: 160, evalEvery: 3, saveEvery: 2, evalGenerationSamples: 2, r: 4, loraAlpha: 8, warmupSteps: 1 }",
   "eval: { samples: 4, maxNewTokens: 12 }",

@@ -25,7 +25,8 @@ const tmpFile = (name: string, text: string) => {
 
 const noFlags = {
   config: Option.none(), data: Option.none(), model: Option.none(), out: Option.none(), force: Option.none(),
-  device: Option.none(), synthCount: Option.none(), pretrainSteps: Option.none(), trainSteps: Option.none(),
+  device: Option.none(), engine: Option.none(), python: Option.none(), synthCount: Option.none(), pretrainSteps: Option.none(),
+  trainSteps: Option.none(), learningRate: Option.none(),
   evalSamples: Option.none(), maxNewTokens: Option.none(), merged: false, requireImprovement: false
 } as const
 

@@ -29,7 +29,8 @@ beforeAll(async () => {
     `out: ${JSON.stringify(out)}`,
     "device: wasm",
     "data: { synthCount: 200, seed: 7 }",
-    "train: { maxSteps: 2, batchSize: 2, maxSeqLength: 160, evalEvery: 2, saveEvery: 2, evalGenerationSamples: 1, r: 4, loraAlpha: 8, warmupSteps: 1 }",
+    // the in-process engine and the seed layout: this test is about the HF-folder base, not the engine (torch has its own)
+    "train: { engine: tfjs, promptLayout: seed, maxSteps: 2, batchSize: 2, maxSeqLength: 160, evalEvery: 2, saveEvery: 2, evalGenerationSamples: 1, r: 4, loraAlpha: 8, warmupSteps: 1 }",
     "eval: { samples: 2, maxNewTokens: 8 }",
     "serve: { questions: 1, maxLength: 600 }",
     ""
