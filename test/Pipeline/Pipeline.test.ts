@@ -129,16 +129,30 @@ describe("pipeline on a miniature default", () => {
     const html = fs.readFileSync(path.join(out, "eval", "compare.html"), "utf8")
     expect(html).toContain("<svg")
     expect(html).toContain("tuned")
-    const evaluation = firstManifest.stages["evaluate"]!.result as { margins: Array<{ label: string; delta: number; low: number; high: number; pairs: number }> }
-    expect(evaluation.margins.map((m) => m.label)).toEqual(["ROUGE-L", "factuality", "placeholder F1", "sentence BLEU"])
+    const evaluation = firstManifest.stages["evaluate"]!.result as {
+      margins: Array<{ label: string; delta: number; low: number; high: number; pairs: number }>
+      sideBySide: Array<{ question: string; base: string; tuned: string; reference: string }>
+      maxNewTokens: number
+    }
+    // the risk-note rate counts advice records only, so it is there when the 4 samples hold one
+    expect(evaluation.margins.map((m) => m.label).filter((l) => l !== "risk-note rate"))
+      .toEqual(["ROUGE-L", "sentence BLEU", "placeholder F1", "citation rate", "numeric factuality"])
+    expect(evaluation.maxNewTokens).toBe(12)
+    expect(evaluation.sideBySide).toHaveLength(4)
+    for (const q of evaluation.sideBySide) expect(q.reference.length).toBeGreaterThan(0)
     for (const m of evaluation.margins) {
-      expect(m.pairs).toBe(4)
+      if (m.label === "risk-note rate") expect(m.pairs).toBeLessThanOrEqual(4)
+      else expect(m.pairs).toBe(4)
+      expect(m.pairs).toBeGreaterThan(0)
       expect(m.low).toBeLessThanOrEqual(m.delta + 1e-12)
       expect(m.high).toBeGreaterThanOrEqual(m.delta - 1e-12)
     }
     const report = fs.readFileSync(path.join(out, "report.md"), "utf8")
     expect(report).toContain("## Base vs tuned on the held-out split")
     expect(report).toContain("## Why the base was pre-trained")
+    expect(report).toContain("settings: tiny defaults")
+    expect(report).toContain("## 4 held-out questions side by side")
+    expect(first.stdout).toContain("held-out questions side by side")
   })
 
   it("served the adapter and asked /infer a held-out question", () => {
