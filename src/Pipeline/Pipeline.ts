@@ -118,17 +118,17 @@ export const llamaThreadsFor = (config: PipelineConfig, _base: BaseResult): numb
 /** The stages from dataset to serve, each fed from the config and the results before it. */
 const runStages = Effect.fn("Pipeline.stages")(function*(runner: StageRunner, config: PipelineConfig, dir: (name: string) => string) {
   const path = yield* Path.Path
-  const dataset = yield* runner.run(DatasetStage, {
-    data: config.data,
-    validationRecords: config.train.evalGenerationSamples,
-    dir: dir("data")
-  })
   const profile = settingsProfile(config.model.base)
   yield* Effect.logInfo(
     `[pipeline] settings: ${profile.name} (${profile.reason}); train: ${config.train.engine} engine, lr ${config.train.learningRate}, ` +
       `${config.train.maxSteps ?? `${config.train.epochs} epochs`} steps, warmup ${config.train.warmupSteps}, dropout ${config.train.loraDropout}, ` +
       `r ${config.train.r} alpha ${config.train.loraAlpha}, ${config.train.promptLayout} prompts; stages: ${plannedStages(config).join(", ")}`
   )
+  const dataset = yield* runner.run(DatasetStage, {
+    data: config.data,
+    validationRecords: config.train.evalGenerationSamples,
+    dir: dir("data")
+  })
   const { base: named, ...shape } = config.model
   const model = isProjectModel(named) ? shape : { ...shape, base: isCatalogName(named) ? named : path.resolve(named) }
   const base = yield* runner.run(BaseStage, { model, dir: dir("model"), python: config.train.python })
