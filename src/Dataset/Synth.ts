@@ -2,31 +2,27 @@
  * The synthetic training set (`dataset synth`): there is no public `practice_qa_100k.jsonl`, so the project
  * makes one. Records follow the seed's schema; the `context` is the app's RAG text layout (RagContext.ts)
  * holding every live value the placeholdered answer refers to, by the rules of Fill.ts. Answers carry no
- * raw live numbers, only placeholders.
+ * raw live numbers, only placeholders; each ends with its sources (`Sources: …`) and, for advice, its risk note.
  *
  * Intents: price, daily_move (with news), valuation, comparison, technical, earnings, dividend,
  * market_overview, portfolio, education, should_buy (always with a risk note). Tickers come from the
  * ticker table (Tickers.ts); questions use symbols, company names and lower-case aliases.
  *
- * Deterministic: one mulberry32 generator seeded from `seed`, drawn in record order, so the first N
+ * Deterministic: one SeededRng (Shared/Prng.ts) seeded from `seed`, drawn in record order, so the first N
  * records of any count are the same for a seed. No Effect in the hot loop: `synthesize(seed)` is a plain
  * generator, batched into a Stream by the CLI.
  */
+import { targetAnswer } from "./PromptFormat.ts"
 import { renderRagContext, type RagContext } from "./RagContext.ts"
 import type { TrainingRecord } from "./Record.ts"
+import { SeededRng } from "../Shared/Prng.ts"
 import { fnv1a } from "./Split.ts"
 import { findTickersInText, type Ticker, tickers } from "./Tickers.ts"
 
-/** mulberry32: tiny, fast, good enough for sampling */
+/** The project's one PRNG (Shared/Prng.ts) as a function, drawn in record order. */
 export const makeRng = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const rng = new SeededRng(seed)
+  return () => rng.next()
 }
 type Rng = ReturnType<typeof makeRng>
 const pick = <A>(rng: Rng, xs: ReadonlyArray<A>): A => xs[Math.floor(rng() * xs.length)]!
@@ -458,18 +454,29 @@ const totalWeight = intents.reduce((s, [w]) => s + w, 0)
 
 export const intentNames = ["price", "daily_move", "valuation", "comparison", "technical", "earnings", "dividend", "market_overview", "portfolio", "education", "should_buy"] as const
 
-const draftToRecord = (rng: Rng, d: Draft): TrainingRecord => ({
-  question: d.question,
-  answer: d.answer,
-  rationale: d.rationale,
-  // every ticker the text names is listed (education answers mention SPY and QQQ, for example)
-  tickers: [...new Set([...d.tickers, ...findTickersInText(`${d.question}\n${d.answer}`)])],
-  citations: d.sources.map((source) => ({ source, timestamp: "<TIMESTAMP>" })),
-  context_required: d.context !== undefined,
-  ...(d.risk ? { risk_note: pick(rng, riskNotes) } : {}),
-  ...(d.context !== undefined ? { context: renderRagContext(d.context) } : {}),
-  intent: d.intent
-})
+/**
+ * The record of a draft. Its answer is the reference evaluation compares with and the text training targets, so it
+ * carries the record's citations as a closing `Sources: …` line and, for advice, its risk note (`targetAnswer`, as
+ * the prompt format renders any seed record): a reference without them scores a citation rate of 0 whatever the
+ * model learns. The fields stay as the seed's schema has them.
+ */
+const draftToRecord = (rng: Rng, d: Draft): TrainingRecord => {
+  const citations = d.sources.map((source) => ({ source, timestamp: "<TIMESTAMP>" }))
+  const riskNote = d.risk ? pick(rng, riskNotes) : undefined
+  const answer = targetAnswer({ answer: d.answer, citations, risk_note: riskNote })
+  return {
+    question: d.question,
+    answer,
+    rationale: d.rationale,
+    // every ticker the text names is listed (education answers mention SPY and QQQ, for example)
+    tickers: [...new Set([...d.tickers, ...findTickersInText(`${d.question}\n${answer}`)])],
+    citations,
+    context_required: d.context !== undefined,
+    ...(riskNote !== undefined ? { risk_note: riskNote } : {}),
+    ...(d.context !== undefined ? { context: renderRagContext(d.context) } : {}),
+    intent: d.intent
+  }
+}
 
 /** An endless, deterministic sequence of synthetic records for a seed. */
 export function* synthesize(seed: number): Generator<TrainingRecord> {

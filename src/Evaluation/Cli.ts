@@ -29,6 +29,7 @@ import { layerModelCore } from "./ModelCoreGenerator.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { Rubric, rubricMarkdown } from "./Rubric.ts"
 import { RunHistory, type RunRow } from "./RunHistory.ts"
+import { describeBudget, evalTokenBudget } from "./TokenBudget.ts"
 import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { failCommand, reportErrors } from "../Shared/Errors.ts"
 
@@ -69,7 +70,8 @@ const runFlags = {
   concurrency: Flag.Int("concurrency").pipe(Flag.withDescription("generations in flight at once"), withDefault(4)),
   seed: Flag.Int("seed").pipe(Flag.withDescription("sent with every request; also picks the --limit sample"), withDefault(42)),
   maxTokens: Flag.Int("max-tokens").pipe(
-    Flag.withDescription("answer length limit in tokens (/infer bounds prompt + answer, so it gets max_length = this + 512)"), withDefault(256)
+    Flag.withDescription("answer length limit in tokens (/infer bounds prompt + answer, so it gets max_length = this + 512); default: from the split's references, their 95th-percentile length x 1.25 + 16, at most 1024 (in --model's tokenizer, else 3 characters a token)"),
+    Flag.optional
   ),
   temperature: Flag.Finite("temperature").pipe(Flag.withDescription("sampling temperature (0 = greedy)"), withDefault(0)),
   limit: Flag.Int("limit").pipe(Flag.optional, Flag.withDescription("evaluate a seeded sample of this many records")),
@@ -116,9 +118,36 @@ const generatorLayer = (f: RunFlags) => {
 const checkRunFlags = (f: RunFlags) =>
   Effect.gen(function*() {
     if (f.concurrency < 1) return yield* fail("--concurrency: must be at least 1")
-    if (f.maxTokens < 1) return yield* fail("--max-tokens: must be at least 1")
+    if (Option.isSome(f.maxTokens) && f.maxTokens.value < 1) return yield* fail("--max-tokens: must be at least 1")
     if (Option.isSome(f.limit) && f.limit.value < 1) return yield* fail("--limit: must be at least 1")
     if (Option.isSome(f.adapter) && Option.isNone(f.model)) return yield* fail("--adapter needs --model (the base GGUF it adapts)")
+  })
+
+/**
+ * The answer budget when `--max-tokens` is not given: sized from the split's references (TokenBudget.ts), in the
+ * model's tokenizer with an in-process GGUF `--model`, else estimated; a split that cannot be read is left to the
+ * evaluator, which names the file and line.
+ */
+const referenceBudget = (f: RunFlags) =>
+  Effect.gen(function*() {
+    const text = existsSync(f.split) ? readFileSync(f.split, "utf8") : ""
+    const references: Array<string> = []
+    for (const line of text.split("\n")) {
+      if (line.trim() === "") continue
+      try {
+        const o = JSON.parse(line) as { answer?: unknown }
+        if (typeof o.answer === "string") references.push(o.answer)
+      } catch {
+        // the evaluator reports the line
+      }
+    }
+    const model = Option.getOrUndefined(f.model)
+    const tokenizer = model !== undefined && !(existsSync(model) && statSync(model).isDirectory()) && existsSync(model)
+      ? yield* Tokenizer.use((t) => t.load(model)).pipe(Effect.provide(Tokenizer.layer), Effect.scoped, Effect.option, Effect.map(Option.getOrUndefined))
+      : undefined
+    const budget = evalTokenBudget(references, tokenizer)
+    yield* Console.error(`eval: answer budget ${describeBudget(budget)}; --max-tokens sets it`)
+    return budget.tokens
   })
 
 /** One evaluation into `outDir`, with the generator built (and released) around it. */
@@ -127,6 +156,7 @@ const evaluateOnce = (f: RunFlags, outDir: string, resume: boolean) =>
     const layer = yield* generatorLayer(f)
     const evaluator = yield* Evaluator
     return yield* Effect.gen(function*() {
+    const maxTokens = Option.isSome(f.maxTokens) ? f.maxTokens.value : yield* referenceBudget(f)
       const generator = yield* Generator
       return yield* evaluator.run({
         generator,
@@ -135,7 +165,7 @@ const evaluateOnce = (f: RunFlags, outDir: string, resume: boolean) =>
         system: Option.getOrUndefined(f.system),
         concurrency: f.concurrency,
         seed: f.seed,
-        maxTokens: f.maxTokens,
+        maxTokens,
         temperature: f.temperature,
         limit: Option.getOrUndefined(f.limit),
         resume,
@@ -274,7 +304,8 @@ const scheduleCommand = Command.make("schedule", {
       model: Option.getOrNull(f.model),
       adapter: Option.getOrNull(f.adapter),
       seed: f.seed,
-      maxTokens: f.maxTokens,
+      // null: sized from the references at each run
+      maxTokens: Option.getOrNull(f.maxTokens),
       temperature: f.temperature,
       limit: Option.getOrNull(f.limit),
       schedule: Option.getOrNull(f.cron) ?? `every ${Option.getOrNull(f.every)}`

@@ -56,6 +56,7 @@ import type { TrainConfig } from "./TrainConfig.ts"
 import { gguf } from "../Model/Gguf.ts"
 import { ggufKeys } from "../Model/GgufKeys.ts"
 import { rewriteGguf } from "../Model/GgufRewrite.ts"
+import { renderTokens } from "../Model/TokenText.ts"
 import { writeGguf } from "../Model/GgufWriter.ts"
 import { expectedShape, loadModelSource } from "../Model/ModelLoader.ts"
 import { toFileError } from "../Model/ModelFileError.ts"
@@ -107,6 +108,8 @@ export interface TrainExample {
   readonly text: string
   readonly answerStart: number
   readonly answerEnd: number
+  /** chat examples: every assistant turn's span (Collate trains on each); absent: the answer's span alone */
+  readonly lossSpans?: ReadonlyArray<readonly [number, number]> | undefined
 }
 
 /** What a run trains on: the base model's weights (streamed), its tokenizer, the data. */
@@ -655,7 +658,8 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
           padTokenId: tok.eosId
         })
         outs.forEach((o, j) => {
-          total += rougeL(tok.decode(o.tokens), genSample[idx[j]!]!.reference).fmeasure
+          // rendered as both engines render it (TokenText), so this ROUGE-L is what `eval` would measure
+          total += rougeL(renderTokens(tok.decode, o.tokens), genSample[idx[j]!]!.reference).fmeasure
         })
       }
       rouge = total / genSample.length
