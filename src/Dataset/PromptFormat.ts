@@ -9,6 +9,8 @@
  *   `<|start_header_id|>`, `<|eot_id|>`); a tokenizer must map these strings to their special ids.
  * - `mistral`: `<s>[INST] {system}\n\n{user} [/INST] {answer}</s>` (Mistral has no system role, so the
  *   system prompt is prepended to the user turn, as its chat template does).
+ * - `chatml`: `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
+ *   {answer}<|im_end|>`, what SmolLM2/Qwen-style instruct models' `tokenizer.chat_template` renders (no BOS).
  *
  * With a GGUF model, the serving side should prefer the model's own chat template (node-llama-cpp reads it
  * from the file); these strings are for training text and for models without a template.
@@ -21,7 +23,7 @@ import { Schema } from "effect"
 import { type ChatTemplateTokens, type ChatTurn, renderChatTemplate } from "../Model/ChatTemplate.ts"
 import { RagContext, renderRagContext } from "./RagContext.ts"
 
-export const PromptLayout = Schema.Literals(["seed", "llama3", "mistral"])
+export const PromptLayout = Schema.Literals(["seed", "llama3", "mistral", "chatml"])
 export type PromptLayout = typeof PromptLayout.Type
 
 /** The system prompt of the chat layouts: the app's rule that numbers come only from the context. */
@@ -84,7 +86,7 @@ export const contextText = (context: PromptInput["context"]): string => {
 
 const userTurn = (r: PromptInput) => `Context: ${contextText(r.context)}\nQuestion: ${r.question}`
 
-const endOfAnswer: Record<PromptLayout, string> = { seed: "", llama3: "<|eot_id|>", mistral: "</s>" }
+const endOfAnswer: Record<PromptLayout, string> = { seed: "", llama3: "<|eot_id|>", mistral: "</s>", chatml: "<|im_end|>" }
 
 /** The prompt for generation: everything before the answer. */
 export const formatPrompt = (
@@ -101,6 +103,8 @@ export const formatPrompt = (
         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     case "mistral":
       return `<s>[INST] ${systemPrompt}\n\n${userTurn(record)} [/INST] `
+    case "chatml":
+      return `<|im_start|>system\n${systemPrompt}<|im_end|>\n<|im_start|>user\n${userTurn(record)}<|im_end|>\n<|im_start|>assistant\n`
   }
 }
 
