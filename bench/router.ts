@@ -21,6 +21,7 @@ import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks"
 import { GCProfiler, getHeapStatistics, setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { createRouter } from "../src/Router/Facade.ts"
+import { SeededRng } from "../src/Shared/Prng.ts"
 import { ModelRouter } from "../src/Router/ModelRouter.ts"
 import { writeBenchmarkSection } from "./BenchmarksFile.ts"
 
@@ -83,12 +84,10 @@ const percentile = (sorted: ArrayLike<number>, p: number) =>
 const sortedCopy = (xs: ArrayLike<number>) => Float64Array.from(xs).sort()
 const ms = (x: number) => x.toFixed(3)
 
-/** A small seeded PRNG (mulberry32): the call order is random but the same in every run. */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6D2B79F5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+/** The project's seeded PRNG: the call order is random but the same in every run. */
+const prng = (seed: number) => {
+  const rng = new SeededRng(seed)
+  return () => rng.next()
 }
 
 const question = "What is the P/E of AAPL?"

@@ -1,17 +1,13 @@
 /**
  * Seeded randomness for everything in evaluation that must be reproducible: `--limit` samples, rubric blinding and
- * row order, bootstrap intervals. mulberry32: tiny, fast, and the same sequence on every platform.
+ * row order, bootstrap intervals. The project's one PRNG (Shared/Prng.ts), the same sequence on every platform.
  */
+import { SeededRng } from "../Shared/Prng.ts"
 
 /** A PRNG returning floats in [0, 1). */
 export const prng = (seed: number): (() => number) => {
-  let state = seed | 0
-  return () => {
-    let t = (state = (state + 0x6d2b79f5) | 0)
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const rng = new SeededRng(seed)
+  return () => rng.next()
 }
 
 /** Fisher–Yates shuffle (a copy). */

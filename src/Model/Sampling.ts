@@ -2,6 +2,7 @@
  * Next-token choice from a logits row: greedy, or seeded sampling with temperature, top-k and top-p applied in
  * transformers' order (temperature, then top-k, then top-p over the renormalized distribution).
  */
+import { SplitMix32 } from "../Shared/Prng.ts"
 
 export interface SamplingOptions {
   /** 0 or absent: greedy (argmax, first index on ties) */
@@ -12,16 +13,10 @@ export interface SamplingOptions {
   readonly topP?: number
 }
 
-/** A seeded PRNG (SplitMix32 state update with a murmur3-style finalizer) returning floats in [0, 1). */
+/** The sampler's seeded draws in [0, 1) (Shared/Prng.ts's SplitMix32, whose sequence sampled answers pin). */
 export const seededRandom = (seed: number): (() => number) => {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0
-    let z = state
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b)
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35)
-    return ((z ^ (z >>> 16)) >>> 0) / 4294967296
-  }
+  const rng = new SplitMix32(seed)
+  return () => rng.next()
 }
 
 export const argmax = (values: ArrayLike<number>): number => {

@@ -16,6 +16,7 @@ import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts
 import { toHfConfigJson } from "./ModelLoader.ts"
 import { writeSafetensors } from "./Safetensors.ts"
 import { describeCause } from "../Shared/Errors.ts"
+import { Sfc32 } from "../Shared/Prng.ts"
 import { ggufKeys } from "./GgufKeys.ts"
 
 export const TinyPreset = Schema.Literals(["tiny", "small", "llama3-tiny", "mistral-tiny", "bench-1b"])
@@ -71,20 +72,10 @@ export const parameterCount = (c: LlamaConfig): number => {
   return c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * perLayer + c.hiddenSize
 }
 
-/** sfc32: a small, fast, seedable PRNG (32-bit state words). */
+/** One sfc32 stream (Shared/Prng.ts) per tensor: the weights of every file `model init` writes depend on it. */
 const prng = (seed: number, stream: number) => {
-  let a = seed >>> 0, b = stream >>> 0, c = 0x9e3779b9, d = 1
-  const next = () => {
-    const t = (((a + b) | 0) + d) | 0
-    d = (d + 1) | 0
-    a = b ^ (b >>> 9)
-    b = (c + (c << 3)) | 0
-    c = (c << 21) | (c >>> 11)
-    c = (c + t) | 0
-    return (t >>> 0) / 4294967296
-  }
-  for (let i = 0; i < 12; i++) next()
-  return next
+  const rng = new Sfc32(seed, stream)
+  return () => rng.next()
 }
 
 /** FNV-1a of a tensor name: each tensor gets its own random stream, so tensors can be generated in any order. */

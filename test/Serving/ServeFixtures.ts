@@ -13,6 +13,7 @@ import { toHfConfigJson } from "../../src/Model/ModelLoader.ts"
 import { weightNames } from "../../src/Model/ModelContracts.ts"
 import { writeSafetensors } from "../../src/Model/Safetensors.ts"
 import { canonicalWeights, writeTinyModel } from "../../src/Model/TinyModel.ts"
+import { XorShift32 } from "../../src/Shared/Prng.ts"
 
 /** 2 layers, d 128, 4 query heads over 2 KV heads; every row size a multiple of 32 (Q8_0 blocks). */
 export const tinyConfig: LlamaConfig = {
@@ -70,17 +71,10 @@ export const startServe = (main: string, args: ReadonlyArray<string>): Promise<{
   })
 }
 
-/** A deterministic normal generator (Box-Muller over a xorshift), so adapters are the same every run. */
+/** A deterministic normal generator (Box-Muller over Shared/Prng.ts's xorshift), so adapters are the same every run. */
 const normals = (n: number, seed: number, std: number) => {
-  let s = (seed * 2654435761) >>> 0 || 1
-  const uniform = () => {
-    s ^= s << 13
-    s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5
-    s >>>= 0
-    return (s + 0.5) / 4294967296
-  }
+  const rng = new XorShift32(seed)
+  const uniform = () => rng.next()
   const out = new Float32Array(n)
   for (let i = 0; i < n; i++) out[i] = std * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform())
   return out
