@@ -155,8 +155,8 @@ const evaluateOnce = (f: RunFlags, outDir: string, resume: boolean) =>
   Effect.gen(function*() {
     const layer = yield* generatorLayer(f)
     const evaluator = yield* Evaluator
-    return yield* Effect.gen(function*() {
     const maxTokens = Option.isSome(f.maxTokens) ? f.maxTokens.value : yield* referenceBudget(f)
+    return yield* Effect.gen(function*() {
       const generator = yield* Generator
       return yield* evaluator.run({
         generator,
