@@ -383,7 +383,8 @@ export class PythonEnv extends Context.Service<PythonEnv, {
                 return Effect.succeed(undefined)
               })
             )
-            if (found !== undefined) return { executable: candidate, version: versionText(found) }
+            // the interpreter itself, not a launcher in front of it (a pyenv shim), so the venv does not depend on it
+            if (found !== undefined) return { executable: found.executable === "" ? candidate : found.executable, version: versionText(found) }
           }
           return yield* new PythonEnvError({
             reason: tooOld.length > 0 ? "TooOld" : "NoPython",
