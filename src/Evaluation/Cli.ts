@@ -32,6 +32,7 @@ import { RunHistory, type RunRow } from "./RunHistory.ts"
 import { describeBudget, evalTokenBudget } from "./TokenBudget.ts"
 import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { failCommand, reportErrors } from "../Shared/Errors.ts"
+import { resolveModelArgument } from "../Model/ModelFetch.ts"
 
 /** A bad flag or flag combination is an `input` error. */
 const fail = (message: string) => failCommand("eval", message, "input")
@@ -153,7 +154,8 @@ const referenceBudget = (f: RunFlags) =>
 /** One evaluation into `outDir`, with the generator built (and released) around it. */
 const evaluateOnce = (f: RunFlags, outDir: string, resume: boolean) =>
   Effect.gen(function*() {
-    const layer = yield* generatorLayer(f)
+    // a catalog name (`--model smollm2-135m-instruct`) is the cached file, fetched on first use
+    const layer = yield* generatorLayer(Option.isSome(f.model) ? { ...f, model: Option.some(yield* resolveModelArgument(f.model.value)) } : f)
     const evaluator = yield* Evaluator
     const maxTokens = Option.isSome(f.maxTokens) ? f.maxTokens.value : yield* referenceBudget(f)
     return yield* Effect.gen(function*() {

@@ -15,6 +15,7 @@ import { PlaceholderPolicy } from "./Api.ts"
 import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
 import * as Server from "./Server.ts"
+import { resolveModelArgument } from "../Model/ModelFetch.ts"
 import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { describeCause, type ErrorKind, exitCodeOf, kindOf } from "../Shared/Errors.ts"
 
@@ -37,13 +38,13 @@ const adapterCommand = Command.make("adapter", {
   type: Flag.Literals("type", ["f32", "f16"]).pipe(Flag.withDescription("tensor type of lora_a/lora_b"), withDefault("f32" as const)),
   name: Flag.String("name").pipe(Flag.optional, Flag.withDescription("general.name (default: the adapter folder's name)"))
 }, (flags) =>
-  exportAdapter({
+  Effect.flatMap(resolveModelArgument(flags.base), (base) => exportAdapter({
     adapter: flags.adapter,
-    base: flags.base,
+    base,
     out: flags.out,
     type: flags.type === "f16" ? "F16" : "F32",
     ...(Option.isSome(flags.name) ? { name: flags.name.value } : {})
-  }).pipe(
+  })).pipe(
     Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.modules} adapted modules, ${r.tensors} tensors, adapter.lora.alpha = ${r.alpha}, ${r.bytes} bytes`)),
     Effect.catch(reportFailure)
   )).pipe(describeCommand(
@@ -161,8 +162,10 @@ export const serveCommand = Command.make("serve", {
   )
 }, (flags) =>
   Effect.gen(function*() {
-    const adapters = yield* resolveAdapters(flags.adapters, flags.base)
-    const base = yield* servableBase(flags.base)
+    // a catalog name (`--base smollm2-135m-instruct`) is the cached file, fetched on first use
+    const named = yield* resolveModelArgument(flags.base)
+    const adapters = yield* resolveAdapters(flags.adapters, named)
+    const base = yield* servableBase(named)
     const options: Server.ServeOptions = {
       host: flags.host,
       port: flags.port,

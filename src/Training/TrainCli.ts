@@ -14,6 +14,7 @@ import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { reportErrors } from "../Shared/Errors.ts"
 import { LrSchedulerType } from "./LrSchedule.ts"
 import { BestMetric, configFieldKinds, defaultTrainConfig, parseFlagValue, resolveTrainConfig, TrainConfig, TrainMode } from "./TrainConfig.ts"
+import { resolveModelArgument } from "../Model/ModelFetch.ts"
 import { TrainingEngine } from "./TrainingEngine.ts"
 
 const descriptions: Record<keyof TrainConfig, string> = {
@@ -129,7 +130,9 @@ export const trainCommand = Command.make(
       const v = flags[f]
       if (Option.isSome(v)) overrides[f] = typeof v.value === "string" ? parseFlagValue(f, v.value) : v.value
     }
-    const config = yield* resolveTrainConfig(Option.getOrUndefined(flags.config), overrides)
+    const resolved = yield* resolveTrainConfig(Option.getOrUndefined(flags.config), overrides)
+    // a catalog name (`--model smollm2-135m-instruct`) becomes the cached file's path, fetched on first use
+    const config = { ...resolved, model: yield* resolveModelArgument(resolved.model) }
     yield* Console.log(`resolved config:\n${JSON.stringify(config, null, 2)}`)
     const engine = TrainingEngine.layer(config.engine ?? "tfjs").pipe(
       Layer.provide(PythonEnv.layer({ python: Option.getOrUndefined(flags.python) }))
