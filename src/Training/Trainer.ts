@@ -8,7 +8,7 @@
  * is a function of the seed and the step, so a resumed run repeats an uninterrupted one bit for bit.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { Context, Effect, FileSystem, Layer, Path, Result, Schema, Stream } from "effect"
+import { Context, Effect, FileSystem, Layer, Option, Path, Result, Schema, Stream } from "effect"
 import { decodeInput } from "../Dataset/Input.ts"
 import { type ChatFormat, formatChatExample, formatExample, PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { TrainingRecord } from "../Dataset/Record.ts"
@@ -51,6 +51,7 @@ import { lrAt, type LrScheduleSpec } from "./LrSchedule.ts"
 import { type LinearLayer, type LinearModule, type LlamaConfig, type NamedTensor, weightNames } from "../Model/ModelContracts.ts"
 import { frozenLinear, nf4Bytes, nf4Linear, quantizeNf4 } from "../Model/Nf4.ts"
 import { AdamW, clipGradNorm } from "./Optimizer.ts"
+import { Progress } from "../Shared/Progress.ts"
 import { SeededRng } from "../Shared/Prng.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
 import { gguf } from "../Model/Gguf.ts"
@@ -377,21 +378,27 @@ interface RunState {
 const isBetter = (metric: TrainConfig["metricForBest"], value: number, best: number | null) =>
   best === null || (metric === "rouge" ? value > best : value < best)
 
-const defaultProgress = (totalSteps: number) => {
-  const tty = process.stderr.isTTY === true
-  return (log: TrainLog | EvalLog) => {
-    if (log.type === "eval") {
-      const line = `eval step ${log.step}: loss ${log.evalLoss === null ? "n/a (no validation answer tokens)" : log.evalLoss.toFixed(4)}${log.rougeL === null ? "" : ` rougeL ${log.rougeL.toFixed(4)}`}`
-      process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`)
-      return
-    }
-    const width = 24
-    const done = Math.round((log.step / totalSteps) * width)
-    const text = `step ${log.step}/${totalSteps} epoch ${log.epoch.toFixed(2)} loss ${log.loss.toFixed(4)} lr ${
-      log.learningRate.toExponential(2)
-    } grad ${log.gradNorm.toFixed(3)} ${log.tokensPerSecond.toFixed(0)} tok/s ETA ${formatEta(log.etaSeconds)}`
-    process.stderr.write(tty ? `\r\x1b[K[${"#".repeat(done)}${".".repeat(width - done)}] ${text}` : `${text}\n`)
+/**
+ * Training progress through the Progress service (the CLI's terminal bar, the pipeline's log, a test's record;
+ * nothing when no Progress is provided): a step bar for train logs, a line that stays for each evaluation.
+ */
+const progressReport = (progress: Option.Option<Progress["Service"]>, totalSteps: number) =>
+(log: TrainLog | EvalLog): Effect.Effect<void> => {
+  if (Option.isNone(progress)) return Effect.void
+  if (log.type === "eval") {
+    return progress.value.line(
+      `eval step ${log.step}: loss ${log.evalLoss === null ? "n/a (no validation answer tokens)" : log.evalLoss.toFixed(4)}${log.rougeL === null ? "" : ` rougeL ${log.rougeL.toFixed(4)}`}`
+    )
   }
+  return progress.value.update({
+    task: "train",
+    done: log.step,
+    total: totalSteps,
+    unit: "steps",
+    message: `epoch ${log.epoch.toFixed(2)} loss ${log.loss.toFixed(4)} lr ${log.learningRate.toExponential(2)} grad ${
+      log.gradNorm.toFixed(3)
+    } ${log.tokensPerSecond.toFixed(0)} tok/s ETA ${formatEta(log.etaSeconds)}`
+  })
 }
 
 const formatEta = (s: number) => {
@@ -614,7 +621,9 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     yield* fs.writeFileString(metricsFile, "").pipe(Effect.mapError(toTrainError(metricsFile)))
   }
 
-  const report = options.onLog ?? defaultProgress(totalSteps)
+  const progress = yield* Effect.serviceOption(Progress)
+  const onLog = options.onLog
+  const report = onLog === undefined ? progressReport(progress, totalSteps) : (log: TrainLog | EvalLog) => Effect.sync(() => onLog(log))
   const appendMetrics = (log: TrainLog | EvalLog) =>
     fs.writeFileString(metricsFile, JSON.stringify(log) + "\n", { flag: "a" }).pipe(Effect.mapError(toTrainError(metricsFile)))
 
@@ -674,7 +683,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
       evaluationsWithoutImprovement: improved ? 0 : state.trainer.evaluationsWithoutImprovement + 1
     }
     state.evals.push(log)
-    report(log)
+    yield* report(log)
     yield* appendMetrics(log)
     // the best weights must exist on disk to become the final adapter
     if (improved) yield* save()
@@ -743,7 +752,7 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
         etaSeconds: perStep * (totalSteps - done)
       }
       state.logs.push(log)
-      report(log)
+      yield* report(log)
       yield* appendMetrics(log)
       state.windowLoss = 0
       state.windowSteps = 0
@@ -771,13 +780,14 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     Stream.runDrain,
     Effect.onInterrupt(() =>
       Effect.gen(function*() {
-        if (process.stderr.isTTY === true) process.stderr.write("\n")
+        if (Option.isSome(progress)) yield* progress.value.line(`train: interrupted at step ${state.trainer.globalStep}`)
         yield* Effect.logInfo(`interrupted at step ${state.trainer.globalStep}: saving a checkpoint`)
         yield* save().pipe(Effect.orDie)
       })
     )
   )
-  if (process.stderr.isTTY === true && options.onLog === undefined) process.stderr.write("\n")
+  // a line that stays ends the bar, so what is printed next starts on a line of its own
+  if (Option.isSome(progress) && onLog === undefined) yield* progress.value.line(`train: step ${state.trainer.globalStep}/${totalSteps}`)
 
   const finished = state.trainer.globalStep >= totalSteps || state.stoppedEarly
   // with no evaluation that could be compared, the final weights are the last step's
