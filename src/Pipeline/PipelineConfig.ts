@@ -87,7 +87,7 @@ export const TrainSection = Schema.Struct({
   gradientAccumulationSteps: t.gradientAccumulationSteps.annotate(doc("Micro-batches per optimizer step.")),
   learningRate: t.learningRate.annotate(doc("Peak learning rate.")),
   lrScheduler: t.lrScheduler.annotate(doc("Decay after warmup: linear, cosine or constant.")),
-  warmupSteps: t.warmupSteps.annotate(doc("Warmup steps.")),
+  warmupSteps: t.warmupSteps.annotate(doc("Warmup steps. When `maxSteps` is set (file or `--train-steps`) and this is not, it becomes 10% of `maxSteps` (at least 1).")),
   maxSeqLength: t.maxSeqLength.annotate(doc("Tokens per sequence; longer examples are cut.")),
   evalEvery: t.evalEvery.annotate(doc("Validation loss and ROUGE-L every this many steps (and at the end).")),
   saveEvery: t.saveEvery.annotate(doc("A checkpoint every this many steps (and at the end); an interrupted run resumes from the newest.")),
@@ -304,6 +304,17 @@ export const readPipelineConfigFile = (file: string) =>
     )
   })
 
+/**
+ * The default warmup is 10% of the default steps: when the steps are changed (file or flag) and the warmup is not,
+ * the warmup follows them (10%, at least 1), so a shortened run still reaches its peak learning rate.
+ */
+const scaleWarmup = (merged: Json, layers: ReadonlyArray<Json>): Json => {
+  const said = (key: string) => layers.some((l) => isObject(l["train"]) && l["train"][key] !== undefined)
+  const train = merged["train"]
+  if (!isObject(train) || !said("maxSteps") || said("warmupSteps") || typeof train["maxSteps"] !== "number") return merged
+  return { ...merged, train: { ...train, warmupSteps: Math.max(1, Math.round(Number(train["maxSteps"]) / 10)) } }
+}
+
 /** Resolves defaults ⊕ file ⊕ flags; each layer is validated as the merge so far, so errors name their source. */
 export const resolvePipelineConfig = Effect.fn("PipelineConfig.resolve")(function*(
   file: string | undefined,
@@ -315,7 +326,8 @@ export const resolvePipelineConfig = Effect.fn("PipelineConfig.resolve")(functio
   const defaults = defaultsFor(baseOf(flags) ?? baseOf(fromFile) ?? defaultPipelineConfig.model.base) as unknown as Json
   const withFile = mergeConfig(defaults, fromFile)
   if (file !== undefined) yield* validatePipelineConfig(withFile, file)
-  return yield* validatePipelineConfig(mergeConfig(withFile, flags), file === undefined ? "flags" : `${file} + flags`)
+  const merged = mergeConfig(withFile, flags)
+  return yield* validatePipelineConfig(scaleWarmup(merged, [fromFile, flags]), file === undefined ? "flags" : `${file} + flags`)
 })
 
 /** JSON with object keys sorted, so equal values always hash equally. */

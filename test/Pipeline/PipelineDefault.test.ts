@@ -73,6 +73,14 @@ describe("the default pipeline: SmolLM2-135M-Instruct", () => {
       fs.writeFileSync(file, "model: { base: tiny }\ntrain: { r: 4 }\n")
       const fromFile = yield* resolvePipelineConfig(file, flagsToConfig({ ...noFlags, learningRate: Option.some(5e-3), engine: Option.some("torch") }))
       assert.deepStrictEqual([fromFile.train.learningRate, fromFile.train.r, fromFile.train.maxSteps, fromFile.train.engine], [5e-3, 4, 80, "torch"])
+
+      // shortened steps carry the warmup along (10%) unless the warmup itself is given
+      const short = yield* resolvePipelineConfig(undefined, flagsToConfig({ ...noFlags, trainSteps: Option.some(20) }))
+      assert.deepStrictEqual([short.train.maxSteps, short.train.warmupSteps], [20, 2])
+      const warm = path.join(dir, "w.yaml")
+      fs.writeFileSync(warm, "train: { warmupSteps: 5 }\n")
+      const given = yield* resolvePipelineConfig(warm, flagsToConfig({ ...noFlags, trainSteps: Option.some(20) }))
+      assert.deepStrictEqual([given.train.maxSteps, given.train.warmupSteps], [20, 5])
       fs.rmSync(dir, { recursive: true, force: true })
     }).pipe(Effect.provide(NodeServices.layer)))
 
@@ -88,19 +96,16 @@ describe("the default pipeline: SmolLM2-135M-Instruct", () => {
     assert.strictEqual(defaultPipelineConfig.train.metricForBest, "eval_loss")
   })
 
-  it.effect("engine auto reports its choice: torch with the test Python, tfjs (and why) without a usable Python", () =>
+  it.effect("engine auto reports its choice and why: tfjs when the Python environment is not usable", () =>
     Effect.gen(function*() {
-      const pick = (python: string | undefined) =>
-        TrainingEngine.use((e) => Effect.succeed({ name: e.name, reason: e.reason })).pipe(
-          Effect.provide(TrainingEngine.layer("auto").pipe(Layer.provide(PythonEnv.layer({ python }))))
-        )
-      const withPython = yield* pick(process.env["FINETUNE_PYTHON"])
-      assert.strictEqual(withPython.name, "torch")
-      assert.match(withPython.reason, /^auto chose torch: .*torch/)
-      const without = yield* pick(path.join(tmpDir(), "no-such-python"))
-      assert.strictEqual(without.name, "tfjs")
-      assert.match(without.reason, /^auto chose tfjs: no usable Python environment/)
-    }).pipe(Effect.provide(NodeServices.layer)), 300_000) // the probe imports torch, transformers and peft: seconds idle, minutes on a loaded host
+      // (auto's torch leg imports torch, transformers and peft: TorchEngine's own tests cover it)
+      const missing = path.join(tmpDir(), "no-such-python")
+      const picked = yield* TrainingEngine.use((e) => Effect.succeed({ name: e.name, reason: e.reason })).pipe(
+        Effect.provide(TrainingEngine.layer("auto").pipe(Layer.provide(PythonEnv.layer({ python: missing }))))
+      )
+      assert.strictEqual(picked.name, "tfjs")
+      assert.match(picked.reason, /^auto chose tfjs: no usable Python environment \(.*no-such-python/)
+    }).pipe(Effect.provide(NodeServices.layer)), 120_000)
 
   it("the answer budget is the references' 95th-percentile length with a margin, above every reference but outliers", () => {
     const lengths = Array.from({ length: 100 }, (_, i) => 40 + i) // 40 .. 139
