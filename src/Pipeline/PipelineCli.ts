@@ -11,7 +11,7 @@ import { Command, Flag } from "effect/cli"
 import { DeviceChoice } from "../Model/Device.ts"
 import { EngineChoice } from "../Training/TrainingEngine.ts"
 import type { EvaluateResult } from "../Evaluation/EvaluateStage.ts"
-import { describeCommand } from "../Shared/CliHelp.ts"
+import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
 import { failCommand } from "../Shared/Errors.ts"
 import { layerPipelineLog } from "./PipelineProgress.ts"
 import { checkInputFiles, PipelineServices, runPipeline, stageNames } from "./Pipeline.ts"
@@ -45,10 +45,10 @@ const flags = {
   learningRate: Flag.Finite("learning-rate").pipe(Flag.withDescription("peak learning rate of the LoRA training"), Flag.optional),
   evalSamples: positive("eval-samples", "held-out records evaluated"),
   maxNewTokens: positive("max-new-tokens", "most answer tokens per evaluated generation (default: from the reference lengths)"),
-  merged: Flag.Boolean("merged").pipe(Flag.withDescription("also export the merged GGUF"), Flag.withDefault(false)),
+  merged: Flag.Boolean("merged").pipe(Flag.withDescription("also export the merged GGUF"), withDefault(false)),
   requireImprovement: Flag.Boolean("require-improvement").pipe(
-    Flag.withDescription("exit 4 unless the tuned model beats the base on ROUGE-L, factuality and placeholder F1"),
-    Flag.withDefault(false)
+    Flag.withDescription("exit 3 (threshold) unless the tuned model beats the base on ROUGE-L, factuality and placeholder F1"),
+    withDefault(false)
   )
 }
 
