@@ -18,7 +18,7 @@ describe("torch engine agrees with the tfjs trainer", () => {
     dir = await makeWorkspace("engine-agree-")
     torch = await trainTorch(agreementConfig(dir, "torch"))
     tfjs = await trainTfjs(agreementConfig(dir, "tfjs"))
-  }, 240_000)
+  }, 600_000)
 
   it("per-step losses agree within 1e-4 for the first 5 steps", () => {
     expect(torch.trainLogs.length).toBe(20)
@@ -63,5 +63,5 @@ describe("torch engine agrees with the tfjs trainer", () => {
     const j = await trainTfjs(agreementConfig(dir, "tfjs-packed", packed), { onLog: () => {} })
     expect(t.trainLogs.length).toBe(4)
     t.trainLogs.forEach((l, k) => expect(Math.abs(l.loss - j.trainLogs[k]!.loss)).toBeLessThan(1e-4))
-  }, 120_000)
+  }, 300_000)
 })

@@ -19,7 +19,7 @@ describe("torch engine: 2 processes (torchrun, gloo) = 1 process", () => {
     const config = { batchSize: 3, gradientAccumulationSteps: 2, maxSteps: 8, evalEvery: 4, saveEvery: 4 }
     single = await trainTorch(agreementConfig(dir, "single", config))
     ddp = await trainTorch(agreementConfig(dir, "ddp", { ...config, nprocPerNode: 2 }))
-  }, 240_000)
+  }, 600_000)
 
   it("gives the same adapter within 1e-5 and the same per-step losses", async () => {
     const a = await readAdapter(path.join(ddp.finalDir, "adapter_model.safetensors"))

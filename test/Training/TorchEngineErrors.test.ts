@@ -23,7 +23,7 @@ describe("torch engine errors", () => {
   let dir = ""
   beforeAll(async () => {
     dir = await makeWorkspace("engine-errors-")
-  }, 60_000)
+  }, 120_000)
 
   it("QLoRA without CUDA: a device error that says what to do instead", async () => {
     const config = agreementConfig(dir, "qlora", { mode: "qlora" })
@@ -34,13 +34,13 @@ describe("torch engine errors", () => {
     expect(e.detail).toContain("--engine tfjs")
     expect(e.detail).not.toContain("Traceback")
     expect(fs.readFileSync(path.join(config.outputDir, "engine.log"), "utf8")).toContain("Traceback")
-  })
+  }, 300_000)
 
   it("--device gpu where torch sees no CUDA device: a device error naming torch's build", async () => {
     const e = await failureOf(agreementConfig(dir, "gpu", { device: "gpu" }))
     expect(e.stage).toBe("device")
     expect(e.detail).toMatch(/device cuda was asked for but torch sees no CUDA device \(torch \d/)
-  })
+  }, 300_000)
 
   it("full fine-tuning and a bad base folder fail before Python starts, naming the field or file", async () => {
     const full = await failureOf(agreementConfig(dir, "full", { mode: "full" }))
@@ -48,5 +48,5 @@ describe("torch engine errors", () => {
     const missing = await failureOf(agreementConfig(dir, "missing", { model: path.join(dir, "no-such-model") }))
     expect(missing.stage).toBe("model")
     expect(missing.detail).toContain("no-such-model")
-  })
+  }, 300_000)
 })

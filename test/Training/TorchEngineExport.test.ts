@@ -87,5 +87,5 @@ layer(Layer.mergeAll(Device.layerCpu, LlamaCpp.layerCpu, NodeServices.layer))("t
       ours.dispose()
       assert.strictEqual(tf.memory().numTensors, tensorsBefore)
       fs.rmSync(dir, { recursive: true, force: true })
-    }).pipe(Effect.scoped), 240_000)
+    }).pipe(Effect.scoped), 600_000)
 })

@@ -46,7 +46,7 @@ describe("torch engine: resume and Ctrl-C", () => {
   let dir = ""
   beforeAll(async () => {
     dir = await makeWorkspace("engine-resume-")
-  }, 60_000)
+  }, 120_000)
 
   it("kill -9 mid-run, then --resume: the same adapter bytes as an uninterrupted run", async () => {
     const whole = await trainTorch(resumeConfig(dir, "whole"))
@@ -71,7 +71,7 @@ describe("torch engine: resume and Ctrl-C", () => {
     const steps = (run: string) => fs.readFileSync(path.join(dir, run, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { type: string; step: number }))
       .map((l) => `${l.type}:${l.step}`)
     expect(steps("killed")).toEqual(steps("whole"))
-  }, 240_000)
+  }, 600_000)
 
   it("SIGINT saves a checkpoint at the step reached and exits 130; the traceback-free log is in the run folder", async () => {
     const config = resumeConfig(dir, "ctrl-c")
@@ -88,5 +88,5 @@ describe("torch engine: resume and Ctrl-C", () => {
     expect(fs.existsSync(path.join(config.outputDir, "final-adapter"))).toBe(false)
     expect(stderr).not.toContain("Traceback")
     expect(fs.existsSync(path.join(config.outputDir, "engine.log"))).toBe(true)
-  }, 120_000)
+  }, 300_000)
 })
