@@ -155,7 +155,7 @@ const runCase = async (spec: string): Promise<CaseResult> => {
   const matmulParams = params - config.vocabSize * config.hiddenSize
   const loraParams = trainee.variables.reduce((s, v) => s + v.size, 0)
   const tokens = batch * seq
-  // architecture.md §8: FLOPs per trained token with a frozen base = 4N + 6N_lora + 12·L·d·T
+  // docs/architecture.md §8: FLOPs per trained token with a frozen base = 4N + 6N_lora + 12·L·d·T
   const flopsPerToken = 4 * matmulParams + 6 * loraParams + 12 * config.numLayers * config.hiddenSize * seq
   const trainTokensPerSecond = (tokens * steps) / trainSeconds
   const trainGflops = (trainTokensPerSecond * flopsPerToken) / 1e9
@@ -233,7 +233,7 @@ const main = async () => {
     "the answer-only cross-entropy over the last ¾ of each row. Forward-only = the same loss without gradients. Each",
     "case runs in its own process (peak RSS is the process's maxRSS, weights generation included); its train steps and",
     "forward passes alternate, so load from other processes hits both alike. MFU = achieved",
-    "FLOP/s (4·N + 6·N_lora + 12·L·d·T per token, architecture.md §8, N without the embedding lookup) / the best",
+    "FLOP/s (4·N + 6·N_lora + 12·L·d·T per token, docs/architecture.md §8, N without the embedding lookup) / the best",
     "square-matMul rate of the same backend in the same process (256³, 512³, 1024³ on wasm; 256³, 384³ on cpu), measured",
     "before and after the steps: the fraction of what this backend can do on one core, not of a hardware peak.",
     "",

@@ -1,5 +1,5 @@
 /**
- * The canonical training record (architecture.md §2, the seed's schema). Every input format (seed
+ * The canonical training record (docs/architecture.md §2, the seed's schema). Every input format (seed
  * records, chat `messages`, prompt/completion pairs) is mapped to this shape by the ingest, and every
  * later stage (Trainer, Evaluation) reads it.
  *

@@ -3,7 +3,7 @@
  *
  * Canonical layout inside the project is Hugging Face's: module names as in `transformers`' LlamaForCausalLM,
  * linear weights shaped [out, in] (y = x Wᵀ), and Q/K rows in HF order (rotate-half RoPE). Readers of GGUF files
- * undo llama.cpp's Q/K row permutation when loading; writers of GGUF files apply it (architecture.md §3).
+ * undo llama.cpp's Q/K row permutation when loading; writers of GGUF files apply it (docs/architecture.md §3).
  */
 import type * as tf from "@tensorflow/tfjs-core"
 import { Schema } from "effect"

@@ -20,14 +20,16 @@ import { loadAdapterInto, readPeftAdapter } from "./PeftAdapter.ts"
 import { type ChatMessage, Tokenizer } from "./Tokenizer.ts"
 import { renderTokens } from "./TokenText.ts"
 import { SeededRng } from "../Shared/Prng.ts"
-import { describeCause } from "../Shared/Errors.ts"
+import { causeKind, describeCause, kindField } from "../Shared/Errors.ts"
 
 export const GenerateEngine = Schema.Literals(["core", "llamacpp"])
 export type GenerateEngine = typeof GenerateEngine.Type
 
 export class ModelGenerateError extends Schema.TaggedError<ModelGenerateError>()("ModelGenerateError", {
   source: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
+  /** `failure`, or what the cause says (a missing model is `input`, a bad one `data`) */
+  kind: kindField("failure")
 }) {
   override get message() {
     return `${this.source}: ${this.detail}`
@@ -78,7 +80,7 @@ const logSoftmaxAt = (logits: ArrayLike<number>, offset: number, size: number, t
 const coreGenerate = (options: GenerateTextOptions, prompt: ReadonlyArray<number>, stop: ReadonlyArray<number>) =>
   Effect.gen(function*() {
     yield* Device
-    const fail = (e: unknown) => new ModelGenerateError({ source: options.model, detail: describeCause(e) })
+    const fail = (e: unknown) => new ModelGenerateError({ source: options.model, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
     const base = yield* Effect.acquireRelease(LlamaModel.load(options.model).pipe(Effect.mapError(fail)), (m) => Effect.sync(() => m.dispose()))
     const warning = droppedWindowWarning(base.config, prompt.length + options.maxTokens)
     if (warning !== undefined) yield* Effect.logWarning(warning)
@@ -111,7 +113,7 @@ const coreGenerate = (options: GenerateTextOptions, prompt: ReadonlyArray<number
 /** llama.cpp: LlamaCompletion generates, then controlledEvaluate gives the distribution at each answer token. */
 const llamaCppGenerate = (options: GenerateTextOptions, prompt: ReadonlyArray<number>, stop: ReadonlyArray<number>) =>
   Effect.gen(function*() {
-    const fail = (e: unknown) => new ModelGenerateError({ source: options.model, detail: describeCause(e) })
+    const fail = (e: unknown) => new ModelGenerateError({ source: options.model, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
     const llamaCpp = yield* LlamaCpp
     const model = yield* llamaCpp.loadModel({ modelPath: options.model }).pipe(Effect.mapError(fail))
     const contextSize = Math.min(model.trainContextSize, Math.max(64, prompt.length + options.maxTokens + 1))
@@ -159,7 +161,7 @@ type EngineRun<R> = (
 /** The prompt tokens, the engine's run, and the rendering shared by both engines. */
 const generateWith = <R>(engine: EngineRun<R>) => (options: GenerateTextOptions) =>
   Effect.scoped(Effect.gen(function*() {
-    const fail = (e: unknown) => new ModelGenerateError({ source: options.model, detail: describeCause(e) })
+    const fail = (e: unknown) => new ModelGenerateError({ source: options.model, detail: describeCause(e), kind: causeKind(e) ?? "failure" })
     const tok = yield* (yield* Tokenizer).load(options.model).pipe(Effect.mapError(fail))
     const chat = "messages" in options.input
     const text = "messages" in options.input ? yield* tok.applyChatTemplate(options.input.messages).pipe(Effect.mapError(fail)) : options.input.prompt

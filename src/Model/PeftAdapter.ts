@@ -1,7 +1,7 @@
 /**
  * LoRA adapters in PEFT's folder layout, loadable by `PeftModel.from_pretrained`:
  * `adapter_config.json` and `adapter_model.safetensors` with keys
- * `base_model.model.<module path>.lora_A.weight` [r, in] and `….lora_B.weight` [out, r] (architecture.md §3).
+ * `base_model.model.<module path>.lora_A.weight` [r, in] and `….lora_B.weight` [out, r] (docs/architecture.md §3).
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, FileSystem, Path } from "effect"

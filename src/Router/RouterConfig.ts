@@ -225,7 +225,7 @@ const optionalString = (name: string) => Config.String(name).pipe(Config.option)
 const optionalKey = (name: string) => Config.Redacted(name).pipe(Config.option)
 
 /**
- * The app's environment names (architecture.md §6) plus a few of ours for base URLs, read through Effect
+ * The app's environment names (docs/architecture.md §6) plus a few of ours for base URLs, read through Effect
  * `Config` (so a `ConfigProvider` can replace `process.env`).
  *
  * - LOCAL_PYTORCH_ENABLED ("true" enables the local model), LOCAL_PYTORCH_URL (default http://localhost:8000),

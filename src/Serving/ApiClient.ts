@@ -7,6 +7,7 @@
 import { Effect, Redacted, Schema } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import { HttpApiClient } from "effect/http-api"
+import type { ErrorKind } from "../Shared/Errors.ts"
 import * as Api from "./Api.ts"
 
 /** The whole derived client: `client.app.infer({ payload })`, `client.openai.chatCompletions(…)`, … */
@@ -50,6 +51,10 @@ export class ServeCheckError extends Schema.TaggedError<ServeCheckError>()("Serv
   question: Schema.String,
   detail: Schema.String
 }) {
+  /** the server did not answer the check: it is not serving */
+  get kind(): ErrorKind {
+    return "unavailable"
+  }
   override get message() {
     return `POST ${this.url}/infer failed for ${JSON.stringify(this.question.slice(0, 80))}: ${this.detail}`
   }

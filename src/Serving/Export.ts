@@ -2,7 +2,7 @@
  * GGUF export: a PEFT LoRA adapter (ours or one made by Python PEFT) as a llama.cpp LoRA adapter, or merged into
  * its base as a standalone model.
  *
- * Adapter GGUF (architecture.md §3, read off llama.cpp's `llama-adapter.cpp` and `convert_lora_to_gguf.py`):
+ * Adapter GGUF (docs/architecture.md §3, read off llama.cpp's `llama-adapter.cpp` and `convert_lora_to_gguf.py`):
  * - metadata `general.architecture` (the base's), `general.type = "adapter"`, `adapter.type = "lora"`,
  *   `adapter.lora.alpha` (f32); nothing else a loader could mistake for model data;
  * - per adapted weight `W`: `W.lora_a` from PEFT's A [r, in] (ggml ne [in, r]) and `W.lora_b` from B [out, r]

@@ -6,10 +6,14 @@
  */
 import { Deferred, Effect, Schema } from "effect"
 import { Worker } from "node:worker_threads"
+import type { ErrorKind } from "../Shared/Errors.ts"
 
 export class TokenizeFailed extends Schema.TaggedError<TokenizeFailed>()("TokenizeFailed", {
   detail: Schema.String
 }) {
+  get kind(): ErrorKind {
+    return "failure"
+  }
   override get message() {
     return `tokenizer thread: ${this.detail}`
   }

@@ -120,7 +120,7 @@ export const describeBase = Effect.fn("Preflight.describeBase")(function*(base: 
   return {
     source: base,
     format: "hf",
-    // a Llama-family HF model is `llama` in GGUF (Mistral too: architecture.md §3)
+    // a Llama-family HF model is `llama` in GGUF (Mistral too: docs/architecture.md §3)
     architecture: config.model_type === "mistral" || config.model_type === undefined ? "llama" : config.model_type,
     numLayers: config.num_hidden_layers,
     numHeads: config.num_attention_heads,

@@ -1,7 +1,7 @@
 /**
  * Time-driven resilience of the Router under TestClock: backoff delays, Retry-After, breaker cool-down,
  * the single half-open probe, the overall deadline and the health-check schedule. Providers are real
- * loopback HTTP servers; only the Router's clock is virtual. The pattern (effect4.md §8): fork the
+ * loopback HTTP servers; only the Router's clock is virtual. The pattern (CONTRIBUTING.md, Tests): fork the
  * request, wait in real time until it has reached its sleep, then `TestClock.adjust`.
  */
 import { assert, describe, it } from "@effect/vitest"

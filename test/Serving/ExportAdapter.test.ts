@@ -1,6 +1,6 @@
 /**
  * `export adapter` / `export merged` on a tiny project-made base and PEFT adapters made here: the file layout of
- * architecture.md §3, llama.cpp accepting every file, and the parity that proves the scales and the Q/K
+ * docs/architecture.md §3, llama.cpp accepting every file, and the parity that proves the scales and the Q/K
  * permutation right: base + adapter GGUF in llama.cpp gives the same next-token distributions as the merged F32
  * GGUF (merged in HF layout, so it does not share the adapter's permutation code path), while an adapter written
  * without the permutation does not.
