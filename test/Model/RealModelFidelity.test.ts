@@ -178,21 +178,30 @@ describe("SmolLM2-135M-Instruct", { timeout: slow }, () => {
     }
   })
 
-  it("64 greedy tokens after a ChatML prompt are identical to llama.cpp's", async () => {
+  it("greedy decoding equals llama.cpp's: 64 tokens of prose continuation, and a whole ChatML answer", async () => {
     const context = await exactContext(llamaF32, 512)
-    try {
-      // llama.cpp's own greedy sampler (temperature 0): no probability maps, so it costs what decoding costs
-      const theirs: Array<number> = []
-      for await (const token of context.getSequence().evaluate(chatPrompt.map((t) => t as Token), { temperature: 0 })) {
-        theirs.push(Number(token))
-        if (theirs.length === 64) break
+    /** llama.cpp's own greedy sampler (temperature 0; no probability maps); it ends at an end-of-generation token */
+    const llamaGreedy = async (prompt: ReadonlyArray<number>, count: number) => {
+      const out: Array<number> = []
+      await context.getSequence().clearHistory()
+      for await (const token of context.getSequence().evaluate(prompt.map((t) => t as Token), { temperature: 0 })) {
+        out.push(Number(token))
+        if (out.length === count) break
       }
-      const [mine] = generate(ours, [chatPrompt], { maxNewTokens: 64 })
-      assert.strictEqual(mine!.tokens.length, 64)
+      return out
+    }
+    try {
+      const prose = tokens.slice(0, 32)
+      const theirs = await llamaGreedy(prose, 64)
+      const [mine] = generate(ours, [prose], { maxNewTokens: 64 })
+      assert.strictEqual(theirs.length, 64)
       assert.deepStrictEqual(mine!.tokens, theirs)
-      // a real instruct model answers in English (not a stuck token)
-      assert.isAbove(new Set(theirs).size, 20)
-      console.log(`real model: greedy answer: ${JSON.stringify(llamaF32.detokenize(theirs.map((t) => t as never)))}`)
+      // the instruct model's ChatML answer, to its <|im_end|> (which llama.cpp stops at without returning it)
+      const answer = await llamaGreedy(chatPrompt, 64)
+      const [mineChat] = generate(ours, [chatPrompt], { maxNewTokens: 64, stopTokenIds: [2] })
+      assert.deepStrictEqual(mineChat!.tokens, answer)
+      assert.isAbove(new Set(answer).size, 10) // English, not a stuck token
+      console.log(`real model: greedy ChatML answer (${answer.length} tokens): ${JSON.stringify(llamaF32.detokenize(answer.map((t) => t as Token)))}`)
     } finally {
       await context.dispose()
     }
