@@ -31,7 +31,8 @@ describe("a missing input file", () => {
     ["model info", ["model", "info", model], model],
     ["export adapter", ["export", "adapter", "--adapter", join(dir, "missing-adapter"), "--base", model, "--out", join(dir, "a.gguf")], "missing-adapter"],
     ["route --context", ["route", "hello", "--context", join(dir, "missing.json")], "missing.json", { GROQ_API_KEY: "k", GROQ_BASE_URL: "http://127.0.0.1:9" }],
-    ["eval check", ["eval", "check", "--db", join(dir, "missing.db")], "missing.db"]
+    ["eval check", ["eval", "check", "--db", join(dir, "missing.db")], "missing.db"],
+    ["pipeline", ["pipeline", "--data", data, "--out", join(dir, "pipeline")], data]
   ]
 
   // one process at a time: the machine's cores are shared
@@ -61,7 +62,7 @@ describe("every command's --help (docs/cli-reference.md, which test/CliReference
 
   it("gives numeric defaults to numeric flags only, and shows serve's host and port defaults", () => {
     const flagLines = reference.split("\n").filter((l) => /^ {2}--[a-z]/.test(l))
-    const numericDefault = flagLines.filter((l) => /\(default -?[0-9][0-9.e+-]*\)/.test(l) && !/^ {2}--(help|version)/.test(l))
+    const numericDefault = flagLines.filter((l) => /\(default -?\d+(?:\.\d+)?(?:e[+-]?\d+)?\)/.test(l) && !/^ {2}--(help|version)/.test(l))
     expect(numericDefault.length).toBeGreaterThan(30)
     for (const line of numericDefault) expect(line).toMatch(/^ {2}--[a-z0-9-]+(?:, -[a-z])? (integer|number) /)
     expect(reference).toMatch(/--host string\s+address to listen on \(default 127\.0\.0\.1\)/)

@@ -96,9 +96,15 @@ describe("serve", () => {
     await expect(fetch(`${url}/health`)).rejects.toThrow()
   })
 
-  it("exits 4 when the base cannot be loaded", async () => {
-    const r = await cli(["serve", "--base", path.join(dir, "missing.gguf"), "--port", "0", "--gpu", "off"])
-    expect(r.code).toBe(4)
-    expect(r.stderr).toContain("missing.gguf")
+  it("exits 1 (input) when the base file is missing, 2 (data) when it is not a model", async () => {
+    const missing = await cli(["serve", "--base", path.join(dir, "missing.gguf"), "--port", "0", "--gpu", "off"])
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toContain("missing.gguf")
+    const junk = path.join(dir, "junk.gguf")
+    fs.writeFileSync(junk, "not a model at all")
+    const invalid = await cli(["serve", "--base", junk, "--port", "0", "--gpu", "off"])
+    expect(invalid.code, invalid.stderr).toBe(2)
+    expect(invalid.stderr).toContain("junk.gguf")
+    expect(invalid.stderr).not.toMatch(/^\s+at /m)
   })
 })
