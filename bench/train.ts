@@ -6,7 +6,7 @@
  *
  *   node bench/train.ts            all cases, writes BENCHMARKS.md
  *   node bench/train.ts --case wasm:tiny:lora   one case, prints JSON
- *   node bench/train.ts --engines-only          the torch engine against plain PyTorch only, prints the table
+ *   node bench/train.ts --engines-only [tiny 100m smollm2]   the torch engine against plain PyTorch only (those shapes)
  *
  * The torch rows (section `## Training engines`) put the torch engine (python/finetune_finance_py/engine) beside a
  * plain PyTorch + PEFT loop on the same shapes, 1 and 2 threads; they need FINETUNE_PYTHON or the managed .venv.
@@ -279,7 +279,7 @@ const torchCases = [
   { shape: "smollm2" as const, batch: 1, seq: 128, steps: 4 }
 ]
 
-const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>): Promise<string> => {
+const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>, only: ReadonlyArray<string> = []): Promise<string> => {
   const { Effect } = await import("effect")
   const { NodeServices } = await import("@effect/platform-node")
   const { AdapterConfig } = await import("../src/Model/AdapterConfig.ts")
@@ -294,7 +294,7 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>): Promise<str
   const pythonPath = new URL("../python", import.meta.url).pathname
   const env = (threads: number) => ({ ...process.env, PYTHONPATH: pythonPath, OMP_NUM_THREADS: String(threads), PYTHONUNBUFFERED: "1" })
   const rows: Array<TorchRow> = []
-  for (const c of torchCases) {
+  for (const c of torchCases.filter((t) => only.length === 0 || only.includes(t.shape))) {
     const shape = shapes[c.shape]
     const config = "preset" in shape ? presetConfig(shape.preset) : shape.config
     const dir = path.join(root, c.shape)
@@ -381,7 +381,7 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>): Promise<str
 
 if (args[0] === "--engines-only") {
   // the torch-engine and reference rows alone (for working on the engine); the published table comes from a full run
-  console.log(await benchEngines([]))
+  console.log(await benchEngines([], args.slice(1)))
 } else if (args[0] === "--case") {
   const r = await runCase(args[1]!)
   console.log(JSON.stringify(r))
