@@ -77,7 +77,9 @@ describe("the globalSetup's hand-over", () => {
       ].join("\n"),
       null
     ) as { code: number; out: string }
-    expect(result.out).toMatch(/\b6 passed\b/)
+    // at least the oracle contract's 6 (other parts of the package add their own)
+    expect(Number(/\b(\d+) passed\b/.exec(result.out)?.[1] ?? 0), result.out).toBeGreaterThanOrEqual(6)
+    expect(result.out).not.toMatch(/\b\d+ (failed|errors?)\b/)
     expect(result.code).toBe(0)
   })
 })
