@@ -109,6 +109,8 @@ export interface TrainExample {
   readonly text: string
   readonly answerStart: number
   readonly answerEnd: number
+  /** chat examples: every assistant turn's span (Collate trains on each); absent: the answer's span alone */
+  readonly lossSpans?: ReadonlyArray<readonly [number, number]> | undefined
 }
 
 /** What a run trains on: the base model's weights (streamed), its tokenizer, the data. */
