@@ -1,14 +1,13 @@
 /**
  * BLEU exactly as sacrebleu computes it (mjpost/sacrebleu 2.x `metrics/bleu.py`, `tokenizers/tokenizer_13a.py`),
  * checked to 1e-9 against sacrebleu itself on 2,000 generated pairs on every test run (test/Metrics/BleuOracle.test.ts)
- * and against its published test cases. One known difference: sacrebleu 2.6 scores an empty reference as one of
- * length 0; this rejects it.
+ * and against its published test cases. An empty reference counts, as in sacrebleu 2.6, as one of length 0.
  *
  * - `corpusBleu`: sufficient statistics summed over segments, then one score (sacrebleu `corpus_score`);
  *   defaults: 13a tokenizer, `exp` smoothing, max order 4, no effective order, case-sensitive.
  * - `sentenceBleu`: one segment; defaults like sacrebleu's `sentence_bleu` (effective order on).
  * - References: sacrebleu's layout, a list of reference *streams* (`references[k][i]` is the k-th reference of
- *   segment i). Empty references are skipped per segment; a segment with none is an error (as in sacrebleu).
+ *   segment i). An empty reference is one of length 0 (as in sacrebleu 2.6).
  * - Scores are on sacrebleu's 0–100 scale.
  */
 import { Schema } from "effect"
@@ -169,9 +168,10 @@ const preprocess = (sentence: string, o: Resolved): Array<string> => {
 
 /** The references' n-gram counts (per n-gram, the max over references) and their lengths. */
 const referenceInfo = (refs: ReadonlyArray<string>, o: Resolved, segment: number, index: NgramIndex) => {
-  const lines = refs.filter((r) => r !== "")
+  // sacrebleu 2.6 drops only missing (None) references; an empty one is a reference of length 0
+  const lines = refs
   if (lines.length === 0) {
-    throw new MetricInputError({ metric: "BLEU", detail: `segment ${segment}: empty reference (sacrebleu rejects it too)` })
+    throw new MetricInputError({ metric: "BLEU", detail: `segment ${segment}: no reference` })
   }
   let counts: Array<Array<number>> | undefined
   const lens: Array<number> = []
