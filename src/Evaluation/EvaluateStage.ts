@@ -10,6 +10,7 @@ import type { Stage } from "../Shared/Stage.ts"
 import { readRecordsFile } from "../Training/Trainer.ts"
 import { Evaluator } from "./Evaluator.ts"
 import { Generator } from "./Generator.ts"
+import { evalTokenBudget } from "./TokenBudget.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { bootstrapMargins, Margin } from "./Margins.ts"
 import { Aggregate } from "./RunFiles.ts"
@@ -41,24 +42,12 @@ export type SideBySide = typeof SideBySide.Type
 /** How many held-out questions the report shows side by side. */
 export const sideBySideCount = 5
 
-/**
- * The answer budget when `eval.maxNewTokens` is 0: the 95th percentile of the references' token lengths (in the
- * base's own tokenizer) plus a quarter of it and 16 tokens, so answers are not cut before their citations and risk
- * notes (a budget below the references' length makes those rates read 0 whatever the model does).
- */
-export const tokenBudgetOf = (lengths: ReadonlyArray<number>): number => {
-  if (lengths.length === 0) return 64
-  const sorted = [...lengths].sort((a, b) => a - b)
-  const p95 = sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!
-  return Math.ceil(p95 * 1.25) + 16
-}
-
 /** The references' token lengths in the model's tokenizer, and the budget they give. */
 export const referenceTokenBudget = Effect.fn("EvaluateStage.tokenBudget")(function*(split: string, model: string) {
   const records = yield* readRecordsFile(split)
   const tokenizer = yield* (yield* Tokenizer).load(model)
-  const lengths = records.map((r) => tokenizer.tokenize(r.answer, { addBos: false }).length)
-  return { budget: tokenBudgetOf(lengths), references: lengths.length, longest: Math.max(0, ...lengths) }
+  const budget = evalTokenBudget(records.map((r) => r.answer), tokenizer)
+  return { budget: budget.tokens, references: budget.references, longest: budget.longest }
 }, Effect.scoped)
 
 const SampleText = Schema.Struct({ id: Schema.String, question: Schema.String, prediction: Schema.String, reference: Schema.String })

@@ -4,7 +4,7 @@ import { Effect, Layer, Option } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { tokenBudgetOf } from "../../src/Evaluation/EvaluateStage.ts"
+import { evalTokenBudget } from "../../src/Evaluation/TokenBudget.ts"
 import { bootstrapMargins } from "../../src/Evaluation/Margins.ts"
 import { smollm2 } from "../../src/Model/ModelCatalog.ts"
 import { plannedStages, pretrainApplies } from "../../src/Pipeline/Pipeline.ts"
@@ -108,11 +108,13 @@ describe("the default pipeline: SmolLM2-135M-Instruct", () => {
     }).pipe(Effect.provide(NodeServices.layer)), 120_000)
 
   it("the answer budget is the references' 95th-percentile length with a margin, above every reference but outliers", () => {
-    const lengths = Array.from({ length: 100 }, (_, i) => 40 + i) // 40 .. 139
-    const budget = tokenBudgetOf(lengths)
+    // a tokenizer with one token a character, so each reference's length is its token count
+    const perChar = { tokenize: (text: string) => Array.from(text, () => 1) }
+    const references = Array.from({ length: 100 }, (_, i) => "x".repeat(40 + i)) // 40 .. 139 tokens
+    const budget = evalTokenBudget(references, perChar).tokens
     assert.strictEqual(budget, Math.ceil(134 * 1.25) + 16)
     assert.isAbove(budget, 139)
-    assert.strictEqual(tokenBudgetOf([10]), Math.ceil(10 * 1.25) + 16)
+    assert.strictEqual(evalTokenBudget(["x".repeat(10)], perChar).tokens, Math.ceil(10 * 1.25) + 16)
   })
 
   it.effect("margins cover ROUGE-L, BLEU, placeholder F1, citation, risk-note (advice records only) and factuality", () =>
