@@ -52,7 +52,7 @@ const descriptions: Record<keyof TrainConfig, string> = {
   earlyStoppingPatience: "stop after N evaluations without improvement",
   evalGenerationSamples: "validation records generated greedily and scored with ROUGE-L at each evaluation",
   maxNewTokens: "generation length at evaluation",
-  promptLayout: "seed | llama3 | mistral",
+  promptLayout: "seed | chatml | llama3 | mistral (chat layouts put the answer in the model's assistant turn)",
   device: "the tfjs backend (tfjs engine)",
   engine: "tfjs (in-process), torch (PyTorch + PEFT in Python) or auto (torch when the Python env is usable) (default tfjs)",
   nprocPerNode: "torch engine: processes per node under torchrun (data-parallel; default 1)",
