@@ -10,7 +10,7 @@ import * as fs from "node:fs"
 import { join } from "node:path"
 import { dequantizableTypeNames, dequantizableTypes } from "./GgmlQuants.ts"
 import { type GgufHeader, metaArray, metaNumber, metaString, openGguf, readGgufHeader, requireNumber } from "./Gguf.ts"
-import { hfNameOf, llama3ScalingFromFactors, qkHeadsFor } from "./GgufNames.ts"
+import { hfNameOf, llama3ScalingFromFactors, qkHeadsFor, unpermuteQkFromGguf } from "./GgufNames.ts"
 import { type LlamaConfig, type NamedTensor, type RopeScaling, weightNames } from "./ModelContracts.ts"
 import { fileError, type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { openSafetensors, readSafetensorsHeader } from "./Safetensors.ts"
@@ -60,32 +60,6 @@ export const expectedShape = (config: LlamaConfig, name: string): ReadonlyArray<
     case "down_proj": return [d, config.intermediateSize]
   }
   return undefined
-}
-
-/** GGUF -> HF row order of a Q/K weight, in place (one row of scratch), undoing llama.cpp's permutation. */
-const unpermuteInPlace = (data: Float32Array, rows: number, nHead: number): void => {
-  const cols = data.length / rows
-  const headDim = rows / nHead, half = headDim / 2
-  // destination HF row of each GGUF row: GGUF 2i+two -> HF two*half+i (within a head)
-  const target = new Int32Array(rows)
-  for (let h = 0; h < nHead; h++) {
-    for (let i = 0; i < half; i++) for (let two = 0; two < 2; two++) target[h * headDim + 2 * i + two] = h * headDim + two * half + i
-  }
-  const done = new Uint8Array(rows)
-  const carry = new Float32Array(cols), swap = new Float32Array(cols)
-  for (let start = 0; start < rows; start++) {
-    if (done[start] || target[start] === start) continue
-    carry.set(data.subarray(start * cols, (start + 1) * cols))
-    let row = start
-    do {
-      const to = target[row]!
-      swap.set(data.subarray(to * cols, (to + 1) * cols))
-      data.set(carry, to * cols)
-      carry.set(swap)
-      done[row] = 1
-      row = to
-    } while (row !== start)
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -180,9 +154,10 @@ export const loadGguf = (path: string): Effect.Effect<ModelSource, ModelFileErro
       Stream.fromIterable(file.tensors.filter((t) => t.name !== "rope_freqs.weight")).pipe(
         Stream.mapEffect((info) =>
           Effect.map(file.readTensor(info.name), (tensor): NamedTensor => {
+            // Q/K rows back into HF order (a Q/K weight is far smaller than the embedding, so the copy sets no peak)
             const heads = qkHeadsFor(info.name, config)
-            if (heads !== undefined) unpermuteInPlace(tensor.data, tensor.shape[0]!, heads)
-            return { name: hfNameOf(info.name)!, shape: tensor.shape, data: tensor.data }
+            const data = heads === undefined ? tensor.data : unpermuteQkFromGguf(tensor.data, tensor.shape[0]!, heads)
+            return { name: hfNameOf(info.name)!, shape: tensor.shape, data }
           }))
       )))
     return {
