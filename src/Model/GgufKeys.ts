@@ -36,13 +36,23 @@ export const ggufKeys = {
   eosTokenId: "tokenizer.ggml.eos_token_id",
   eotTokenId: "tokenizer.ggml.eot_token_id",
   unknownTokenId: "tokenizer.ggml.unknown_token_id",
+  paddingTokenId: "tokenizer.ggml.padding_token_id",
   addBosToken: "tokenizer.ggml.add_bos_token",
   addEosToken: "tokenizer.ggml.add_eos_token",
   addSpacePrefix: "tokenizer.ggml.add_space_prefix",
   chatTemplate: "tokenizer.chat_template",
   // LoRA adapters
   adapterType: "adapter.type",
-  adapterLoraAlpha: "adapter.lora.alpha"
+  adapterLoraAlpha: "adapter.lora.alpha",
+  // ours: the prompt an adapter (or a merged model) was fine-tuned on, so serving renders the same prompt
+  promptLayout: "finetune.prompt_layout",
+  systemPrompt: "finetune.system_prompt"
 } as const
 
 export type GgufKey = (typeof ggufKeys)[keyof typeof ggufKeys]
+
+/** llama.cpp's `general.file_type` (enum llama_ftype) of a model whose tensors are all of one type. */
+export const llamaFileTypes = { F32: 0, F16: 1, Q8_0: 7, BF16: 32 } as const
+
+/** The key of a named chat template (`tokenizer.chat_template.<name>`; the default one is `ggufKeys.chatTemplate`). */
+export const namedChatTemplateKey = (name: string): string => `${ggufKeys.chatTemplate}.${name}`

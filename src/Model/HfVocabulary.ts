@@ -24,7 +24,7 @@ import { TokenType } from "./FinanceVocabulary.ts"
 import { gguf, type GgufValue } from "./Gguf.ts"
 import { fileError, toFileError } from "./ModelFileError.ts"
 import { describeCause } from "../Shared/Errors.ts"
-import { ggufKeys } from "./GgufKeys.ts"
+import { ggufKeys, namedChatTemplateKey } from "./GgufKeys.ts"
 
 /** The pre-tokenizer regexes llama.cpp knows, by the `tokenizer.ggml.pre` name it knows them by. */
 const knownPreTokenizers: ReadonlyArray<{ readonly pre: string; readonly regex: string }> = [
@@ -295,12 +295,12 @@ export const ggufVocabularyFromHf = (files: HfTokenizerFiles, vocabSize: number)
   const validId = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v < vocabSize ? v : undefined
   const bosText = tokenText(config.bos_token), eosText = tokenText(config.eos_token)
   const specials: Array<readonly [string, number | undefined]> = [
-    ["bos", validId(idOfText(bosText)) ?? validId(modelIds.bos_token_id)],
-    ["eos", validId(idOfText(eosText)) ?? validId(Array.isArray(modelIds.eos_token_id) ? modelIds.eos_token_id[0] : modelIds.eos_token_id)],
-    ["unknown", validId(idOfText(tokenText(config.unk_token) ?? unk)) ?? validId(modelIds.unk_token_id)],
-    ["padding", validId(idOfText(tokenText(config.pad_token))) ?? validId(modelIds.pad_token_id)]
+    [ggufKeys.bosTokenId, validId(idOfText(bosText)) ?? validId(modelIds.bos_token_id)],
+    [ggufKeys.eosTokenId, validId(idOfText(eosText)) ?? validId(Array.isArray(modelIds.eos_token_id) ? modelIds.eos_token_id[0] : modelIds.eos_token_id)],
+    [ggufKeys.unknownTokenId, validId(idOfText(tokenText(config.unk_token) ?? unk)) ?? validId(modelIds.unk_token_id)],
+    [ggufKeys.paddingTokenId, validId(idOfText(tokenText(config.pad_token))) ?? validId(modelIds.pad_token_id)]
   ]
-  for (const [kind, id] of specials) if (id !== undefined) metadata.push([`tokenizer.ggml.${kind}_token_id`, gguf.u32(id)])
+  for (const [key, id] of specials) if (id !== undefined) metadata.push([key, gguf.u32(id)])
   const template = templateAdds(json, bosText, eosText)
   metadata.push([ggufKeys.addBosToken, gguf.bool(config.add_bos_token ?? template.bos ?? false)])
   metadata.push([ggufKeys.addEosToken, gguf.bool(config.add_eos_token ?? template.eos ?? false)])
@@ -310,7 +310,7 @@ export const ggufVocabularyFromHf = (files: HfTokenizerFiles, vocabSize: number)
   if (typeof chat === "string") metadata.push([ggufKeys.chatTemplate, gguf.string(chat)])
   else if (chat !== undefined && chat !== null) {
     for (const { name, template: text } of chat) {
-      metadata.push([name === "default" ? ggufKeys.chatTemplate : `tokenizer.chat_template.${name}`, gguf.string(text)])
+      metadata.push([name === "default" ? ggufKeys.chatTemplate : namedChatTemplateKey(name), gguf.string(text)])
     }
   }
   return { model: spm ? "llama" : "gpt2", pre, tokens: texts, types, metadata }

@@ -8,30 +8,26 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import { join } from "node:path"
 import { gguf, openGguf } from "./Gguf.ts"
+import { ggufKeys, llamaFileTypes } from "./GgufKeys.ts"
 import { hfNameOf, qkHeadsFor, unpermuteQkFromGguf } from "./GgufNames.ts"
+import { rewriteGguf } from "./GgufRewrite.ts"
 import { writeGguf } from "./GgufWriter.ts"
 import { configFromGguf, toHfConfigJson } from "./ModelLoader.ts"
 import { type ModelFileError, toFileError } from "./ModelFileError.ts"
 import { writeSafetensors } from "./Safetensors.ts"
 
 /**
- * The GGUF at `source` with every tensor as F32: same metadata (tokenizer, chat template, hyper-parameters) except
- * `general.file_type` = 0 (all F32), same tensor names, order and ggml layout (Q/K rows stay in llama.cpp's order).
+ * The GGUF at `source` with every tensor as F32 (rewriteGguf, every tensor copied as F32): same metadata
+ * (tokenizer, chat template, hyper-parameters) except `general.file_type` = all F32, same tensor names, order and
+ * ggml layout (a copied tensor keeps its rows where they are: Q/K stay in llama.cpp's order).
  */
 export const writeDequantizedGguf = (source: string, target: string): Effect.Effect<void, ModelFileError> =>
   Effect.scoped(Effect.gen(function*() {
-    const file = yield* openGguf(source)
-    const metadata = [...file.metadata].filter(([key]) => key !== "general.alignment").map(([key, value]) =>
-      key === "general.file_type" ? [key, gguf.u32(0)] as const : [key, value] as const
-    )
-    const tensors = file.tensors.map((info) => ({
-      name: info.name,
-      shape: info.shape,
-      type: "F32" as const,
-      // the writer asks for each tensor in turn; the read is synchronous underneath (positional file reads)
-      data: () => Effect.runSync(file.readTensor(info.name)).data
-    }))
-    yield* writeGguf(target, { metadata, tensors })
+    const plan = yield* rewriteGguf(source, {
+      metadata: [[ggufKeys.fileType, gguf.u32(llamaFileTypes.F32)]],
+      copyType: () => "F32"
+    })
+    yield* writeGguf(target, plan)
   }))
 
 /**

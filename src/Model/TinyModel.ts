@@ -17,7 +17,7 @@ import { toHfConfigJson } from "./ModelLoader.ts"
 import { writeSafetensors } from "./Safetensors.ts"
 import { describeCause } from "../Shared/Errors.ts"
 import { Sfc32 } from "../Shared/Prng.ts"
-import { ggufKeys } from "./GgufKeys.ts"
+import { ggufKeys, llamaFileTypes } from "./GgufKeys.ts"
 
 export const TinyPreset = Schema.Literals(["tiny", "small", "llama3-tiny", "mistral-tiny", "bench-1b"])
 export type TinyPreset = typeof TinyPreset.Type
@@ -143,9 +143,6 @@ export const canonicalWeights = (config: LlamaConfig, options: InitOptions): Rea
   return tensors
 }
 
-/** llama.cpp `general.file_type` (enum llama_ftype) for a model of one tensor type */
-const fileTypes: Record<GgufWriteType, number> = { F32: 0, F16: 1, Q8_0: 7, BF16: 32 }
-
 /** The `llama.*` hyper-parameter metadata of a config, as llama.cpp's converter writes it. */
 export const llamaMetadata = (config: LlamaConfig): Array<readonly [string, GgufValue]> => {
   const entries: Array<readonly [string, GgufValue]> = [
@@ -218,7 +215,7 @@ export const writeTinyModel = (options: TinyModelOptions): Effect.Effect<void, M
       [ggufKeys.architecture, gguf.string("llama")],
       [ggufKeys.type, gguf.string("model")],
       [ggufKeys.name, gguf.string(options.name ?? "finetune-finance tiny llama")],
-      [ggufKeys.fileType, gguf.u32(fileTypes[type])],
+      [ggufKeys.fileType, gguf.u32(llamaFileTypes[type])],
       ...llamaMetadata(config),
       ...tokenizerMetadata(vocab)
     ]

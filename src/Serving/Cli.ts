@@ -10,6 +10,7 @@ import { Config, Console, Effect, FileSystem, Option, Path, Schema } from "effec
 import type { PlatformError } from "effect/PlatformError"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
+import { ggufKeys } from "../Model/GgufKeys.ts"
 import { describeThreads } from "../Model/LlamaCpp.ts"
 import { PlaceholderPolicy } from "./Api.ts"
 import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
@@ -36,7 +37,7 @@ const adapterCommand = Command.make("adapter", {
   base: Flag.String("base").pipe(Flag.withDescription("the base model it was trained on: a GGUF file or a Hugging Face folder")),
   out: Flag.String("out").pipe(Flag.withDescription("the llama.cpp LoRA adapter GGUF to write")),
   type: Flag.Literals("type", ["f32", "f16"]).pipe(Flag.withDescription("tensor type of lora_a/lora_b"), withDefault("f32" as const)),
-  name: Flag.String("name").pipe(Flag.optional, Flag.withDescription("general.name (default: the adapter folder's name)"))
+  name: Flag.String("name").pipe(Flag.optional, Flag.withDescription(`${ggufKeys.name} (default: the adapter folder's name)`))
 }, (flags) =>
   Effect.flatMap(resolveModelArgument(flags.base), (base) => exportAdapter({
     adapter: flags.adapter,
@@ -45,7 +46,7 @@ const adapterCommand = Command.make("adapter", {
     type: flags.type === "f16" ? "F16" : "F32",
     ...(Option.isSome(flags.name) ? { name: flags.name.value } : {})
   })).pipe(
-    Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.modules} adapted modules, ${r.tensors} tensors, adapter.lora.alpha = ${r.alpha}, ${r.bytes} bytes`)),
+    Effect.flatMap((r) => Console.log(`wrote ${r.out}: ${r.modules} adapted modules, ${r.tensors} tensors, ${ggufKeys.adapterLoraAlpha} = ${r.alpha}, ${r.bytes} bytes`)),
     Effect.catch(reportFailure)
   )).pipe(describeCommand(
     "Convert a PEFT LoRA adapter (ours or Python PEFT's) to a llama.cpp LoRA GGUF, after checking it against the base"

@@ -4,7 +4,9 @@
  *
  * Adapter GGUF (docs/architecture.md §3, read off llama.cpp's `llama-adapter.cpp` and `convert_lora_to_gguf.py`):
  * - metadata `general.architecture` (the base's), `general.type = "adapter"`, `adapter.type = "lora"`,
- *   `adapter.lora.alpha` (f32); nothing else a loader could mistake for model data;
+ *   `adapter.lora.alpha` (f32); nothing else a loader could mistake for model data, except our
+ *   `finetune.prompt_layout` (+ `finetune.system_prompt`) when the PEFT folder records the prompt it was trained on
+ *   (Training/AdapterPrompt.ts; llama.cpp ignores them, `serve` renders `/infer`'s prompt in that layout);
  * - per adapted weight `W`: `W.lora_a` from PEFT's A [r, in] (ggml ne [in, r]) and `W.lora_b` from B [out, r]
  *   (ne [r, out]), stored as they are;
  * - llama.cpp computes `scale = user_scale · alpha / r`; PEFT's rsLoRA scale `alpha / √r` is therefore written as
@@ -20,9 +22,9 @@
  * folder base, the hyper-parameters come from config.json and the tokenizer is converted from tokenizer.json
  * (HfVocabulary.ts), as llama.cpp's convert_hf_to_gguf.py does.
  */
-import { Effect, FileSystem, Path, Schema } from "effect"
+import { Effect, FileSystem, Option, Path, Schema } from "effect"
 import { gguf, type GgufValue } from "../Model/Gguf.ts"
-import { ggufKeys } from "../Model/GgufKeys.ts"
+import { ggufKeys, llamaFileTypes } from "../Model/GgufKeys.ts"
 import { rewriteGguf } from "../Model/GgufRewrite.ts"
 import { ggufNameOf, hfNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../Model/GgufNames.ts"
 import { type GgufTensorToWrite, type GgufWriteType, writeGguf } from "../Model/GgufWriter.ts"
@@ -34,6 +36,7 @@ import { openSafetensors, type SafetensorsFile } from "../Model/Safetensors.ts"
 import { llamaMetadata } from "../Model/TinyModel.ts"
 import { readHfVocabulary } from "../Model/HfVocabulary.ts"
 import { type AdapterDescription, type BaseDescription, checkAdapter, describeBase } from "./Preflight.ts"
+import { readAdapterPrompt, type TrainedPrompt, trainedPromptMetadata } from "../Training/AdapterPrompt.ts"
 
 /** One module of an adapter, ready to write: A [r, in], B [out, r] in HF row order, and PEFT's scale. */
 export interface AdapterPair {
@@ -49,6 +52,8 @@ export interface LoadedAdapter {
   readonly source: string
   readonly config: AdapterConfig
   readonly pairs: ReadonlyArray<AdapterPair>
+  /** the prompt it was trained on (`adapter_prompt.json`), when the folder records it */
+  readonly prompt: TrainedPrompt | undefined
 }
 
 /** Reads a PEFT adapter folder with each module's scale resolved by its AdapterConfig. */
@@ -64,6 +69,7 @@ export const loadPeftAdapter = Effect.fn("Export.loadPeftAdapter")(function*(dir
     })
   }
   const peft = yield* readPeftAdapter(dir)
+  const prompt = Option.getOrUndefined(yield* readAdapterPrompt(dir))
   const pairs: Array<AdapterPair> = [...peft.modules].map(([module, { a, b }]) => ({
     module,
     rank: a.shape[0]!,
@@ -71,7 +77,7 @@ export const loadPeftAdapter = Effect.fn("Export.loadPeftAdapter")(function*(dir
     b,
     scale: peft.config.scaleOf(module)
   }))
-  return { source: dir, config: peft.config, pairs } satisfies LoadedAdapter
+  return { source: dir, config: peft.config, pairs, prompt } satisfies LoadedAdapter
 })
 
 const describePeft = (adapter: LoadedAdapter): AdapterDescription => ({
@@ -85,6 +91,9 @@ const describePeft = (adapter: LoadedAdapter): AdapterDescription => ({
     declaredRank: adapter.config.rankOf(p.module)
   }))
 })
+
+/** The trained prompt's GGUF keys, so the served adapter is asked in its own layout (none when unrecorded). */
+const promptMetadataOf = (adapter: LoadedAdapter) => adapter.prompt === undefined ? [] : trainedPromptMetadata(adapter.prompt)
 
 const scaled = (data: Float32Array, factor: number) => factor === 1 ? data : data.map((v) => v * factor)
 
@@ -142,7 +151,10 @@ export const exportAdapter = Effect.fn("Export.adapter")(function*(options: Expo
   yield* checkAdapter(describePeft(adapter), base)
   const { alpha, tensors } = adapterGgufTensors(adapter, base, options.type ?? "F32")
   const name = options.name ?? path.basename(path.resolve(options.adapter))
-  const metadata = adapter.config.toLlamaCppMetadata({ architecture: base.architecture, name, modules: adapter.pairs.map((p) => p.module) })
+  const metadata = [
+    ...adapter.config.toLlamaCppMetadata({ architecture: base.architecture, name, modules: adapter.pairs.map((p) => p.module) }),
+    ...promptMetadataOf(adapter)
+  ]
   yield* writeGguf(options.out, { metadata, tensors })
   const stat = yield* fs.stat(options.out).pipe(Effect.mapError(toFileError(options.out)))
   return { out: options.out, tensors: tensors.length, modules: adapter.pairs.length, alpha, bytes: Number(stat.size) } satisfies ExportReport
@@ -162,7 +174,6 @@ export interface ExportMergedOptions {
   readonly onTensor?: (index: number, total: number, name: string) => void
 }
 
-const fileTypes: Record<MergedType, number> = { f32: 0, f16: 1, q8_0: 7 }
 const writeTypes: Record<MergedType, GgufWriteType> = { f32: "F32", f16: "F16", q8_0: "Q8_0" }
 
 /** W[out, in] += scale · B[out, r] · A[r, in], in place. */
@@ -202,7 +213,7 @@ interface MergedPlan {
 const mergedFromGguf = (options: ExportMergedOptions, byWeight: ReadonlyMap<string, AdapterPair>) => {
   const target = writeTypes[options.type]
   return rewriteGguf(options.base, {
-    metadata: [[ggufKeys.fileType, gguf.u32(fileTypes[options.type])]],
+    metadata: [[ggufKeys.fileType, gguf.u32(llamaFileTypes[writeTypes[options.type]])]],
     copyType: (info) => mergedTensorType(info.shape, target),
     // merged in HF layout, as PEFT does; rewriteGguf puts Q/K back into llama.cpp's row order
     tensor: ({ info, read }) => {
@@ -258,7 +269,7 @@ const mergedFromHf = Effect.fn("Export.mergedFromHf")(function*(
     [ggufKeys.architecture, gguf.string("llama")],
     [ggufKeys.type, gguf.string("model")],
     [ggufKeys.name, gguf.string(path.basename(path.resolve(options.base)))],
-    [ggufKeys.fileType, gguf.u32(fileTypes[options.type])],
+    [ggufKeys.fileType, gguf.u32(llamaFileTypes[writeTypes[options.type]])],
     ...llamaMetadata(config),
     ...vocabulary.metadata
   ]
@@ -285,8 +296,15 @@ export const exportMerged = Effect.fn("Export.merged")(function*(options: Export
   yield* checkAdapter(describePeft(adapter), base)
   const byWeight = new Map(adapter.pairs.map((p) => [ggufNameOf(`${p.module}.weight`)!, p]))
   const plan = base.format === "gguf" ? mergedFromGguf(options, byWeight) : mergedFromHf(options, byWeight)
-  return yield* writePlan(options, plan, adapter.pairs.length)
+  // the merged model records the adapter's trained prompt, so serving it alone renders that prompt too
+  return yield* writePlan(options, Effect.map(plan, (p) => withMetadata(p, promptMetadataOf(adapter))), adapter.pairs.length)
 })
+
+/** A plan with some metadata keys set (replaced where the base has them, else appended). */
+const withMetadata = (plan: MergedPlan, edits: ReadonlyArray<readonly [string, GgufValue]>): MergedPlan => {
+  const keys = new Set(edits.map(([k]) => k))
+  return { ...plan, metadata: [...plan.metadata.filter(([k]) => !keys.has(k)), ...edits] }
+}
 
 /** Writes a model plan (its weight files stay open for the write only) and reports what was written. */
 const writePlan = Effect.fn("Export.writePlan")(function*<E, R>(

@@ -13,6 +13,7 @@ import { fileError, type ModelFileError, toFileError } from "../Model/ModelFileE
 import { readSafetensorsHeader } from "../Model/Safetensors.ts"
 import type { ErrorKind } from "../Shared/Errors.ts"
 import { ggufKeys } from "../Model/GgufKeys.ts"
+import { type TrainedPrompt, trainedPromptOfGguf } from "../Training/AdapterPrompt.ts"
 
 export class PreflightError extends Schema.TaggedError<PreflightError>()("PreflightError", {
   adapter: Schema.String,
@@ -63,6 +64,8 @@ export interface AdapterDescription {
   /** PEFT's `base_model_name_or_path`, for the error message */
   readonly baseModelName?: string | null | undefined
   readonly modules: ReadonlyArray<AdapterModule>
+  /** a GGUF adapter's recorded training prompt (`finetune.prompt_layout`), when it has one */
+  readonly prompt?: TrainedPrompt | undefined
 }
 
 const HfConfig = Schema.Struct({
@@ -138,7 +141,7 @@ export const describeGgufAdapter = Effect.fn("Preflight.describeGgufAdapter")(fu
       const type = metaString(header, ggufKeys.type)
       const adapterType = metaString(header, ggufKeys.adapterType)
       if (type !== "adapter" || adapterType !== "lora") {
-        throw fileError(adapter, `not a llama.cpp LoRA adapter (general.type = ${type ?? "missing"}, adapter.type = ${adapterType ?? "missing"})`)
+        throw fileError(adapter, `not a llama.cpp LoRA adapter (${ggufKeys.type} = ${type ?? "missing"}, ${ggufKeys.adapterType} = ${adapterType ?? "missing"})`)
       }
       const halves = new Map<string, { a?: ReadonlyArray<number>; b?: ReadonlyArray<number> }>()
       for (const t of header.tensors) {
@@ -155,7 +158,7 @@ export const describeGgufAdapter = Effect.fn("Preflight.describeGgufAdapter")(fu
         const hf = hfNameOf(weight)
         modules.push({ module: (hf ?? weight).replace(/\.weight$/, ""), aShape: a, bShape: b })
       }
-      return { source: adapter, format: "gguf", architecture: metaString(header, ggufKeys.architecture), modules }
+      return { source: adapter, format: "gguf", architecture: metaString(header, ggufKeys.architecture), modules, prompt: trainedPromptOfGguf(header) }
     },
     catch: toFileError(adapter)
   })
@@ -216,11 +219,11 @@ export const checkAdapter = (adapter: AdapterDescription, base: BaseDescription)
   return Effect.fail(new PreflightError({ adapter: adapter.source, base: base.source, problems, likelyCause }))
 }
 
-/** Preflight of a llama.cpp adapter GGUF against a base, from their headers. */
+/** Preflight of a llama.cpp adapter GGUF against a base, from their headers; the adapter's description when it fits. */
 export const preflightGgufAdapter = Effect.fn("Preflight.ggufAdapter")(function*(adapter: string, base: string) {
   const [a, b] = yield* Effect.all([describeGgufAdapter(adapter), describeBase(base)])
   yield* checkAdapter(a, b)
-  return b
+  return a
 })
 
 export type PreflightFailure = PreflightError | ModelFileError
