@@ -17,7 +17,8 @@ import { LlamaCpp } from "./LlamaCpp.ts"
 import { droppedWindowWarning, LlamaModel } from "./LlamaModel.ts"
 import { DropoutContext, isLoraLayer, loraTransform } from "./Lora.ts"
 import { loadAdapterInto, readPeftAdapter } from "./PeftAdapter.ts"
-import { type ChatMessage, Tokenizer } from "./Tokenizer.ts"
+import type { ChatTurn } from "./ChatTemplate.ts"
+import { Tokenizer } from "./Tokenizer.ts"
 import { renderTokens } from "./TokenText.ts"
 import { SeededRng } from "../Shared/Prng.ts"
 import { causeKind, describeCause, kindField } from "../Shared/Errors.ts"
@@ -43,7 +44,7 @@ export interface GenerateTextOptions {
   readonly adapter?: string | undefined
   readonly engine: GenerateEngine
   /** a raw prompt (BOS as the model asks) or chat messages (the model's chat template, with the generation prompt) */
-  readonly input: { readonly prompt: string } | { readonly messages: ReadonlyArray<ChatMessage> }
+  readonly input: { readonly prompt: string } | { readonly messages: ReadonlyArray<ChatTurn> }
   readonly maxTokens: number
   /** 0: greedy */
   readonly temperature: number

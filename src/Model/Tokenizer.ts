@@ -2,15 +2,14 @@
  * Tokenizers identical to the serving side. A GGUF model is tokenized by llama.cpp itself (node-llama-cpp loads the
  * file vocab-only), so training sees exactly the ids serving will; a Hugging Face folder is tokenized by its
  * tokenizer.json through @huggingface/tokenizers. Chat templates (GGUF `tokenizer.chat_template` or
- * tokenizer_config.json `chat_template`) are rendered with @huggingface/jinja, as transformers'
- * `apply_chat_template` does.
+ * tokenizer_config.json `chat_template`) are rendered by ChatTemplate.ts, the one renderer serving and training use.
  */
-import { Template } from "@huggingface/jinja"
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers"
 import { Context, Effect, Layer, Schema, Scope } from "effect"
 import * as fs from "node:fs"
 import { join } from "node:path"
 import type { Token } from "node-llama-cpp"
+import { type ChatTurn, renderChatTemplate } from "./ChatTemplate.ts"
 import { readGgufHeader } from "./Gguf.ts"
 import { LlamaCpp } from "./LlamaCpp.ts"
 import { causeKind, describeCause, kindField } from "../Shared/Errors.ts"
@@ -24,11 +23,6 @@ export class TokenizerError extends Schema.TaggedError<TokenizerError>()("Tokeni
   override get message() {
     return `${this.path}: ${this.detail}`
   }
-}
-
-export interface ChatMessage {
-  readonly role: string
-  readonly content: string
 }
 
 export interface TokenizeOptions {
@@ -60,23 +54,19 @@ export interface ModelTokenizer {
   readonly tokenText: (token: number) => string
   /** renders the model's chat template (fails when the model has none) */
   readonly applyChatTemplate: (
-    messages: ReadonlyArray<ChatMessage>,
+    messages: ReadonlyArray<ChatTurn>,
     options?: { readonly addGenerationPrompt?: boolean }
   ) => Effect.Effect<string, TokenizerError>
 }
 
 
+/** The model's chat template through the one renderer (ChatTemplate.ts); a failure names the model. */
 const renderTemplate = (path: string, template: string | undefined, bos: string | undefined, eos: string | undefined) =>
-  (messages: ReadonlyArray<ChatMessage>, options?: { readonly addGenerationPrompt?: boolean }) =>
+  (messages: ReadonlyArray<ChatTurn>, options?: { readonly addGenerationPrompt?: boolean }) =>
     Effect.try({
       try: () => {
         if (template === undefined) throw new Error("the model has no chat template")
-        return new Template(template).render({
-          messages: messages.map((m) => ({ role: m.role, content: m.content })),
-          add_generation_prompt: options?.addGenerationPrompt ?? true,
-          bos_token: bos ?? "",
-          eos_token: eos ?? ""
-        })
+        return renderChatTemplate(template, messages, { bos: bos ?? "", eos: eos ?? "" }, options?.addGenerationPrompt ?? true)
       },
       catch: (cause) => new TokenizerError({ path, detail: `chat template: ${describeCause(cause)}` })
     })
