@@ -202,6 +202,127 @@ const validateRows = (
   return { ratings, problems }
 }
 
+type SheetRow = { row: Record<(typeof sheetColumns)[number], string>; system: string }
+type RunSamples = { readonly system: string; readonly samples: ReadonlyArray<typeof SampleResult.Type> }
+
+/**
+ * One blank row per (sampled item, system), labelled A, B, … in a per-item shuffled order, then all rows
+ * shuffled; one seeded generator draws both, so the same seed gives the same sheet.
+ */
+const blindRows = (runs: ReadonlyArray<RunSamples>, common: ReadonlyArray<typeof SampleResult.Type>, count: number, seed: number) => {
+  const items = seededSample(common, count, seed)
+  const rand = prng(seed)
+  const rows: Array<SheetRow> = []
+  for (const item of items) {
+    const order = shuffle(runs, rand)
+    order.forEach((run, k) => {
+      const s = run.samples.find((x) => x.id === item.id)!
+      const label = String.fromCharCode(65 + k)
+      rows.push({
+        system: run.system,
+        row: {
+          row_id: sha(`${item.id}|${run.system}|${seed}`).slice(0, 12),
+          item_id: item.id,
+          label,
+          question: s.question,
+          context: typeof s.context === "string" ? s.context : s.context === undefined ? "" : JSON.stringify(s.context),
+          answer: s.prediction,
+          clarity: "",
+          correctness: "",
+          risk_flag: "",
+          number_accuracy: "",
+          comment: "",
+          rater: ""
+        }
+      })
+    })
+  }
+  return shuffle(rows, rand)
+}
+
+type SheetResult = { ratings: Array<Rating>; problems: Array<string> }
+
+/** A JSONL sheet: one object per line; a line that is not JSON is a problem, the others are validated. */
+const jsonlSheet = (file: string, text: string, key: RubricKey, rater: string): SheetResult => {
+  const rows: Array<Record<string, string>> = []
+  const problems: Array<string> = []
+  const lineNos: Array<number> = []
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return
+    try {
+      const o = JSON.parse(line) as Record<string, unknown>
+      rows.push(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v === null || v === undefined ? "" : String(v)])))
+      lineNos.push(i + 1)
+    } catch {
+      problems.push(`${file}: line ${i + 1}: not valid JSON`)
+    }
+  })
+  const v = validateRows(file, rows, (i) => `line ${lineNos[i]}`, key, rater)
+  return { ratings: v.ratings, problems: [...problems, ...v.problems] }
+}
+
+/** A CSV sheet: a header naming at least the rated columns (any order, any case), then one row per rating. */
+const csvSheet = (file: string, text: string, key: RubricKey, rater: string): SheetResult => {
+  const parsed = parseCsv(text)
+  if (Result.isFailure(parsed)) return { ratings: [], problems: [`${file}: ${parsed.failure}`] }
+  const [header, ...body] = parsed.success
+  if (header === undefined) return { ratings: [], problems: [`${file}: the sheet is empty`] }
+  const cols = header.map((h) => h.trim().toLowerCase())
+  const missing = ["row_id", ...scaleColumns, "risk_flag"].filter((c) => !cols.includes(c))
+  if (missing.length > 0) return { ratings: [], problems: [`${file}: row 1 (header): missing column${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`] }
+  const rows = body.map((fields) => Object.fromEntries(cols.map((c, k) => [c, fields[k]])))
+  // spreadsheet numbering: the header is row 1
+  return validateRows(file, rows, (i) => `row ${i + 2}`, key, rater)
+}
+
+/** A problem for every row a rater rated more than once (over all sheets). */
+const duplicateRatings = (all: ReadonlyArray<Rating>): Array<string> => {
+  const problems: Array<string> = []
+  const seen = new Set<string>()
+  for (const r of all) {
+    const k = `${r.rater}\u0000${r.rowId}`
+    if (seen.has(k)) problems.push(`rater "${r.rater}" rated row ${r.rowId} twice`)
+    seen.add(k)
+  }
+  return problems
+}
+
+/** Krippendorff's alpha per column over raters x rows; undefined unless two raters rated a common row. */
+const agreementOf = (all: ReadonlyArray<Rating>, raters: ReadonlyArray<string>): RubricReport["agreement"] => {
+  const rowIds = [...new Set(all.map((r) => r.rowId))].sort()
+  const overlapping = rowIds.some((id) => all.filter((r) => r.rowId === id).length >= 2)
+  if (raters.length < 2 || !overlapping) return undefined
+  const matrix = (pick: (r: Rating) => number) =>
+    raters.map((rater) => rowIds.map((id) => {
+      const r = all.find((x) => x.rater === rater && x.rowId === id)
+      return r === undefined ? null : pick(r)
+    }))
+  return {
+    clarity: krippendorffAlpha(matrix((r) => r.clarity), "ordinal"),
+    correctness: krippendorffAlpha(matrix((r) => r.correctness), "ordinal"),
+    number_accuracy: krippendorffAlpha(matrix((r) => r.number_accuracy), "ordinal"),
+    risk_flag: krippendorffAlpha(matrix((r) => (r.risk_flag ? 1 : 0)), "nominal")
+  }
+}
+
+/** Unblinded ratings per system (seeded bootstrap means, Wilson share of the flag) and the raters' agreement. */
+const summarize = (all: ReadonlyArray<Rating>, key: RubricKey): RubricReport => {
+  const systems = [...new Set(Object.values(key.rows).map((r) => r.system))].sort()
+  const summaries: Array<SystemRubricSummary> = systems.map((system, si) => {
+    const mine = all.filter((r) => key.rows[r.rowId]!.system === system)
+    return {
+      system,
+      ratings: mine.length,
+      clarity: bootstrapMean(mine.map((r) => r.clarity), { seed: key.seed + si }),
+      correctness: bootstrapMean(mine.map((r) => r.correctness), { seed: key.seed + si + 101 }),
+      number_accuracy: bootstrapMean(mine.map((r) => r.number_accuracy), { seed: key.seed + si + 202 }),
+      risk_flag: wilson(mine.filter((r) => r.risk_flag).length, mine.length)
+    }
+  })
+  const raters = [...new Set(all.map((r) => r.rater))].sort()
+  return { raters, systems: summaries, agreement: agreementOf(all, raters) }
+}
+
 export class Rubric extends Context.Service<Rubric, {
   /** Writes rubric.csv, rubric.jsonl and rubric-key.json into `outDir`; returns the number of rows. */
   exportSheet(options: { runs: ReadonlyArray<string>; outDir: string; items: number; seed?: number }): Effect.Effect<{ rows: number; files: ReadonlyArray<string> }, RubricError>
@@ -232,7 +353,7 @@ export class Rubric extends Context.Service<Rubric, {
         })
         if (problems.length > 0) return yield* fail(file, problems)
         const system = JSON.parse(yield* read(path.join(runDir, "aggregate.json")).pipe(Effect.orElseSucceed(() => "{}"))).system ?? path.basename(runDir)
-        return { system: String(system), samples: out }
+        return { system: String(system), samples: out } satisfies RunSamples
       })
 
       const exportSheet = Effect.fn("Rubric.exportSheet")(function*(options: { runs: ReadonlyArray<string>; outDir: string; items: number; seed?: number }) {
@@ -243,34 +364,7 @@ export class Rubric extends Context.Service<Rubric, {
         if (new Set(names).size !== names.length) return yield* fail(options.outDir, [`two runs have the same system name: ${names.join(", ")}`])
         const common = runs[0]!.samples.filter((s) => runs.every((r) => r.samples.some((x) => x.id === s.id)))
         if (common.length === 0) return yield* fail(options.outDir, ["the runs share no samples (were they made from the same split?)"])
-        const items = seededSample(common, options.items, seed)
-        const rand = prng(seed)
-        const rows: Array<{ row: Record<(typeof sheetColumns)[number], string>; system: string }> = []
-        for (const item of items) {
-          const order = shuffle(runs, rand)
-          order.forEach((run, k) => {
-            const s = run.samples.find((x) => x.id === item.id)!
-            const label = String.fromCharCode(65 + k)
-            rows.push({
-              system: run.system,
-              row: {
-                row_id: sha(`${item.id}|${run.system}|${seed}`).slice(0, 12),
-                item_id: item.id,
-                label,
-                question: s.question,
-                context: typeof s.context === "string" ? s.context : s.context === undefined ? "" : JSON.stringify(s.context),
-                answer: s.prediction,
-                clarity: "",
-                correctness: "",
-                risk_flag: "",
-                number_accuracy: "",
-                comment: "",
-                rater: ""
-              }
-            })
-          })
-        }
-        const shuffled = shuffle(rows, rand)
+        const shuffled = blindRows(runs, common, options.items, seed)
         yield* fs.makeDirectory(options.outDir, { recursive: true }).pipe(Effect.mapError(io(options.outDir)))
         const csv = path.join(options.outDir, "rubric.csv")
         const jsonl = path.join(options.outDir, "rubric.jsonl")
@@ -290,33 +384,7 @@ export class Rubric extends Context.Service<Rubric, {
       const readSheet = Effect.fn("Rubric.readSheet")(function*(file: string, key: RubricKey) {
         const text = yield* read(file)
         const rater = path.basename(file).replace(/\.(csv|jsonl)$/i, "")
-        if (file.toLowerCase().endsWith(".jsonl")) {
-          const rows: Array<Record<string, string>> = []
-          const problems: Array<string> = []
-          const lineNos: Array<number> = []
-          text.split("\n").forEach((line, i) => {
-            if (line.trim() === "") return
-            try {
-              const o = JSON.parse(line) as Record<string, unknown>
-              rows.push(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v === null || v === undefined ? "" : String(v)])))
-              lineNos.push(i + 1)
-            } catch {
-              problems.push(`${file}: line ${i + 1}: not valid JSON`)
-            }
-          })
-          const v = validateRows(file, rows, (i) => `line ${lineNos[i]}`, key, rater)
-          return { ratings: v.ratings, problems: [...problems, ...v.problems] }
-        }
-        const parsed = parseCsv(text)
-        if (Result.isFailure(parsed)) return { ratings: [], problems: [`${file}: ${parsed.failure}`] }
-        const [header, ...body] = parsed.success
-        if (header === undefined) return { ratings: [], problems: [`${file}: the sheet is empty`] }
-        const cols = header.map((h) => h.trim().toLowerCase())
-        const missing = ["row_id", ...scaleColumns, "risk_flag"].filter((c) => !cols.includes(c))
-        if (missing.length > 0) return { ratings: [], problems: [`${file}: row 1 (header): missing column${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`] }
-        const rows = body.map((fields) => Object.fromEntries(cols.map((c, k) => [c, fields[k]])))
-        // spreadsheet numbering: the header is row 1
-        return validateRows(file, rows, (i) => `row ${i + 2}`, key, rater)
+        return file.toLowerCase().endsWith(".jsonl") ? jsonlSheet(file, text, key, rater) : csvSheet(file, text, key, rater)
       })
 
       const importSheets = Effect.fn("Rubric.importSheets")(function*(options: { sheets: ReadonlyArray<string>; key: string }) {
@@ -331,45 +399,10 @@ export class Rubric extends Context.Service<Rubric, {
           all.push(...r.ratings)
           problems.push(...r.problems)
         }
-        const seen = new Set<string>()
-        for (const r of all) {
-          const k = `${r.rater}\u0000${r.rowId}`
-          if (seen.has(k)) problems.push(`rater "${r.rater}" rated row ${r.rowId} twice`)
-          seen.add(k)
-        }
+        problems.push(...duplicateRatings(all))
         if (problems.length > 0) return yield* fail(options.sheets.join(", "), problems)
         if (all.length === 0) return yield* fail(options.sheets.join(", "), ["no ratings found"])
-
-        const systems = [...new Set(Object.values(key.rows).map((r) => r.system))].sort()
-        const summaries: Array<SystemRubricSummary> = systems.map((system, si) => {
-          const mine = all.filter((r) => key.rows[r.rowId]!.system === system)
-          return {
-            system,
-            ratings: mine.length,
-            clarity: bootstrapMean(mine.map((r) => r.clarity), { seed: key.seed + si }),
-            correctness: bootstrapMean(mine.map((r) => r.correctness), { seed: key.seed + si + 101 }),
-            number_accuracy: bootstrapMean(mine.map((r) => r.number_accuracy), { seed: key.seed + si + 202 }),
-            risk_flag: wilson(mine.filter((r) => r.risk_flag).length, mine.length)
-          }
-        })
-        const raters = [...new Set(all.map((r) => r.rater))].sort()
-        const rowIds = [...new Set(all.map((r) => r.rowId))].sort()
-        const overlapping = rowIds.some((id) => all.filter((r) => r.rowId === id).length >= 2)
-        let agreement: RubricReport["agreement"]
-        if (raters.length >= 2 && overlapping) {
-          const matrix = (pick: (r: Rating) => number) =>
-            raters.map((rater) => rowIds.map((id) => {
-              const r = all.find((x) => x.rater === rater && x.rowId === id)
-              return r === undefined ? null : pick(r)
-            }))
-          agreement = {
-            clarity: krippendorffAlpha(matrix((r) => r.clarity), "ordinal"),
-            correctness: krippendorffAlpha(matrix((r) => r.correctness), "ordinal"),
-            number_accuracy: krippendorffAlpha(matrix((r) => r.number_accuracy), "ordinal"),
-            risk_flag: krippendorffAlpha(matrix((r) => (r.risk_flag ? 1 : 0)), "nominal")
-          }
-        }
-        return { raters, systems: summaries, agreement }
+        return summarize(all, key)
       })
 
       return Rubric.of({ exportSheet, importSheets })
