@@ -49,6 +49,17 @@ const describe = describeCause
 export const LlamaCppGpu = Schema.Literals(["cpu", "auto"])
 export type LlamaCppGpu = typeof LlamaCppGpu.Type
 
+/**
+ * Context options under which llama.cpp computes a model's function in F32 throughout, for parity and fidelity
+ * checks: F32 K and V caches (node-llama-cpp's default is F16, which rounds every cached key and value) and the
+ * plain attention path (no flash attention). Serving keeps the defaults: F16 caches take half the memory.
+ */
+export const exactContextOptions = {
+  flashAttention: false,
+  experimentalKvCacheKeyType: "F32",
+  experimentalKvCacheValueType: "F32"
+} as const satisfies Partial<LlamaContextOptions>
+
 // ---------------------------------------------------------------------------------------------------------------
 // The thread policy
 
@@ -142,6 +153,153 @@ const busyBetween = (a: CpuSample, b: CpuSample, cores: number) => {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The governor
+
+/**
+ * The runtime's thread budget: which contexts follow the policy (and their CPU bytes), which have a fixed count, and
+ * the governor's last measurement. Plain fields, read and written synchronously around node-llama-cpp's own calls.
+ */
+class ThreadGovernor {
+  private readonly autoModels = new Map<number, number>() // context id -> cpu bytes
+  private readonly fixedCounts = new Map<number, number>() // context id -> threads
+  private nextId = 0
+  private creating = 0
+  private started = false
+  private last = cpuSample()
+  private busyCores = os.loadavg()[0] ?? 0
+  private raiseVotes = 0
+  private current = 1
+
+  private readonly llama: Llama
+  readonly mathCores: number
+
+  constructor(llama: Llama, mathCores: number) {
+    this.llama = llama
+    this.mathCores = mathCores
+  }
+
+  private choice() {
+    return chooseThreads({ cores: this.mathCores, busyCores: this.busyCores, cpuBytes: Math.max(0, ...this.autoModels.values()) })
+  }
+
+  state(): ThreadState {
+    const { fixedCounts, mathCores: cores, busyCores } = this
+    return fixedCounts.size > 0
+      ? { mode: "fixed", threads: Math.max(...fixedCounts.values()), ceiling: Math.max(...fixedCounts.values()), cores, busyCores }
+      : { mode: "auto", threads: this.current, ceiling: this.choice().ceiling, cores, busyCores }
+  }
+
+  private apply() {
+    if (this.creating > 0) return // a context being made reads maxThreads as the ceiling of its `ideal`
+    this.llama.maxThreads = this.fixedCounts.size > 0 ? Math.max(...this.fixedCounts.values()) : this.current
+  }
+
+  /** one measurement, then `governorStep` */
+  private measure() {
+    const now = cpuSample()
+    this.busyCores = busyBetween(this.last, now, this.mathCores)
+    this.last = now
+    const next = governorStep({ threads: this.current, raiseVotes: this.raiseVotes }, this.choice().threads)
+    this.current = next.threads
+    this.raiseVotes = next.raiseVotes
+    this.apply()
+  }
+
+  /** the measurement loop, once, for the runtime's scope */
+  start(scope: Scope.Scope): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.started) return Effect.void
+      this.started = true
+      return Effect.sync(() => this.measure()).pipe(
+        Effect.repeat(Schedule.spaced(Duration.millis(500))),
+        Effect.forkIn(scope),
+        Effect.asVoid
+      )
+    })
+  }
+
+  /** A new context's id and `ideal` thread count: on `fixed` threads, or on the policy for `cpuBytes` of work. */
+  register(cpuBytes: number, fixed: number | undefined): { readonly id: number; readonly ideal: number } {
+    const id = this.nextId++
+    if (fixed === undefined) {
+      // the window since the runtime started (model loading included, which is this process's own time)
+      if (!this.started && performance.now() - this.last.at >= 100) {
+        const now = cpuSample()
+        this.busyCores = busyBetween(this.last, now, this.mathCores)
+        this.last = now
+      }
+      this.autoModels.set(id, cpuBytes)
+      this.current = this.choice().threads
+    } else {
+      this.fixedCounts.set(id, fixed)
+    }
+    return { id, ideal: fixed ?? chooseThreads({ cores: this.mathCores, busyCores: 0, cpuBytes }).ceiling }
+  }
+
+  /** Runs node-llama-cpp's context creation with `ideal` threads allowed, then the budget again. */
+  async creatingWith<A>(ideal: number, create: () => Promise<A>): Promise<A> {
+    this.creating++
+    this.llama.maxThreads = Math.max(this.llama.maxThreads, ideal)
+    try {
+      return await create()
+    } finally {
+      this.creating--
+      this.apply()
+    }
+  }
+
+  /** A context is gone: `disposed` (it ran, so the auto count may only fall) or never made. */
+  unregister(id: number, disposed: boolean) {
+    this.autoModels.delete(id)
+    this.fixedCounts.delete(id)
+    if (disposed) this.current = this.autoModels.size > 0 ? Math.min(this.current, this.choice().threads) : 1
+    this.apply()
+  }
+}
+
+const startLlama = (gpu: LlamaCppGpu) =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      // one thread until a context asks for more: node-llama-cpp's default (at least 4) collapses on small machines
+      try: () => getLlama({ gpu: gpu === "cpu" ? false : "auto", build: "never", progressLogs: false, maxThreads: 1 }),
+      catch: (cause) => new LlamaCppError({ operation: "start", detail: describe(cause), kind: "unavailable" })
+    }),
+    (llama) => Effect.promise(() => llama.dispose())
+  )
+
+const loadModelWith = (llama: Llama) =>
+  Effect.fn("LlamaCpp.loadModel")(function*(options: LlamaModelOptions) {
+    return yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => llama.loadModel(options),
+        catch: (cause) => new LlamaCppError({ operation: `load model ${options.modelPath}`, detail: describe(cause), kind: causeKind(cause) ?? "data" })
+      }),
+      (model) => Effect.promise(() => model.dispose())
+    )
+  })
+
+const createContextWith = (llama: Llama, governor: ThreadGovernor, scope: Scope.Scope) =>
+  Effect.fn("LlamaCpp.createContext")(function*(
+    model: LlamaModel,
+    options: Omit<LlamaContextOptions, "threads">,
+    threads?: number | undefined
+  ) {
+    const layers = model.fileInsights.totalLayers
+    const offloaded = llama.gpu === false || layers <= 0 ? 0 : Math.min(1, model.gpuLayers / layers)
+    const fixed = threads !== undefined && threads > 0 ? Math.floor(threads) : undefined
+    const { id, ideal } = governor.register(model.size * (1 - offloaded), fixed)
+    const context = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => governor.creatingWith(ideal, () => model.createContext({ ...options, threads: { ideal, min: 1 } })),
+        catch: (cause) => new LlamaCppError({ operation: `create a context for ${model.filename ?? "the model"}`, detail: describe(cause) })
+      }),
+      (context) => Effect.promise(() => context.dispose()).pipe(Effect.ensuring(Effect.sync(() => governor.unregister(id, true))))
+    ).pipe(Effect.onError(() => Effect.sync(() => governor.unregister(id, false))))
+    if (fixed === undefined) yield* governor.start(scope)
+    return context
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
 // The service
 
 export class LlamaCpp extends Context.Service<LlamaCpp, {
@@ -154,7 +312,8 @@ export class LlamaCpp extends Context.Service<LlamaCpp, {
   ) => Effect.Effect<LlamaModel, LlamaCppError, Scope.Scope>
   /**
    * A context for the scope's lifetime, on `threads` CPU threads, or (undefined) on the thread policy's count,
-   * which follows the machine's load from then on.
+   * which follows the machine's load from then on. `options` are node-llama-cpp's as they are: serving keeps its
+   * defaults (F16 K/V caches, flash attention "auto"); a parity check passes `exactContextOptions`.
    */
   readonly createContext: (
     model: LlamaModel,
@@ -166,131 +325,15 @@ export class LlamaCpp extends Context.Service<LlamaCpp, {
   static readonly make = (gpu: LlamaCppGpu) =>
     Effect.gen(function*() {
       const cores = Math.max(1, os.availableParallelism())
-      const llama = yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          // one thread until a context asks for more: node-llama-cpp's default (at least 4) collapses on small machines
-          try: () => getLlama({ gpu: gpu === "cpu" ? false : "auto", build: "never", progressLogs: false, maxThreads: 1 }),
-          catch: (cause) => new LlamaCppError({ operation: "start", detail: describe(cause), kind: "unavailable" })
-        }),
-        (llama) => Effect.promise(() => llama.dispose())
-      )
+      const llama = yield* startLlama(gpu)
       const mathCores = Math.max(1, Math.min(cores, llama.cpuMathCores > 0 ? llama.cpuMathCores : cores))
-      const scope = yield* Effect.scope
-
-      // governor state: plain variables, read and written synchronously around node-llama-cpp's own calls
-      const autoModels = new Map<number, number>() // context id -> cpu bytes
-      const fixedCounts = new Map<number, number>() // context id -> threads
-      let nextId = 0
-      let creating = 0
-      let governorStarted = false
-      let last = cpuSample()
-      let busyCores = os.loadavg()[0] ?? 0
-      let raiseVotes = 0
-      let current = 1
-
-      const maxAutoBytes = () => Math.max(0, ...autoModels.values())
-      const choice = () => chooseThreads({ cores: mathCores, busyCores, cpuBytes: maxAutoBytes() })
-      const state = (): ThreadState =>
-        fixedCounts.size > 0
-          ? { mode: "fixed", threads: Math.max(...fixedCounts.values()), ceiling: Math.max(...fixedCounts.values()), cores: mathCores, busyCores }
-          : { mode: "auto", threads: current, ceiling: choice().ceiling, cores: mathCores, busyCores }
-      const apply = () => {
-        if (creating > 0) return // a context being made reads maxThreads as the ceiling of its `ideal`
-        if (fixedCounts.size > 0) {
-          llama.maxThreads = Math.max(...fixedCounts.values())
-        } else {
-          llama.maxThreads = current
-        }
-      }
-      /** one measurement, then `governorStep` */
-      const measure = () => {
-        const now = cpuSample()
-        busyCores = busyBetween(last, now, mathCores)
-        last = now
-        const next = governorStep({ threads: current, raiseVotes }, choice().threads)
-        current = next.threads
-        raiseVotes = next.raiseVotes
-        apply()
-      }
-      const startGovernor = Effect.suspend(() => {
-        if (governorStarted) return Effect.void
-        governorStarted = true
-        return Effect.sync(measure).pipe(
-          Effect.repeat(Schedule.spaced(Duration.millis(500))),
-          Effect.forkIn(scope),
-          Effect.asVoid
-        )
-      })
-
-      const loadModel = Effect.fn("LlamaCpp.loadModel")(function*(options: LlamaModelOptions) {
-        return yield* Effect.acquireRelease(
-          Effect.tryPromise({
-            try: () => llama.loadModel(options),
-            catch: (cause) => new LlamaCppError({ operation: `load model ${options.modelPath}`, detail: describe(cause), kind: causeKind(cause) ?? "data" })
-          }),
-          (model) => Effect.promise(() => model.dispose())
-        )
-      })
-
-      const createContext = Effect.fn("LlamaCpp.createContext")(function*(
-        model: LlamaModel,
-        options: Omit<LlamaContextOptions, "threads">,
-        threads?: number | undefined
-      ) {
-        const id = nextId++
-        const layers = model.fileInsights.totalLayers
-        const offloaded = llama.gpu === false || layers <= 0 ? 0 : Math.min(1, model.gpuLayers / layers)
-        const cpuBytes = model.size * (1 - offloaded)
-        const fixed = threads !== undefined && threads > 0 ? Math.floor(threads) : undefined
-        if (fixed === undefined) {
-          // the window since the runtime started (model loading included, which is this process's own time)
-          if (!governorStarted && performance.now() - last.at >= 100) {
-            const now = cpuSample()
-            busyCores = busyBetween(last, now, mathCores)
-            last = now
-          }
-          autoModels.set(id, cpuBytes)
-          current = choice().threads
-        } else {
-          fixedCounts.set(id, fixed)
-        }
-        const ideal = fixed ?? chooseThreads({ cores: mathCores, busyCores: 0, cpuBytes }).ceiling
-        const context = yield* Effect.acquireRelease(
-          Effect.tryPromise({
-            try: async () => {
-              creating++
-              llama.maxThreads = Math.max(llama.maxThreads, ideal)
-              try {
-                return await model.createContext({ ...options, threads: { ideal, min: 1 } })
-              } finally {
-                creating--
-                apply()
-              }
-            },
-            catch: (cause) => new LlamaCppError({ operation: `create a context for ${model.filename ?? "the model"}`, detail: describe(cause) })
-          }),
-          (context) =>
-            Effect.promise(() => context.dispose()).pipe(Effect.ensuring(Effect.sync(() => {
-              autoModels.delete(id)
-              fixedCounts.delete(id)
-              current = autoModels.size > 0 ? Math.min(current, choice().threads) : 1
-              apply()
-            })))
-        ).pipe(Effect.onError(() => Effect.sync(() => {
-          autoModels.delete(id)
-          fixedCounts.delete(id)
-          apply()
-        })))
-        if (fixed === undefined) yield* startGovernor
-        return context
-      })
-
+      const governor = new ThreadGovernor(llama, mathCores)
       return LlamaCpp.of({
         llama,
         backend: llama.gpu === false ? "cpu" : llama.gpu,
-        loadModel,
-        createContext,
-        threads: Effect.sync(state)
+        loadModel: loadModelWith(llama),
+        createContext: createContextWith(llama, governor, yield* Effect.scope),
+        threads: Effect.sync(() => governor.state())
       })
     })
 
