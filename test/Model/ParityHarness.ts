@@ -3,9 +3,10 @@
  * and from our tfjs model, for the same GGUF file and the same token ids.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import type { LlamaContext, LlamaContextSequence, LlamaModel as LlamaCppModel, Token } from "node-llama-cpp"
+import type { LlamaContext, LlamaContextOptions, LlamaContextSequence, LlamaModel as LlamaCppModel, Token } from "node-llama-cpp"
 import { buildFinanceVocabulary } from "../../src/Model/FinanceVocabulary.ts"
 import { gguf } from "../../src/Model/Gguf.ts"
+import { exactContextOptions } from "../../src/Model/LlamaCpp.ts"
 import { ggufNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../../src/Model/GgufNames.ts"
 import { type GgufTensorToWrite, writeGguf } from "../../src/Model/GgufWriter.ts"
 import type { LlamaModel } from "../../src/Model/LlamaModel.ts"
@@ -15,19 +16,16 @@ import { llamaMetadata, type TinyTensorType, tokenizerMetadata } from "../../src
 import { randomWeights } from "./LlamaModelReference.ts"
 
 /**
- * A context for exact comparisons: F32 K and V caches (the default is F16) and the plain attention path. One thread:
+ * A context for exact comparisons (`exactContextOptions`: F32 K and V caches, the plain attention path), with a
+ * llama.cpp LoRA adapter when `extra.lora` names one. One thread:
  * on a loaded 2-core machine llama.cpp's spinning worker threads made each tiny evaluation ~500 ms instead of ~1 ms.
  */
-export const exactContext = (model: LlamaCppModel, contextSize = 256): Promise<LlamaContext> =>
-  model.createContext({
-    contextSize,
-    batchSize: contextSize,
-    sequences: 1,
-    flashAttention: false,
-    experimentalKvCacheKeyType: "F32",
-    experimentalKvCacheValueType: "F32",
-    threads: 1
-  })
+export const exactContext = (
+  model: LlamaCppModel,
+  contextSize = 256,
+  extra: Pick<LlamaContextOptions, "lora"> = {}
+): Promise<LlamaContext> =>
+  model.createContext({ contextSize, batchSize: contextSize, sequences: 1, ...exactContextOptions, threads: 1, ...extra })
 
 /** llama.cpp's full next-token distribution after each of `tokens` (fresh sequence state). */
 export const llamaCppDistributions = async (

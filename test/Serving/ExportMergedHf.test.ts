@@ -17,17 +17,15 @@ import * as path from "node:path"
 import type { LlamaModel as LlamaCppModel } from "node-llama-cpp"
 import { convertHfBase, exportMerged } from "../../src/Serving/Export.ts"
 import { ggufVocabularyFromHf } from "../../src/Model/HfVocabulary.ts"
-import { SeededRng } from "../../src/Shared/Prng.ts"
 import { Device } from "../../src/Model/Device.ts"
 import { buildFinanceVocabulary, chatTemplate, financeCorpus, hfTokenizerFiles } from "../../src/Model/FinanceVocabulary.ts"
 import { metaArray, metaNumber, metaString, readGgufHeader } from "../../src/Model/Gguf.ts"
 import { LlamaCpp } from "../../src/Model/LlamaCpp.ts"
 import { LlamaModel } from "../../src/Model/LlamaModel.ts"
-import { DropoutContext, loraLinear, type LoraLayer } from "../../src/Model/Lora.ts"
-import { loadAdapterInto, readPeftAdapter } from "../../src/Model/PeftAdapter.ts"
 import { presetConfig } from "../../src/Model/TinyModel.ts"
 import { Tokenizer } from "../../src/Model/Tokenizer.ts"
-import { exactContext, llamaCppDistributions, maxAbsDiff, ourDistributions, ParityTally } from "../Model/ParityHarness.ts"
+import { exactContext, llamaCppDistributions, maxAbsDiff } from "../Model/ParityHarness.ts"
+import { applyPeftAdapter, tallyAgainstLlamaCpp } from "../support/adapterParity.ts"
 import { tempDir, tinyConfig, writeHfBase, writePeft } from "./ServeFixtures.ts"
 
 const dir = tempDir("merged-hf")
@@ -266,27 +264,8 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
 
         // ours: the HF folder in tfjs with the trainer's LoRA layers holding the PEFT weights
         const ours = yield* LlamaModel.load(c.folder)
-        const adapter = yield* readPeftAdapter(peft)
-        const loras: Array<LoraLayer> = []
-        const adapted = ours.withLinears((name, baseLayer) => {
-          if (!adapter.modules.has(name)) return baseLayer
-          const lora = loraLinear(name, baseLayer, { r: adapter.config.rankOf(name), scaling: adapter.config.scaleOf(name), dropout: 0 }, new SeededRng(1), new DropoutContext())
-          loras.push(lora)
-          return lora
-        })
-        yield* loadAdapterInto(adapter, loras, peft)
-
-        const llamaCpp = yield* LlamaCpp
-        const theirs: LlamaCppModel = yield* llamaCpp.loadModel({ modelPath: out })
-        const context = yield* Effect.promise(() => exactContext(theirs, 128))
-        const sequence = context.getSequence()
-        const tally = new ParityTally()
-        for (const text of prompts) {
-          const tokens = [Number(theirs.tokens.bos!), ...theirs.tokenize(text, false).map(Number)]
-          const expected = yield* Effect.promise(() => llamaCppDistributions(sequence, tokens, c.config.vocabSize))
-          tally.add(expected, ourDistributions(adapted, tokens), `"${text}"`, ourDistributions(ours, tokens))
-        }
-        yield* Effect.promise(() => context.dispose())
+        const { adapted } = yield* applyPeftAdapter(ours, peft)
+        const tally = yield* tallyAgainstLlamaCpp({ modelPath: out, prompts, vocabSize: c.config.vocabSize, ours: adapted, plain: ours })
         assert.deepStrictEqual(tally.topKMismatches, [])
         assert.isAbove(tally.compared, 30)
         assert.isBelow(tally.worst, 1e-4)
@@ -386,16 +365,7 @@ layer(Services, { timeout: 60_000 })("export merged from a Hugging Face folder",
       assert.strictEqual(metaString(header, "tokenizer.chat_template"), c.template)
       const tensorsBefore = tf.memory().numTensors
       const ours = yield* LlamaModel.load(c.folder)
-      const llamaCpp = yield* LlamaCpp
-      const theirs: LlamaCppModel = yield* llamaCpp.loadModel({ modelPath: out })
-      const context = yield* Effect.promise(() => exactContext(theirs, 128))
-      const sequence = context.getSequence()
-      const tally = new ParityTally()
-      for (const text of prompts) {
-        const tokens = [Number(theirs.tokens.bos!), ...theirs.tokenize(text, false).map(Number)]
-        tally.add(yield* Effect.promise(() => llamaCppDistributions(sequence, tokens, c.config.vocabSize)), ourDistributions(ours, tokens), `"${text}"`)
-      }
-      yield* Effect.promise(() => context.dispose())
+      const tally = yield* tallyAgainstLlamaCpp({ modelPath: out, prompts, vocabSize: c.config.vocabSize, ours })
       assert.deepStrictEqual(tally.topKMismatches, [])
       assert.isAbove(tally.compared, 30)
       assert.isBelow(tally.worst, 1e-4)

@@ -11,13 +11,10 @@ import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { exportAdapter } from "../../src/Serving/Export.ts"
-import { SeededRng } from "../../src/Shared/Prng.ts"
 import { Device } from "../../src/Model/Device.ts"
-import { LlamaCpp } from "../../src/Model/LlamaCpp.ts"
 import { LlamaModel } from "../../src/Model/LlamaModel.ts"
-import { DropoutContext, loraLinear, type LoraLayer } from "../../src/Model/Lora.ts"
-import { loadAdapterInto, readPeftAdapter } from "../../src/Model/PeftAdapter.ts"
-import { llamaCppDistributions, ourDistributions, ParityTally } from "../Model/ParityHarness.ts"
+import { LlamaCpp } from "../../src/Model/LlamaCpp.ts"
+import { applyPeftAdapter, tallyAgainstLlamaCpp } from "../support/adapterParity.ts"
 import { tempDir, tinyConfig, writeBase, writePeft } from "./ServeFixtures.ts"
 
 const prompts = [
@@ -45,36 +42,11 @@ layer(Layer.mergeAll(Device.layerCpu, LlamaCpp.layerCpu, NodeServices.layer))("t
 
         // ours: the base in tfjs, wrapped with the trainer's LoRA layers holding the PEFT weights
         const ours = yield* LlamaModel.load(base)
-        const adapter = yield* readPeftAdapter(peft)
-        const loras: Array<LoraLayer> = []
-        const rng = new SeededRng(1)
-        const dropout = new DropoutContext()
-        const adapted = ours.withLinears((name, baseLayer) => {
-          if (!adapter.modules.has(name)) return baseLayer
-          const lora = loraLinear(name, baseLayer, { r: adapter.config.rankOf(name), scaling: adapter.config.scaleOf(name), dropout: 0 }, rng, dropout)
-          loras.push(lora)
-          return lora
-        })
-        assert.strictEqual(loras.length, adapter.modules.size)
-        yield* loadAdapterInto(adapter, loras, peft)
+        const { adapted, layers, modules } = yield* applyPeftAdapter(ours, peft)
+        assert.strictEqual(layers, modules)
 
         // theirs: llama.cpp, base GGUF + exported adapter, exact settings
-        const llamaCpp = yield* LlamaCpp
-        const theirs = yield* llamaCpp.loadModel({ modelPath: base })
-        const context = yield* Effect.promise(() =>
-          theirs.createContext({
-            contextSize: 128, batchSize: 128, sequences: 1, flashAttention: false, threads: 1,
-            experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
-            lora: { adapters: [{ filePath: adapterFile }] }
-          }))
-        const sequence = context.getSequence()
-        const tally = new ParityTally()
-        for (const text of prompts) {
-          const tokens = [Number(theirs.tokens.bos!), ...theirs.tokenize(text, false).map(Number)]
-          const expected = yield* Effect.promise(() => llamaCppDistributions(sequence, tokens, tinyConfig.vocabSize))
-          tally.add(expected, ourDistributions(adapted, tokens), `"${text}"`, ourDistributions(ours, tokens))
-        }
-        yield* Effect.promise(() => context.dispose())
+        const tally = yield* tallyAgainstLlamaCpp({ modelPath: base, adapterFile, prompts, vocabSize: tinyConfig.vocabSize, ours: adapted, plain: ours })
         assert.deepStrictEqual(tally.topKMismatches, [])
         assert.isAbove(tally.compared, 40)
         assert.isBelow(tally.worst, 1e-4)

@@ -13,12 +13,9 @@ import * as path from "node:path"
 import { Device } from "../../src/Model/Device.ts"
 import { LlamaCpp } from "../../src/Model/LlamaCpp.ts"
 import { LlamaModel } from "../../src/Model/LlamaModel.ts"
-import { DropoutContext, loraLinear, type LoraLayer } from "../../src/Model/Lora.ts"
-import { loadAdapterInto, readPeftAdapter } from "../../src/Model/PeftAdapter.ts"
 import { exportAdapter } from "../../src/Serving/Export.ts"
-import { SeededRng } from "../../src/Shared/Prng.ts"
-import { llamaCppDistributions, ourDistributions, ParityTally } from "../Model/ParityHarness.ts"
 import { tempDir, tinyConfig, writeBase } from "../Serving/ServeFixtures.ts"
+import { applyPeftAdapter, tallyAgainstLlamaCpp } from "../support/adapterParity.ts"
 import { agreementConfig, trainTorch } from "./TorchEngineFixtures.ts"
 
 const prompts = [
@@ -52,33 +49,9 @@ layer(Layer.mergeAll(Device.layerCpu, LlamaCpp.layerCpu, NodeServices.layer))("t
       const tensorsBefore = tf.memory().numTensors
 
       const ours = yield* LlamaModel.load(base)
-      const adapter = yield* readPeftAdapter(result.finalDir)
-      assert.strictEqual(adapter.modules.size, tinyConfig.numLayers * 7)
-      const loras: Array<LoraLayer> = []
-      const adapted = ours.withLinears((name, baseLayer) => {
-        if (!adapter.modules.has(name)) return baseLayer
-        const lora = loraLinear(name, baseLayer, { r: adapter.config.rankOf(name), scaling: adapter.config.scaleOf(name), dropout: 0 }, new SeededRng(1), new DropoutContext())
-        loras.push(lora)
-        return lora
-      })
-      yield* loadAdapterInto(adapter, loras, result.finalDir)
-
-      const llamaCpp = yield* LlamaCpp
-      const theirs = yield* llamaCpp.loadModel({ modelPath: base })
-      const context = yield* Effect.promise(() =>
-        theirs.createContext({
-          contextSize: 128, batchSize: 128, sequences: 1, flashAttention: false, threads: 1,
-          experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
-          lora: { adapters: [{ filePath: adapterFile }] }
-        }))
-      const sequence = context.getSequence()
-      const tally = new ParityTally()
-      for (const text of prompts) {
-        const tokens = [Number(theirs.tokens.bos!), ...theirs.tokenize(text, false).map(Number)]
-        const expected = yield* Effect.promise(() => llamaCppDistributions(sequence, tokens, tinyConfig.vocabSize))
-        tally.add(expected, ourDistributions(adapted, tokens), `"${text}"`, ourDistributions(ours, tokens))
-      }
-      yield* Effect.promise(() => context.dispose())
+      const { adapted, modules } = yield* applyPeftAdapter(ours, result.finalDir)
+      assert.strictEqual(modules, tinyConfig.numLayers * 7)
+      const tally = yield* tallyAgainstLlamaCpp({ modelPath: base, adapterFile, prompts, vocabSize: tinyConfig.vocabSize, ours: adapted, plain: ours })
       assert.deepStrictEqual(tally.topKMismatches, [])
       assert.isAbove(tally.compared, 20)
       assert.isBelow(tally.worst, 1e-4)
