@@ -167,7 +167,7 @@ const runStages = Effect.fn("Pipeline.stages")(function*(runner: StageRunner, co
     trainingLog: path.join(train.runDir, "metrics.jsonl"),
     dir: dir("eval")
   })
-  const serve = yield* runner.run(ServeStage, { ...served, serve: config.serve, threads, dir: dir("serve") })
+  const serve = yield* runner.run(ServeStage, { ...served, serve: config.serve, layout: config.train.promptLayout, threads, dir: dir("serve") })
   return { dataset, base, pretrain, train, exported, evaluation, serve } satisfies PipelineResults
 })
 

@@ -12,7 +12,7 @@
  */
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
-import { maxContextDepth, nestingDepth } from "../Dataset/PromptFormat.ts"
+import { maxContextDepth, nestingDepth, PromptLayout } from "../Dataset/PromptFormat.ts"
 
 export const paths = {
   infer: "/infer",
@@ -91,7 +91,9 @@ export const InferMetadata = Schema.Struct({
   completion_tokens: Schema.Int,
   finish_reason: FinishReason,
   raw_answer: Schema.String,
-  placeholders: PlaceholderReport
+  placeholders: PlaceholderReport,
+  /** the layout the prompt was rendered in: the one the served model was trained on (`serve --layout`) */
+  prompt_layout: Schema.optionalKey(PromptLayout)
 })
 export type InferMetadata = typeof InferMetadata.Type
 

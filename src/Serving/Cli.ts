@@ -13,6 +13,7 @@ import * as os from "node:os"
 import { ggufKeys } from "../Model/GgufKeys.ts"
 import { describeThreads } from "../Model/LlamaCpp.ts"
 import { PlaceholderPolicy } from "./Api.ts"
+import { describeServedPrompt, LayoutChoice } from "./Prompt.ts"
 import { convertHfBase, exportAdapter, exportMerged, MergedType } from "./Export.ts"
 import type { AdapterSpec } from "./InferenceEngine.ts"
 import * as Server from "./Server.ts"
@@ -160,6 +161,12 @@ export const serveCommand = Command.make("serve", {
   requestTimeout: Flag.Int("request-timeout-ms").pipe(Flag.withDescription("per-request generation timeout (504)"), withDefault(60_000)),
   placeholders: Flag.Literals("placeholders", PlaceholderPolicy.literals).pipe(
     Flag.withDescription("placeholders the context cannot fill: leave them, remove them, or refuse the answer (422)"), withDefault("leave" as const)
+  ),
+  layout: Flag.Literals("layout", LayoutChoice.literals).pipe(
+    Flag.withDescription(
+      "the prompt layout of POST /infer. auto: the one each adapter was trained on (recorded by train and export; seed for an adapter without a record); the base alone: its own record, else its chat template's layout (ChatML, Llama-3, Mistral), else seed"
+    ),
+    withDefault("auto" as const)
   )
 }, (flags) =>
   Effect.gen(function*() {
@@ -182,6 +189,7 @@ export const serveCommand = Command.make("serve", {
         queueSize: flags.queue,
         contextSize: flags.contextSize,
         gpu: flags.gpu,
+        layout: flags.layout,
         ...(Option.isSome(flags.threads) ? { threads: flags.threads.value } : {}),
         ...(Option.isSome(flags.defaultModel) ? { defaultModel: flags.defaultModel.value } : {})
       }
@@ -190,6 +198,7 @@ export const serveCommand = Command.make("serve", {
     // the listener is up while the models load (/health answers 503 until then)
     const running = yield* Server.startServer(options)
     const threads = running.models[0] === undefined ? "" : `, llama.cpp ${describeThreads(running.models[0].threads)}`
+    yield* Console.error(`/infer prompt layout: ${running.models.map((m) => `${m.id} ${describeServedPrompt(m.prompt)}`).join(", ")}`)
     yield* Console.error(`serving ${running.models.map((m) => m.id).join(", ")} on ${running.url} (${options.apiKey === undefined ? "no auth" : "bearer auth"}${threads}); POST /infer, /v1/chat/completions, /v1/completions`)
     return yield* Effect.never
   }).pipe(

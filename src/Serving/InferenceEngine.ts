@@ -19,7 +19,9 @@ import type { FinishReason } from "./Api.ts"
 import * as OffThreadTokenizer from "./OffThreadTokenizer.ts"
 import { preflightGgufAdapter } from "./Preflight.ts"
 import { type ErrorKind, kindField } from "../Shared/Errors.ts"
-import { type PromptInput, renderPrompt } from "./Prompt.ts"
+import { type LayoutChoice, type PromptInput, renderPrompt, type ServedPrompt, servedPromptFor } from "./Prompt.ts"
+import { defaultSystemPrompt, PromptLayout } from "../Dataset/PromptFormat.ts"
+import type { TrainedPrompt } from "../Training/AdapterPrompt.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
@@ -129,6 +131,8 @@ export interface EngineOptions {
   readonly threads?: number | undefined
   /** "auto": node-llama-cpp's CUDA/Vulkan/Metal build where a GPU is present; "off": CPU only */
   readonly gpu?: "auto" | "off"
+  /** the layout `/infer` renders: `auto` (default) follows each model's record (`Prompt.servedPromptFor`) */
+  readonly layout?: LayoutChoice | undefined
   /** runs before loading starts, while the server already answers (e.g. fetching weights; tests hold it) */
   readonly beforeLoad?: Effect.Effect<void>
 }
@@ -140,6 +144,8 @@ export interface ModelInfo {
   readonly parent: string | undefined
   /** llama.cpp's threads when the models finished loading (they follow the machine's load in auto mode) */
   readonly threads: ThreadState
+  /** the layout `/infer` prompts are rendered in for this model, and why */
+  readonly prompt: ServedPrompt
 }
 
 export interface GenerateRequest {
@@ -156,6 +162,7 @@ export interface GenerateRequest {
   /** 1 = off */
   readonly topP: number
   readonly seed?: number | undefined
+  /** stop strings besides the prompt layout's own (a `Record` prompt ends at its layout's end of turn) */
   readonly stop?: ReadonlyArray<string> | undefined
   /**
    * the client went away: the request leaves the queue, or its generation stops after the token in flight, and
@@ -173,6 +180,8 @@ export interface GenerationResult {
   /** mean probability of the chosen tokens, after sampling filters (0..1) */
   readonly confidence: number
   readonly durationMs: number
+  /** the layout of a `Record` prompt (`/infer`); undefined for chat and raw prompts */
+  readonly layout: PromptLayout | undefined
 }
 
 export interface GenerateHooks {
@@ -243,6 +252,16 @@ interface Loaded {
   readonly tokenizer: OffThreadTokenizer.OffThreadTokenizer
 }
 
+/** A request's prompt as the engine feeds it to a model (`InferenceEngine.prompt`). */
+export interface PreparedPrompt {
+  readonly model: string
+  readonly text: string
+  readonly tokens: ReadonlyArray<number>
+  /** the layout of a `Record` prompt (undefined for chat and raw prompts) */
+  readonly layout: PromptLayout | undefined
+  readonly stops: ReadonlyArray<string>
+}
+
 export class InferenceEngine extends Context.Service<InferenceEngine, {
   readonly state: Effect.Effect<EngineState>
   /** waits until the models are loaded (or failed to) */
@@ -250,6 +269,8 @@ export class InferenceEngine extends Context.Service<InferenceEngine, {
   readonly stats: Effect.Effect<EngineStats>
   /** Generates one answer; the result carries the whole answer, `hooks` see it as it grows. */
   generate(request: GenerateRequest, hooks?: GenerateHooks): Effect.Effect<GenerationResult, GenerateError>
+  /** the prompt `generate` would feed the model: its text and tokens (BOS included), layout and stops */
+  prompt(request: Pick<GenerateRequest, "model" | "prompt">): Effect.Effect<PreparedPrompt, EngineNotReady | UnknownModel | GenerationFailed>
   /** tokens of a text, for clients that need prompt accounting */
   countTokens(text: string): Effect.Effect<number, EngineNotReady>
 }>()("app/Serving/InferenceEngine") {
@@ -264,7 +285,175 @@ export class InferenceEngine extends Context.Service<InferenceEngine, {
     )
 }
 
+const isPromptLayout = Schema.is(PromptLayout)
+
 const modelIdOf = (path: string) => Path.basename(path).replace(/\.gguf$/i, "")
+
+const nonEmpty = (text: unknown) => typeof text === "string" && text !== "" ? text : undefined
+
+/** What node-llama-cpp parsed of the base's metadata that serving reads: its chat template and trained prompt. */
+const baseMetadataOf = (model: LlamaModel) => {
+  const metadata = model.fileInfo.metadata as { tokenizer?: { chat_template?: unknown }; finetune?: { prompt_layout?: unknown; system_prompt?: unknown } }
+  const layout = metadata.finetune?.prompt_layout
+  const recorded: TrainedPrompt | undefined = isPromptLayout(layout)
+    ? { layout, systemPrompt: nonEmpty(metadata.finetune?.system_prompt) ?? defaultSystemPrompt }
+    : undefined
+  return { chatTemplate: nonEmpty(metadata.tokenizer?.chat_template), recorded }
+}
+
+interface ModelSpec {
+  readonly id: string
+  readonly adapterPath: string | undefined
+  readonly parent: string | undefined
+  readonly scale: number
+  readonly prompt: ServedPrompt
+}
+
+/** Compares every adapter with the base (llama.cpp's own checks come late and say little); their recorded prompts. */
+const preflightAdapters = (options: EngineOptions) =>
+  Effect.forEach(options.adapters ?? [], (adapter) =>
+    preflightGgufAdapter(adapter.path, options.base).pipe(
+      Effect.map((described) => described.prompt),
+      Effect.mapError((e) => new ModelLoadFailed({ path: adapter.path, detail: e.message, kind: e.kind }))
+    ))
+
+/** The base and each adapter as a served model, each with the prompt layout its `/infer` renders. */
+const modelSpecs = (options: EngineOptions, base: ReturnType<typeof baseMetadataOf>, adapterPrompts: ReadonlyArray<TrainedPrompt | undefined>) => {
+  const choice = options.layout ?? "auto"
+  const baseId = options.baseName ?? modelIdOf(options.base)
+  const specs: ReadonlyArray<ModelSpec> = [
+    {
+      id: baseId, adapterPath: undefined, parent: undefined, scale: 1,
+      prompt: servedPromptFor(choice, { recorded: base.recorded, isAdapter: false, chatTemplate: base.chatTemplate })
+    },
+    ...(options.adapters ?? []).map((a, i): ModelSpec => ({
+      id: a.name, adapterPath: a.path, parent: baseId, scale: a.scale ?? 1,
+      prompt: servedPromptFor(choice, { recorded: adapterPrompts[i], isAdapter: true, chatTemplate: base.chatTemplate })
+    }))
+  ]
+  return specs
+}
+
+/** One context per served model over the one loaded base, each with a pool of `parallel` sequences. */
+const createContexts = Effect.fnUntraced(function*(
+  llamaCpp: LlamaCpp["Service"],
+  model: LlamaModel,
+  specs: ReadonlyArray<ModelSpec>,
+  options: EngineOptions,
+  parallel: number
+) {
+  const contextSize = Math.min(options.contextSize ?? 2048, model.trainContextSize)
+  const served = new Map<string, Omit<Served, "info"> & { readonly spec: ModelSpec }>()
+  for (const spec of specs) {
+    if (served.has(spec.id)) {
+      return yield* new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: `duplicate model name "${spec.id}"`, kind: "input" })
+    }
+    const context = yield* llamaCpp.createContext(model, {
+      sequences: parallel,
+      contextSize: contextSize * parallel,
+      ...(spec.adapterPath === undefined ? {} : { lora: { adapters: [{ filePath: spec.adapterPath, scale: spec.scale }] } })
+    }, options.threads).pipe(
+      Effect.mapError((e) => new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: e.detail }))
+    )
+    const pool = yield* Queue.bounded<LlamaContextSequence>(parallel)
+    for (let i = 0; i < parallel; i++) Queue.offerUnsafe(pool, context.getSequence())
+    served.set(spec.id, { spec, context, pool })
+  }
+  const threads = yield* llamaCpp.threads
+  return new Map<string, Served>([...served].map(([id, { spec, context, pool }]) => [
+    id,
+    { info: { id, adapterPath: spec.adapterPath, parent: spec.parent, threads, prompt: spec.prompt }, context, pool }
+  ]))
+})
+
+/** Loads the base once, the adapters over it, and the off-thread tokenizer. */
+const loadModels = Effect.fnUntraced(function*(llamaCpp: LlamaCpp["Service"], options: EngineOptions, parallel: number) {
+  if (options.beforeLoad !== undefined) yield* options.beforeLoad
+  const adapterPrompts = yield* preflightAdapters(options)
+  const model = yield* llamaCpp.loadModel({ modelPath: options.base, ...(options.gpu === "off" ? { gpuLayers: 0 } : {}) }).pipe(
+    Effect.mapError((e) => new ModelLoadFailed({ path: options.base, detail: e.detail, kind: e.kind === "failure" ? "unavailable" : e.kind }))
+  )
+  const base = baseMetadataOf(model)
+  const specs = modelSpecs(options, base, adapterPrompts)
+  const served = yield* createContexts(llamaCpp, model, specs, options, parallel)
+  const defaultModel = options.defaultModel ?? specs[specs.length > 1 ? 1 : 0]!.id
+  if (!served.has(defaultModel)) {
+    return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}`, kind: "input" })
+  }
+  const inline = (text: string, special: boolean): ReadonlyArray<number> => model.tokenize(text, special)
+  const tokenizer = yield* OffThreadTokenizer.start(options.base, inline).pipe(
+    Effect.catch((e) =>
+      Effect.as(Effect.logWarning(`${e.message}; long prompts are tokenized on the main thread`), OffThreadTokenizer.inlineOnly(inline)))
+  )
+  return { model, served, defaultModel, chatTemplate: base.chatTemplate, tokenizer } satisfies Loaded
+})
+
+/** Plain counters: admission is decided synchronously so that a burst cannot overshoot the queue bound. */
+interface Counters {
+  active: number
+  queued: number
+  completionTokens: number
+  generationMs: number
+}
+
+/**
+ * Admission, then a slot: refused at once when the queue is full; otherwise it waits (interruptibly: a timeout
+ * or a disconnect while queued gives the place up) for a permit, then takes a sequence, which is always free
+ * while a permit is held (each context has `parallel` sequences).
+ */
+const makeAdmission = (slots: Semaphore.Semaphore, counters: Counters, parallel: number, queueSize: number) =>
+<A, E>(
+  served: Served,
+  onAdmitted: Effect.Effect<void>,
+  use: (sequence: LlamaContextSequence) => Effect.Effect<A, E>
+): Effect.Effect<A, E | EngineOverloaded> =>
+  Effect.suspend((): Effect.Effect<A, E | EngineOverloaded> => {
+    if (counters.active + counters.queued >= parallel + queueSize) {
+      // a rough wait: the queue ahead at the mean generation time seen so far
+      const meanMs = counters.generationMs / Math.max(1, counters.completionTokens) * 64
+      return Effect.fail(new EngineOverloaded({
+        active: counters.active,
+        queued: counters.queued,
+        retryAfterSeconds: Math.max(1, Math.ceil(((counters.queued + 1) / parallel) * meanMs / 1000))
+      }))
+    }
+    counters.queued++
+    let queued = true
+    const leaveQueue = Effect.sync(() => {
+      if (queued) {
+        queued = false
+        counters.queued--
+      }
+    })
+    const running = Effect.suspend(() => {
+      counters.active++
+      return Effect.acquireUseRelease(Queue.take(served.pool), use, (sequence) => Queue.offer(served.pool, sequence))
+    }).pipe(Effect.ensuring(Effect.sync(() => counters.active--)))
+    return onAdmitted.pipe(
+      Effect.andThen(slots.withPermits(1)(leaveQueue.pipe(Effect.andThen(running)))),
+      Effect.ensuring(leaveQueue)
+    )
+  })
+
+/** A request's prompt for its model: rendered in the model's layout, tokenized (off the main thread), BOS applied. */
+const preparePrompt = Effect.fnUntraced(function*(l: Loaded, request: Pick<GenerateRequest, "model" | "prompt">) {
+  const id = request.model ?? l.defaultModel
+  const served = l.served.get(id)
+  if (served === undefined) return yield* new UnknownModel({ model: id, available: [...l.served.keys()] })
+  const model = l.model
+  const rendered = renderPrompt(request.prompt, l.chatTemplate, {
+    bos: model.tokens.bosString ?? "",
+    eos: model.tokens.eosString ?? ""
+  }, served.info.prompt)
+  let tokens = (yield* l.tokenizer.tokenize(rendered.text, rendered.parseSpecialTokens).pipe(
+    Effect.mapError((e) => new GenerationFailed({ detail: e.message }))
+  )) as Array<Token>
+  const bos = model.tokens.bos
+  const addBos = rendered.bos === undefined ? model.tokens.shouldPrependBosToken : rendered.bos === "prepend"
+  if (addBos && bos !== null && tokens[0] !== bos) tokens = [bos, ...tokens]
+  const prepared: PreparedPrompt = { model: id, text: rendered.text, tokens, layout: rendered.layout, stops: rendered.stops ?? [] }
+  return { served, prepared }
+})
 
 const make = Effect.fnUntraced(function*(options: EngineOptions) {
   const llamaCpp = yield* LlamaCpp
@@ -272,62 +461,10 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
   const queueSize = Math.max(0, options.queueSize ?? 32)
   const state = yield* Ref.make<EngineState>({ _tag: "Loading" })
   const loaded = yield* Deferred.make<Loaded, ModelLoadFailed>()
-  const slots = yield* Semaphore.make(parallel)
-  // plain counters: admission is decided synchronously so that a burst cannot overshoot the queue bound
-  const counters = { active: 0, queued: 0, completionTokens: 0, generationMs: 0 }
+  const counters: Counters = { active: 0, queued: 0, completionTokens: 0, generationMs: 0 }
+  const withSlot = makeAdmission(yield* Semaphore.make(parallel), counters, parallel, queueSize)
 
-  const load = Effect.gen(function*() {
-    if (options.beforeLoad !== undefined) yield* options.beforeLoad
-    // llama.cpp's own checks come late and say little: compare every adapter with the base first
-    for (const adapter of options.adapters ?? []) {
-      yield* preflightGgufAdapter(adapter.path, options.base).pipe(
-        Effect.mapError((e) => new ModelLoadFailed({ path: adapter.path, detail: e.message, kind: e.kind }))
-      )
-    }
-    const model = yield* llamaCpp.loadModel({ modelPath: options.base, ...(options.gpu === "off" ? { gpuLayers: 0 } : {}) }).pipe(
-      Effect.mapError((e) => new ModelLoadFailed({ path: options.base, detail: e.detail, kind: e.kind === "failure" ? "unavailable" : e.kind }))
-    )
-    const contextSize = Math.min(options.contextSize ?? 2048, model.trainContextSize)
-    const baseId = options.baseName ?? modelIdOf(options.base)
-    const specs: Array<Omit<ModelInfo, "threads"> & { readonly scale: number }> = [
-      { id: baseId, adapterPath: undefined, parent: undefined, scale: 1 },
-      ...(options.adapters ?? []).map((a) => ({ id: a.name, adapterPath: a.path, parent: baseId, scale: a.scale ?? 1 }))
-    ]
-    const contexts: Array<{ readonly spec: (typeof specs)[number]; readonly context: LlamaContext; readonly pool: Queue.Queue<LlamaContextSequence> }> = []
-    for (const spec of specs) {
-      if (contexts.some((c) => c.spec.id === spec.id)) {
-        return yield* new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: `duplicate model name "${spec.id}"`, kind: "input" })
-      }
-      const context = yield* llamaCpp.createContext(model, {
-        sequences: parallel,
-        contextSize: contextSize * parallel,
-        ...(spec.adapterPath === undefined ? {} : { lora: { adapters: [{ filePath: spec.adapterPath, scale: spec.scale }] } })
-      }, options.threads).pipe(
-        Effect.mapError((e) => new ModelLoadFailed({ path: spec.adapterPath ?? options.base, detail: e.detail }))
-      )
-      const pool = yield* Queue.bounded<LlamaContextSequence>(parallel)
-      for (let i = 0; i < parallel; i++) Queue.offerUnsafe(pool, context.getSequence())
-      contexts.push({ spec, context, pool })
-    }
-    const threads = yield* llamaCpp.threads
-    const served = new Map<string, Served>(contexts.map(({ spec, context, pool }) => [
-      spec.id,
-      { info: { id: spec.id, adapterPath: spec.adapterPath, parent: spec.parent, threads }, context, pool }
-    ]))
-    const defaultModel = options.defaultModel ?? specs[specs.length > 1 ? 1 : 0]!.id
-    if (!served.has(defaultModel)) {
-      return yield* new ModelLoadFailed({ path: options.base, detail: `default model "${defaultModel}" is not among ${[...served.keys()].join(", ")}`, kind: "input" })
-    }
-    const template = model.fileInfo.metadata?.tokenizer?.chat_template
-    const inline = (text: string, special: boolean): ReadonlyArray<number> => model.tokenize(text, special)
-    const tokenizer = yield* OffThreadTokenizer.start(options.base, inline).pipe(
-      Effect.catch((e) =>
-        Effect.as(Effect.logWarning(`${e.message}; long prompts are tokenized on the main thread`), OffThreadTokenizer.inlineOnly(inline)))
-    )
-    return { model, served, defaultModel, chatTemplate: typeof template === "string" && template !== "" ? template : undefined, tokenizer }
-  })
-
-  yield* load.pipe(
+  yield* loadModels(llamaCpp, options, parallel).pipe(
     Effect.tap((l) =>
       Ref.set(state, { _tag: "Ready", models: [...l.served.values()].map((s) => s.info), defaultModel: l.defaultModel })
     ),
@@ -344,62 +481,13 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     return yield* Deferred.await(loaded).pipe(Effect.orDie)
   })
 
-  /**
-   * Admission, then a slot: refused at once when the queue is full; otherwise it waits (interruptibly: a timeout
-   * or a disconnect while queued gives the place up) for a permit, then takes a sequence, which is always free
-   * while a permit is held (each context has `parallel` sequences).
-   */
-  const withSlot = <A, E>(
-    served: Served,
-    onAdmitted: Effect.Effect<void>,
-    use: (sequence: LlamaContextSequence) => Effect.Effect<A, E>
-  ): Effect.Effect<A, E | EngineOverloaded> =>
-    Effect.suspend((): Effect.Effect<A, E | EngineOverloaded> => {
-      if (counters.active + counters.queued >= parallel + queueSize) {
-        // a rough wait: the queue ahead at the mean generation time seen so far
-        const meanMs = counters.generationMs / Math.max(1, counters.completionTokens) * 64
-        return Effect.fail(new EngineOverloaded({
-          active: counters.active,
-          queued: counters.queued,
-          retryAfterSeconds: Math.max(1, Math.ceil(((counters.queued + 1) / parallel) * meanMs / 1000))
-        }))
-      }
-      counters.queued++
-      let queued = true
-      const leaveQueue = Effect.sync(() => {
-        if (queued) {
-          queued = false
-          counters.queued--
-        }
-      })
-      const running = Effect.suspend(() => {
-        counters.active++
-        return Effect.acquireUseRelease(Queue.take(served.pool), use, (sequence) => Queue.offer(served.pool, sequence))
-      }).pipe(Effect.ensuring(Effect.sync(() => counters.active--)))
-      return onAdmitted.pipe(
-        Effect.andThen(slots.withPermits(1)(leaveQueue.pipe(Effect.andThen(running)))),
-        Effect.ensuring(leaveQueue)
-      )
-    })
-
   const generateNow = Effect.fn("InferenceEngine.generate")(function*(
     request: GenerateRequest,
     hooks: GenerateHooks = {}
   ) {
     const l = yield* readyNow
-    const id = request.model ?? l.defaultModel
-    const served = l.served.get(id)
-    if (served === undefined) return yield* new UnknownModel({ model: id, available: [...l.served.keys()] })
-    const model = l.model
-    const rendered = renderPrompt(request.prompt, l.chatTemplate, {
-      bos: model.tokens.bosString ?? "",
-      eos: model.tokens.eosString ?? ""
-    })
-    let promptTokens = (yield* l.tokenizer.tokenize(rendered.text, rendered.parseSpecialTokens).pipe(
-      Effect.mapError((e) => new GenerationFailed({ detail: e.message }))
-    )) as Array<Token>
-    const bos = model.tokens.bos
-    if (model.tokens.shouldPrependBosToken && bos !== null && promptTokens[0] !== bos) promptTokens = [bos, ...promptTokens]
+    const { served, prepared } = yield* preparePrompt(l, request)
+    const promptTokens = prepared.tokens as ReadonlyArray<Token>
     const contextLimit = served.context.contextSize / parallel
     const totalLimit = Math.min(request.maxTotalTokens?.tokens ?? Infinity, contextLimit)
     const room = totalLimit - promptTokens.length
@@ -410,13 +498,11 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
         limit: totalLimit
       })
     }
-    const maxTokens = Math.min(request.maxTokens, room)
-    const stops = (request.stop ?? []).filter((s) => s !== "")
     const started = Date.now()
     const result = yield* withSlot(served, hooks.onAdmitted ?? Effect.void, (sequence) =>
-      decode(model, sequence, promptTokens, {
-        maxTokens,
-        stops,
+      decode(l.model, sequence, promptTokens, {
+        maxTokens: Math.min(request.maxTokens, room),
+        stops: [...(request.stop ?? []), ...prepared.stops].filter((s) => s !== ""),
         temperature: request.temperature,
         topK: request.topK,
         topP: request.topP,
@@ -425,7 +511,7 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
     const durationMs = Date.now() - started
     counters.completionTokens += result.completionTokens
     counters.generationMs += durationMs
-    return { model: id, promptTokens: promptTokens.length, durationMs, ...result }
+    return { model: prepared.model, promptTokens: promptTokens.length, durationMs, layout: prepared.layout, ...result } satisfies GenerationResult
   })
 
   const generate = (request: GenerateRequest, hooks?: GenerateHooks) =>
@@ -444,10 +530,10 @@ const make = Effect.fnUntraced(function*(options: EngineOptions) {
       generationSeconds: counters.generationMs / 1000
     })),
     generate,
+    prompt: (request) => readyNow.pipe(Effect.flatMap((l) => preparePrompt(l, request)), Effect.map((r) => r.prepared)),
     countTokens: (text) => readyNow.pipe(Effect.map((l) => l.model.tokenize(text, false).length))
   })
 })
-
 /**
  * Runs `self` in an interruptible fiber of its own that the signal interrupts: an abort frees the queue place or the
  * slot at once, whether or not the caller's fiber can be interrupted; interrupting the caller still works too.

@@ -3,6 +3,7 @@
  * few held-out questions through `POST /infer` (ApiClient.serveCheck), then shutdown. The answers are kept for the report.
  */
 import { Effect, FileSystem, Path, Schema } from "effect"
+import type { PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { Stage } from "../Shared/Stage.ts"
 import { readRecordsFile } from "../Training/Trainer.ts"
 import { serveCheck } from "./ApiClient.ts"
@@ -15,6 +16,8 @@ export interface ServeStageInput {
   /** llama.cpp's base GGUF and the adapter GGUF over it */
   readonly base: string
   readonly adapter: string
+  /** the layout training rendered its examples in, which the evaluate stage prompts with too */
+  readonly layout: PromptLayout
   /** llama.cpp threads; undefined: the thread policy */
   readonly threads: number | undefined
   readonly dir: string
@@ -45,7 +48,8 @@ const runServe = Effect.fn("ServeStage.run")(function*(input: ServeStageInput) {
   const server = yield* Server.startServer({
     port: 0,
     modelVersion: "finetune-finance-lora",
-    engine: { base: input.base, adapters: [{ name: "tuned", path: input.adapter }], parallel: 1, threads: input.threads, gpu: "off" }
+    // /infer in the training layout, as the evaluate stage asks (the adapter records it too; this makes it certain)
+    engine: { base: input.base, adapters: [{ name: "tuned", path: input.adapter }], parallel: 1, threads: input.threads, gpu: "off", layout: input.layout }
   })
   yield* Effect.logInfo(`[serve] listening on ${server.url}; asking ${records.length} held-out questions`)
   // through the client derived from the server's contract (ApiClient.ts), as the app would ask
@@ -62,7 +66,7 @@ const runServe = Effect.fn("ServeStage.run")(function*(input: ServeStageInput) {
 export const ServeStage: Stage<ServeStageInput, ServeResult, Effect.Error<ReturnType<typeof runServe>>, Effect.Services<ReturnType<typeof runServe>>> = {
   name: "serve",
   reads: ["export", "dataset"],
-  settings: ({ serve }) => ({ serve }),
+  settings: ({ serve, layout }) => ({ serve, layout }),
   inputFiles: () => ({}),
   workDirs: ({ dir }) => [dir],
   // a run that asked nothing leaves no answers.json

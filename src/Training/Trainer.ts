@@ -31,6 +31,7 @@ import {
   saveCheckpoint,
   type TrainerState
 } from "./Checkpoint.ts"
+import { writeAdapterPrompt } from "./AdapterPrompt.ts"
 import {
   type Batch,
   batchIndices,
@@ -802,6 +803,10 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     yield* fs.makeDirectory(finalDir, { recursive: true }).pipe(Effect.mapError(toTrainError(finalDir)))
     for (const f of config.mode === "full" ? [MODEL_FILE, "config.json"] : [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
       yield* fs.copyFile(path.join(from, f), path.join(finalDir, f)).pipe(Effect.mapError(toTrainError(finalDir)))
+    }
+    // the layout the examples were rendered in, so export and serve render /infer's prompt the same way
+    if (config.mode !== "full" && Schema.is(PromptLayout)(config.promptLayout)) {
+      yield* writeAdapterPrompt(finalDir, config.promptLayout).pipe(Effect.mapError(toTrainError(finalDir)))
     }
     if (config.mode === "full" && input.baseGguf !== undefined) {
       // the served form: the base GGUF's metadata (tokenizer included) with the trained weights

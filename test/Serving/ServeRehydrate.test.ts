@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from "vitest"
 import { firstStopIndex, heldBackLength } from "../../src/Serving/InferenceEngine.ts"
-import { chatAsSeedPrompt, renderChatTemplate, renderPrompt, seedPrompt } from "../../src/Serving/Prompt.ts"
+import { chatAsSeedPrompt, layoutOfChatTemplate, renderChatTemplate, renderPrompt, seedPrompt, servedPromptFor } from "../../src/Serving/Prompt.ts"
+import { defaultSystemPrompt, formatPrompt } from "../../src/Dataset/PromptFormat.ts"
 import { placeholderValues, placeholderValuesOf, rehydrate, StreamingRehydrator } from "../../src/Serving/Rehydrate.ts"
 import { renderRagContext } from "../../src/Dataset/RagContext.ts"
 import { chatTemplate } from "../../src/Model/FinanceVocabulary.ts"
@@ -117,10 +118,31 @@ describe("stop strings", () => {
 })
 
 describe("prompts", () => {
-  it("uses the seed's training layout for /infer", () => {
+  it("renders /infer's record in the served layout, as the trainer formats it", () => {
     expect(seedPrompt("Current Symbol: AAPL", "Price?")).toBe("Context: Current Symbol: AAPL\nQuestion: Price?\nAnswer: ")
-    expect(renderPrompt({ _tag: "Seed", context: "c", question: "q" }, chatTemplate, { bos: "<s>", eos: "</s>" }))
-      .toEqual({ text: "Context: c\nQuestion: q\nAnswer: ", parseSpecialTokens: false })
+    // seed: the default for an adapter without a record; BOS prepended as the trainer does, the next record stops it
+    expect(renderPrompt({ _tag: "Record", context: "c", question: "q" }, chatTemplate, { bos: "<s>", eos: "</s>" }))
+      .toEqual({ text: "Context: c\nQuestion: q\nAnswer: ", parseSpecialTokens: false, bos: "prepend", stops: ["\nQuestion:", "\nContext:"], layout: "seed" })
+    // chatml: formatPrompt's text, control tokens parsed, no BOS (the layout spells its own), the end of turn stops it
+    const record = { question: "Price?", context: { symbol: "AAPL", prices: { AAPL: { price: 189.5, changePercent: 0.45 } } } }
+    const chatml = renderPrompt({ _tag: "Record", ...record }, chatTemplate, { bos: "<s>", eos: "</s>" }, { layout: "chatml", systemPrompt: "Be brief." })
+    expect(chatml).toEqual({ text: formatPrompt(record, "chatml", "Be brief."), parseSpecialTokens: true, bos: "none", stops: ["<|im_end|>"], layout: "chatml" })
+    expect(chatml.text.startsWith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nContext: ")).toBe(true)
+  })
+
+  it("serves the layout the adapter records, else seed; a base alone its chat template's; --layout overrides", () => {
+    const trained = { layout: "chatml" as const, systemPrompt: defaultSystemPrompt }
+    const smolTemplate = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    expect(servedPromptFor("auto", { recorded: trained, isAdapter: true, chatTemplate: undefined })).toEqual({ ...trained, source: "recorded" })
+    expect(servedPromptFor("auto", { recorded: undefined, isAdapter: true, chatTemplate: smolTemplate }).layout).toBe("seed")
+    expect(servedPromptFor("auto", { recorded: undefined, isAdapter: false, chatTemplate: smolTemplate })).toEqual({ layout: "chatml", systemPrompt: defaultSystemPrompt, source: "template" })
+    expect(servedPromptFor("auto", { recorded: undefined, isAdapter: false, chatTemplate: chatTemplate }).layout).toBe("seed")
+    expect(servedPromptFor("seed", { recorded: trained, isAdapter: true, chatTemplate: undefined })).toEqual({ layout: "seed", systemPrompt: defaultSystemPrompt, source: "flag" })
+    expect([
+      layoutOfChatTemplate("{{ bos_token }}<|start_header_id|>user<|end_header_id|>"),
+      layoutOfChatTemplate("{{ bos_token }}[INST] {{ m.content }} [/INST]"),
+      layoutOfChatTemplate(undefined)
+    ]).toEqual(["llama3", "mistral", undefined])
   })
 
   it("renders the GGUF's chat template with the request's context as a system message", () => {

@@ -14,6 +14,9 @@ import { Device } from "../../src/Model/Device.ts"
 import { LlamaCpp } from "../../src/Model/LlamaCpp.ts"
 import { LlamaModel } from "../../src/Model/LlamaModel.ts"
 import { exportAdapter } from "../../src/Serving/Export.ts"
+import { defaultSystemPrompt } from "../../src/Dataset/PromptFormat.ts"
+import { readGgufHeader } from "../../src/Model/Gguf.ts"
+import { trainedPromptOfGguf } from "../../src/Training/AdapterPrompt.ts"
 import { tempDir, tinyConfig, writeBase } from "../Serving/ServeFixtures.ts"
 import { applyPeftAdapter, tallyAgainstLlamaCpp } from "../support/adapterParity.ts"
 import { agreementConfig, trainTorch } from "./TorchEngineFixtures.ts"
@@ -46,6 +49,8 @@ layer(Layer.mergeAll(Device.layerCpu, LlamaCpp.layerCpu, NodeServices.layer))("t
       assert.isTrue(fs.existsSync(path.join(dir, "run", "engine", "base-hf", "model.safetensors")))
       const adapterFile = path.join(dir, "adapter.gguf")
       yield* exportAdapter({ adapter: result.finalDir, base, out: adapterFile })
+      // the torch engine's final folder records the layout too, and export carries it into the GGUF
+      assert.deepStrictEqual(trainedPromptOfGguf(yield* readGgufHeader(adapterFile)), { layout: "seed", systemPrompt: defaultSystemPrompt })
       const tensorsBefore = tf.memory().numTensors
 
       const ours = yield* LlamaModel.load(base)

@@ -6,6 +6,7 @@ import * as os from "node:os"
 import * as nodePath from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { packBatch, padBatch } from "../../src/Training/Collate.ts"
+import { ADAPTER_PROMPT } from "../../src/Training/AdapterPrompt.ts"
 import { generate } from "../../src/Model/Generation.ts"
 import { FINAL_ADAPTER_DIR, loadAdapterInto, readPeftAdapter, writePeftAdapter } from "../../src/Model/PeftAdapter.ts"
 import { batchGrads, batchLoss, adapterConfigOf, buildTrainee, runTraining, type TrainingInput } from "../../src/Training/Trainer.ts"
@@ -71,6 +72,8 @@ describe("the training loop", () => {
     expect(result.bestMetric).toBeNull()
     expect(fsSync.existsSync(nodePath.join(result.finalDir, "adapter_model.safetensors"))).toBe(true)
     expect(nodePath.basename(result.finalDir)).toBe(FINAL_ADAPTER_DIR) // the folder eval, export and serve are told to take
+    // the layout the examples were rendered in, recorded for export and serve (Training/AdapterPrompt.ts)
+    expect(JSON.parse(fsSync.readFileSync(nodePath.join(result.finalDir, ADAPTER_PROMPT), "utf8"))).toEqual({ prompt_layout: "seed" })
     expect(warnings).toEqual([])
     // at 1 token no row can have a loss target: the run says so instead of training on nothing
     const none = await runLogged(runTraining(input(), config(tmp(), 1), { onLog: () => {} }))
