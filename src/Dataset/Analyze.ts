@@ -13,7 +13,8 @@ import { normalizeRecord } from "./Normalize.ts"
 import { hasLivePlaceholder } from "./Placeholders.ts"
 import { encodeRecord, encodesAsLine } from "./RecordEncode.ts"
 import { checkRules, type RuleConfig } from "./Rules.ts"
-import { canonicalKeys, fingerprintBytes, groupKeys, splitBasis } from "./Split.ts"
+import { canonicalFingerprint, fingerprintBytes, groupKeys, keyedByTemplate, splitBasis } from "./Split.ts"
+import { MaskedSpans, scanTickers } from "./Tickers.ts"
 
 /** The rare per-line facts that do not fit the typed arrays of a BatchAnalysis. */
 export interface LineNote {
@@ -90,6 +91,8 @@ export const seedOnlyDecoder: LineDecoder = (json, keepExtra) => {
 }
 
 const blank = /^\s*$/
+// the answer's mask, from the scan that also finds its tickers for the content rules
+const answerSpans = new MaskedSpans()
 
 /** every turn of a conversation but its last assistant turn, one after another (its near-duplicate key) */
 const conversationBefore = (messages: ReadonlyArray<{ readonly role: string; readonly content: string }>): string => {
@@ -169,7 +172,11 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
     const nr = normalizeRecord(d.record)
     let record = nr.record
     if (d.deriveContextRequired && hasLivePlaceholder(record.answer)) record = { ...record, context_required: true }
-    const violations = checkRules(record, rules)
+    // the answer's tickers, for the rules, and its mask, for the split key, in one scan of it
+    const masked = keyedByTemplate(record, config.groupByTicker)
+    const findAnswer = rules.tickers_in_text !== "off"
+    const answerTickers = masked || findAnswer ? scanTickers(record.answer, record.tickers, masked ? answerSpans : undefined, findAnswer) : undefined
+    const violations = checkRules(record, rules, findAnswer ? answerTickers : undefined)
     let fatal: (typeof violations)[number] | undefined
     for (const v of violations) if (rules[v.rule] === "reject") { fatal = v; break }
     if (fatal !== undefined) {
@@ -179,11 +186,11 @@ export const analyzeBatch = (input: BatchInput, config: AnalyzeConfig, decode: L
       continue
     }
     // a conversation's earlier turns are part of what makes it distinct (two chats may end in the same pair)
-    const keys = canonicalKeys(record.messages !== undefined && record.messages.length > 2 ? conversationBefore(record.messages) : record.question, record.answer, basis)
+    const keys = canonicalFingerprint(record.messages !== undefined && record.messages.length > 2 ? conversationBefore(record.messages) : record.question, record.answer)
     meta[m] = OK
     meta[m + 1] = keys.hi
     meta[m + 2] = keys.lo
-    const group = groupKeys(record, basis, config.groupByTicker)
+    const group = groupKeys(record, basis, config.groupByTicker, masked ? answerSpans : undefined)
     meta[m + 3] = group.split
     meta[m + 4] = nr.replaced
     const lineFp = fingerprintBytes(src.subarray(from, to))

@@ -69,8 +69,11 @@ const symbolPattern = /^[A-Z][A-Z0-9]{0,5}(?:[.-][A-Z0-9]{1,3})?$/
 export const isAdvice = (r: Pick<TrainingRecord, "question" | "answer">): boolean =>
   adviceQuestion.test(r.question) || (adviceWord.test(r.answer) && adviceAnswer.test(r.answer))
 
-/** Every rule the record breaks whose severity is not `off`. */
-export const checkRules = (r: TrainingRecord, config: RuleConfig): Array<Violation> => {
+/**
+ * Every rule the record breaks whose severity is not `off`. `answerTickers`, when the caller has it, is
+ * `findTickersInText(r.answer)` (the ingest reads it in the scan that also masks the answer for the split).
+ */
+export const checkRules = (r: TrainingRecord, config: RuleConfig, answerTickers?: ReadonlyArray<string>): Array<Violation> => {
   const out: Array<Violation> = []
   if (config.live_values_need_context !== "off" && !r.context_required && hasLivePlaceholder(r.answer)) {
     out.push({ rule: "live_values_need_context", field: "context_required", reason: "answer holds live-data placeholders but context_required is false" })
@@ -96,7 +99,7 @@ export const checkRules = (r: TrainingRecord, config: RuleConfig): Array<Violati
     })
   }
   if (config.tickers_in_text !== "off") {
-    const missing = findTickersInTexts(r.question, r.answer).filter((s) => !r.tickers.includes(s))
+    const missing = findTickersInTexts(r.question, r.answer, answerTickers).filter((s) => !r.tickers.includes(s))
     if (missing.length > 0) {
       out.push({ rule: "tickers_in_text", field: "tickers", reason: `tickers named in the text are missing from tickers: ${missing.join(", ")}` })
     }

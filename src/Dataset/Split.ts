@@ -9,7 +9,8 @@
  *   hundreds. Two different records share a fingerprint with probability about n²/2⁶⁵ (3e-8 at 1M).
  * - The split puts a record in `test` when the hash of (seed, key) falls below `testRatio` of the 32-bit
  *   range. The key is the record's templated answer: its canonical normalized answer with every ticker
- *   masked as one symbol (`maskTickers`; numbers are placeholders already). Templated data (the original
+ *   masked as one symbol (`maskTickers`; numbers are placeholders already), hashed from the mask scan's
+ *   spans without building the masked text. Templated data (the original
  *   app's chat file: 411 distinct records, 36 answer templates that differ only in the stock) would
  *   otherwise put the same answer with another ticker on both sides, so the test set measured recall of
  *   training answers. One template is one group and lands on one side; the ingest reports how many groups
@@ -22,7 +23,7 @@
  */
 
 import { Buffer } from "node:buffer"
-import { maskTickers } from "./Tickers.ts"
+import { MaskedSpans, scanTickers, tickerMask } from "./Tickers.ts"
 
 const FNV_PRIME = 0x01000193
 
@@ -43,16 +44,18 @@ const keep = (c: number) =>
 /**
  * The canonical form two near-copies share: ASCII letters lower-cased, every run of other characters
  * (punctuation, spaces) collapsed to one space, trimmed. Letters beyond ASCII are kept as they are.
- * `canonicalKeys` hashes this form without building it as a string.
+ * `canonicalFingerprint` and `groupKeys` hash this form without building it as a string.
  */
-export const canonicalText = (s: string): string => {
-  const n = appendCanonical(s, 0)
+export const canonicalText = (s: string): string => unitsText(appendCanonical(s, 0))
+
+/** the first `n` canonical units as a string */
+const unitsText = (n: number): string => {
   let out = ""
   for (let i = 0; i < n; i += 8192) out += String.fromCharCode(...canonUnits.subarray(i, Math.min(n, i + 8192)))
   return out
 }
 
-/** the split key's hash: `fnv1a(canonicalText(s), basis)`, computed without building the canonical text */
+/** `fnv1a(canonicalText(s), basis)`, computed without building the canonical text */
 export const canonicalHash = (s: string, basis = 0x811c9dc5): number => fnvUnits(appendCanonical(s, 0), basis)
 
 // per ASCII character, what the canonical form keeps of it (lower-cased), or 0 when it separates words
@@ -69,10 +72,18 @@ const canonicalAscii = (() => {
 let canonUnits = new Uint16Array(2048)
 let canonWords = new Uint32Array(canonUnits.buffer)
 
-/** appends `canonicalText(s)` to canonUnits at `at`; returns the new end */
-const appendCanonical = (s: string, at: number): number => {
-  if (at + s.length + 2 > canonUnits.length) {
-    const grown = new Uint16Array((at + s.length + 2) * 2)
+// what the canonical form keeps of `tickerMask` (every character of it: "<ticker>")
+const maskUnits = Uint16Array.from(tickerMask, (ch) => canonicalAscii[ch.charCodeAt(0)]!)
+
+/**
+ * appends `canonicalText(s)` to canonUnits at `at`, or, with `spans` (a mask scan of `s`), the canonical
+ * form of `s` with each span replaced by `tickerMask`, as `canonicalText(maskTickers(s))`; returns the new end
+ */
+const appendCanonical = (s: string, at: number, spans?: MaskedSpans): number => {
+  const masks = spans === undefined ? 0 : spans.count
+  const need = at + s.length + masks * maskUnits.length + 2
+  if (need > canonUnits.length) {
+    const grown = new Uint16Array(need * 2)
     grown.set(canonUnits.subarray(0, at))
     canonUnits = grown
     canonWords = new Uint32Array(grown.buffer)
@@ -80,15 +91,26 @@ const appendCanonical = (s: string, at: number): number => {
   const out = canonUnits
   const start = at
   let pending = false
-  for (let i = 0; i < s.length; i++) {
-    const u = s.charCodeAt(i)
-    const c = u < 128 ? canonicalAscii[u]! : u >= 0xc0 ? u : 0
-    if (c === 0) pending = true
-    else {
-      if (pending && at > start) out[at++] = 32
-      pending = false
-      out[at++] = c
+  let i = 0
+  // the text between masks, then the mask: all of its characters are kept, so only a pending space comes first
+  for (let k = 0; k <= masks; k++) {
+    const stop = k < masks ? spans!.at[2 * k]! : s.length
+    for (; i < stop; i++) {
+      const u = s.charCodeAt(i)
+      const c = u < 128 ? canonicalAscii[u]! : u >= 0xc0 ? u : 0
+      if (c === 0) pending = true
+      else {
+        if (pending && at > start) out[at++] = 32
+        pending = false
+        out[at++] = c
+      }
     }
+    if (k === masks) break
+    if (pending && at > start) out[at++] = 32
+    pending = false
+    out.set(maskUnits, at)
+    at += maskUnits.length
+    i = spans!.at[2 * k + 1]!
   }
   return at
 }
@@ -101,23 +123,14 @@ const fnvUnits = (n: number, basis: number): number => {
   return h >>> 0
 }
 
-export interface CanonicalKeys {
-  /** the 64-bit fingerprint of the canonical question and answer (near-duplicate detection) */
-  readonly hi: number
-  readonly lo: number
-  /** `canonicalHash(question, basis)`: the split key */
-  readonly questionHash: number
-}
-
 /**
- * In one pass over the canonical forms: the fingerprint of a question and its answer (two independent
- * multiplicative hashes over `canonicalText(question) + "\u0000" + canonicalText(answer)`, two code units at a
- * time, plus the length; `hi` is never 0) and the question's split hash. The fingerprint only tells records
- * apart within a run, so it may change between releases; the split hash may not.
+ * The 64-bit fingerprint of the canonical forms of a question and an answer (near-duplicate detection): two
+ * independent multiplicative hashes over `canonicalText(question) + "\u0000" + canonicalText(answer)`, two code
+ * units at a time, plus the length; `hi` is never 0. It only tells records apart within a run, so it may
+ * change between releases. (The split key is the templated answer's: `groupKeys`.)
  */
-export const canonicalKeys = (question: string, answer: string, basis = 0x811c9dc5): CanonicalKeys => {
+export const canonicalFingerprint = (question: string, answer: string): Fingerprint => {
   const qEnd = appendCanonical(question, 0)
-  const questionHash = fnvUnits(qEnd, basis)
   canonUnits[qEnd] = 0
   const n = appendCanonical(answer, qEnd + 1)
   canonUnits[n] = 0
@@ -133,11 +146,8 @@ export const canonicalKeys = (question: string, answer: string, basis = 0x811c9d
   }
   h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b)
   h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35)
-  return { hi: ((h1 ^ (h1 >>> 16)) | 1) >>> 0, lo: (h2 ^ (h2 >>> 16)) >>> 0, questionHash }
+  return { hi: ((h1 ^ (h1 >>> 16)) | 1) >>> 0, lo: (h2 ^ (h2 >>> 16)) >>> 0 }
 }
-
-/** The 64-bit fingerprint of the canonical forms of a question and an answer (see `canonicalKeys`). */
-export const canonicalFingerprint = (question: string, answer: string): Fingerprint => canonicalKeys(question, answer)
 
 export interface Fingerprint {
   readonly hi: number
@@ -246,37 +256,60 @@ export interface GroupKeys {
   readonly group: number
 }
 
-/** The templated answer (see the header): the canonical form of the answer with its tickers masked. */
-export const templateText = (answer: string, tickers: ReadonlyArray<string> = []): string => canonicalText(maskTickers(answer, tickers))
+// the spans of the answer groupKeys scans itself, when its caller has not
+const ownSpans = new MaskedSpans()
 
-/** a second hash of the first `n` canonical units, apart from FNV-1a (with it, a 63-bit group id) */
-const mixUnits = (n: number): number => {
+/** the canonical units of the templated answer (see the header) in canonUnits; returns their count */
+const templateUnits = (answer: string, tickers: ReadonlyArray<string>, spans?: MaskedSpans): number => {
+  if (spans === undefined) {
+    scanTickers(answer, tickers, ownSpans, false)
+    spans = ownSpans
+  }
+  return appendCanonical(answer, 0, spans)
+}
+
+/** The templated answer (see the header): `canonicalText(maskTickers(answer, tickers))`, the text `groupKeys` hashes. */
+export const templateText = (answer: string, tickers: ReadonlyArray<string> = []): string => unitsText(templateUnits(answer, tickers))
+
+/**
+ * The group keys of the first `n` canonical units in one pass over them: FNV-1a from `basis` (the split hash) and
+ * a second, seed-independent hash apart from it (with it, a 63-bit group id).
+ */
+const groupUnits = (n: number, basis: number): GroupKeys => {
   const units = canonUnits
+  let split = basis >>> 0
   let h = 0x9747b28c ^ n
   for (let i = 0; i < n; i++) {
-    h = Math.imul(h ^ units[i]!, 0x5bd1e995)
+    const u = units[i]!
+    split = Math.imul(split ^ u, FNV_PRIME)
+    h = Math.imul(h ^ u, 0x5bd1e995)
     h ^= h >>> 15
   }
-  return (Math.imul(h ^ (h >>> 13), 0xc2b2ae35) | 1) >>> 0
+  return { split: split >>> 0, group: (Math.imul(h ^ (h >>> 13), 0xc2b2ae35) | 1) >>> 0 }
 }
 
 const tickerKey = (tickers: ReadonlyArray<string>) => `tickers:${[...tickers].sort().join(",")}`
 
+/** true when a record's split key is its templated answer (not its tickers), so `groupKeys` needs the answer's mask */
+export const keyedByTemplate = (record: { readonly tickers: ReadonlyArray<string> }, groupByTicker: boolean): boolean =>
+  !groupByTicker || record.tickers.length === 0
+
 /**
  * The split key of a record: its templated answer, or (`groupByTicker`, when it has tickers) its sorted tickers.
- * Same templated answer, same seed -> same side.
+ * Same templated answer, same seed -> same side. `spans`: the answer's mask when the caller has scanned it
+ * (`scanTickers(record.answer, record.tickers, spans)`, as the ingest does with the content rules' scan).
  */
 export const groupKeys = (
   record: { readonly answer: string; readonly tickers: ReadonlyArray<string> },
   basis: number,
-  groupByTicker = false
+  groupByTicker = false,
+  spans?: MaskedSpans
 ): GroupKeys => {
-  if (groupByTicker && record.tickers.length > 0) {
+  if (!keyedByTemplate(record, groupByTicker)) {
     const key = tickerKey(record.tickers)
     return { split: fnv1a(key, basis), group: (fnv1a(key, 0x9747b28c) | 1) >>> 0 }
   }
-  const n = appendCanonical(maskTickers(record.answer, record.tickers), 0)
-  return { split: fnvUnits(n, basis), group: mixUnits(n) }
+  return groupUnits(templateUnits(record.answer, record.tickers, spans), basis)
 }
 
 /** The 32-bit split key hash of a record (`groupKeys(…).split`). */

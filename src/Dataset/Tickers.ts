@@ -219,12 +219,12 @@ const hashBits = (() => {
 
 /**
  * What a table token at text[start, end) names, added to `found`; returns where the scan goes on (past a
- * matched alias, else `end`). Kept out of `findTickersInText`'s loop, which runs for every word: V8
- * optimizes that loop alone (small, cheap to compile twice, once per thread) and this rarer path apart.
+ * matched alias, else `end`), or -1 when it names nothing here. Kept out of `scanTickers`' loop, which runs
+ * for every word: V8 optimizes that loop alone and this rarer path apart.
  */
 const matchToken = (text: string, start: number, end: number, h: number, cashtag: boolean, found: Array<string>): number => {
   const list = tokenTable.get(h >>> 0)
-  if (list === undefined) return end
+  if (list === undefined) return -1
   let e: TokenEntry | undefined
   for (let k = 0; k < list.length; k++) {
     const x = list[k]!
@@ -233,9 +233,10 @@ const matchToken = (text: string, start: number, end: number, h: number, cashtag
       break
     }
   }
-  if (e === undefined) return end
+  if (e === undefined) return -1
   if (cashtag) {
-    if (e.symbol !== undefined && !found.includes(e.symbol)) found.push(e.symbol)
+    if (e.symbol === undefined) return -1
+    if (!found.includes(e.symbol)) found.push(e.symbol)
     return end
   }
   const n = text.length
@@ -251,62 +252,23 @@ const matchToken = (text: string, start: number, end: number, h: number, cashtag
   }
   if (e.plain !== undefined) {
     if (!found.includes(e.plain)) found.push(e.plain)
-  } else if (e.symbol !== undefined) {
-    const inParens = start > 0 && text.charCodeAt(start - 1) === 40 && end < n && text.charCodeAt(end) === 41
-    if ((inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) && !found.includes(e.symbol)) found.push(e.symbol)
+    return end
   }
-  return end
+  if (e.symbol !== undefined) {
+    const inParens = start > 0 && text.charCodeAt(start - 1) === 40 && end < n && text.charCodeAt(end) === 41
+    if (inParens || exchangePrefix.test(text.slice(Math.max(0, start - 9), start))) {
+      if (!found.includes(e.symbol)) found.push(e.symbol)
+      return end
+    }
+  }
+  return -1
 }
 
 /**
  * The ticker symbols named in a text (by symbol, cashtag or alias), each once, in order of first mention.
  * `findTickersInText("Apple vs $MSFT and (F)")` is `["AAPL", "MSFT", "F"]`.
  */
-export const findTickersInText = (text: string): ReadonlyArray<string> => {
-  const found: Array<string> = []
-  const n = text.length
-  let i = 0
-  while (i < n) {
-    const c = text.charCodeAt(i)
-    let start = i
-    if (c >= 128 || wordChar[c] === 0) {
-      // a cashtag: "$" and a token; anything else that is not a word character is skipped
-      const next = c === 36 && i + 1 < n ? text.charCodeAt(i + 1) : 128
-      if (next >= 128 || wordChar[next] === 0) {
-        i++
-        continue
-      }
-      start = i + 1
-    }
-    // the token's end and its hash in one pass (the same as tokenEnd + hashRange)
-    let end = start
-    let h = 0x811c9dc5
-    for (;;) {
-      let d = end < n ? text.charCodeAt(end) : 0
-      while (d < 128 && wordChar[d] === 1) {
-        h = Math.imul(h ^ d, 0x01000193)
-        d = ++end < n ? text.charCodeAt(end) : 0
-      }
-      if ((d === 46 || d === 38 || d === 45) && end + 1 < n) {
-        const after = text.charCodeAt(end + 1)
-        if (after < 128 && wordChar[after] === 1) {
-          h = Math.imul(h ^ d, 0x01000193)
-          end++
-          continue
-        }
-      }
-      break
-    }
-    const cashtag = start !== i
-    const before = i > 0 ? text.charCodeAt(i - 1) : 32
-    i = end
-    // a token glued to "&" or "." on its left is part of something else ("S&P", "x.AAPL")
-    if (!cashtag && (before === 38 || before === 46)) continue
-    if (shapes[(text.charCodeAt(start) & 127) * 32 + (end - start < 31 ? end - start : 31)] === 0 || hashBits[h & 0xffff] === 0) continue
-    i = matchToken(text, start, end, h, cashtag, found)
-  }
-  return found
-}
+export const findTickersInText = (text: string): ReadonlyArray<string> => scanTickers(text, [], undefined)
 
 const endsWithExchange = /\b(?:NYSE|NASDAQ|TSX|Nasdaq):$/
 
@@ -314,12 +276,13 @@ const endsWithExchange = /\b(?:NYSE|NASDAQ|TSX|Nasdaq):$/
  * `findTickersInText(\`${first}\n${second}\`)` without building the joined text (the content rules run it on
  * every record's question and answer, and flattening the joined string cost as much as half the scan).
  * Tokens never span the newline; the one way the two parts interact, an exchange prefix ending the first
- * ("NYSE:") before a symbol starting the second, falls back to the joined text.
+ * ("NYSE:") before a symbol starting the second, falls back to the joined text. `inSecond`, when the caller
+ * has it, is `findTickersInText(second)` (the ingest reads it in the scan that also masks the answer).
  */
-export const findTickersInTexts = (first: string, second: string): ReadonlyArray<string> => {
+export const findTickersInTexts = (first: string, second: string, inSecond?: ReadonlyArray<string>): ReadonlyArray<string> => {
   if (endsWithExchange.test(first)) return findTickersInText(`${first}\n${second}`)
   const a = findTickersInText(first)
-  const b = findTickersInText(second)
+  const b = inSecond ?? findTickersInText(second)
   if (b.length === 0) return a
   if (a.length === 0) return b
   const out = [...a]
@@ -358,52 +321,74 @@ const ownSymbol = (text: string, start: number, end: number, own: ReadonlyArray<
   return false
 }
 
+/** The mentions a scan masks, as [from, to) pairs of the text in order (`at[2k]`, `at[2k + 1]`); a scan refills it. */
+export class MaskedSpans {
+  at = new Int32Array(32)
+  count = 0
+  push(from: number, to: number): void {
+    if (this.count * 2 + 2 > this.at.length) {
+      const grown = new Int32Array(this.at.length * 2)
+      grown.set(this.at)
+      this.at = grown
+    }
+    this.at[this.count * 2] = from
+    this.at[this.count * 2 + 1] = to
+    this.count++
+  }
+}
+
+/** the mask scan at a "<" (text[i]): a placeholder is one unit, kept whole or masked when it names a symbol; returns where it goes on */
+const maskPlaceholder = (text: string, i: number, own: ReadonlyArray<string>, spans: MaskedSpans): number => {
+  const n = text.length
+  let j = i + 1
+  while (j < n && isPlaceholderChar(text.charCodeAt(j))) j++
+  if (j === i + 1 || j >= n || text.charCodeAt(j) !== 62) return i + 1
+  const name = text.slice(i + 1, j)
+  if (symbolPlaceholder.test(name) || own.includes(`<${name}>`)) spans.push(i, j + 1)
+  return j + 1
+}
+
+// what the mask scan's table lookups find, dropped (it only asks whether a token names a ticker)
 const scratchFound: Array<string> = []
 
 /**
- * `text` with every ticker mention replaced by `tickerMask`: the templated form two records share when they
- * differ only in the stock they talk about (the split groups records by it, Split.ts). Masked:
- * - what `findTickersInText` finds: symbols, cashtags, company names and aliases, strict symbols in
- *   unmistakable positions;
- * - the record's own `tickers` wherever they stand as a whole token, symbol placeholders (`<STOCK_1>`);
- * - every other upper-case token of two to seven capitals (`FTS`, `TSX`, `EPS`): the table cannot list every
- *   listing (the original app's chat file quotes Fortis as FTS), and masking an acronym with the symbols only
- *   makes the templated form coarser, which for grouping is the safe side.
- * Other placeholders (`<PRICE>`) stay as they are. Returns `text` itself when nothing is masked.
+ * Both ticker scans of a text in one pass: returns what `findTickersInText` finds (when `find`), and fills
+ * `spans` (when given) with what `maskTickers` masks, `own` being the record's tickers. The two scans move
+ * differently (the mask takes a placeholder or a symbol-shaped token as a unit where the finder reads on into
+ * an alias: "CN Rail" is one alias to the finder, "CN" plus "Rail" to the mask), so each keeps its own
+ * cursor and moves exactly as it would alone; while the cursors agree, which is almost everywhere, a token is
+ * read and hashed, and looked up in the table, once for both.
  */
-export const maskTickers = (text: string, own: ReadonlyArray<string> = []): string => {
-  let out: string | undefined
-  let last = 0
+export const scanTickers = (text: string, own: ReadonlyArray<string>, spans: MaskedSpans | undefined, find = true): Array<string> => {
+  const found: Array<string> = []
   const n = text.length
-  let i = 0
-  while (i < n) {
+  if (spans !== undefined) spans.count = 0
+  let fi = find ? 0 : n
+  let mi = spans !== undefined ? 0 : n
+  for (;;) {
+    const i = fi < mi ? fi : mi
+    if (i >= n) break
+    const atFind = fi === i
+    const atMask = mi === i
     const c = text.charCodeAt(i)
-    if (c === 60) {
-      // a placeholder is one unit: kept whole, or masked when it names a symbol
-      let j = i + 1
-      while (j < n && isPlaceholderChar(text.charCodeAt(j))) j++
-      if (j > i + 1 && j < n && text.charCodeAt(j) === 62) {
-        const name = text.slice(i + 1, j)
-        if (symbolPlaceholder.test(name) || own.includes(`<${name}>`)) {
-          out = (out ?? "") + text.slice(last, i) + tickerMask
-          last = j + 1
-        }
-        i = j + 1
-        continue
-      }
-      i++
+    if (c === 60 && atMask) {
+      // the finder reads past "<" as past any other separator
+      if (atFind) fi = i + 1
+      mi = maskPlaceholder(text, i, own, spans!)
       continue
     }
     let start = i
     if (c >= 128 || wordChar[c] === 0) {
+      // a cashtag: "$" and a token; anything else that is not a word character is skipped
       const next = c === 36 && i + 1 < n ? text.charCodeAt(i + 1) : 128
       if (next >= 128 || wordChar[next] === 0) {
-        i++
+        if (atFind) fi = i + 1
+        if (atMask) mi = i + 1
         continue
       }
       start = i + 1
     }
-    // the token's end and its hash, as findTickersInText scans them
+    // the token's end and its hash in one pass (the same as tokenEnd + hashRange)
     let end = start
     let h = 0x811c9dc5
     for (;;) {
@@ -422,25 +407,64 @@ export const maskTickers = (text: string, own: ReadonlyArray<string> = []): stri
       }
       break
     }
-    const from = i
     const cashtag = start !== i
     const before = i > 0 ? text.charCodeAt(i - 1) : 32
-    i = end
-    if (!cashtag && (before === 38 || before === 46)) continue
-    let to = -1
-    if (symbolShaped(text, start, end) && (cashtag || end - start >= 2 || ownSymbol(text, start, end, own))) to = end
-    else if (own.length > 0 && ownSymbol(text, start, end, own)) to = end
-    else if (shapes[(text.charCodeAt(start) & 127) * 32 + (end - start < 31 ? end - start : 31)] === 1 && hashBits[h & 0xffff] === 1) {
-      const after = matchToken(text, start, end, h, cashtag, scratchFound)
-      if (scratchFound.length > 0) {
-        scratchFound.length = 0
-        to = after
+    // a token glued to "&" or "." on its left is part of something else ("S&P", "x.AAPL")
+    if (!cashtag && (before === 38 || before === 46)) {
+      if (atFind) fi = end
+      if (atMask) mi = end
+      continue
+    }
+    const listed = shapes[(text.charCodeAt(start) & 127) * 32 + (end - start < 31 ? end - start : 31)] === 1 && hashBits[h & 0xffff] === 1
+    let named = -1
+    if (atFind) {
+      if (listed) named = matchToken(text, start, end, h, cashtag, found)
+      fi = named < 0 ? end : named
+    }
+    if (atMask) {
+      let to = -1
+      if (symbolShaped(text, start, end) && (cashtag || end - start >= 2 || ownSymbol(text, start, end, own))) to = end
+      else if (own.length > 0 && ownSymbol(text, start, end, own)) to = end
+      else if (listed) {
+        if (atFind) to = named
+        else {
+          to = matchToken(text, start, end, h, cashtag, scratchFound)
+          scratchFound.length = 0
+        }
+      }
+      if (to < 0) mi = end
+      else {
+        spans!.push(i, to)
+        mi = to
       }
     }
-    if (to < 0) continue
-    out = (out ?? "") + text.slice(last, from) + tickerMask
-    last = to
-    i = to
   }
-  return out === undefined ? text : out + text.slice(last)
+  return found
+}
+
+const maskScratch = new MaskedSpans()
+
+/**
+ * `text` with every ticker mention replaced by `tickerMask`: the templated form two records share when they
+ * differ only in the stock they talk about (the split groups records by it, Split.ts). Masked:
+ * - what `findTickersInText` finds: symbols, cashtags, company names and aliases, strict symbols in
+ *   unmistakable positions;
+ * - the record's own `tickers` wherever they stand as a whole token, symbol placeholders (`<STOCK_1>`);
+ * - every other upper-case token of two to seven capitals (`FTS`, `TSX`, `EPS`): the table cannot list every
+ *   listing (the original app's chat file quotes Fortis as FTS), and masking an acronym with the symbols only
+ *   makes the templated form coarser, which for grouping is the safe side.
+ * Other placeholders (`<PRICE>`) stay as they are. Returns `text` itself when nothing is masked.
+ * (The ingest does not build this string: Split.groupKeys hashes the canonical form from `scanTickers`' spans.)
+ */
+export const maskTickers = (text: string, own: ReadonlyArray<string> = []): string => {
+  scanTickers(text, own, maskScratch, false)
+  const { at, count } = maskScratch
+  if (count === 0) return text
+  let out = ""
+  let last = 0
+  for (let k = 0; k < count; k++) {
+    out += text.slice(last, at[2 * k]) + tickerMask
+    last = at[2 * k + 1]!
+  }
+  return out + text.slice(last)
 }

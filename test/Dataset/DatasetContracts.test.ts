@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Result, Schema } from "effect"
 import fc from "fast-check"
 import { isSeedInput, SeedInput } from "../../src/Dataset/Input.ts"
-import { canonicalHash, canonicalKeys, canonicalText, fnv1a } from "../../src/Dataset/Split.ts"
+import { canonicalFingerprint, canonicalHash, canonicalText, fnv1a } from "../../src/Dataset/Split.ts"
 import { displayValue, fillPlaceholders, parsePlaceholder, placeholderValue } from "../../src/Dataset/Fill.ts"
 import { formatExample, formatPrompt } from "../../src/Dataset/PromptFormat.ts"
 import { contextValues, parseRagContext, type RagContext, renderRagContext } from "../../src/Dataset/RagContext.ts"
@@ -178,16 +178,15 @@ describe("canonical text", () => {
     assert.strictEqual(canonicalText("!!"), "")
   })
 
-  it("canonicalKeys: the split hash is canonicalHash of the question; the fingerprint depends on the canonical texts only", () => {
+  it("canonicalHash is FNV-1a of the canonical text; canonicalFingerprint depends on the canonical texts only", () => {
     const text = fc.string({ unit: fc.constantFrom("a", "B", "z", "7", " ", "!", "<", ">", "_", "é", "\u00c0", "\u00bf", "😀", "-", "\n"), maxLength: 16 })
     // a near-copy: same canonical form (case, punctuation and spacing changed)
     const vary = (s: string) => ` ${s.toUpperCase().replace(/ /g, " ,  ")}?`
     fc.assert(
       fc.property(text, text, fc.integer({ min: 0, max: 0xffffffff }), (q, a, basis) => {
-        const k = canonicalKeys(q, a, basis)
-        assert.strictEqual(k.questionHash, canonicalHash(q, basis))
-        assert.strictEqual(k.questionHash, fnv1a(canonicalText(q), basis))
-        const near = canonicalKeys(vary(q), vary(a), basis)
+        assert.strictEqual(canonicalHash(q, basis), fnv1a(canonicalText(q), basis))
+        const k = canonicalFingerprint(q, a)
+        const near = canonicalFingerprint(vary(q), vary(a))
         if (canonicalText(vary(q)) === canonicalText(q) && canonicalText(vary(a)) === canonicalText(a)) {
           assert.deepStrictEqual([near.hi, near.lo], [k.hi, k.lo])
         }
@@ -196,13 +195,13 @@ describe("canonical text", () => {
       { numRuns: 2000 }
     )
     // the boundary between question and answer counts: ("ab", "c") is not ("a", "bc")
-    const x = canonicalKeys("ab", "c")
-    const y = canonicalKeys("a", "bc")
+    const x = canonicalFingerprint("ab", "c")
+    const y = canonicalFingerprint("a", "bc")
     assert.notDeepEqual([x.hi, x.lo], [y.hi, y.lo])
     // long texts (the scratch grows) give the same keys as before growing
     const long = "Word ".repeat(5000)
-    assert.deepStrictEqual(canonicalKeys(long, long), canonicalKeys(long, long))
-    assert.strictEqual(canonicalKeys(long, "q").questionHash, canonicalHash(long))
+    assert.deepStrictEqual(canonicalFingerprint(long, long), canonicalFingerprint(long, long))
+    assert.strictEqual(canonicalHash(long), fnv1a(canonicalText(long)))
   })
 })
 
