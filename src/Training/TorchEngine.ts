@@ -23,6 +23,7 @@ import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINAL_ADAPTER_DIR } from "../Model/Pef
 import { Tokenizer } from "../Model/Tokenizer.ts"
 import { describeRuntime, PythonEnv, type PythonRuntime } from "../Python/PythonEnv.ts"
 import { Progress } from "../Shared/Progress.ts"
+import { writeAdapterPrompt } from "./AdapterPrompt.ts"
 import { checkpointName } from "./Checkpoint.ts"
 import { hasAnswerTokens, promptIds, tokenizeExample } from "./Collate.ts"
 import {
@@ -395,6 +396,8 @@ export const makeTorchEngine = (reason: string) =>
         for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
           yield* fs.copyFile(path.join(from, f), path.join(finalDir, f)).pipe(Effect.mapError(wrapFile(finalDir)))
         }
+        // the layout the TS side rendered the examples in, so export and serve render /infer's prompt the same way
+        yield* writeAdapterPrompt(finalDir, layout).pipe(Effect.mapError(wrapFile(finalDir)))
         yield* fs.writeFileString(
           path.join(runDir, "final.json"),
           JSON.stringify(
