@@ -10,10 +10,12 @@
  *   converter, Q/K rows un-permuted).
  * - What quantization costs: llama.cpp on the original Q4_1 file against our F32 forward (top-1 agreement, mean KL).
  *
- * Figures measured 2026-12-03 on the 2-core dev machine (see BENCHMARKS.md, "Real model fidelity"): ours vs
- * transformers max |Δp| 4.6e-5; ours vs llama.cpp F32 1.44e-4 (3 of 256 positions above 1e-4), while llama.cpp vs
- * transformers is 1.9e-4 at the same position: llama.cpp's CPU kernels are the farther of the three, so the bound
- * against llama.cpp is 2e-4, not the issue's 1e-4. Q4_1 vs F32: top-1 agreement 0.95, mean KL 0.003 nats.
+ * Both sides' probabilities are softmax(logits) in float64 (ParityHarness): llama.cpp's as node-llama-cpp gives
+ * them, renormalized (its float32 sum drops the tail of the 49,152-token vocabulary: sums up to 1 + 2.3e-4), ours
+ * from our float32 logits (tfjs's float32 softmax is 4.6e-5 off the exact one). Measured 2026-12-03 on the 2-core
+ * dev machine (BENCHMARKS.md, "Real model fidelity"): ours vs llama.cpp F32 max |Δp| 1.10e-5, ours vs transformers
+ * (float32) 1.02e-5; in a scratch run, llama.cpp vs transformers in float64 2.0e-6. With float32 normalization the
+ * same forwards measured 1.44e-4 and 4.56e-5. Q4_1 vs F32: top-1 agreement 0.95, mean KL 0.003 nats.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as tf from "@tensorflow/tfjs-core"
@@ -158,20 +160,15 @@ describe("SmolLM2-135M-Instruct", { timeout: slow }, () => {
     assert.strictEqual(sameTop, positions)
   })
 
-  it("our forward = llama.cpp on the F32 GGUF over 256 tokens of finance text", async () => {
+  it("our forward = llama.cpp on the F32 GGUF over 256 tokens of finance text (max |Δp| < 1e-4)", async () => {
     const context = await exactContext(llamaF32, 512)
     try {
       const theirs = await llamaCppDistributions(context.getSequence(), tokens, vocab)
-      const diffs = theirs.map((p, i) => maxAbsDiff(p, ourProbs[i]!))
-      const worst = Math.max(...diffs)
-      const above = diffs.filter((d) => d >= 1e-4).length
+      const worst = Math.max(...theirs.map((p, i) => maxAbsDiff(p, ourProbs[i]!)))
       const worstKl = Math.max(...theirs.map((p, i) => kl(p, ourProbs[i]!)))
       const sameTop = theirs.filter((p, i) => argmax(p) === argmax(ourProbs[i]!)).length
-      console.log(
-        `real model: ours vs llama.cpp F32: max |dp| ${worst.toExponential(2)} (${above} of ${positions} positions >= 1e-4), max KL ${worstKl.toExponential(2)}, top-1 equal ${sameTop}/${positions}`
-      )
-      assert.isBelow(worst, 2e-4)
-      assert.isAtMost(above, 8)
+      console.log(`real model: ours vs llama.cpp F32: max |dp| ${worst.toExponential(2)}, max KL ${worstKl.toExponential(2)}, top-1 equal ${sameTop}/${positions}`)
+      assert.isBelow(worst, 1e-4)
       assert.strictEqual(sameTop, positions)
     } finally {
       await context.dispose()
