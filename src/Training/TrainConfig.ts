@@ -250,36 +250,3 @@ export const resolveTrainConfig = Effect.fn("TrainConfig.resolve")(function*(
   }
   return yield* validateTrainConfig({ ...defaultTrainConfig, ...fromFile, ...overrides }, file === undefined ? "flags" : `${file} + flags`)
 })
-
-/**
- * The settings for a real pretrained base (`--model smollm2-135m-instruct`, or your own GGUF / Hugging Face folder),
- * for the pipeline: the seed's LoRA recipe (r 16, α 32, dropout 0.1 on q,k,v,o, AdamW at lr 2e-4 with linear
- * warmup and decay, gradient clipping at 1), never the toy model's lr 1e-2. The answer-only loss in the model's own
- * chat layout (ChatML for SmolLM2), rows up to 256 tokens (the synthetic finance records render to about 150-200
- * BPE tokens in ChatML). The step count is sized for the pipeline's training budget on a 2-core CPU: 60 steps of
- * 4 rows is ~40k tokens, which fits ~8 minutes only at >= ~90 trained tokens/s, i.e. with the torch engine (plain
- * PyTorch + PEFT on SmolLM2); the tfjs engine trains this model at tens of tokens/s (bench:train's smollm2 shape)
- * and needs `maxSteps` of about 15 for the same budget. `engine: "auto"` picks torch when Python is usable.
- */
-export const realModelTrainDefaults = {
-  ...defaultTrainConfig,
-  engine: "auto",
-  r: 16,
-  loraAlpha: 32,
-  loraDropout: 0.1,
-  targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"],
-  learningRate: 2e-4,
-  lrScheduler: "linear",
-  warmupSteps: 6,
-  maxSteps: 60,
-  epochs: 1,
-  batchSize: 4,
-  gradientAccumulationSteps: 1,
-  maxGradNorm: 1,
-  maxSeqLength: 256,
-  promptLayout: "chatml",
-  logEvery: 5,
-  saveEvery: 60,
-  evalEvery: 60,
-  evalGenerationSamples: 0
-} satisfies Partial<TrainConfig>

@@ -39,7 +39,7 @@ describe("the default pipeline: SmolLM2-135M-Instruct", () => {
       assert.isFalse(pretrainApplies(config))
       assert.deepStrictEqual(plannedStages(config), ["dataset", "base", "train", "export", "evaluate", "serve", "report"])
       const t = config.train
-      assert.deepStrictEqual([t.mode, t.r, t.loraAlpha, t.loraDropout, t.learningRate], ["lora", 16, 32, 0.1, 2e-4])
+      assert.deepStrictEqual([t.mode, t.r, t.loraAlpha, t.loraDropout, t.learningRate], ["lora", 16, 32, 0.1, 2e-3])
       assert.deepStrictEqual(t.targetModules, ["q_proj", "k_proj", "v_proj", "o_proj"])
       assert.isAbove(t.warmupSteps, 0)
       assert.strictEqual(t.promptLayout, "chatml")
@@ -61,11 +61,11 @@ describe("the default pipeline: SmolLM2-135M-Instruct", () => {
       const yours = yield* resolvePipelineConfig(undefined, flagsToConfig({ ...noFlags, model: Option.some("models/yours.gguf") }))
       assert.strictEqual(yours.model.base, "models/yours.gguf")
       assert.isFalse(pretrainApplies(yours))
-      assert.strictEqual(yours.train.learningRate, 2e-4)
+      assert.strictEqual(yours.train.learningRate, 2e-3)
       assert.notStrictEqual(yours.train.maxSteps, 80)
       assert.strictEqual(yours.train.loraDropout, 0.1)
       assert.strictEqual(yours.model.shape, undefined)
-      assert.match(settingsProfile(yours.model.base).reason, /yours\.gguf.*lr 2e-4/)
+      assert.match(settingsProfile(yours.model.base).reason, /yours\.gguf.*lr 2e-3/)
 
       // `model.base: tiny` in a file picks the toy defaults too, and flags still win over them
       const dir = tmpDir()
