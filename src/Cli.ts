@@ -20,6 +20,7 @@ const { NodeRuntime, NodeServices: NodeServicesModule } = await import("@effect/
 const { Effect, Logger } = await import("effect")
 const { Command } = await import("effect/cli")
 const { describeCommand } = await import("./Shared/CliHelp.ts")
+const { describeCause, failCommand } = await import("./Shared/Errors.ts")
 const { default: packageJson } = await import("../package.json", { with: { type: "json" } })
 
 /** A stage's commands need at most the Node platform's services (each provides its own stage layers). */
@@ -69,6 +70,13 @@ Command.make("finetune-finance").pipe(
   ),
   Command.withSubcommands(groups),
   Command.run({ version: packageJson.version }),
+  // a bug is still one line for the user, never a stack trace (`--log-level debug` shows where it came from)
+  Effect.catchDefect((defect) =>
+    Effect.andThen(
+      Effect.logDebug("internal error", defect),
+      failCommand("finetune-finance", `internal error: ${describeCause(defect)} (please report it)`, "failure")
+    )
+  ),
   Effect.provide(NodeServicesModule.layer),
   // stdout is for command output (JSON, answers, tables); every log line goes to stderr
   Effect.provideService(Logger.LogToStderr, true),

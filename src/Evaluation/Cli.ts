@@ -25,6 +25,7 @@ import { join } from "node:path"
 import { Device } from "../Model/Device.ts"
 import { LlamaCpp } from "../Model/LlamaCpp.ts"
 import { Tokenizer } from "../Model/Tokenizer.ts"
+import { PromptLayout } from "../Dataset/PromptFormat.ts"
 import { layerModelCore } from "./ModelCoreGenerator.ts"
 import { layerLlamaCpp } from "./LlamaCppGenerator.ts"
 import { Rubric, rubricMarkdown } from "./Rubric.ts"
@@ -67,6 +68,9 @@ const runFlags = {
   ),
   device: Flag.Literals("device", ["auto", "gpu", "wasm", "cpu"]).pipe(Flag.withDescription("with --engine core: the tfjs backend"), withDefault("auto" as const)),
   threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: llama.cpp CPU threads (default: auto, from the model's size and the cores other processes leave free)")),
+  promptLayout: Flag.Literals("prompt-layout", PromptLayout.literals).pipe(
+    Flag.withDescription("with --model: the prompt layout the adapter was trained on (train --prompt-layout): seed, chatml, llama3 or mistral"), withDefault("seed" as const)
+  ),
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
   concurrency: Flag.Int("concurrency").pipe(Flag.withDescription("generations in flight at once"), withDefault(4)),
   seed: Flag.Int("seed").pipe(Flag.withDescription("sent with every request; also picks the --limit sample"), withDefault(42)),
@@ -104,13 +108,14 @@ const generatorLayer = (f: RunFlags) => {
   const engine = f.engine !== "auto" ? f.engine : isFolder(model) || isFolder(adapter) ? "core" : "llama.cpp"
   type AnyLayer = Layer.Layer<Generator, { readonly _tag: string; readonly message: string }, FileSystem.FileSystem | Path.Path>
   if (engine === "core") {
-    return Effect.succeed(layerModelCore({ model, adapter }).pipe(
+    return Effect.succeed(layerModelCore({ model, adapter, layout: f.promptLayout }).pipe(
       Layer.provide(Layer.mergeAll(Tokenizer.layer, Device.layer(f.device)))
     ) satisfies AnyLayer)
   }
   return Effect.succeed(layerLlamaCpp({
     model,
     adapter,
+    layout: f.promptLayout,
     concurrency: f.concurrency,
     threads: Option.getOrUndefined(f.threads)
   }).pipe(Layer.provide(LlamaCpp.layer)) satisfies AnyLayer)
@@ -143,10 +148,15 @@ const referenceBudget = (f: RunFlags) =>
       }
     }
     const model = Option.getOrUndefined(f.model)
-    const tokenizer = model !== undefined && !(existsSync(model) && statSync(model).isDirectory()) && existsSync(model)
-      ? yield* Tokenizer.use((t) => t.load(model)).pipe(Effect.provide(Tokenizer.layer), Effect.scoped, Effect.option, Effect.map(Option.getOrUndefined))
-      : undefined
-    const budget = evalTokenBudget(references, tokenizer)
+    const usableModel = model !== undefined && !(existsSync(model) && statSync(model).isDirectory()) && existsSync(model)
+    // the budget is counted while the tokenizer's scope is open: a llama.cpp tokenizer is disposed when it closes
+    const budget = usableModel
+      ? yield* Tokenizer.use((t) => Effect.map(t.load(model), (tokenizer) => evalTokenBudget(references, tokenizer))).pipe(
+        Effect.provide(Tokenizer.layer),
+        Effect.scoped,
+        Effect.orElseSucceed(() => evalTokenBudget(references, undefined))
+      )
+      : evalTokenBudget(references, undefined)
     yield* Console.error(`eval: answer budget ${describeBudget(budget)}; --max-tokens sets it`)
     return budget.tokens
   })
