@@ -275,6 +275,284 @@ export interface PythonEnvOptions {
   readonly minimumPython?: readonly [number, number]
 }
 
+type Runner = ReturnType<typeof makeRunner>
+
+/** What the steps of `ensure` share: the options, the managed env's paths, progress, a child-process runner. */
+interface EnvTools {
+  readonly options: PythonEnvOptions
+  readonly progress: Progress["Service"]
+  readonly fs: FileSystem.FileSystem
+  readonly runProcess: Runner
+  readonly minimum: readonly [number, number]
+  readonly paths: ReturnType<typeof managedPaths>
+  readonly task: string
+  readonly readText: (path: string, what: string) => Effect.Effect<string, PythonEnvError>
+  /** pyproject.toml's text and its dependencies (read each time: the checkout is the truth) */
+  readonly requirements: Effect.Effect<{ readonly text: string; readonly parsed: ReadonlyArray<Requirement> }, PythonEnvError>
+}
+
+const makeTools = Effect.fnUntraced(function*(options: PythonEnvOptions) {
+  const progress = Option.getOrElse(yield* Effect.serviceOption(Progress), () => Progress.of({ update: () => Effect.void, line: () => Effect.void }))
+  const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
+  const fs = yield* FileSystem.FileSystem
+  const spawn = makeRunner(spawner)
+  const runProcess: Runner = (command, args, runOptions) => spawn(command, args, { ...runOptions, env: { ...options.env, ...runOptions.env } })
+  const paths = managedPaths(options.projectRoot ?? defaultProjectRoot())
+
+  const readText = (path: string, what: string) =>
+    fs.readFileString(path).pipe(
+      Effect.mapError(() =>
+        new PythonEnvError({ reason: "LockMismatch", message: `cannot read ${what} at ${path}: the python/ folder of the checkout is incomplete` })
+      )
+    )
+
+  const requirements = Effect.gen(function*() {
+    const text = yield* readText(paths.pyproject, "the package's pyproject.toml")
+    const parsed = parsePyprojectDependencies(text)
+    if (parsed.length === 0) {
+      return yield* new PythonEnvError({ reason: "LockMismatch", message: `${paths.pyproject} declares no dependencies = [...]` })
+    }
+    return { text, parsed }
+  })
+  return {
+    options,
+    progress,
+    fs,
+    runProcess,
+    minimum: options.minimumPython ?? minimumPython,
+    paths,
+    task: "python env",
+    readText,
+    requirements
+  } satisfies EnvTools
+})
+
+/** Spawns the interpreter with the probe; NotPython when it cannot run or answers with something else. */
+const probe = Effect.fnUntraced(function*(t: EnvTools, executable: string, what: string) {
+  const names = (yield* t.requirements).parsed.map((r) => r.name)
+  const result = yield* t.runProcess(executable, ["-c", probeScript, ...names], { timeout: "60 seconds" }).pipe(
+    Effect.catch((error) =>
+      Effect.fail(
+        new PythonEnvError({
+          reason: "NotPython",
+          message: `${what} ${executable} could not be started (${error.message}); give the path of a Python 3.10+ interpreter`
+        })
+      )
+    )
+  )
+  const line = result.stdout.split("\n").find((l) => l.startsWith("FINETUNE_PROBE "))
+  const decoded = line === undefined
+    ? undefined
+    : Schema.decodeUnknownOption(Schema.fromJsonString(ProbeResult))(line.slice("FINETUNE_PROBE ".length))
+  if (decoded === undefined || Option.isNone(decoded)) {
+    return yield* new PythonEnvError({
+      reason: "NotPython",
+      message: `${what} ${executable} is not a Python interpreter: it did not answer a Python probe (exit ${result.exitCode}${
+        result.stderr.trim() === "" ? "" : `: ${lastLines(result.stderr, 2)}`
+      }); give the path of a Python 3.10+ interpreter`
+    })
+  }
+  const found = decoded.value
+  if (!isAtLeast(found.version, t.minimum)) {
+    return yield* new PythonEnvError({
+      reason: "TooOld",
+      message: `${what} ${executable} is Python ${versionText(found)}; the Python side needs ${t.minimum.join(".")} or newer`
+    })
+  }
+  const packages = Object.fromEntries(Object.entries(found.packages).map(([k, v]) => [normalizeName(k), v]))
+  return { ...found, packages }
+})
+
+/** A user's own interpreter (`--python`, FINETUNE_PYTHON), used as it is: versions outside the ranges are warnings. */
+const external = Effect.fnUntraced(function*(t: EnvTools, executable: string, source: "flag" | "env") {
+  const what = source === "flag" ? "--python" : "FINETUNE_PYTHON"
+  if (executable.trim() === "") {
+    return yield* new PythonEnvError({ reason: "NotPython", message: `${what} is empty; give the path of a Python 3.10+ interpreter` })
+  }
+  const absolute = isAbsolute(executable) || !executable.includes("/") ? executable : resolve(executable)
+  const found = yield* probe(t, absolute, what)
+  const outOfRange = judgeVersions((yield* t.requirements).parsed, found.packages)
+  for (const line of outOfRange) yield* t.progress.line(`warning: ${what} ${found.executable}: ${line}`)
+  return new PythonRuntime({
+    executable: found.executable === "" ? absolute : found.executable,
+    source,
+    pythonVersion: versionText(found),
+    packages: found.packages,
+    outOfRange,
+    packageRoot: t.paths.packageRoot,
+    action: "external"
+  })
+})
+
+/** A base interpreter to make the venv with: python3 first (what the machine calls Python), then 3.13…3.10. */
+const findBasePython = Effect.fnUntraced(function*(t: EnvTools) {
+  const dirs = (t.options.searchPath ?? process.env.PATH ?? "").split(delimiter).filter((d) => d !== "")
+  const names = ["python3", "python3.13", "python3.12", "python3.11", "python3.10", "python"]
+  const candidates = names.flatMap((name) => dirs.map((d) => join(d, name))).filter((p) => existsSync(p))
+  const tooOld: Array<string> = []
+  for (const candidate of candidates) {
+    const found = yield* probe(t, candidate, "base interpreter").pipe(
+      Effect.catch((error) => {
+        if (error.reason === "TooOld") tooOld.push(error.message)
+        return Effect.succeed(undefined)
+      })
+    )
+    // the interpreter itself, not a launcher in front of it (a pyenv shim), so the venv does not depend on it
+    if (found !== undefined) return { executable: found.executable === "" ? candidate : found.executable, version: versionText(found) }
+  }
+  return yield* new PythonEnvError({
+    reason: tooOld.length > 0 ? "TooOld" : "NoPython",
+    message: tooOld.length > 0
+      ? `no Python ${t.minimum.join(".")}+ found on PATH (${tooOld.join("; ")}); install python3.10 or newer, or pass --python PATH / set FINETUNE_PYTHON to an environment that has torch`
+      : `no Python interpreter found on PATH (looked for ${names.join(", ")}); install Python 3.10+ (e.g. apt-get install python3 python3-pip), or pass --python PATH / set FINETUNE_PYTHON`
+  })
+})
+
+const registryOrInstallError = (step: string, result: RunResult) =>
+  networkFailure.test(result.stderr)
+    ? new PythonEnvError({
+      reason: "NoRegistry",
+      message: `${step}: the package registry (PyPI) could not be reached (${lastLines(result.stderr, 2)}). Check the network or proxy (UV_INDEX_URL / PIP_INDEX_URL), or use an existing environment with --python PATH / FINETUNE_PYTHON`
+    })
+    : new PythonEnvError({ reason: "InstallFailed", message: `${step} failed (exit ${result.exitCode}): ${lastLines(result.stderr, 4)}` })
+
+/** uv from PyPI, hash-checked, installed with the base interpreter's pip into .cache/python-tools. */
+const ensureUv = Effect.fnUntraced(function*(t: EnvTools, base: { readonly executable: string }) {
+  const { paths } = t
+  if (existsSync(paths.uv)) return paths.uv
+  const pip = yield* t.runProcess(base.executable, ["-m", "pip", "--version"], { timeout: "60 seconds" }).pipe(Effect.orElseSucceed(() => undefined))
+  if (pip === undefined || pip.exitCode !== 0) {
+    return yield* new PythonEnvError({
+      reason: "NoPython",
+      message: `${base.executable} has no pip to install uv ${uvVersion} with; install pip (e.g. apt-get install python3-pip), or pass --python PATH / set FINETUNE_PYTHON`
+    })
+  }
+  yield* t.progress.update({ task: t.task, message: `installing uv ${uvVersion} (hash-checked) into ${paths.tools}` })
+  const result = yield* t.runProcess(base.executable, [
+    "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
+    "--timeout", "15", "--retries", "1", "--require-hashes", "--only-binary", ":all:", "--target", paths.tools,
+    "-r", paths.uvRequirements
+  ], { timeout: "10 minutes" }).pipe(Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `pip install uv: ${e.message}` })))
+  if (result.exitCode !== 0 || !existsSync(paths.uv)) return yield* registryOrInstallError(`installing uv ${uvVersion}`, result)
+  return paths.uv
+})
+
+const uvEnvOf = (t: EnvTools) => ({ UV_PYTHON_DOWNLOADS: "never", UV_HTTP_TIMEOUT: "30", UV_NO_PROGRESS: "1", VIRTUAL_ENV: undefined, ...t.options.env })
+
+/** The hash of the lock and pyproject a managed env is made from (its stamp), once the lock is known to match. */
+const lockHash = Effect.fnUntraced(function*(t: EnvTools) {
+  const lock = yield* t.readText(t.paths.lock, "the lock file")
+  const { text, parsed } = yield* t.requirements
+  const mismatches = lockMismatches(parsed, lock)
+  if (mismatches.length > 0) {
+    return yield* new PythonEnvError({
+      reason: "LockMismatch",
+      message: `python/requirements.lock does not match python/pyproject.toml: ${mismatches.join("; ")}. Re-compile it: uv pip compile python/pyproject.toml --universal --python-version 3.10 --generate-hashes -o python/requirements.lock`
+    })
+  }
+  return { hash: createHash("sha256").update(lock).update("\0").update(text).digest("hex"), pins: parseLockPins(lock) }
+})
+
+const Stamp = Schema.Struct({ lockHash: Schema.String, uv: Schema.String, python: Schema.String })
+const readStamp = (t: EnvTools) =>
+  t.fs.readFileString(t.paths.stamp).pipe(
+    Effect.map((text) => Option.getOrUndefined(Schema.decodeUnknownOption(Schema.fromJsonString(Stamp))(text))),
+    Effect.orElseSucceed(() => undefined)
+  )
+
+/** The installed versions must be the lock's pins (for this interpreter's markers: one of a name's pins). */
+const pinDrift = (pins: ReadonlyArray<{ name: string; version: string }>, packages: Readonly<Record<string, string>>, names: ReadonlyArray<string>) =>
+  names.flatMap((name) => {
+    const wanted = pins.filter((p) => p.name === name).map((p) => p.version)
+    const found = packages[name]
+    return found !== undefined && wanted.some((w) => compareVersions(w, found) === 0 && w.split("+")[0] === found.split("+")[0])
+      ? []
+      : [`${name} ${found ?? "missing"} (lock: ${wanted.join(" or ")})`]
+  })
+
+interface LockState {
+  readonly hash: string
+  readonly pins: ReadonlyArray<{ readonly name: string; readonly version: string }>
+  /** the packages pyproject declares */
+  readonly names: ReadonlyArray<string>
+}
+
+const managedRuntime = (t: EnvTools, found: ProbeResult, action: PythonRuntime["action"]) =>
+  new PythonRuntime({
+    executable: t.paths.python,
+    source: "managed",
+    pythonVersion: versionText(found),
+    packages: found.packages,
+    outOfRange: [],
+    packageRoot: t.paths.packageRoot,
+    action
+  })
+
+/** `uv venv` (when there is no .venv) and `uv pip sync` of the lock, with uv installed first when needed. */
+const syncVenv = Effect.fnUntraced(function*(t: EnvTools, fresh: boolean) {
+  const { paths, progress, task } = t
+  const uvEnv = uvEnvOf(t)
+  const base = yield* findBasePython(t)
+  const uv = yield* ensureUv(t, base)
+  if (fresh) {
+    yield* progress.update({ task, message: `uv venv with ${base.executable} (Python ${base.version})` })
+    const venv = yield* t.runProcess(uv, ["venv", "--clear", "--python", base.executable, paths.venv], { env: uvEnv, timeout: "5 minutes" }).pipe(
+      Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `uv venv: ${e.message}` }))
+    )
+    if (venv.exitCode !== 0) return yield* registryOrInstallError("uv venv", venv)
+  }
+  yield* progress.update({ task, message: "uv pip sync --require-hashes python/requirements.lock" })
+  const sync = yield* t.runProcess(uv, ["pip", "sync", "--require-hashes", "--python", paths.python, paths.lock], {
+    env: uvEnv,
+    timeout: "60 minutes",
+    onLine: (line) => line.trim() === "" ? Effect.void : progress.update({ task, message: line.trim() })
+  }).pipe(Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `uv pip sync: ${e.message}` })))
+  if (sync.exitCode !== 0) return yield* registryOrInstallError("uv pip sync python/requirements.lock", sync)
+})
+
+/** After a sync: python/ on the venv's path, the versions checked against the lock, and the stamp written. */
+const finishVenv = Effect.fnUntraced(function*(t: EnvTools, lock: LockState, fresh: boolean) {
+  const { paths } = t
+  const found = yield* probe(t, paths.python, "the managed .venv's")
+  const sitePackages = join(paths.venv, "lib", `python${found.version[0]}.${found.version[1]}`, "site-packages")
+  yield* t.fs.writeFileString(join(sitePackages, "finetune_finance_py.pth"), `${paths.packageRoot}\n`).pipe(
+    Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `cannot put python/ on the venv's path (${sitePackages}): ${e.message}` }))
+  )
+  const drift = pinDrift(lock.pins, found.packages, lock.names)
+  if (drift.length > 0) {
+    return yield* new PythonEnvError({
+      reason: "LockMismatch",
+      message: `after uv pip sync, ${paths.venv} still differs from python/requirements.lock: ${drift.join("; ")}. Delete .venv and run again`
+    })
+  }
+  yield* t.fs.writeFileString(paths.stamp, JSON.stringify({ lockHash: lock.hash, uv: uvVersion, python: versionText(found) }) + "\n").pipe(
+    Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `cannot write ${paths.stamp}: ${e.message}` }))
+  )
+  yield* t.progress.line(`python env: ready (${paths.python}, Python ${versionText(found)}, torch ${found.packages["torch"] ?? "?"})`)
+  return managedRuntime(t, found, fresh ? "created" : "resynced")
+})
+
+/** The managed .venv: reused when its stamp and versions match the lock, else created or re-synced from it. */
+const managed = Effect.fnUntraced(function*(t: EnvTools) {
+  const { paths } = t
+  const { hash, pins } = yield* lockHash(t)
+  const lock: LockState = { hash, pins, names: (yield* t.requirements).parsed.map((r) => r.name) }
+  const stamp = yield* readStamp(t)
+  const ready = existsSync(paths.python) && stamp !== undefined && stamp.lockHash === hash
+  if (ready) {
+    const found = yield* probe(t, paths.python, "the managed .venv's").pipe(Effect.orElseSucceed(() => undefined))
+    if (found !== undefined && pinDrift(pins, found.packages, lock.names).length === 0) return managedRuntime(t, found, "reused")
+  }
+  const fresh = !existsSync(paths.python)
+  yield* t.progress.line(
+    fresh
+      ? `python env: creating ${paths.venv} from python/requirements.lock (first run; torch and its CUDA libraries are several GB)`
+      : `python env: ${paths.venv} does not match python/requirements.lock; re-syncing`
+  )
+  yield* syncVenv(t, fresh)
+  return yield* finishVenv(t, lock, fresh)
+})
+
 export class PythonEnv extends Context.Service<PythonEnv, {
   /** find or create the interpreter, memoized: the first call does the work, later calls get the same runtime */
   readonly ensure: Effect.Effect<PythonRuntime, PythonEnvError>
@@ -287,247 +565,13 @@ export class PythonEnv extends Context.Service<PythonEnv, {
     Layer.effect(
       PythonEnv,
       Effect.gen(function*() {
-        const progress = Option.getOrElse(yield* Effect.serviceOption(Progress), () => Progress.of({ update: () => Effect.void, line: () => Effect.void }))
-        const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
-        const fs = yield* FileSystem.FileSystem
-        const spawn = makeRunner(spawner)
-        const runProcess: typeof spawn = (command, args, runOptions) =>
-          spawn(command, args, { ...runOptions, env: { ...options.env, ...runOptions.env } })
-        const minimum = options.minimumPython ?? minimumPython
-        const projectRoot = options.projectRoot ?? defaultProjectRoot()
-        const paths = managedPaths(projectRoot)
-        const task = "python env"
-
-        const readText = (path: string, what: string) =>
-          fs.readFileString(path).pipe(
-            Effect.mapError(() =>
-              new PythonEnvError({ reason: "LockMismatch", message: `cannot read ${what} at ${path}: the python/ folder of the checkout is incomplete` })
-            )
-          )
-
-        const requirements = Effect.gen(function*() {
-          const text = yield* readText(paths.pyproject, "the package's pyproject.toml")
-          const parsed = parsePyprojectDependencies(text)
-          if (parsed.length === 0) {
-            return yield* new PythonEnvError({ reason: "LockMismatch", message: `${paths.pyproject} declares no dependencies = [...]` })
-          }
-          return { text, parsed }
-        })
-
-        /** Spawns the interpreter with the probe; NotPython when it cannot run or answers with something else. */
-        const probe = Effect.fnUntraced(function*(executable: string, what: string) {
-          const names = (yield* requirements).parsed.map((r) => r.name)
-          const result = yield* runProcess(executable, ["-c", probeScript, ...names], { timeout: "60 seconds" }).pipe(
-            Effect.catch((error) =>
-              Effect.fail(
-                new PythonEnvError({
-                  reason: "NotPython",
-                  message: `${what} ${executable} could not be started (${error.message}); give the path of a Python 3.10+ interpreter`
-                })
-              )
-            )
-          )
-          const line = result.stdout.split("\n").find((l) => l.startsWith("FINETUNE_PROBE "))
-          const decoded = line === undefined
-            ? undefined
-            : Schema.decodeUnknownOption(Schema.fromJsonString(ProbeResult))(line.slice("FINETUNE_PROBE ".length))
-          if (decoded === undefined || Option.isNone(decoded)) {
-            return yield* new PythonEnvError({
-              reason: "NotPython",
-              message: `${what} ${executable} is not a Python interpreter: it did not answer a Python probe (exit ${result.exitCode}${
-                result.stderr.trim() === "" ? "" : `: ${lastLines(result.stderr, 2)}`
-              }); give the path of a Python 3.10+ interpreter`
-            })
-          }
-          const found = decoded.value
-          if (!isAtLeast(found.version, minimum)) {
-            return yield* new PythonEnvError({
-              reason: "TooOld",
-              message: `${what} ${executable} is Python ${versionText(found)}; the Python side needs ${minimum.join(".")} or newer`
-            })
-          }
-          const packages = Object.fromEntries(Object.entries(found.packages).map(([k, v]) => [normalizeName(k), v]))
-          return { ...found, packages }
-        })
-
-        const external = Effect.fnUntraced(function*(executable: string, source: "flag" | "env") {
-          const what = source === "flag" ? "--python" : "FINETUNE_PYTHON"
-          if (executable.trim() === "") {
-            return yield* new PythonEnvError({ reason: "NotPython", message: `${what} is empty; give the path of a Python 3.10+ interpreter` })
-          }
-          const absolute = isAbsolute(executable) || !executable.includes("/") ? executable : resolve(executable)
-          const found = yield* probe(absolute, what)
-          const outOfRange = judgeVersions((yield* requirements).parsed, found.packages)
-          for (const line of outOfRange) yield* progress.line(`warning: ${what} ${found.executable}: ${line}`)
-          return new PythonRuntime({
-            executable: found.executable === "" ? absolute : found.executable,
-            source,
-            pythonVersion: versionText(found),
-            packages: found.packages,
-            outOfRange,
-            packageRoot: paths.packageRoot,
-            action: "external"
-          })
-        })
-
-        /** A base interpreter to make the venv with: python3 first (what the machine calls Python), then 3.13…3.10. */
-        const findBasePython = Effect.gen(function*() {
-          const dirs = (options.searchPath ?? process.env.PATH ?? "").split(delimiter).filter((d) => d !== "")
-          const names = ["python3", "python3.13", "python3.12", "python3.11", "python3.10", "python"]
-          const candidates = names.flatMap((name) => dirs.map((d) => join(d, name))).filter((p) => existsSync(p))
-          const tooOld: Array<string> = []
-          for (const candidate of candidates) {
-            const found = yield* probe(candidate, "base interpreter").pipe(
-              Effect.catch((error) => {
-                if (error.reason === "TooOld") tooOld.push(error.message)
-                return Effect.succeed(undefined)
-              })
-            )
-            // the interpreter itself, not a launcher in front of it (a pyenv shim), so the venv does not depend on it
-            if (found !== undefined) return { executable: found.executable === "" ? candidate : found.executable, version: versionText(found) }
-          }
-          return yield* new PythonEnvError({
-            reason: tooOld.length > 0 ? "TooOld" : "NoPython",
-            message: tooOld.length > 0
-              ? `no Python ${minimum.join(".")}+ found on PATH (${tooOld.join("; ")}); install python3.10 or newer, or pass --python PATH / set FINETUNE_PYTHON to an environment that has torch`
-              : `no Python interpreter found on PATH (looked for ${names.join(", ")}); install Python 3.10+ (e.g. apt-get install python3 python3-pip), or pass --python PATH / set FINETUNE_PYTHON`
-          })
-        })
-
-        const registryOrInstallError = (step: string, result: RunResult) =>
-          networkFailure.test(result.stderr)
-            ? new PythonEnvError({
-              reason: "NoRegistry",
-              message: `${step}: the package registry (PyPI) could not be reached (${lastLines(result.stderr, 2)}). Check the network or proxy (UV_INDEX_URL / PIP_INDEX_URL), or use an existing environment with --python PATH / FINETUNE_PYTHON`
-            })
-            : new PythonEnvError({ reason: "InstallFailed", message: `${step} failed (exit ${result.exitCode}): ${lastLines(result.stderr, 4)}` })
-
-        /** uv from PyPI, hash-checked, installed with the base interpreter's pip into .cache/python-tools. */
-        const ensureUv = Effect.fnUntraced(function*(base: { readonly executable: string }) {
-          if (existsSync(paths.uv)) return paths.uv
-          const pip = yield* runProcess(base.executable, ["-m", "pip", "--version"], { timeout: "60 seconds" }).pipe(Effect.orElseSucceed(() => undefined))
-          if (pip === undefined || pip.exitCode !== 0) {
-            return yield* new PythonEnvError({
-              reason: "NoPython",
-              message: `${base.executable} has no pip to install uv ${uvVersion} with; install pip (e.g. apt-get install python3-pip), or pass --python PATH / set FINETUNE_PYTHON`
-            })
-          }
-          yield* progress.update({ task, message: `installing uv ${uvVersion} (hash-checked) into ${paths.tools}` })
-          const result = yield* runProcess(base.executable, [
-            "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
-            "--timeout", "15", "--retries", "1", "--require-hashes", "--only-binary", ":all:", "--target", paths.tools,
-            "-r", paths.uvRequirements
-          ], { timeout: "10 minutes" }).pipe(Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `pip install uv: ${e.message}` })))
-          if (result.exitCode !== 0 || !existsSync(paths.uv)) return yield* registryOrInstallError(`installing uv ${uvVersion}`, result)
-          return paths.uv
-        })
-
-        const uvEnv = { UV_PYTHON_DOWNLOADS: "never", UV_HTTP_TIMEOUT: "30", UV_NO_PROGRESS: "1", VIRTUAL_ENV: undefined, ...options.env }
-
-        const lockHash = Effect.gen(function*() {
-          const lock = yield* readText(paths.lock, "the lock file")
-          const { text, parsed } = yield* requirements
-          const mismatches = lockMismatches(parsed, lock)
-          if (mismatches.length > 0) {
-            return yield* new PythonEnvError({
-              reason: "LockMismatch",
-              message: `python/requirements.lock does not match python/pyproject.toml: ${mismatches.join("; ")}. Re-compile it: uv pip compile python/pyproject.toml --universal --python-version 3.10 --generate-hashes -o python/requirements.lock`
-            })
-          }
-          return { hash: createHash("sha256").update(lock).update("\0").update(text).digest("hex"), pins: parseLockPins(lock) }
-        })
-
-        const Stamp = Schema.Struct({ lockHash: Schema.String, uv: Schema.String, python: Schema.String })
-        const readStamp = fs.readFileString(paths.stamp).pipe(
-          Effect.map((text) => Option.getOrUndefined(Schema.decodeUnknownOption(Schema.fromJsonString(Stamp))(text))),
-          Effect.orElseSucceed(() => undefined)
-        )
-
-        /** The installed versions must be the lock's pins (for this interpreter's markers: one of a name's pins). */
-        const pinDrift = (pins: ReadonlyArray<{ name: string; version: string }>, packages: Readonly<Record<string, string>>, names: ReadonlyArray<string>) =>
-          names.flatMap((name) => {
-            const wanted = pins.filter((p) => p.name === name).map((p) => p.version)
-            const found = packages[name]
-            return found !== undefined && wanted.some((w) => compareVersions(w, found) === 0 && w.split("+")[0] === found.split("+")[0])
-              ? []
-              : [`${name} ${found ?? "missing"} (lock: ${wanted.join(" or ")})`]
-          })
-
-        const managed = Effect.gen(function*() {
-          const { hash, pins } = yield* lockHash
-          const names = (yield* requirements).parsed.map((r) => r.name)
-          const stamp = yield* readStamp
-          const ready = existsSync(paths.python) && stamp !== undefined && stamp.lockHash === hash
-          if (ready) {
-            const found = yield* probe(paths.python, "the managed .venv's").pipe(Effect.orElseSucceed(() => undefined))
-            if (found !== undefined && pinDrift(pins, found.packages, names).length === 0) {
-              return new PythonRuntime({
-                executable: paths.python,
-                source: "managed",
-                pythonVersion: versionText(found),
-                packages: found.packages,
-                outOfRange: [],
-                packageRoot: paths.packageRoot,
-                action: "reused"
-              })
-            }
-          }
-          const fresh = !existsSync(paths.python)
-          yield* progress.line(
-            fresh
-              ? `python env: creating ${paths.venv} from python/requirements.lock (first run; torch and its CUDA libraries are several GB)`
-              : `python env: ${paths.venv} does not match python/requirements.lock; re-syncing`
-          )
-          const base = yield* findBasePython
-          const uv = yield* ensureUv(base)
-          if (fresh) {
-            yield* progress.update({ task, message: `uv venv with ${base.executable} (Python ${base.version})` })
-            const venv = yield* runProcess(uv, ["venv", "--clear", "--python", base.executable, paths.venv], { env: uvEnv, timeout: "5 minutes" }).pipe(
-              Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `uv venv: ${e.message}` }))
-            )
-            if (venv.exitCode !== 0) return yield* registryOrInstallError("uv venv", venv)
-          }
-          yield* progress.update({ task, message: "uv pip sync --require-hashes python/requirements.lock" })
-          const sync = yield* runProcess(uv, ["pip", "sync", "--require-hashes", "--python", paths.python, paths.lock], {
-            env: uvEnv,
-            timeout: "60 minutes",
-            onLine: (line) => line.trim() === "" ? Effect.void : progress.update({ task, message: line.trim() })
-          }).pipe(Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `uv pip sync: ${e.message}` })))
-          if (sync.exitCode !== 0) return yield* registryOrInstallError("uv pip sync python/requirements.lock", sync)
-
-          const found = yield* probe(paths.python, "the managed .venv's")
-          const sitePackages = join(paths.venv, "lib", `python${found.version[0]}.${found.version[1]}`, "site-packages")
-          yield* fs.writeFileString(join(sitePackages, "finetune_finance_py.pth"), `${paths.packageRoot}\n`).pipe(
-            Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `cannot put python/ on the venv's path (${sitePackages}): ${e.message}` }))
-          )
-          const drift = pinDrift(pins, found.packages, names)
-          if (drift.length > 0) {
-            return yield* new PythonEnvError({
-              reason: "LockMismatch",
-              message: `after uv pip sync, ${paths.venv} still differs from python/requirements.lock: ${drift.join("; ")}. Delete .venv and run again`
-            })
-          }
-          yield* fs.writeFileString(paths.stamp, JSON.stringify({ lockHash: hash, uv: uvVersion, python: versionText(found) }) + "\n").pipe(
-            Effect.mapError((e) => new PythonEnvError({ reason: "InstallFailed", message: `cannot write ${paths.stamp}: ${e.message}` }))
-          )
-          yield* progress.line(`python env: ready (${paths.python}, Python ${versionText(found)}, torch ${found.packages["torch"] ?? "?"})`)
-          return new PythonRuntime({
-            executable: paths.python,
-            source: "managed",
-            pythonVersion: versionText(found),
-            packages: found.packages,
-            outOfRange: [],
-            packageRoot: paths.packageRoot,
-            action: fresh ? "created" : "resynced"
-          })
-        })
-
+        const tools = yield* makeTools(options)
         const envPython = "envPython" in options ? options.envPython : process.env.FINETUNE_PYTHON
         const resolveRuntime = options.python !== undefined
-          ? external(options.python, "flag")
+          ? external(tools, options.python, "flag")
           : envPython !== undefined
-          ? external(envPython, "env")
-          : managed
+          ? external(tools, envPython, "env")
+          : managed(tools)
 
         const ensure = yield* Effect.cached(resolveRuntime.pipe(Effect.withSpan("PythonEnv.ensure")))
         return PythonEnv.of({ ensure })
