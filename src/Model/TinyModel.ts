@@ -194,6 +194,26 @@ export interface TinyModelOptions extends InitOptions {
 }
 
 /**
+ * A decoder weight in HF name and layout as the GGUF tensor llama.cpp reads: its GGUF name, Q/K rows permuted,
+ * norms (1-D) in F32 and matrices in `type`.
+ */
+export const ggufTensorOf = (
+  t: { readonly name: string; readonly shape: ReadonlyArray<number>; readonly data: Float32Array | (() => Float32Array) },
+  config: LlamaConfig,
+  type: GgufWriteType
+): GgufTensorToWrite => {
+  const name = ggufNameOf(t.name)!
+  const heads = qkHeadsFor(name, config)
+  const data = t.data
+  return {
+    name,
+    shape: t.shape,
+    type: t.shape.length === 1 ? "F32" : type,
+    data: heads === undefined ? data : () => permuteQkForGguf(typeof data === "function" ? data() : data, t.shape[0]!, heads)
+  }
+}
+
+/**
  * Writes a seeded random Llama-family model with the finance tokenizer as a GGUF llama.cpp loads. Q and K are
  * generated in HF layout and permuted for llama.cpp, so a reader that undoes the permutation gets
  * `canonicalWeights(config, options)` back exactly (F32).
@@ -219,16 +239,7 @@ export const writeTinyModel = (options: TinyModelOptions): Effect.Effect<void, M
       ...llamaMetadata(config),
       ...tokenizerMetadata(vocab)
     ]
-    const tensors: Array<GgufTensorToWrite> = canonicalWeights(config, options).map((t) => {
-      const name = ggufNameOf(t.name)!
-      const heads = qkHeadsFor(name, config)
-      return {
-        name,
-        shape: t.shape,
-        type: t.shape.length === 1 ? "F32" : type,
-        data: heads === undefined ? t.data : () => permuteQkForGguf(t.data(), t.shape[0]!, heads)
-      }
-    })
+    const tensors: Array<GgufTensorToWrite> = canonicalWeights(config, options).map((t) => ggufTensorOf(t, config, type))
     if (config.ropeScaling !== undefined) {
       const factors = llama3RopeFactors(config.ropeScaling, config.ropeTheta, config.headDim)
       tensors.splice(1, 0, { name: "rope_freqs.weight", shape: [factors.length], type: "F32", data: factors })

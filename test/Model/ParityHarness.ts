@@ -7,12 +7,12 @@ import type { LlamaContext, LlamaContextOptions, LlamaContextSequence, LlamaMode
 import { buildFinanceVocabulary } from "../../src/Model/FinanceVocabulary.ts"
 import { gguf } from "../../src/Model/Gguf.ts"
 import { exactContextOptions } from "../../src/Model/LlamaCpp.ts"
-import { ggufNameOf, llama3RopeFactors, permuteQkForGguf, qkHeadsFor } from "../../src/Model/GgufNames.ts"
+import { llama3RopeFactors } from "../../src/Model/GgufNames.ts"
 import { type GgufTensorToWrite, writeGguf } from "../../src/Model/GgufWriter.ts"
 import type { LlamaModel } from "../../src/Model/LlamaModel.ts"
 import { type LlamaConfig, weightNames } from "../../src/Model/ModelContracts.ts"
 import { argmax, seededRandom } from "../../src/Model/Sampling.ts"
-import { llamaMetadata, type TinyTensorType, tokenizerMetadata } from "../../src/Model/TinyModel.ts"
+import { ggufTensorOf, llamaMetadata, type TinyTensorType, tokenizerMetadata } from "../../src/Model/TinyModel.ts"
 import { randomWeights } from "./LlamaModelReference.ts"
 
 /**
@@ -189,16 +189,7 @@ export const writeParityModel = (
       ? { ...w, data: w.data.map((v) => v * (scales.output / scales.body)) }
       : w
   })
-  const tensors: Array<GgufTensorToWrite> = weights.map((t) => {
-    const name = ggufNameOf(t.name)!
-    const heads = qkHeadsFor(name, config)
-    return {
-      name,
-      shape: t.shape,
-      type: t.shape.length === 1 ? "F32" : type,
-      data: heads === undefined ? t.data : permuteQkForGguf(t.data, t.shape[0]!, heads)
-    }
-  })
+  const tensors: Array<GgufTensorToWrite> = weights.map((t) => ggufTensorOf(t, config, type))
   if (config.ropeScaling !== undefined) {
     const factors = llama3RopeFactors(config.ropeScaling, config.ropeTheta, config.headDim)
     tensors.push({ name: "rope_freqs.weight", shape: [factors.length], type: "F32", data: factors })
