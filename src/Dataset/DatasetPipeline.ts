@@ -164,6 +164,243 @@ export const inputBytes = (input: string, buffers?: BufferPool): Stream.Stream<U
     closeOnDone: input !== "-"
   })
 
+/** The defaults of the options that decide the outputs. */
+const ingestConfigOf = (options: PipelineOptions): IngestConfig => ({
+  seed: options.seed ?? 42,
+  testRatio: options.testRatio ?? 0.1,
+  groupByTicker: options.groupByTicker ?? false,
+  rules: options.rules ?? defaultRuleConfig,
+  keepExtra: options.keepExtra ?? false,
+  rejectTextChars: options.rejectTextChars ?? 500
+})
+
+const outError = (file: string) => (e: { readonly message: string }) => new DatasetOutputError({ file, detail: e.message })
+
+interface OutputPaths {
+  readonly train: string
+  readonly test: string
+  readonly rejects: string
+  readonly summary: string
+}
+interface OutputFiles {
+  readonly train: FileSystem.File
+  readonly test: FileSystem.File
+  readonly rejects: FileSystem.File
+}
+
+/** The output paths and files, opened for writing; neither without `outDir` (`dataset validate`). */
+const openOutputs = Effect.fnUntraced(function*(fs: FileSystem.FileSystem, path: Path.Path, outDir: string | undefined) {
+  if (outDir === undefined) return { outputs: undefined, files: undefined }
+  const outputs: OutputPaths = {
+    train: path.join(outDir, "train.jsonl"),
+    test: path.join(outDir, "test.jsonl"),
+    rejects: path.join(outDir, "rejects.jsonl"),
+    summary: path.join(outDir, "summary.json")
+  }
+  const open = (file: string) => fs.open(file, { flag: "w" }).pipe(Effect.mapError(outError(file)))
+  yield* fs.makeDirectory(outDir, { recursive: true }).pipe(Effect.mapError(outError(outDir)))
+  // at once: each open is a trip through libuv's thread pool, slow while the workers start
+  const files: OutputFiles = yield* Effect.all({ train: open(outputs.train), test: open(outputs.test), rejects: open(outputs.rejects) }, { concurrency: "unbounded" })
+  return { outputs, files }
+})
+
+type Writer = (file: FileSystem.File | undefined, name: string | undefined, data: string | Uint8Array) => Effect.Effect<void, DatasetOutputError>
+
+/**
+ * Writes through one reused buffer (the writes run one after another): a fresh Buffer per write left tens of MB
+ * of dead ArrayBuffers waiting for the GC, and fragmented the native heap.
+ */
+const makeWriter = (): Writer => {
+  let scratch = Buffer.allocUnsafe(1 << 20)
+  const encode = (text: string) => {
+    if (text.length * 3 > scratch.length) {
+      const bytes = Buffer.byteLength(text)
+      if (bytes > scratch.length) scratch = Buffer.allocUnsafe(Math.max(bytes, scratch.length * 2))
+    }
+    return scratch.subarray(0, scratch.write(text))
+  }
+  return (file, name, data) =>
+    data.length === 0 || file === undefined
+      ? Effect.void
+      : Effect.suspend(() => file.writeAll(typeof data === "string" ? encode(data) : data)).pipe(Effect.mapError(outError(name ?? "")))
+}
+
+/** A batch in input order: analyzed here at once, or by a worker later (committed when it is back). */
+interface PendingBatch {
+  readonly batch: PreparedBatch
+  analysis: BatchAnalysis | undefined
+  /** the batch's input, back from the worker */
+  inputBack?: BatchInput
+  readonly promise?: Promise<BatchAnalysis>
+}
+
+/** One run's ingest: its reader, processor, buffers, workers and the batches in flight. */
+interface Flow {
+  readonly input: string
+  readonly options: PipelineOptions
+  readonly config: IngestConfig
+  readonly splitter: LineSplitter
+  readonly processor: IngestProcessor
+  /** spent batch buffers, reused by the next batches (memory stays flat; see BufferPool.ts) */
+  readonly buffers: BufferPool
+  readonly write: Writer
+  readonly outputs: OutputPaths | undefined
+  readonly files: OutputFiles | undefined
+  readonly workerCount: number
+  readonly workersAfter: number
+  readonly startPool: Effect.Effect<IngestWorkers, never, Scope.Scope>
+  /** a plain file is read into the pool's chunks; gzip and stdin chunks are the streams' own */
+  readonly pooledChunks: boolean
+  readonly pending: Array<PendingBatch>
+  readonly maxPending: number
+  pool: IngestWorkers | undefined
+  bytesRead: number
+  linesSeen: number
+}
+
+type FlowError = DatasetInputError | DatasetOutputError | StrictModeViolation
+
+const giveChunks = (flow: Flow, chunks: ReadonlyArray<Uint8Array>) => {
+  if (flow.pooledChunks) for (const chunk of chunks) flow.buffers.give("chunk", chunk.buffer as ArrayBuffer)
+}
+
+/** Dedupes and splits an analyzed batch (in input order) and appends its records to the outputs. */
+const commit = (flow: Flow, batch: PreparedBatch, analysis: BatchAnalysis, lines: BatchInput) =>
+  Effect.gen(function*() {
+    const { buffers, files, outputs, options } = flow
+    const out = flow.processor.commit(batch, analysis, lines)
+    // the records are copied into the outputs: both buffers can take the next batches
+    for (const b of analysisBuffers(analysis)) buffers.give("output", b)
+    buffers.give("input", lines.bytes.buffer as ArrayBuffer)
+    yield* flow.write(files?.train, outputs?.train, out.train)
+    yield* flow.write(files?.test, outputs?.test, out.test)
+    yield* flow.write(files?.rejects, outputs?.rejects, out.rejects)
+    if (options.onReject) for (const r of out.rejectList) yield* options.onReject(r)
+    if (out.firstReject !== undefined) {
+      const r = out.firstReject
+      return yield* new StrictModeViolation({ file: flow.input === "-" ? "<stdin>" : flow.input, line: r.line, field: r.field, reason: r.reason })
+    }
+    if (options.onProgress) yield* options.onProgress({ linesRead: flow.processor.counts.linesRead, bytesRead: flow.bytesRead })
+  })
+
+/** Commits the batches at the head that are analyzed; waits for the head when too many are out (or at the end). */
+const drain = (flow: Flow, all: boolean) =>
+  Effect.gen(function*() {
+    const { pending } = flow
+    while (pending.length > 0) {
+      const head = pending[0]!
+      if (head.analysis === undefined) {
+        if (!all && pending.length <= flow.maxPending) return
+        head.analysis = yield* Effect.tryPromise({
+          try: () => head.promise!,
+          catch: (e) => new DatasetInputError({ file: flow.input, detail: `ingest worker failed: ${describeCause(e)}` })
+        })
+      }
+      pending.shift()
+      yield* commit(flow, head.batch, head.analysis, head.inputBack ?? head.batch.input)
+    }
+  })
+
+/** Copies a batch's lines into its input and sends it to a worker or analyzes it here, at once. */
+const dispatch = (flow: Flow, lines: ReadonlyArray<RawLine>) => {
+  const { buffers, pool } = flow
+  const batch = flow.processor.prepare(lines, buffers.take("input"))
+  const spare = buffers.take("output")
+  const sent = pool?.analyze(batch.input, spare)
+  // with workers, this thread decodes as they do (seed records; the rest is deferred to commit, which
+  // uses the full decoder): one code path to warm up instead of two
+  if (sent === undefined) {
+    const analysis = analyzeBatch(batch.input, flow.config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare)
+    // a spare too small went unused: back to the pool, as a worker hands it back
+    if (spare !== undefined && !analysisBuffers(analysis).includes(spare)) buffers.give("output", spare)
+    flow.pending.push({ batch, analysis })
+  } else {
+    const entry: PendingBatch = {
+      batch,
+      analysis: undefined,
+      promise: sent.then((r) => {
+        // the input is kept for the commit (line ends, reject texts, lines left to this thread)
+        entry.inputBack = batchInputView(r.spent[0]!, batch.count, batch.size)
+        if (r.spent[1] !== undefined) buffers.give("output", r.spent[1])
+        return (entry.analysis = r.analysis)
+      })
+    }
+    entry.promise!.catch(() => {}) // awaited in drain; a failure after the run ends is not unhandled
+    flow.pending.push(entry)
+  }
+}
+
+/**
+ * One batch of lines: dispatched before anything can wait (the lines, and the chunks they view, are
+ * garbage once `prepare` has copied them: holding them while this thread waits on a worker made the
+ * GC promote them), then the analyzed batches at the head are committed.
+ */
+const handleLines = (flow: Flow, lines: ReadonlyArray<RawLine>, chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, FlowError, Scope.Scope> => {
+  const rest = () => {
+    dispatch(flow, lines)
+    giveChunks(flow, chunks)
+    return drain(flow, false)
+  }
+  flow.linesSeen += lines.length
+  // small inputs never pay for starting workers
+  if (flow.pool === undefined && flow.workerCount > 0 && flow.linesSeen > flow.workersAfter) {
+    return flow.startPool.pipe(Effect.flatMap((p) => {
+      flow.pool = p
+      return rest()
+    }))
+  }
+  return rest()
+}
+
+/** Reads the input to its end, batch by batch, and commits every batch. */
+const ingest = (flow: Flow) =>
+  Effect.gen(function*() {
+    yield* inputBytes(flow.input, flow.pooledChunks ? flow.buffers : undefined).pipe(
+      Stream.runForEachArray((chunks) => {
+        const lines: Array<RawLine> = []
+        for (const chunk of chunks) {
+          flow.bytesRead += chunk.byteLength
+          flow.splitter.push(chunk, lines)
+        }
+        // the lines are views into these chunks (a line carried over to the next chunk is a copy) until
+        // `prepare` copies their bytes: then the chunks can take the next reads
+        if (lines.length === 0) {
+          giveChunks(flow, chunks)
+          return Effect.void
+        }
+        return handleLines(flow, lines, chunks)
+      })
+    )
+    const tail: Array<RawLine> = []
+    flow.splitter.end(tail)
+    if (tail.length > 0) yield* handleLines(flow, tail, [])
+    yield* drain(flow, true)
+  })
+
+const summaryOf = (input: string, config: IngestConfig, c: IngestProcessor["counts"], outputs: OutputPaths | undefined): Summary => ({
+  input: input === "-" ? "<stdin>" : input,
+  linesRead: c.linesRead,
+  blankLines: c.blankLines,
+  records: c.records,
+  train: c.train,
+  test: c.test,
+  groups: { total: c.groupsTrain + c.groupsTest, train: c.groupsTrain, test: c.groupsTest },
+  duplicates: { exact: c.duplicatesExact, normalized: c.duplicatesNormalized },
+  rejected: c.rejected,
+  rejectRate: c.records === 0 ? 0 : c.rejected / c.records,
+  rejectReasons: sorted(c.rejectReasons),
+  warnings: sorted(c.warnings),
+  formats: sorted(c.formats),
+  extraFields: sorted(c.extraFields),
+  extraFieldsRule: config.keepExtra ? "kept" : "dropped",
+  placeholdersReplaced: c.placeholdersReplaced,
+  seed: config.seed,
+  testRatio: config.testRatio,
+  groupByTicker: config.groupByTicker,
+  rules: { ...config.rules },
+  ...(outputs !== undefined ? { outputs } : {})
+})
+
 export class DatasetPipeline extends Context.Service<DatasetPipeline, {
   readonly run: (options: PipelineOptions) => Effect.Effect<
     Summary,
@@ -177,207 +414,46 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
       const path = yield* Path.Path
 
       const run = Effect.fn("DatasetPipeline.run")(function*(options: PipelineOptions) {
-        const { input, outDir } = options
-        const config: IngestConfig = {
-          seed: options.seed ?? 42,
-          testRatio: options.testRatio ?? 0.1,
-          groupByTicker: options.groupByTicker ?? false,
-          rules: options.rules ?? defaultRuleConfig,
-          keepExtra: options.keepExtra ?? false,
-          rejectTextChars: options.rejectTextChars ?? 500
-        }
+        const { input } = options
+        const config = ingestConfigOf(options)
         // the size also decides below whether the workers start before the first line
         const inputSize = input === "-"
           ? 0
           : Number(yield* fs.stat(input).pipe(Effect.mapError(() => new DatasetInputError({ file: input, detail: "no such file" })), Effect.map((i) => i.size)))
-        const outError = (file: string) => (e: { readonly message: string }) => new DatasetOutputError({ file, detail: e.message })
-        const outputs = outDir === undefined ? undefined : {
-          train: path.join(outDir, "train.jsonl"),
-          test: path.join(outDir, "test.jsonl"),
-          rejects: path.join(outDir, "rejects.jsonl"),
-          summary: path.join(outDir, "summary.json")
-        }
-        const open = (file: string) => fs.open(file, { flag: "w" }).pipe(Effect.mapError(outError(file)))
-        let files: { readonly train: FileSystem.File; readonly test: FileSystem.File; readonly rejects: FileSystem.File } | undefined
-        if (outDir !== undefined && outputs !== undefined) {
-          yield* fs.makeDirectory(outDir, { recursive: true }).pipe(Effect.mapError(outError(outDir)))
-          // at once: each open is a trip through libuv's thread pool, slow while the workers start
-          files = yield* Effect.all({ train: open(outputs.train), test: open(outputs.test), rejects: open(outputs.rejects) }, { concurrency: "unbounded" })
-        }
-        // one reused buffer for every write (they run one after another): a fresh Buffer per write left
-        // tens of MB of dead ArrayBuffers waiting for the GC, and fragmented the native heap
-        let scratch = Buffer.allocUnsafe(1 << 20)
-        const encode = (text: string) => {
-          if (text.length * 3 > scratch.length) {
-            const bytes = Buffer.byteLength(text)
-            if (bytes > scratch.length) scratch = Buffer.allocUnsafe(Math.max(bytes, scratch.length * 2))
-          }
-          return scratch.subarray(0, scratch.write(text))
-        }
-        const write = (file: FileSystem.File | undefined, name: string | undefined, data: string | Uint8Array) =>
-          data.length === 0 || file === undefined
-            ? Effect.void
-            : Effect.suspend(() => file.writeAll(typeof data === "string" ? encode(data) : data)).pipe(Effect.mapError(outError(name ?? "")))
-
-        const splitter = new LineSplitter(options.maxLineBytes ?? 1024 * 1024)
-        // one record per KB of input (a little under what `dataset synth` writes: ~770 bytes a line; a .gz
-        // file holds more, and the table grows), so a typical file's dedupe table is allocated once, at about
-        // the size it ends at (12 bytes a slot)
-        const processor = new IngestProcessor(config, options.strict ?? false, Math.floor(inputSize / 1024))
+        const { outputs, files } = yield* openOutputs(fs, path, options.outDir)
         const workerCount = options.workers ?? defaultIngestWorkers()
-        const workersAfter = options.workersAfterLines ?? 20_000
-        let pool: IngestWorkers | undefined
-        const startPool = Effect.acquireRelease(
-          Effect.sync(() => new IngestWorkers(workerCount, config)),
-          (p) => Effect.promise(() => p.close())
-        )
+        const flow: Flow = {
+          input,
+          options,
+          config,
+          splitter: new LineSplitter(options.maxLineBytes ?? 1024 * 1024),
+          // one record per KB of input (a little under what `dataset synth` writes: ~770 bytes a line; a .gz
+          // file holds more, and the table grows), so a typical file's dedupe table is allocated once, at about
+          // the size it ends at (12 bytes a slot)
+          processor: new IngestProcessor(config, options.strict ?? false, Math.floor(inputSize / 1024)),
+          buffers: new BufferPool(),
+          write: makeWriter(),
+          outputs,
+          files,
+          workerCount,
+          workersAfter: options.workersAfterLines ?? 20_000,
+          startPool: Effect.acquireRelease(
+            Effect.sync(() => new IngestWorkers(workerCount, config)),
+            (p) => Effect.promise(() => p.close())
+          ),
+          pooledChunks: readsIntoPool(input),
+          pending: [],
+          maxPending: 2 + 4 * workerCount,
+          pool: undefined,
+          bytesRead: 0,
+          linesSeen: 0
+        }
         // a file large enough to pass the threshold anyway gets its workers at once: they boot while the main
         // thread reads, instead of the first 20k lines running on one core (about a fifth of a 100k-record run)
-        if (workerCount > 0 && inputSize > workersAfter * 750) pool = yield* startPool
-        let bytesRead = 0
-        let linesSeen = 0
-        // spent batch buffers, reused by the next batches (memory stays flat; see BufferPool.ts)
-        const buffers = new BufferPool()
-        // batches in input order: analyzed here at once, or by a worker later (committed when it is back)
-        const pending: Array<{
-          readonly batch: PreparedBatch
-          analysis: BatchAnalysis | undefined
-          /** the batch's input, back from the worker */
-          inputBack?: BatchInput
-          readonly promise?: Promise<BatchAnalysis>
-        }> = []
-        const maxPending = 2 + 4 * workerCount
-        const commit = (batch: PreparedBatch, analysis: BatchAnalysis, lines: BatchInput) =>
-          Effect.gen(function*() {
-            const out = processor.commit(batch, analysis, lines)
-            // the records are copied into the outputs: both buffers can take the next batches
-            for (const b of analysisBuffers(analysis)) buffers.give("output", b)
-            buffers.give("input", lines.bytes.buffer as ArrayBuffer)
-            yield* write(files?.train, outputs?.train, out.train)
-            yield* write(files?.test, outputs?.test, out.test)
-            yield* write(files?.rejects, outputs?.rejects, out.rejects)
-            if (options.onReject) for (const r of out.rejectList) yield* options.onReject(r)
-            if (out.firstReject !== undefined) {
-              const r = out.firstReject
-              return yield* new StrictModeViolation({ file: input === "-" ? "<stdin>" : input, line: r.line, field: r.field, reason: r.reason })
-            }
-            if (options.onProgress) yield* options.onProgress({ linesRead: processor.counts.linesRead, bytesRead })
-          })
-        /** commits the batches at the head that are analyzed; waits for the head when too many are out (or at the end) */
-        const drain = (all: boolean) =>
-          Effect.gen(function*() {
-            while (pending.length > 0) {
-              const head = pending[0]!
-              if (head.analysis === undefined) {
-                if (!all && pending.length <= maxPending) return
-                head.analysis = yield* Effect.tryPromise({
-                  try: () => head.promise!,
-                  catch: (e) => new DatasetInputError({ file: input, detail: `ingest worker failed: ${describeCause(e)}` })
-                })
-              }
-              pending.shift()
-              yield* commit(head.batch, head.analysis, head.inputBack ?? head.batch.input)
-            }
-          })
-        /** copies a batch's lines into its input and sends it to a worker or analyzes it here, at once */
-        const dispatch = (lines: ReadonlyArray<RawLine>) => {
-          const batch = processor.prepare(lines, buffers.take("input"))
-          const spare = buffers.take("output")
-          const sent = pool?.analyze(batch.input, spare)
-          // with workers, this thread decodes as they do (seed records; the rest is deferred to commit, which
-          // uses the full decoder): one code path to warm up instead of two
-          if (sent === undefined) {
-            const analysis = analyzeBatch(batch.input, config, pool === undefined ? fullDecoder : seedOnlyDecoder, spare)
-            // a spare too small went unused: back to the pool, as a worker hands it back
-            if (spare !== undefined && !analysisBuffers(analysis).includes(spare)) buffers.give("output", spare)
-            pending.push({ batch, analysis })
-          } else {
-            const entry: (typeof pending)[number] = {
-              batch,
-              analysis: undefined,
-              promise: sent.then((r) => {
-                // the input is kept for the commit (line ends, reject texts, lines left to this thread)
-                entry.inputBack = batchInputView(r.spent[0]!, batch.count, batch.size)
-                if (r.spent[1] !== undefined) buffers.give("output", r.spent[1])
-                return (entry.analysis = r.analysis)
-              })
-            }
-            entry.promise!.catch(() => {}) // awaited in drain; a failure after the run ends is not unhandled
-            pending.push(entry)
-          }
-        }
-        /**
-         * One batch of lines: dispatched before anything can wait (the lines, and the chunks they view, are
-         * garbage once `prepare` has copied them: holding them while this thread waits on a worker made the
-         * GC promote them), then the analyzed batches at the head are committed.
-         */
-        const handle = (lines: ReadonlyArray<RawLine>, chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, DatasetInputError | DatasetOutputError | StrictModeViolation, Scope.Scope> => {
-          const rest = () => {
-            dispatch(lines)
-            giveChunks(chunks)
-            return drain(false)
-          }
-          linesSeen += lines.length
-          // small inputs never pay for starting workers
-          if (pool === undefined && workerCount > 0 && linesSeen > workersAfter) {
-            return startPool.pipe(Effect.flatMap((p) => {
-              pool = p
-              return rest()
-            }))
-          }
-          return rest()
-        }
+        if (workerCount > 0 && inputSize > flow.workersAfter * 750) flow.pool = yield* flow.startPool
+        yield* ingest(flow)
 
-        // a plain file is read into the pool's chunks; gzip and stdin chunks are the streams' own
-        const pooledChunks = readsIntoPool(input)
-        const giveChunks = (chunks: ReadonlyArray<Uint8Array>) => {
-          if (pooledChunks) for (const chunk of chunks) buffers.give("chunk", chunk.buffer as ArrayBuffer)
-        }
-        yield* inputBytes(input, pooledChunks ? buffers : undefined).pipe(
-          Stream.runForEachArray((chunks) => {
-            const lines: Array<RawLine> = []
-            for (const chunk of chunks) {
-              bytesRead += chunk.byteLength
-              splitter.push(chunk, lines)
-            }
-            // the lines are views into these chunks (a line carried over to the next chunk is a copy) until
-            // `prepare` copies their bytes: then the chunks can take the next reads
-            if (lines.length === 0) {
-              giveChunks(chunks)
-              return Effect.void
-            }
-            return handle(lines, chunks)
-          })
-        )
-        const tail: Array<RawLine> = []
-        splitter.end(tail)
-        if (tail.length > 0) yield* handle(tail, [])
-        yield* drain(true)
-
-        const c = processor.counts
-        const summary: Summary = {
-          input: input === "-" ? "<stdin>" : input,
-          linesRead: c.linesRead,
-          blankLines: c.blankLines,
-          records: c.records,
-          train: c.train,
-          test: c.test,
-          groups: { total: c.groupsTrain + c.groupsTest, train: c.groupsTrain, test: c.groupsTest },
-          duplicates: { exact: c.duplicatesExact, normalized: c.duplicatesNormalized },
-          rejected: c.rejected,
-          rejectRate: c.records === 0 ? 0 : c.rejected / c.records,
-          rejectReasons: sorted(c.rejectReasons),
-          warnings: sorted(c.warnings),
-          formats: sorted(c.formats),
-          extraFields: sorted(c.extraFields),
-          extraFieldsRule: config.keepExtra ? "kept" : "dropped",
-          placeholdersReplaced: c.placeholdersReplaced,
-          seed: config.seed,
-          testRatio: config.testRatio,
-          groupByTicker: config.groupByTicker,
-          rules: { ...config.rules },
-          ...(outputs !== undefined ? { outputs } : {})
-        }
+        const summary = summaryOf(input, config, flow.processor.counts, outputs)
         if (outputs !== undefined) {
           yield* fs.writeFileString(outputs.summary, JSON.stringify(summary, null, 2) + "\n").pipe(
             Effect.mapError(outError(outputs.summary))
@@ -386,8 +462,8 @@ export class DatasetPipeline extends Context.Service<DatasetPipeline, {
         if (options.maxRejectRate !== undefined && summary.rejectRate > options.maxRejectRate) {
           return yield* new RejectRateExceeded({
             file: summary.input,
-            rejected: c.rejected,
-            records: c.records,
+            rejected: summary.rejected,
+            records: summary.records,
             maxRejectRate: options.maxRejectRate
           })
         }
