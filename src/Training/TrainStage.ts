@@ -89,7 +89,6 @@ const runTrain = Effect.fn("TrainStage.run")(function*(input: TrainStageInput, r
     maxNewTokens: input.maxNewTokens
   })
   const engine = yield* TrainingEngine
-  yield* Effect.logInfo(`[train] engine ${engine.name}: ${engine.reason}`)
   const started = performance.now()
   const result = yield* engine.train(trainConfig, { resume })
   return { ...trainSummary(result, (performance.now() - started) / 1000, input.train.mode), engine: engine.name, engineReason: engine.reason }

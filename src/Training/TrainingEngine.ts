@@ -5,7 +5,8 @@
  * - `torch` (TorchEngine.ts): transformers + PEFT in a Python child process, CUDA/bf16/QLoRA (bitsandbytes),
  *   all CPU cores, and torchrun for many GPUs or nodes (DDP, FSDP, DeepSpeed).
  * `auto` takes torch when the Python environment resolves (PythonEnv.ensure) and torch, transformers and PEFT
- * import there, tfjs otherwise; `reason` says which and why.
+ * import there, tfjs otherwise; `reason` says which and why. The choice is logged here, once per job, whoever asked
+ * for the engine (the `train` command, the pipeline's train stage).
  */
 import { Context, Effect, FileSystem, Layer, Path, Schema } from "effect"
 import { describeRuntime, PythonEnv } from "../Python/PythonEnv.ts"
@@ -25,14 +26,20 @@ export interface TrainingEngineShape {
   readonly train: (config: TrainConfig, options?: TrainOptions) => Effect.Effect<TrainResult, TrainError, FileSystem.FileSystem | Path.Path>
 }
 
+/** The engine, logging its choice as each job starts (the one place it is logged). */
+const announced = (engine: TrainingEngineShape): TrainingEngineShape => ({
+  ...engine,
+  train: (config, options) => Effect.logInfo(`[train] engine ${engine.name}: ${engine.reason}`).pipe(Effect.andThen(engine.train(config, options)))
+})
+
 export class TrainingEngine extends Context.Service<TrainingEngine, TrainingEngineShape>()("app/Training/TrainingEngine") {
   /** The in-process tfjs trainer. */
   static readonly layerTfjs = (reason = "--engine tfjs") =>
-    Layer.effect(TrainingEngine, makeTfjsEngine(reason)).pipe(Layer.provide(Trainer.layer))
+    Layer.effect(TrainingEngine, Effect.map(makeTfjsEngine(reason), announced)).pipe(Layer.provide(Trainer.layer))
 
   /** The torch engine; the Python environment is resolved when a job starts (a PythonEnv failure fails the job). */
   static readonly layerTorch = (reason = "--engine torch") =>
-    Layer.effect(TrainingEngine, makeTorchEngine(reason)).pipe(Layer.provide(Tokenizer.layer))
+    Layer.effect(TrainingEngine, Effect.map(makeTorchEngine(reason), announced)).pipe(Layer.provide(Tokenizer.layer))
 
   /** tfjs, torch, or auto: torch when the Python environment is usable, with the reason either way. */
   static readonly layer = (choice: EngineChoice) => {
@@ -49,7 +56,6 @@ export class TrainingEngine extends Context.Service<TrainingEngine, TrainingEngi
         ),
         Effect.catch((e) => Effect.succeed({ torch: false, text: `auto chose tfjs: no usable Python environment (${e.message})` }))
       )
-      yield* Effect.logInfo(reason.text)
       return reason.torch ? TrainingEngine.layerTorch(reason.text) : TrainingEngine.layerTfjs(reason.text)
     }))
   }
