@@ -61,8 +61,13 @@ export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, 
         const started = Date.now()
         const layout = options.layout ?? "seed"
         const promptText = formatPrompt({ question: request.question, context: request.context }, layout)
-        // chat layouts spell their control tokens (`<|im_start|>`, `<|eot_id|>`): parse them, as the trainer does
-        const prompt = layout === "seed" ? promptText : model.tokenize(promptText, true)
+        // the trainer's tokens exactly (Training/Collate): chat layouts spell their control tokens (`<|im_start|>`,
+        // `<|eot_id|>`) and are parsed with them; BOS goes first unless the text begins with it
+        const bos = model.tokens.bos
+        const trained = model.tokenize(promptText, layout !== "seed")
+        const withBos = bos !== null && trained[0] !== bos ? [bos, ...trained] : trained
+        // LlamaCompletion itself puts BOS first when the model's add_bos asks for it: leave that one to it
+        const prompt = model.tokens.shouldPrependBosToken && withBos[0] === bos ? withBos.slice(1) : withBos
         const answer = yield* Effect.acquireUseRelease(
           Queue.take(pool),
           (slot) =>

@@ -89,4 +89,18 @@ describe("eval with the in-process model core", () => {
       assert.strictEqual(agg.scored, 2)
       assert.include(agg.generator, "core:")
     }).pipe(Effect.provide(NodeServices.layer)))
+
+  // SmolLM2's GGUF does not ask for BOS (add_bos false), yet the trainer puts it first in every layout: llama.cpp's
+  // eval prompt must carry it too, or the tuned model is scored on tokens it never saw (it used to lack it on seed)
+  it.live("on the real SmolLM2, llama.cpp's eval prompt is the trainer's: its greedy answers equal the model core's, seed and ChatML", () =>
+    Effect.gen(function*() {
+      const model = process.env.FINETUNE_SMOLLM2!
+      const support = Layer.mergeAll(Tokenizer.layerNoDeps.pipe(Layer.provide(LlamaCpp.layerCpu)), Device.layerCpu, NodeServices.layer)
+      for (const layout of ["seed", "chatml"] as const) {
+        const [core] = yield* answers(layerModelCore({ model, layout }).pipe(Layer.provide(support)))
+        const [viaLlamaCpp] = yield* answers(layerLlamaCpp({ model, layout, threads: 1, contextSize: 512 }).pipe(Layer.provide(LlamaCpp.layerCpu)))
+        assert.isAbove(core.length, 0)
+        assert.strictEqual(viaLlamaCpp, core, layout)
+      }
+    }), 240_000)
 })
