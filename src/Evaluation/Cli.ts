@@ -32,7 +32,9 @@ import { Rubric, rubricMarkdown } from "./Rubric.ts"
 import { RunHistory, type RunRow } from "./RunHistory.ts"
 import { describeBudget, evalTokenBudget } from "./TokenBudget.ts"
 import { describeCommand, withDefault } from "../Shared/CliHelp.ts"
-import { failCommand, reportErrors } from "../Shared/Errors.ts"
+import { describeCause, failCommand, reportErrors } from "../Shared/Errors.ts"
+import { readAdapterPrompt, trainedPromptOfGguf } from "../Training/AdapterPrompt.ts"
+import { readGgufHeader } from "../Model/Gguf.ts"
 import { resolveModelArgument } from "../Model/ModelFetch.ts"
 
 /** A bad flag or flag combination is an `input` error. */
@@ -68,8 +70,8 @@ const runFlags = {
   ),
   device: Flag.Literals("device", ["auto", "gpu", "wasm", "cpu"]).pipe(Flag.withDescription("with --engine core: the tfjs backend"), withDefault("auto" as const)),
   threads: Flag.Int("threads").pipe(Flag.optional, Flag.withDescription("with --model: llama.cpp CPU threads (default: auto, from the model's size and the cores other processes leave free)")),
-  promptLayout: Flag.Literals("prompt-layout", PromptLayout.literals).pipe(
-    Flag.withDescription("with --model: the prompt layout the adapter was trained on (train --prompt-layout): seed, chatml, llama3 or mistral"), withDefault("seed" as const)
+  promptLayout: Flag.Literals("prompt-layout", ["auto", ...PromptLayout.literals]).pipe(
+    Flag.withDescription("with --model: the prompt layout to render (train --prompt-layout); auto: the one the adapter recorded (adapter_prompt.json, or the GGUF's finetune.prompt_layout), else seed"), withDefault("auto" as const)
   ),
   system: Flag.String("system").pipe(Flag.optional, Flag.withDescription("system name in reports (default: the generator's description)")),
   concurrency: Flag.Int("concurrency").pipe(Flag.withDescription("generations in flight at once"), withDefault(4)),
@@ -88,8 +90,20 @@ type RunFlags = {
   readonly [K in keyof typeof runFlags]: (typeof runFlags)[K] extends Flag.Flag<infer A> ? A : never
 }
 
+/** `--prompt-layout auto`: what the adapter recorded at training (a folder's sidecar or a GGUF's metadata), else seed. */
+const resolveLayout = (f: RunFlags) =>
+  Effect.gen(function*() {
+    if (f.promptLayout !== "auto") return f.promptLayout
+    const adapter = Option.getOrUndefined(f.adapter)
+    if (adapter === undefined || !existsSync(adapter)) return "seed" as const
+    const recorded = statSync(adapter).isDirectory()
+      ? Option.getOrUndefined(yield* readAdapterPrompt(adapter))
+      : yield* Effect.flatMap(readGgufHeader(adapter), (header) => Effect.try({ try: () => trainedPromptOfGguf(header), catch: (e) => e }))
+    return recorded?.layout ?? "seed"
+  }).pipe(Effect.catch((e) => fail(describeCause(e))))
+
 /** The Generator the flags ask for; exactly one of --endpoint / --model. */
-const generatorLayer = (f: RunFlags) => {
+const generatorLayer = (f: RunFlags, layout: PromptLayout) => {
   if (Option.isSome(f.endpoint) === Option.isSome(f.model)) {
     return fail("give exactly one of --endpoint URL (a served model) or --model FILE.gguf (in-process)")
   }
@@ -108,14 +122,14 @@ const generatorLayer = (f: RunFlags) => {
   const engine = f.engine !== "auto" ? f.engine : isFolder(model) || isFolder(adapter) ? "core" : "llama.cpp"
   type AnyLayer = Layer.Layer<Generator, { readonly _tag: string; readonly message: string }, FileSystem.FileSystem | Path.Path>
   if (engine === "core") {
-    return Effect.succeed(layerModelCore({ model, adapter, layout: f.promptLayout }).pipe(
+    return Effect.succeed(layerModelCore({ model, adapter, layout }).pipe(
       Layer.provide(Layer.mergeAll(Tokenizer.layer, Device.layer(f.device)))
     ) satisfies AnyLayer)
   }
   return Effect.succeed(layerLlamaCpp({
     model,
     adapter,
-    layout: f.promptLayout,
+    layout,
     concurrency: f.concurrency,
     threads: Option.getOrUndefined(f.threads)
   }).pipe(Layer.provide(LlamaCpp.layer)) satisfies AnyLayer)
@@ -165,7 +179,9 @@ const referenceBudget = (f: RunFlags) =>
 const evaluateOnce = (f: RunFlags, outDir: string, resume: boolean) =>
   Effect.gen(function*() {
     // a catalog name (`--model smollm2-135m-instruct`) is the cached file, fetched on first use
-    const layer = yield* generatorLayer(Option.isSome(f.model) ? { ...f, model: Option.some(yield* resolveModelArgument(f.model.value)) } : f)
+    const layout = yield* resolveLayout(f)
+    if (Option.isSome(f.model)) yield* Console.error(`eval: ${layout} prompts${f.promptLayout === "auto" ? " (auto: the adapter's record, else seed)" : ""}`)
+    const layer = yield* generatorLayer(Option.isSome(f.model) ? { ...f, model: Option.some(yield* resolveModelArgument(f.model.value)) } : f, layout)
     const evaluator = yield* Evaluator
     const maxTokens = Option.isSome(f.maxTokens) ? f.maxTokens.value : yield* referenceBudget(f)
     return yield* Effect.gen(function*() {

@@ -25,6 +25,9 @@ import { ADAPTER_PROMPT, trainedPromptOfGguf, writeAdapterPrompt } from "../../s
 import { promptIds } from "../../src/Training/Collate.ts"
 import { trainTokenizerOf } from "../../src/Training/Trainer.ts"
 import { startServe, tempDir, tinyConfig, writeBase, writePeft } from "./ServeFixtures.ts"
+import { Command } from "effect/cli"
+import { evalCommand } from "../../src/Evaluation/Cli.ts"
+import { records as evalRecords } from "../fixtures/eval/fakeModelServer.ts"
 
 const dir = tempDir("layout")
 const base = path.join(dir, "tiny.gguf")
@@ -124,6 +127,31 @@ describe("the trained prompt travels with the adapter", () => {
     } finally {
       child.kill("SIGTERM")
     }
+  }, 120_000)
+})
+
+describe("eval run renders the adapter's recorded layout too", () => {
+  const split = path.join(dir, "split.jsonl")
+  const predictions = async (adapter: string, layout: string) => {
+    const out = path.join(dir, `eval-${path.basename(adapter)}-${layout}`)
+    await run(Command.runWith(evalCommand, { version: "test" })([
+      "run", "--split", split, "--model", base, "--adapter", adapter, "--prompt-layout", layout,
+      "--out", out, "--max-tokens", "6", "--concurrency", "1", "--threads", "1"
+    ]))
+    return fs.readFileSync(path.join(out, "samples.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).prediction as string)
+  }
+
+  it("--prompt-layout auto: the GGUF's finetune.prompt_layout, else seed", async () => {
+    fs.writeFileSync(split, evalRecords.slice(0, 2).map((r) => JSON.stringify(r)).join("\n") + "\n")
+    const [autoChat, chat, seed, autoPlain] = [
+      await predictions(chatGguf, "auto"),
+      await predictions(chatGguf, "chatml"),
+      await predictions(chatGguf, "seed"),
+      await predictions(plainGguf, "auto")
+    ]
+    expect(autoChat).toEqual(chat)
+    expect(chat).not.toEqual(seed)
+    expect(autoPlain).toEqual(await predictions(plainGguf, "seed"))
   }, 120_000)
 })
 
