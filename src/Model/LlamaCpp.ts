@@ -22,6 +22,7 @@
 import { Config, Context, Duration, Effect, Layer, Schedule, Schema, Scope } from "effect"
 import {
   getLlama,
+  LlamaLogLevel,
   type Llama,
   type LlamaContext,
   type LlamaContextOptions,
@@ -257,11 +258,21 @@ class ThreadGovernor {
   }
 }
 
+/**
+ * llama.cpp's own warnings, as node-llama-cpp prints them, less one note per adapted tensor that a LoRA adapter
+ * stays in CPU memory on CPUs with AMX ("cannot use buft 'AMX', fallback to CPU": 240 lines for SmolLM2, nothing wrong).
+ */
+const llamaLogLine = (level: LlamaLogLevel, message: string): void => {
+  if (/cannot use buft '[^']*', fallback to CPU/.test(message)) return
+  if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) console.error(message.trimEnd())
+  else if (level === LlamaLogLevel.warn) console.warn(message.trimEnd())
+}
+
 const startLlama = (gpu: LlamaCppGpu) =>
   Effect.acquireRelease(
     Effect.tryPromise({
       // one thread until a context asks for more: node-llama-cpp's default (at least 4) collapses on small machines
-      try: () => getLlama({ gpu: gpu === "cpu" ? false : "auto", build: "never", progressLogs: false, maxThreads: 1 }),
+      try: () => getLlama({ gpu: gpu === "cpu" ? false : "auto", build: "never", progressLogs: false, maxThreads: 1, logger: llamaLogLine }),
       catch: (cause) => new LlamaCppError({ operation: "start", detail: describe(cause), kind: "unavailable" })
     }),
     (llama) => Effect.promise(() => llama.dispose())
