@@ -92,7 +92,7 @@ export const TrainSection = Schema.Struct({
   evalEvery: t.evalEvery.annotate(doc("Validation loss and ROUGE-L every this many steps (and at the end).")),
   saveEvery: t.saveEvery.annotate(doc("A checkpoint every this many steps (and at the end); an interrupted run resumes from the newest.")),
   evalGenerationSamples: t.evalGenerationSamples.annotate(doc("Held-out records whose greedy answers are scored with ROUGE-L at each evaluation (picks the best checkpoint).")),
-  promptLayout: PromptLayout.annotate(doc("Prompt layout of training and evaluation: `seed` (Context/Question/Answer, what `/infer` serves), `chatml` (SmolLM2/Qwen instruct models), `llama3` or `mistral`.")),
+  promptLayout: PromptLayout.annotate(doc("Prompt layout of training, evaluation and `/infer` (recorded with the adapter): `seed` (Context/Question/Answer, the original app's), `chatml` (SmolLM2/Qwen instruct models), `llama3` or `mistral`.")),
   seed: t.seed.annotate(doc("Seed of data order, dropout and LoRA initialization.")),
   weightDecay: t.weightDecay.annotate(doc("AdamW decoupled weight decay.")),
   adamBeta1: t.adamBeta1.annotate(doc("AdamW beta1.")),
