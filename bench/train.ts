@@ -6,7 +6,8 @@
  *
  *   node bench/train.ts            all cases, writes BENCHMARKS.md
  *   node bench/train.ts --case wasm:tiny:lora   one case, prints JSON
- *   node bench/train.ts --engines-only [tiny 100m smollm2]   the torch engine against plain PyTorch only (those shapes)
+ *   node bench/train.ts --engines-only [tiny 100m smollm2] [--rounds N]   the torch engine against plain PyTorch only
+ *                                                          (those shapes; N alternating rounds per row, default 3)
  *
  * The torch rows (section `## Training engines`) put the torch engine (python/finetune_finance_py/engine) beside a
  * plain PyTorch + PEFT loop on the same shapes, 1 and 2 threads; they need FINETUNE_PYTHON or the managed .venv.
@@ -264,13 +265,45 @@ const main = async () => {
 // ---------------------------------------------------------------------------------------------------------------------
 // the torch engine against a plain PyTorch loop (and beside the tfjs rows above)
 
+interface Rate {
+  /** medians over every timed step of every round: a step that another process preempted does not set the figure */
+  readonly tokensPerSecond: number
+  readonly tokensPerCpuSecond: number
+}
+
 interface TorchRow {
   readonly shape: string
   readonly threads: number
   readonly batch: number
   readonly seq: number
-  readonly engine: { readonly tokensPerSecond: number; readonly tokensPerCpuSecond: number }
-  readonly reference: { readonly tokensPerSecond: number; readonly tokensPerCpuSecond: number }
+  readonly rounds: number
+  /** 1-minute load average when the row started */
+  readonly load: number
+  readonly engine: Rate
+  readonly reference: Rate
+}
+
+interface StepTime {
+  readonly seconds: number
+  readonly cpuSeconds: number
+  readonly tokens: number
+}
+
+const median = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+const rateOf = (steps: ReadonlyArray<StepTime>): Rate => ({
+  tokensPerSecond: median(steps.map((s) => s.tokens / s.seconds)),
+  tokensPerCpuSecond: median(steps.map((s) => s.tokens / s.cpuSeconds))
+})
+
+/** `--rounds N`: engine and reference processes alternate N times per row (E R, R E, ...), so drifting load hits both. */
+const roundsArg = () => {
+  const i = args.indexOf("--rounds")
+  return i < 0 ? 3 : Math.max(1, Number(args[i + 1]))
 }
 
 const torchCases = [
@@ -318,6 +351,8 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>, only: Readon
     for (const threads of [1, 2]) {
       const runDir = path.join(dir, `run-${threads}`)
       const jobFile = path.join(dir, `job-${threads}.json`)
+      const argsFile = path.join(dir, `reference-${threads}.json`)
+      fs.writeFileSync(argsFile, JSON.stringify({ base, batch: c.batch, seq: c.seq, steps: c.steps, threads }))
       fs.writeFileSync(jobFile, encodeTorchJob({
         version: 1, baseModel: base, baseModelName: "bench", mode: "lora", initialAdapter: path.join(dir, "adapter"),
         optimizer: { learningRate: 1e-4, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, maxGradNorm: 1 },
@@ -328,24 +363,29 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>, only: Readon
         data: { dir: path.join(dir, "data"), trainCount: c.batch, validationCount: 0, steps: plan.length },
         runDir, resume: false, device: "cpu", bf16: "off", gradientCheckpointing: false, threads, distributed: { strategy: "ddp" }
       }))
-      process.stderr.write(`bench:train torch engine ${c.shape} ${threads} thread(s) ... `)
-      const out = execFileSync(python, ["-m", "finetune_finance_py.engine", jobFile], { env: env(threads), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], maxBuffer: 1 << 26 })
-      // step 1 is warm-up (allocator, first-call kernels), as in the reference loop
-      const steps = out.split("\n").map(parseEngineLine).filter((e) => e?.event === "train" && e.step > 1) as Array<
-        { readonly tokens?: number; readonly windowSeconds?: number; readonly cpuSeconds?: number }
-      >
-      const tokens = steps.reduce((n, e) => n + (e.tokens ?? 0), 0)
-      const wall = steps.reduce((n, e) => n + (e.windowSeconds ?? 0), 0)
-      const cpu = steps.reduce((n, e) => n + (e.cpuSeconds ?? 0), 0)
-      const engine = { tokensPerSecond: tokens / wall, tokensPerCpuSecond: tokens / cpu }
-      process.stderr.write(`${engine.tokensPerSecond.toFixed(0)} tok/s; reference ... `)
-      const argsFile = path.join(dir, `reference-${threads}.json`)
-      fs.writeFileSync(argsFile, JSON.stringify({ base, batch: c.batch, seq: c.seq, steps: c.steps, threads }))
-      const ref = JSON.parse(
-        execFileSync(python, ["-m", "finetune_finance_py.engine.bench", "reference", argsFile], { env: env(threads), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim().split("\n").at(-1)!
-      ) as TorchRow["reference"]
-      process.stderr.write(`${ref.tokensPerSecond.toFixed(0)} tok/s\n`)
-      rows.push({ shape: c.shape, threads, batch: c.batch, seq: c.seq, engine, reference: ref })
+      const runEngine = (): Array<StepTime> => {
+        fs.rmSync(runDir, { recursive: true, force: true })
+        const out = execFileSync(python, ["-m", "finetune_finance_py.engine", jobFile], { env: env(threads), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], maxBuffer: 1 << 26 })
+        // step 1 is warm-up (allocator, first-call kernels), as in the reference loop; logEvery 1: one window a step
+        return out.split("\n").map(parseEngineLine).flatMap((e) =>
+          e?.event === "train" && e.step > 1 ? [{ seconds: e.windowSeconds ?? NaN, cpuSeconds: e.cpuSeconds ?? NaN, tokens: e.tokens ?? NaN }] : []
+        )
+      }
+      const runReference = (): Array<StepTime> =>
+        (JSON.parse(
+          execFileSync(python, ["-m", "finetune_finance_py.engine.bench", "reference", argsFile], { env: env(threads), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim().split("\n").at(-1)!
+        ) as { steps: Array<StepTime> }).steps
+      const load = os.loadavg()[0]!
+      const engineSteps: Array<StepTime> = []
+      const referenceSteps: Array<StepTime> = []
+      const rounds = roundsArg()
+      for (let round = 0; round < rounds; round++) {
+        process.stderr.write(`bench:train torch ${c.shape} ${threads} thread(s) round ${round + 1}/${rounds} ... `)
+        const pair = round % 2 === 0 ? [runEngine, runReference] : [runReference, runEngine]
+        for (const f of pair) (f === runEngine ? engineSteps : referenceSteps).push(...f())
+        process.stderr.write(`engine ${rateOf(engineSteps).tokensPerSecond.toFixed(0)} tok/s, reference ${rateOf(referenceSteps).tokensPerSecond.toFixed(0)} tok/s so far\n`)
+      }
+      rows.push({ shape: c.shape, threads, batch: c.batch, seq: c.seq, rounds, load, engine: rateOf(engineSteps), reference: rateOf(referenceSteps) })
     }
   }
   fs.rmSync(root, { recursive: true, force: true })
@@ -354,7 +394,7 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>, only: Readon
   const date = new Date().toISOString().slice(0, 16).replace("T", " ")
   const row = (r: TorchRow) => {
     const t = tfjsOf(r.shape)
-    return `| ${r.shape} | ${r.batch} × ${r.seq} | ${r.threads} | ${r.reference.tokensPerSecond.toFixed(0)} | ${r.engine.tokensPerSecond.toFixed(0)} | ${
+    return `| ${r.shape} | ${r.batch} × ${r.seq} | ${r.threads} | ${r.load.toFixed(1)} | ${r.reference.tokensPerSecond.toFixed(0)} | ${r.engine.tokensPerSecond.toFixed(0)} | ${
       (r.engine.tokensPerSecond / r.reference.tokensPerSecond).toFixed(2)
     }× | ${r.reference.tokensPerCpuSecond.toFixed(0)} | ${r.engine.tokensPerCpuSecond.toFixed(0)} | ${
       (r.engine.tokensPerSecond / r.engine.tokensPerCpuSecond).toFixed(2)
@@ -368,12 +408,14 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>, only: Readon
     "One step = forward + backward + clipping + AdamW, LoRA r 16 / α 32 on q,k,v,o, dropout 0.1, loss on the last ¾ of each row,",
     "the tfjs bench's token rows. *Reference*: the loop one writes by hand (transformers + PEFT, `model(ids, labels).loss`, backward,",
     "clip_grad_norm_, AdamW). *Engine*: `python -m finetune_finance_py.engine` on a handover written by TrainHandover (the torch",
-    "engine's real code path; its own step timing from its JSON events). First step of each excluded (warm-up). tokens/CPU-s",
-    "divides by the process's CPU time over all threads; CPU/wall is the cores in use. The tfjs column is the wasm LoRA row above",
-    "(one thread; its 100m and smollm2 rows train 1 × 128).",
+    "engine's real code path; its own step timing from its JSON events). First step of each process excluded (warm-up). Per row,",
+    `engine and reference processes alternate ${rows[0]?.rounds ?? roundsArg()} times (E R, R E, …) and each figure is the median over all their`,
+    "timed steps, so a step another process preempted does not set it. tokens/CPU-s divides by the process's CPU time over all",
+    "threads; CPU/wall is the cores in use; load is the 1-minute load average as the row started. The tfjs column is the wasm LoRA",
+    "row above (one thread; its 100m and smollm2 rows train 1 × 128).",
     "",
-    "| shape | batch × seq | threads | reference tok/s | engine tok/s | engine/reference | reference tok/CPU-s | engine tok/CPU-s | engine CPU/wall | tfjs wasm tok/s | engine/tfjs |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| shape | batch × seq | threads | load | reference tok/s | engine tok/s | engine/reference | reference tok/CPU-s | engine tok/CPU-s | engine CPU/wall | tfjs wasm tok/s | engine/tfjs |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map(row),
     ""
   ].join("\n")
@@ -381,7 +423,7 @@ const benchEngines = async (tfjsResults: ReadonlyArray<CaseResult>, only: Readon
 
 if (args[0] === "--engines-only") {
   // the torch-engine and reference rows alone (for working on the engine); the published table comes from a full run
-  console.log(await benchEngines([], args.slice(1)))
+  console.log(await benchEngines([], args.slice(1).filter((a, i, all) => a !== "--rounds" && all[i - 1] !== "--rounds")))
 } else if (args[0] === "--case") {
   const r = await runCase(args[1]!)
   console.log(JSON.stringify(r))

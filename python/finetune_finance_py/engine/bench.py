@@ -5,7 +5,7 @@
 
 The reference loop is what a user writes by hand: transformers model + PEFT LoRA, `model(input_ids, labels).loss`
 with -100 on prompt positions, backward, clip_grad_norm_, AdamW. It prints one JSON line: steady-state tokens/s
-and tokens per CPU-second (the first step is warm-up and not counted).
+and tokens per CPU-second (the first step is warm-up and not counted) and each step's seconds, CPU seconds and tokens.
 """
 import json
 import sys
@@ -43,7 +43,7 @@ def reference(args_file: str) -> None:
     ids = torch.tensor([[3 + ((r * 7919 + i * 104729) % (vocab - 3)) for i in range(s)] for r in range(b)])
     labels = ids.clone()
     labels[:, : s // 4] = -100
-    wall = cpu = 0.0
+    steps = []
     for k in range(a["steps"] + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         loss = model(input_ids=ids, labels=labels).loss
@@ -52,10 +52,12 @@ def reference(args_file: str) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if k > 0:
-            wall += time.perf_counter() - t0
-            cpu += time.process_time() - c0
+            steps.append({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0, "tokens": b * s})
+    wall = sum(x["seconds"] for x in steps)
+    cpu = sum(x["cpuSeconds"] for x in steps)
     tokens = b * s * a["steps"]
-    print(json.dumps({"tokensPerSecond": tokens / wall, "tokensPerCpuSecond": tokens / cpu, "wallSeconds": wall, "cpuSeconds": cpu}))
+    print(json.dumps({"tokensPerSecond": tokens / wall, "tokensPerCpuSecond": tokens / cpu, "wallSeconds": wall, "cpuSeconds": cpu,
+                      "steps": steps}))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,27 @@ def _import_stack():
         raise EngineError("missing_package", f"the torch engine needs torch, transformers, peft and safetensors: {e}")
 
 
+def _deepspeed_setup(job: dict):
+    """For --deepspeed: the package and its config, checked before any process group or model exists, so a missing
+    package is one clear line (what to install, or what to use instead) and not a failure after minutes of loading."""
+    cfg_file = job["distributed"].get("deepspeedConfig")
+    try:
+        import deepspeed
+    except ImportError as e:
+        raise EngineError("missing_package", f"--deepspeed {cfg_file} needs the deepspeed package, which {sys.executable} "
+                          f"cannot import ({e}): install it into that environment (pip install deepspeed; building its "
+                          "CUDA ops needs the CUDA toolkit) and pass it with --python, or train without --deepspeed "
+                          "(DDP is the default; --fsdp shards the decoder layers)")
+    try:
+        with open(cfg_file, encoding="utf8") as f:
+            ds_config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise EngineError("bad_job", f"{cfg_file}: cannot read the DeepSpeed config ({e})")
+    if not isinstance(ds_config, dict):
+        raise EngineError("bad_job", f"{cfg_file}: a DeepSpeed config is a JSON object")
+    return deepspeed, ds_config
+
+
 def _device(job, torch, local_rank: int):
     want = job["device"]
     if want == "cuda" and not torch.cuda.is_available():
@@ -133,7 +154,8 @@ def _apply_lora(job, model, torch):
 
 def _loss_module(torch, llama):
     """Wraps the model so DDP/FSDP see one forward: summed cross-entropy over the loss positions only (the
-    vocabulary projection runs on those rows alone, as in the tfjs trainer)."""
+    vocabulary projection runs on those rows alone, as in the tfjs trainer). The positions come as flat indices
+    computed on the host (`_tensors`): a boolean mask would cost a device sync (nonzero) in every micro-batch."""
     import torch.nn.functional as F
 
     class SummedAnswerLoss(torch.nn.Module):
@@ -141,15 +163,15 @@ def _loss_module(torch, llama):
             super().__init__()
             self.llama = llama
 
-        def forward(self, input_ids, position_ids, attention_mask, loss_mask, targets):
+        def forward(self, input_ids, position_ids, attention_mask, loss_index, targets):
             hidden = self.llama.model(input_ids=input_ids, position_ids=position_ids,
                                       attention_mask=attention_mask, use_cache=False).last_hidden_state
-            picked = hidden[loss_mask]
-            logits = self.llama.lm_head(picked).float()
-            if logits.shape[0] == 0:
+            if loss_index.shape[0] == 0:
                 # keeps every LoRA weight in the graph (a rank with no answer tokens still joins the all-reduce)
                 return hidden.float().sum() * 0.0
-            return F.cross_entropy(logits, targets[loss_mask], reduction="sum")
+            picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, loss_index)
+            logits = self.llama.lm_head(picked).float()
+            return F.cross_entropy(logits, targets, reduction="sum")
 
     return SummedAnswerLoss()
 
@@ -164,9 +186,11 @@ def _tensors(torch, batch, device):
         t = seg.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
         mask = ((seg[:, :, None] == seg[:, None, :]) & causal)[:, None, :, :]
-    loss_mask = torch.from_numpy(batch.loss_mask).to(device)
-    targets = torch.from_numpy(batch.targets).to(device)
-    return ids, pos, mask, loss_mask, targets
+    # the loss positions, row-major (the order a boolean mask selects), and their targets
+    where = np.flatnonzero(batch.loss_mask.reshape(-1))
+    loss_index = torch.from_numpy(where).to(device)
+    targets = torch.from_numpy(np.ascontiguousarray(batch.targets.reshape(-1)[where])).to(device)
+    return ids, pos, mask, loss_index, targets
 
 
 def _assign(p, t) -> None:
@@ -227,10 +251,11 @@ def train(job: dict, rank: int) -> int:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    strategy = job["distributed"]["strategy"]
+    ds = _deepspeed_setup(job) if strategy == "deepspeed" else None
     if job.get("threads") is not None:
         torch.set_num_threads(job["threads"])
     device = _device(job, torch, local_rank)
-    strategy = job["distributed"]["strategy"]
     if world > 1:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
@@ -266,16 +291,8 @@ def train(job: dict, rank: int) -> int:
     opt = job["optimizer"]
     optimizer = torch.optim.AdamW(params, lr=opt["learningRate"], betas=(opt["beta1"], opt["beta2"]), eps=opt["epsilon"],
                                   weight_decay=opt["weightDecay"])
-    if strategy == "deepspeed":
-        try:
-            import deepspeed
-        except ImportError as e:
-            raise EngineError("missing_package", f"--deepspeed needs the deepspeed package (pip install deepspeed): {e}")
-        try:
-            with open(job["distributed"]["deepspeedConfig"], encoding="utf8") as f:
-                ds_config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise EngineError("bad_job", f"{job['distributed']['deepspeedConfig']}: cannot read the DeepSpeed config ({e})")
+    if ds is not None:
+        deepspeed, ds_config = ds
         # the job's accumulation, micro-batch and clipping win over the file's (one source of truth)
         ds_config.update(gradient_accumulation_steps=job["gradientAccumulationSteps"],
                          train_micro_batch_size_per_gpu=max(1, job["batchSize"] // world),
@@ -452,7 +469,8 @@ def train(job: dict, rank: int) -> int:
         loss_tokens = sum(train_set.loss_tokens(i) for idx in micro for i in idx)
         tokens = sum(train_set.length(i) for idx in micro for i in idx)
         denom = max(1, loss_tokens)
-        step_loss = torch.zeros((), dtype=torch.float64)
+        # on the device: one host sync per step (below), none per micro-batch
+        step_loss = torch.zeros((), dtype=torch.float64, device=device)
         for m, idx in enumerate(micro):
             mine = idx[rank::world]
             torch.manual_seed(mix_seed(job["seed"], k, m, rank))
@@ -467,7 +485,7 @@ def train(job: dict, rank: int) -> int:
             ctx = wrapped.no_sync() if accumulate_only else _null()
             with ctx:
                 loss = wrapped(*_tensors(torch, batch, device)) * (weight / denom)
-                step_loss += loss.detach().to("cpu", torch.float64)
+                step_loss += loss.detach().to(torch.float64)
                 if engine is not None:
                     # DeepSpeed divides by its accumulation count and averages over ranks: undo both
                     engine.backward(loss * world * len(micro))
@@ -476,9 +494,7 @@ def train(job: dict, rank: int) -> int:
                 else:
                     (loss * world if world > 1 else loss).backward()
         if world > 1:
-            moved = step_loss.to(device)
-            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
-            step_loss = moved.cpu()
+            dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
         lr = lr_at(schedule, k)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -486,14 +502,16 @@ def train(job: dict, rank: int) -> int:
             # DeepSpeed clips and steps itself (gradient_clipping and accumulation come from its config)
             engine.step()
             grad_norm = float(engine.get_global_grad_norm() or 0.0)
+            loss_value = float(step_loss)
         else:
             # clip_grad_norm_ with an infinite bound measures without clipping (maxGradNorm 0 turns clipping off)
             bound = opt["maxGradNorm"] if opt["maxGradNorm"] > 0 else float("inf")
             norm = torch.nn.utils.clip_grad_norm_(params, bound)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        loss_value = float(step_loss)
+            # the step's one host sync: its loss and gradient norm together
+            loss_value, grad_norm = torch.stack([step_loss, norm.detach().to(torch.float64)]).tolist()
         if not math.isfinite(loss_value):
             raise EngineError("internal", f"step {k + 1}: the loss is {loss_value}")
         state["globalStep"] = k + 1
