@@ -68,6 +68,17 @@ describe("the globalSetup's hand-over", () => {
     expect(`${seen.v[0]}.${seen.v[1]}`).toBe(resolved.pythonVersion.split(".").slice(0, 2).join("."))
   })
 
+  it("a managed env holds its libraries' bytecode (uv --compile-bytecode), so no engine start recompiles torch", () => {
+    const resolved = inject("pythonRuntime")
+    // a FINETUNE_PYTHON the caller brings (a GPU machine's own env) is taken as it is
+    if (resolved.source !== "managed") return
+    const cached = runPythonJson(
+      "import importlib.util, json, os, torch; print(json.dumps(os.path.exists(importlib.util.cache_from_source(torch.__file__))))",
+      null
+    )
+    expect(cached).toBe(true)
+  })
+
   it("the project's own pytest suite (python/tests) passes on that interpreter", () => {
     const result = runPythonJson(
       [
