@@ -84,7 +84,7 @@ export const stageOfKind: Record<EngineErrorEvent["kind"], string> = {
   bad_base_model: "model",
   no_cuda: "device",
   qlora_needs_cuda: "device",
-  missing_package: "device",
+  missing_package: "python",
   oom: "device",
   internal: "engine"
 }

@@ -38,7 +38,7 @@ describe("torch engine: --deepspeed without the deepspeed package", () => {
     expect(failure).toBeDefined()
     expect(failure!.code).toBe(4)
     const said = failure!.stderr + failure!.stdout
-    expect(said).toContain(`--deepspeed ${cfg} needs the deepspeed package, which ${testPython()} cannot import`)
+    expect(said).toContain(`train: python: --deepspeed ${cfg} needs the deepspeed package, which ${testPython()} cannot import`)
     expect(said).toContain("pip install deepspeed")
     expect(said).toContain("--fsdp")
     expect(said).toContain(path.join(c.outputDir, "engine.log"))
