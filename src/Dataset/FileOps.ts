@@ -11,7 +11,7 @@ import { DatasetOutputError } from "./Errors.ts"
 import { decodeInput } from "./Input.ts"
 import { readLineBatches } from "./Lines.ts"
 import { normalizeRecord } from "./Normalize.ts"
-import { encodeRecord } from "./Record.ts"
+import { encodeRecord } from "./RecordEncode.ts"
 import { synthesize } from "./Synth.ts"
 
 export interface Progress {

@@ -24,25 +24,13 @@
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
-import { ChatMessage, NonBlankString, RecordContext, TrainingRecord, Citation } from "./Record.ts"
+import { ChatMessage, SeedInput, TrainingRecord } from "./Record.ts"
 import { isChatShaped, isSeedInput, seedDecoded, splitExtra, type Decoded, type InputIssue } from "./SeedRecord.ts"
 import { findTickersInText } from "./Tickers.ts"
 
 export { isSeedInput, seedKeys, type Decoded, type InputFormat, type InputIssue } from "./SeedRecord.ts"
-
-/** The seed record as read: the lenient input form of TrainingRecord. */
-export const SeedInput = Schema.Struct({
-  question: NonBlankString,
-  answer: NonBlankString,
-  rationale: Schema.optionalKey(Schema.String),
-  tickers: Schema.optionalKey(Schema.Array(Schema.String)),
-  citations: Schema.optionalKey(Schema.Array(Citation)),
-  context_required: Schema.optionalKey(Schema.Boolean),
-  risk_note: Schema.optionalKey(Schema.String),
-  context: Schema.optionalKey(RecordContext),
-  intent: Schema.optionalKey(Schema.String),
-  messages: Schema.optionalKey(Schema.Array(ChatMessage))
-})
+// the Schema lives beside TrainingRecord, so SeedRecord.ts (worker-side, Schema-free) can name its type
+export { SeedInput }
 
 export { ChatMessage }
 export const ChatInput = Schema.Struct({

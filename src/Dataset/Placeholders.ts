@@ -17,21 +17,10 @@
  * where loading `effect` would cost about 25 MB each.
  */
 
-/** The placeholder types the normalizer writes. */
-export const liveTypes = [
-  "PRICE",
-  "CHANGE",
-  "PERCENT",
-  "TIMESTAMP",
-  "DATE",
-  "VOLUME",
-  "MARKET_CAP",
-  "RATIO",
-  "EPS",
-  "YIELD"
-] as const
-/** one of `liveTypes` (its Schema is `LiveType` in DatasetSchemas.ts) */
-export type LiveType = (typeof liveTypes)[number]
+import { liveTypes, type LiveType } from "../Shared/LiveTypes.ts"
+
+// The live types themselves live in the core (Model's vocabulary needs them); re-exported for the Dataset stage.
+export { liveTypes, type LiveType }
 
 /** What an existing placeholder stands for: a live value, a score, a symbol, or free text (`<REASON_1>`). */
 export type BaseType = LiveType | "SCORE" | "SYMBOL" | "TEXT"

@@ -55,4 +55,16 @@ export const TrainingRecord = Schema.Struct({
 })
 export type TrainingRecord = typeof TrainingRecord.Type
 
-export { encodeRecord, orderRecord, recordFields } from "./RecordEncode.ts"
+/** The seed record as read: the lenient input form of TrainingRecord. */
+export const SeedInput = Schema.Struct({
+  question: NonBlankString,
+  answer: NonBlankString,
+  rationale: Schema.optionalKey(Schema.String),
+  tickers: Schema.optionalKey(Schema.Array(Schema.String)),
+  citations: Schema.optionalKey(Schema.Array(Citation)),
+  context_required: Schema.optionalKey(Schema.Boolean),
+  risk_note: Schema.optionalKey(Schema.String),
+  context: Schema.optionalKey(RecordContext),
+  intent: Schema.optionalKey(Schema.String),
+  messages: Schema.optionalKey(Schema.Array(ChatMessage))
+})

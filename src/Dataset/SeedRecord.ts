@@ -4,8 +4,7 @@
  * threads decode seed lines with these alone (loading `effect` there would cost about 25 MB a worker)
  * and leave every other line to the main thread, where the Schema explains what is wrong.
  */
-import type { SeedInput } from "./Input.ts"
-import type { TrainingRecord } from "./Record.ts"
+import type { SeedInput, TrainingRecord } from "./Record.ts"
 import { findTickersInText } from "./Tickers.ts"
 
 export type InputFormat = "seed" | "chat" | "pair"

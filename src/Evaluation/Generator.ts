@@ -2,7 +2,7 @@
  * Where batch evaluation gets its answers from. One method, `generate`, and two kinds of implementation:
  *
  * - `Generator.layerHttp`: a served endpoint, either the app's contract (`POST /infer`, called through the client
- *   derived from `Serving/Api.ts`, so top_k/top_p are the contract's defaults and the reply is decoded with its
+ *   derived from `Api/Api.ts`, so top_k/top_p are the contract's defaults and the reply is decoded with its
  *   schema) or any OpenAI-compatible server (`POST /v1/chat/completions`: this project's server, llama-server,
  *   vLLM), whose reply is decoded leniently (only the fields we read).
  *   Transient failures (429/5xx, honouring Retry-After; dropped connections) are retried twice with backoff.
@@ -15,7 +15,7 @@
 import { Cause, Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { contextText, defaultSystemPrompt } from "../Dataset/PromptFormat.ts"
-import * as ApiClient from "../Serving/ApiClient.ts"
+import * as ApiClient from "../Api/ApiClient.ts"
 import { describeCause, kindField } from "../Shared/Errors.ts"
 
 export class GenerationError extends Schema.TaggedError<GenerationError>()("GenerationError", {

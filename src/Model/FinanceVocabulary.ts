@@ -4,7 +4,7 @@
  * then word and sub-word pieces learned by frequency from a built-in finance corpus. Deterministic: the same size
  * always gives the same vocabulary.
  */
-import { liveTypes } from "../Dataset/Placeholders.ts"
+import { liveTypes } from "../Shared/LiveTypes.ts"
 
 /** llama.cpp token types (enum llama_token_type as stored in `tokenizer.ggml.token_type`) */
 export const TokenType = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const

@@ -1,15 +1,15 @@
 /**
  * The wire protocols of the providers the Router calls: our server's `/infer` (the app's contract, through the
- * client derived from `Serving/Api.ts`), OpenAI-compatible chat completions (Groq, our server's `/v1`, vLLM, ...), Gemini `generateContent` /
+ * client derived from `Api/Api.ts`), OpenAI-compatible chat completions (Groq, our server's `/v1`, vLLM, ...), Gemini `generateContent` /
  * `streamGenerateContent`, and Ollama `/api/generate`. Each call maps every way it can go wrong to a
  * `ProviderFailure` with a `kind`; timeouts, retries and breakers are the Router's business, not this file's.
  */
 import { Effect, Redacted, Result, Schema, Stream } from "effect"
 import { Ndjson, Sse } from "effect/encoding"
 import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpClientError, type HttpClientResponse } from "effect/http"
-import { InferRequest as ApiInferRequest } from "../Serving/Api.ts"
-import type * as Api from "../Serving/Api.ts"
-import * as ApiClient from "../Serving/ApiClient.ts"
+import { InferRequest as ApiInferRequest } from "../Api/Api.ts"
+import type * as Api from "../Api/Api.ts"
+import * as ApiClient from "../Api/ApiClient.ts"
 import { type FailureKind, ProviderFailure } from "./Errors.ts"
 import type { ProviderConfig } from "./RouterConfig.ts"
 import { describeCause } from "../Shared/Errors.ts"

@@ -4,7 +4,7 @@
  */
 import { Effect, Result, Schema } from "effect"
 import { HttpServerResponse } from "effect/http"
-import type * as Api from "./Api.ts"
+import type * as Api from "../Api/Api.ts"
 import type { GenerateError } from "./InferenceEngine.ts"
 import { type ErrorKind, fieldIssues, issueField } from "../Shared/Errors.ts"
 

@@ -1,6 +1,6 @@
 /**
  * The original app's routes (`POST /infer`, `GET /health`, the orchestrator probes) and the operators' `/metrics`,
- * as HttpApiBuilder groups of the contract in `Api.ts`.
+ * as HttpApiBuilder groups of the contract in `Api/Api.ts`.
  *
  * `/infer` asks the model with the request as a record (`question`, `context`), rendered by the engine in the layout
  * the served model was trained on (Prompt.servedPromptFor); the reply's metadata names that layout.
@@ -8,7 +8,7 @@
 import { Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
-import * as Api from "./Api.ts"
+import * as Api from "../Api/Api.ts"
 import { respond } from "./ApiFailure.ts"
 import type { RequestKit } from "./RequestKit.ts"
 import { contextText } from "../Dataset/PromptFormat.ts"

@@ -15,7 +15,7 @@ import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node
 import { LlamaCpp, type ThreadState } from "../Model/LlamaCpp.ts"
 import { NodeServices } from "@effect/platform-node"
 import * as Path from "node:path"
-import type { FinishReason } from "./Api.ts"
+import type { FinishReason } from "../Api/Api.ts"
 import * as OffThreadTokenizer from "./OffThreadTokenizer.ts"
 import { preflightGgufAdapter } from "./Preflight.ts"
 import { type ErrorKind, kindField } from "../Shared/Errors.ts"

@@ -1,10 +1,10 @@
 /**
  * The OpenAI-compatible routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) as an HttpApiBuilder group
- * of the contract in `Api.ts`; both generating routes stream SSE when asked to.
+ * of the contract in `Api/Api.ts`; both generating routes stream SSE when asked to.
  */
 import { Effect } from "effect"
 import { HttpApiBuilder } from "effect/http-api"
-import * as Api from "./Api.ts"
+import * as Api from "../Api/Api.ts"
 import { respond } from "./ApiFailure.ts"
 import type { GenerateRequest, GenerationResult } from "./InferenceEngine.ts"
 import { messageText } from "./Prompt.ts"

@@ -15,7 +15,7 @@ import { renderChatTemplate as renderTemplate } from "../Model/ChatTemplate.ts"
 import { Schema } from "effect"
 import { defaultSystemPrompt, formatPrompt, PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { TrainedPrompt } from "../Training/AdapterPrompt.ts"
-import type { ChatMessage } from "./Api.ts"
+import type { ChatMessage } from "../Api/Api.ts"
 
 /** What the engine is asked to continue. */
 export type PromptInput =

@@ -20,7 +20,7 @@
 import { Option, Schema } from "effect"
 import { placeholderBaseType, placeholderPattern } from "../Dataset/Placeholders.ts"
 import { parseRagContext, RagContext } from "../Dataset/RagContext.ts"
-import { type PlaceholderPolicy, type PlaceholderReport, type RequestContext } from "./Api.ts"
+import { type PlaceholderPolicy, type PlaceholderReport, type RequestContext } from "../Api/Api.ts"
 import type { ErrorKind } from "../Shared/Errors.ts"
 
 export class PlaceholdersUnfilled extends Schema.TaggedError<PlaceholdersUnfilled>()("PlaceholdersUnfilled", {

@@ -6,7 +6,7 @@ import { Redacted } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApi } from "effect/http-api"
 import { createHash, timingSafeEqual } from "node:crypto"
-import * as Api from "./Api.ts"
+import * as Api from "../Api/Api.ts"
 import { type ApiFailure, failure } from "./ApiFailure.ts"
 
 const digest = (text: string) => createHash("sha256").update(text, "utf8").digest()

@@ -6,8 +6,8 @@
  */
 import { ByteSize, Cause, Deferred, Effect, Queue, Schema, Stream } from "effect"
 import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
-import * as Api from "./Api.ts"
-import type { PlaceholderPolicy } from "./Api.ts"
+import * as Api from "../Api/Api.ts"
+import type { PlaceholderPolicy } from "../Api/Api.ts"
 import { type ApiFailure, decodeBody, errorBody, failure, fromEngineError } from "./ApiFailure.ts"
 import { type GenerateHooks, type GenerateRequest, type GenerationResult, InferenceEngine } from "./InferenceEngine.ts"
 import { ServerMetrics } from "./Metrics.ts"

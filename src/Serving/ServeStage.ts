@@ -6,7 +6,7 @@ import { Effect, FileSystem, Path, Schema } from "effect"
 import type { PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { Stage } from "../Shared/Stage.ts"
 import { readRecordsFile } from "../Training/Trainer.ts"
-import { serveCheck } from "./ApiClient.ts"
+import { serveCheck } from "../Api/ApiClient.ts"
 import * as Server from "./Server.ts"
 
 export interface ServeStageInput {
@@ -52,7 +52,7 @@ const runServe = Effect.fn("ServeStage.run")(function*(input: ServeStageInput) {
     engine: { base: input.base, adapters: [{ name: "tuned", path: input.adapter }], parallel: 1, threads: input.threads, gpu: "off", layout: input.layout }
   })
   yield* Effect.logInfo(`[serve] listening on ${server.url}; asking ${records.length} held-out questions`)
-  // through the client derived from the server's contract (ApiClient.ts), as the app would ask
+  // through the client derived from the server's contract (Api/ApiClient.ts), as the app would ask
   const answers: ReadonlyArray<ServeAnswer> = yield* serveCheck(server.url, records, {
     maxLength: input.serve.maxLength,
     temperature: 0,

@@ -1,5 +1,5 @@
 /**
- * The inference server: the contract of `Api.ts` (the app's `/infer` + `/health`, orchestrator probes, Prometheus
+ * The inference server: the contract of `Api/Api.ts` (the app's `/infer` + `/health`, orchestrator probes, Prometheus
  * `/metrics`, the OpenAI-compatible `/v1/*`, and the generated `/openapi.json`) implemented with `HttpApiBuilder`
  * over the InferenceEngine, on Effect's Node HTTP server.
  *
@@ -29,8 +29,8 @@ import { Cause, Context, Effect, Exit, Layer, Redacted, Schema, Scope, Stream } 
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { createServer } from "node:http"
-import * as Api from "./Api.ts"
-import type { PlaceholderPolicy } from "./Api.ts"
+import * as Api from "../Api/Api.ts"
+import type { PlaceholderPolicy } from "../Api/Api.ts"
 import { failure, failureResponse } from "./ApiFailure.ts"
 import { appHandlers, opsHandlers } from "./AppRoutes.ts"
 import { type EngineOptions, InferenceEngine, type ModelInfo } from "./InferenceEngine.ts"

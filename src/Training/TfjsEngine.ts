@@ -6,9 +6,9 @@
  */
 import { Effect, Option } from "effect"
 import { Device } from "../Model/Device.ts"
+import type { TrainingEngineShape } from "./EngineContract.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
 import { TrainError, Trainer, type TrainOptions } from "./Trainer.ts"
-import type { TrainingEngineShape } from "./TrainingEngine.ts"
 
 export const makeTfjsEngine = (reason: string) =>
   Effect.gen(function*() {

@@ -35,8 +35,8 @@ import {
   trainTokenizerOf
 } from "./Trainer.ts"
 import type { TrainConfig } from "./TrainConfig.ts"
+import type { TrainingEngineShape } from "./EngineContract.ts"
 import { convertGgufToHf, encodeTorchJob, type TorchJob, writeAtomically, writeHandoverData, writeInitialAdapter } from "./TrainHandover.ts"
-import type { TrainingEngineShape } from "./TrainingEngine.ts"
 
 /** The folder that holds `finetune_finance_py` (python/ of this checkout, from src/Training or dist/). */
 export const enginePackageRoot = (runtime: PythonRuntime): string => {

@@ -8,23 +8,18 @@
  * import there, tfjs otherwise; `reason` says which and why. The choice is logged here, once per job, whoever asked
  * for the engine (the `train` command, the pipeline's train stage).
  */
-import { Context, Effect, FileSystem, Layer, Path, Schema } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 import { describeRuntime, PythonEnv } from "../Python/PythonEnv.ts"
 import { Tokenizer } from "../Model/Tokenizer.ts"
+import type { TrainingEngineShape } from "./EngineContract.ts"
 import { makeTfjsEngine } from "./TfjsEngine.ts"
 import { makeTorchEngine, probeTorch } from "./TorchEngine.ts"
-import { type TrainError, Trainer, type TrainOptions, type TrainResult } from "./Trainer.ts"
-import type { TrainConfig } from "./TrainConfig.ts"
+import { Trainer } from "./Trainer.ts"
+
+export type { TrainingEngineShape }
 
 export const EngineChoice = Schema.Literals(["tfjs", "torch", "auto"])
 export type EngineChoice = typeof EngineChoice.Type
-
-export interface TrainingEngineShape {
-  readonly name: "tfjs" | "torch"
-  /** why this engine runs the job (the flag, or what auto found) */
-  readonly reason: string
-  readonly train: (config: TrainConfig, options?: TrainOptions) => Effect.Effect<TrainResult, TrainError, FileSystem.FileSystem | Path.Path>
-}
 
 /** The engine, logging its choice as each job starts (the one place it is logged). */
 const announced = (engine: TrainingEngineShape): TrainingEngineShape => ({

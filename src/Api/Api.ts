@@ -1,8 +1,10 @@
 /**
  * The HTTP contract of the inference server, declared once as an Effect `HttpApi`: paths, request and response
- * schemas, the error statuses. `Server.ts` implements it with `HttpApiBuilder`; `ApiClient.ts` derives the client
- * (`HttpApiClient`) that the Router, the Evaluator and the pipeline call it with; `/openapi.json` is generated from
- * it. No server code lives here, so clients import it without pulling in llama.cpp.
+ * schemas, the error statuses. `Serving/Server.ts` implements it with `HttpApiBuilder`; `ApiClient.ts` derives
+ * the client (`HttpApiClient`) that the Router, the Evaluator and the pipeline call it with; `/openapi.json` is
+ * generated from it. It sits between Dataset and Evaluation in the stage order, so Evaluation (upstream of
+ * Serving) can import the contract without an arrow pointing back up.
+ * No server code lives here, so clients import it without pulling in llama.cpp.
  *
  * Two families of endpoints:
  * - the original app's contract (`POST /infer`, `GET /health`), kept byte-compatible with its client
