@@ -56,6 +56,34 @@ export type RngState = typeof RngState.Type
 
 export const checkpointName = (step: number) => `checkpoint-${step}`
 
+/** What a finished run's `final.json` says: which checkpoint became the final adapter, and why (both engines). */
+export interface FinalRecord {
+  readonly bestStep: number
+  readonly metricForBest: string
+  readonly bestMetric: number | null | undefined
+  readonly globalStep: number
+  readonly stoppedEarly: boolean
+  readonly finalDir: string
+  readonly engine?: string
+}
+
+/** `final.json`'s text, its fields in one order for every engine. */
+export const finalRecordJson = (r: FinalRecord): string =>
+  JSON.stringify(
+    {
+      bestStep: r.bestStep,
+      checkpoint: checkpointName(r.bestStep),
+      metricForBest: r.metricForBest,
+      bestMetric: r.bestMetric,
+      globalStep: r.globalStep,
+      stoppedEarly: r.stoppedEarly,
+      finalDir: r.finalDir,
+      ...(r.engine === undefined ? {} : { engine: r.engine })
+    },
+    null,
+    2
+  ) + "\n"
+
 export interface CheckpointContents {
   /** writes the trained weights (PEFT adapter files, or model.safetensors) into the folder */
   readonly writeWeights: (dir: string) => Effect.Effect<void, ModelFileError, FileSystem.FileSystem | Path.Path>

@@ -21,7 +21,7 @@ import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINAL_ADAPTER_DIR } from "../Model/Pef
 import { Tokenizer } from "../Model/Tokenizer.ts"
 import { describeRuntime, PythonEnv, type PythonRuntime } from "../Python/PythonEnv.ts"
 import { writeAdapterPrompt } from "./AdapterPrompt.ts"
-import { checkpointName } from "./Checkpoint.ts"
+import { checkpointName, finalRecordJson } from "./Checkpoint.ts"
 import { hasAnswerTokens, promptIds, tokenizeExample } from "./Collate.ts"
 import { type EngineSummary, readEngineEvents, stageOfKind } from "./TorchEvents.ts"
 import {
@@ -248,20 +248,15 @@ const writeFinalAdapter = Effect.fnUntraced(function*(
   yield* writeAdapterPrompt(finalDir, layout).pipe(Effect.mapError(wrapFile(finalDir)))
   yield* fs.writeFileString(
     path.join(runDir, "final.json"),
-    JSON.stringify(
-      {
-        bestStep,
-        checkpoint: checkpointName(bestStep),
-        metricForBest: config.metricForBest,
-        bestMetric: summary.bestMetric,
-        globalStep: summary.globalStep,
-        stoppedEarly: summary.stoppedEarly,
-        finalDir,
-        engine: "torch"
-      },
-      null,
-      2
-    ) + "\n"
+    finalRecordJson({
+      bestStep,
+      metricForBest: config.metricForBest,
+      bestMetric: summary.bestMetric,
+      globalStep: summary.globalStep,
+      stoppedEarly: summary.stoppedEarly,
+      finalDir,
+      engine: "torch"
+    })
   ).pipe(Effect.mapError(wrapFile(runDir)))
 })
 

@@ -24,6 +24,7 @@ import {
 } from "../Model/PeftAdapter.ts"
 import {
   checkpointName,
+  finalRecordJson,
   listCheckpoints,
   loadCheckpoint,
   MODEL_FILE,
@@ -815,19 +816,14 @@ export const runTraining = Effect.fn("Trainer.run")(function*(
     }
     yield* fs.writeFileString(
       path.join(runDir, "final.json"),
-      JSON.stringify(
-        {
-          bestStep,
-          checkpoint: checkpointName(bestStep),
-          metricForBest: config.metricForBest,
-          bestMetric: state.trainer.bestMetric,
-          globalStep: state.trainer.globalStep,
-          stoppedEarly: state.stoppedEarly,
-          finalDir
-        },
-        null,
-        2
-      ) + "\n"
+      finalRecordJson({
+        bestStep,
+        metricForBest: config.metricForBest,
+        bestMetric: state.trainer.bestMetric,
+        globalStep: state.trainer.globalStep,
+        stoppedEarly: state.stoppedEarly,
+        finalDir
+      })
     ).pipe(Effect.mapError(toTrainError(runDir)))
   }
   const elapsed = (performance.now() - state.runStart) / 1000
