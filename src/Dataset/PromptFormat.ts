@@ -26,6 +26,14 @@ import { RagContext, renderRagContext } from "./RagContext.ts"
 export const PromptLayout = Schema.Literals(["seed", "llama3", "mistral", "chatml"])
 export type PromptLayout = typeof PromptLayout.Type
 
+/**
+ * How a layout's text becomes tokens, one rule for training, evaluation and serving: the chat layouts spell their
+ * control tokens (BOS included, where the layout has one) as text and are parsed with them; the seed layout is plain
+ * text after the tokenizer's BOS.
+ */
+export const layoutTokenization = (layout: PromptLayout): { readonly special: boolean; readonly addBos: boolean } =>
+  layout === "seed" ? { special: false, addBos: true } : { special: true, addBos: false }
+
 /** The system prompt of the chat layouts: the app's rule that numbers come only from the context. */
 export const defaultSystemPrompt =
   "You are a financial analysis assistant. Use only the provided context for numbers and facts; never guess a number. " +

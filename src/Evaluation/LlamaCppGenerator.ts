@@ -16,7 +16,7 @@
 import { Effect, Layer, Queue } from "effect"
 import { LlamaCompletion } from "node-llama-cpp"
 import { describeThreads } from "../Model/LlamaCpp.ts"
-import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
+import { formatPrompt, layoutTokenization, type PromptLayout } from "../Dataset/PromptFormat.ts"
 import { LlamaCpp } from "../Model/LlamaCpp.ts"
 import { finishedText } from "../Model/TokenText.ts"
 import { type GenerationRequest, GenerationError, Generator } from "./Generator.ts"
@@ -61,12 +61,13 @@ export const layerLlamaCpp = (options: LlamaCppOptions): Layer.Layer<Generator, 
         const started = Date.now()
         const layout = options.layout ?? "seed"
         const promptText = formatPrompt({ question: request.question, context: request.context }, layout)
-        // the trainer's tokens exactly (Training/Collate): chat layouts spell their control tokens (`<|im_start|>`,
-        // `<|eot_id|>`) and are parsed with them; BOS goes first unless the text begins with it
+        // the trainer's tokens (PromptFormat.layoutTokenization): BOS from the tokenizer only where the layout asks
+        const { special, addBos } = layoutTokenization(layout)
         const bos = model.tokens.bos
-        const trained = model.tokenize(promptText, layout !== "seed")
-        const withBos = bos !== null && trained[0] !== bos ? [bos, ...trained] : trained
-        // LlamaCompletion itself puts BOS first when the model's add_bos asks for it: leave that one to it
+        const trained = model.tokenize(promptText, special)
+        const withBos = addBos && bos !== null && trained[0] !== bos ? [bos, ...trained] : trained
+        // LlamaCompletion itself puts BOS first when the model's add_bos asks for it: leave that one to it (a chat
+        // text that does not begin with BOS on such a model gets one that training did not see; /infer has no such gap)
         const prompt = model.tokens.shouldPrependBosToken && withBos[0] === bos ? withBos.slice(1) : withBos
         const answer = yield* Effect.acquireUseRelease(
           Queue.take(pool),

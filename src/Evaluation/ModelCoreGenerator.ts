@@ -9,7 +9,7 @@
  * concurrency. Every tensor is released with the layer.
  */
 import { Effect, Layer } from "effect"
-import { formatPrompt, type PromptLayout } from "../Dataset/PromptFormat.ts"
+import { formatPrompt, layoutTokenization, type PromptLayout } from "../Dataset/PromptFormat.ts"
 import { SeededRng } from "../Shared/Prng.ts"
 import { Device } from "../Model/Device.ts"
 import { generate } from "../Model/Generation.ts"
@@ -59,12 +59,12 @@ export const layerModelCore = (options: ModelCoreOptions) =>
         yield* loadAdapterInto(adapter, layers, options.adapter).pipe(Effect.mapError(fail))
       }
       const stopTokenIds = tok.eot === undefined ? [eos] : [eos, tok.eot]
-      const special = layout !== "seed"
+      const { special, addBos } = layoutTokenization(layout)
 
       const run = Effect.fn("Generator.generate")(function*(request: GenerationRequest) {
         const started = Date.now()
         const text = formatPrompt({ question: request.question, context: request.context }, layout)
-        const prompt = [...(layout === "seed" && tok.bos !== undefined ? [tok.bos] : []), ...tok.tokenize(text, { addBos: false, special })]
+        const prompt = [...(addBos && tok.bos !== undefined ? [tok.bos] : []), ...tok.tokenize(text, { addBos: false, special })]
         const [out] = yield* Effect.try({
           try: () =>
             generate(model, [prompt], {

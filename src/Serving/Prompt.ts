@@ -13,7 +13,7 @@
  */
 import { renderChatTemplate as renderTemplate } from "../Model/ChatTemplate.ts"
 import { Schema } from "effect"
-import { defaultSystemPrompt, formatPrompt, PromptLayout } from "../Dataset/PromptFormat.ts"
+import { defaultSystemPrompt, formatPrompt, layoutTokenization, PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { TrainedPrompt } from "../Training/AdapterPrompt.ts"
 import type { ChatMessage } from "../Api/Api.ts"
 
@@ -140,8 +140,8 @@ export const renderPrompt = (
       const { layout, systemPrompt } = served
       return {
         text: formatPrompt({ question: input.question, context: input.context }, layout, systemPrompt),
-        parseSpecialTokens: layout !== "seed",
-        bos: layout === "seed" ? "prepend" : "none",
+        parseSpecialTokens: layoutTokenization(layout).special,
+        bos: layoutTokenization(layout).addBos ? "prepend" : "none",
         stops: layoutStops[layout],
         layout
       }

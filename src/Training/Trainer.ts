@@ -10,7 +10,7 @@
 import * as tf from "@tensorflow/tfjs-core"
 import { Context, Effect, FileSystem, Layer, Option, Path, Result, Schema, Stream } from "effect"
 import { decodeInput } from "../Dataset/Input.ts"
-import { type ChatFormat, formatChatExample, formatExample, PromptLayout } from "../Dataset/PromptFormat.ts"
+import { type ChatFormat, formatChatExample, formatExample, layoutTokenization, PromptLayout } from "../Dataset/PromptFormat.ts"
 import type { TrainingRecord } from "../Dataset/Record.ts"
 import { rougeL } from "../Metrics/Rouge.ts"
 import {
@@ -971,9 +971,10 @@ export const trainTokenizerOf = (
   const eos = tok.eos
   // chat layouts and chat templates write their control tokens (`<|begin_of_text|>`, `<s>`, `<|eot_id|>`) as text:
   // parse them; a chat template's text gets BOS as serving gives it (once, unless the template writes it)
-  const special = layout !== "seed" || chatTemplate
+  const rule = layoutTokenization(layout)
+  const special = rule.special || chatTemplate
   return Effect.succeed({
-    bosId: layout === "seed" || chatTemplate ? tok.bos : undefined,
+    bosId: rule.addBos || chatTemplate ? tok.bos : undefined,
     eosId: eos,
     stopIds: tok.eot === undefined ? [eos] : [eos, tok.eot],
     encode: (text) => tok.tokenize(text, { addBos: false, special }),
